@@ -1,0 +1,30 @@
+/**
+ * Engine names -> loaders. Loaders are lazy so `serve --engine passthrough` never loads model code.
+ * Each engine issue adds its line here.
+ */
+import type { Logger } from 'pino';
+import type { Engine } from './engine.ts';
+
+export interface EngineLoadOptions {
+  logger: Logger;
+  /** Engine-specific options from the CLI (e.g. pack dir, steps, device). */
+  options: Record<string, unknown>;
+}
+
+type EngineLoader = (opts: EngineLoadOptions) => Promise<Engine>;
+
+const loaders: Record<string, EngineLoader> = {
+  passthrough: async () => new (await import('./passthrough/passthrough.ts')).PassthroughEngine(),
+};
+
+export const ENGINE_NAMES = Object.keys(loaders);
+
+export function registerEngine(name: string, loader: EngineLoader): void {
+  loaders[name] = loader;
+}
+
+export async function loadEngine(name: string, opts: EngineLoadOptions): Promise<Engine> {
+  const loader = loaders[name];
+  if (!loader) throw new Error(`unknown engine "${name}" (available: ${Object.keys(loaders).join(', ')})`);
+  return loader(opts);
+}
