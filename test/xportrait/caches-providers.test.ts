@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import * as ort from 'onnxruntime-node';
+import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
+import { checkDevice, DeviceUnavailableError, explainProviderError, providerLibraries, sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { GraphBuilder, MemorySink, encodeModel } from '../../src/model/onnx/graph.ts';
+
+describe('CountingCache', () => {
+  it('computes once per key, counts hits and misses, and reports bytes', async () => {
+    const c = new CountingCache<Float32Array>('bank', { sizeOf: bytesOf });
+    let runs = 0;
+    const compute = async () => (runs++, new Float32Array(10));
+    // Concurrent requests for one key share a single computation.
+    await Promise.all([c.getOrCompute('p1|999', compute), c.getOrCompute('p1|999', compute)]);
+    await c.getOrCompute('p1|999', compute);
+    await c.getOrCompute('p1|759', compute);
+    expect(runs).toBe(2);
+    const s = c.stats();
+    expect([s.hits, s.misses, s.entries, s.bytes]).toEqual([2, 2, 2, 80]);
+    expect(s.hitRate).toBe(0.5);
+    expect(c.deleteWhere((k) => k.startsWith('p1|'))).toBe(2);
+    expect(c.stats().bytes).toBe(0);
+  });
+
+  it('evicts least recently used entries over its byte budget and tells the owner', async () => {
+    const evicted: string[] = [];
+    const c = new CountingCache<Uint8Array>('hints', { sizeOf: bytesOf, maxBytes: 25, onEvict: (k) => evicted.push(k) });
+    c.set('a', new Uint8Array(10));
+    c.set('b', new Uint8Array(10));
+    c.get('a');
+    c.set('c', new Uint8Array(10));
+    expect(evicted).toEqual(['b']);
+    expect(c.has('a') && c.has('c')).toBe(true);
+    expect(c.stats().evictions).toBe(1);
+    // A failed computation is not cached.
+    await expect(c.getOrCompute('x', () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(c.has('x')).toBe(false);
+  });
+});
+
+describe('execution providers', () => {
+  it('CPU sessions get explicit thread counts', () => {
+    const o = sessionOptions({ device: 'cpu', intraOpThreads: 2 });
+    expect(o.intraOpNumThreads).toBe(2);
+    expect(o.interOpNumThreads).toBe(1);
+    expect(o.executionProviders).toEqual(['cpu']);
+    expect(() => sessionOptions({ device: 'cpu', intraOpThreads: 0 })).toThrow(/threads/);
+    expect(sessionOptions({ device: 'tensorrt', fp16: true, trtCacheDir: '/tmp/x' }).executionProviders?.[0]).toMatchObject({ name: 'tensorrt', trt_fp16_enable: true });
+  });
+
+  it('--device cuda/tensorrt without the provider libraries fails with the install command', () => {
+    for (const device of ['cuda', 'tensorrt'] as const) {
+      let err: unknown;
+      try {
+        checkDevice(device);
+      } catch (e) {
+        err = e;
+      }
+      if (err === undefined) {
+        // A machine where the GPU providers were installed: nothing to explain.
+        expect(providerLibraries(device).length).toBeGreaterThan(0);
+        continue;
+      }
+      expect(err).toBeInstanceOf(DeviceUnavailableError);
+      expect((err as Error).message).toMatch(/onnxruntime-node-install=cuda12/);
+      expect((err as Error).message).toMatch(new RegExp(`--device ${device}`));
+    }
+    expect(() => checkDevice('cpu')).not.toThrow();
+    expect(() => checkDevice('metal' as never)).toThrow(/unknown device/);
+  });
+
+  it('--device webgpu either runs a graph or explains that there is no adapter', async () => {
+    const g = new GraphBuilder('probe', new MemorySink());
+    const x = g.input('x', 'float32', ['B', 4]);
+    g.output(g.op('Add', [x, x]), 'y', 'float32', ['B', 4]);
+    const model = encodeModel(g);
+    try {
+      const s = await ort.InferenceSession.create(model, sessionOptions({ device: 'webgpu', intraOpThreads: 1 }));
+      const r = await s.run({ x: new ort.Tensor('float32', Float32Array.of(1, 2, 3, 4), [1, 4]) });
+      expect(Array.from(r.y.data as Float32Array)).toEqual([2, 4, 6, 8]);
+      await s.release();
+    } catch (e) {
+      const err = explainProviderError('webgpu', e);
+      expect(err).toBeInstanceOf(DeviceUnavailableError);
+      expect(err.message).toMatch(/no WebGPU adapter/);
+    }
+  });
+});
