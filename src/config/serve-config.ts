@@ -1,0 +1,99 @@
+/**
+ * `serve` configuration: one zod schema for every flag / environment variable, validated once at start so a bad
+ * value stops the server with a message that names the setting, instead of failing later mid-session.
+ */
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+
+const intFromString = (min: number, max: number) =>
+  z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
+
+const fileExists = z.string().min(1).refine((p) => existsSync(p), { message: 'file does not exist' });
+
+const iceServer = z.object({
+  urls: z.union([z.string().regex(/^(stun|stuns|turn|turns):/, 'must start with stun:, stuns:, turn: or turns:'), z.array(z.string().regex(/^(stun|stuns|turn|turns):/)).min(1)]),
+  username: z.string().optional(),
+  credential: z.string().optional(),
+});
+export type IceServer = z.infer<typeof iceServer>;
+
+/**
+ * ICE servers as either a JSON array of RTCIceServer objects or a comma-separated list of URLs
+ * (`stun:stun.example.org:3478,turn:user:pass@turn.example.org:3478`; user:pass@ is split into username/credential).
+ */
+export function parseIceServers(text: string): IceServer[] {
+  const t = text.trim();
+  if (t === '') return [];
+  if (t.startsWith('[')) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(t);
+    } catch (err) {
+      throw new Error(`not valid JSON (${(err as Error).message})`);
+    }
+    return z.array(iceServer).parse(raw);
+  }
+  return t.split(',').map((entry) => {
+    const url = entry.trim();
+    const m = /^(turns?):([^:@]+):([^@]+)@(.+)$/.exec(url);
+    const server = m ? { urls: `${m[1]}:${m[4]}`, username: m[2], credential: m[3] } : { urls: url };
+    return iceServer.parse(server);
+  });
+}
+
+export const serveConfigSchema = z
+  .object({
+    port: intFromString(0, 65535).default(8080),
+    host: z.string().trim().min(1).default('0.0.0.0'),
+    engine: z.string().trim().min(1).default('passthrough'),
+    maxSessions: intFromString(1, 1000).default(4),
+    tlsCert: fileExists.optional(),
+    tlsKey: fileExists.optional(),
+    iceServers: z
+      .union([z.string(), z.array(iceServer)])
+      .default([])
+      .transform((v, ctx) => {
+        if (Array.isArray(v)) return v;
+        try {
+          return parseIceServers(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: err instanceof z.ZodError ? z.prettifyError(err) : (err as Error).message });
+          return z.NEVER;
+        }
+      }),
+    /** Largest portrait upload accepted, bytes. */
+    maxUploadBytes: intFromString(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
+    /** Largest portrait accepted, pixels (width x height), checked before decoding. */
+    maxPortraitPixels: intFromString(64, 100_000_000).default(4096 * 4096),
+    /** Avatar output size (engines that render at their own size scale to it; passthrough keeps the camera size). */
+    outputSize: intFromString(64, 2048).default(512),
+    /** Directory of the built web client (default web-client/dist). */
+    webRoot: z.string().min(1).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .superRefine((c, ctx) => {
+    if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
+      ctx.addIssue({ code: 'custom', path: [c.tlsCert ? 'tlsKey' : 'tlsCert'], message: '--tls-cert and --tls-key must be given together' });
+    }
+    if (c.outputSize % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['outputSize'], message: 'must be even (I420 video)' });
+  });
+
+export type ServeConfig = z.output<typeof serveConfigSchema>;
+export type ServeConfigInput = z.input<typeof serveConfigSchema>;
+
+/** Validate raw settings (strings from flags/env, or typed values); throws an Error listing every bad setting. */
+export function parseServeConfig(raw: Record<string, unknown>, engineNames?: readonly string[]): ServeConfig {
+  const result = serveConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  --${kebab(String(i.path[0] ?? ''))}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  if (engineNames && !engineNames.includes(result.data.engine)) {
+    throw new Error(`invalid configuration:\n  --engine: unknown engine "${result.data.engine}" (available: ${engineNames.join(', ')})`);
+  }
+  return result.data;
+}
+
+function kebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}

@@ -1,0 +1,160 @@
+/**
+ * One server-side WebRTC peer for a live session: the browser's camera track comes in (decoded I420 frames from
+ * RTCVideoSink), the avatar goes back out as a video track (RTCVideoSource) on the same RTCPeerConnection, in the
+ * transceiver the browser offered, so one m-line carries both directions.
+ *
+ * The server is always the answerer. ICE trickles both ways through the `candidate` event / addRemoteCandidate().
+ */
+import { EventEmitter } from 'node:events';
+import { mark, type VideoFrame } from '../media/frame.ts';
+import { RTCPeerConnection, RTCVideoSink, RTCVideoSource } from './wrtc.ts';
+
+export interface RtcPeerOptions {
+  iceServers?: RTCIceServer[];
+  /** How long 'disconnected' may last before the peer counts as gone. */
+  disconnectGraceMs?: number;
+}
+
+export interface IceCandidateJson {
+  candidate: string;
+  sdpMid?: string | null;
+  sdpMLineIndex?: number | null;
+  usernameFragment?: string | null;
+}
+
+export type PeerState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+
+export interface RtcPeerEvents {
+  /** A decoded camera frame (fresh buffer, I420) with its per-peer id and `receive` mark. */
+  frame: [VideoFrame];
+  /** A local ICE candidate for the remote side; null at end of gathering. */
+  candidate: [IceCandidateJson | null];
+  state: [PeerState];
+  /** The peer is gone for good (ICE failed, or disconnected past the grace period). */
+  lost: [string];
+}
+
+interface SinkFrameEvent {
+  frame: { width: number; height: number; data: Uint8Array; rotation?: number };
+}
+
+export class RtcPeer extends EventEmitter<RtcPeerEvents> {
+  readonly #pc: RTCPeerConnection;
+  readonly #source = new RTCVideoSource();
+  readonly #track: MediaStreamTrack;
+  #sink: InstanceType<typeof RTCVideoSink> | undefined;
+  #nextId = 0;
+  #closed = false;
+  #graceTimer: NodeJS.Timeout | undefined;
+  readonly #graceMs: number;
+  framesReceived = 0;
+  framesSent = 0;
+  inputWidth = 0;
+  inputHeight = 0;
+
+  constructor(opts: RtcPeerOptions = {}) {
+    super();
+    this.#graceMs = opts.disconnectGraceMs ?? 5000;
+    this.#pc = new RTCPeerConnection({ iceServers: opts.iceServers ?? [] });
+    this.#track = this.#source.createTrack();
+    this.#pc.onicecandidate = (e: RTCPeerConnectionIceEvent) => {
+      if (this.#closed) return;
+      this.emit('candidate', e.candidate ? candidateJson(e.candidate) : null);
+    };
+    this.#pc.ontrack = (e: RTCTrackEvent) => {
+      if (e.track.kind !== 'video' || this.#sink) return;
+      this.#attachSink(e.track);
+    };
+    this.#pc.onconnectionstatechange = () => this.#onState(this.#pc.connectionState as PeerState);
+  }
+
+  get state(): PeerState {
+    return this.#closed ? 'closed' : (this.#pc.connectionState as PeerState);
+  }
+
+  /** Apply the browser's offer; returns the answer SDP. The offer must carry a video m-line. */
+  async acceptOffer(offerSdp: string): Promise<string> {
+    if (this.#closed) throw new Error('peer is closed');
+    await this.#pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    const transceiver = this.#pc.getTransceivers().find((t) => t.receiver.track?.kind === 'video');
+    if (!transceiver) throw new Error('the offer has no video track: send the camera as a video transceiver');
+    // Send the avatar back in the camera's own transceiver (one m-line, both directions).
+    await transceiver.sender.replaceTrack(this.#track);
+    transceiver.direction = 'sendrecv';
+    const answer = await this.#pc.createAnswer();
+    await this.#pc.setLocalDescription(answer);
+    return this.#pc.localDescription?.sdp ?? answer.sdp ?? '';
+  }
+
+  async addRemoteCandidate(c: IceCandidateJson | null): Promise<void> {
+    if (this.#closed || !c || !c.candidate) return; // end-of-candidates needs nothing from us
+    await this.#pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdpMid ?? undefined, sdpMLineIndex: c.sdpMLineIndex ?? undefined });
+  }
+
+  /** Send one I420 frame on the avatar track. Width and height must be even. */
+  sendFrame(frame: VideoFrame): void {
+    if (this.#closed) return;
+    if (frame.format !== 'i420') throw new Error(`sendFrame needs I420, got ${frame.format}`);
+    if (frame.width % 2 || frame.height % 2) throw new Error(`sendFrame needs even dimensions, got ${frame.width}x${frame.height}`);
+    this.#source.onFrame({ width: frame.width, height: frame.height, data: frame.data });
+    this.framesSent++;
+  }
+
+  /** WebRTC statistics of the server side (getStats), as plain objects. */
+  async getStats(): Promise<Record<string, unknown>[]> {
+    if (this.#closed) return [];
+    const report = await this.#pc.getStats();
+    const out: Record<string, unknown>[] = [];
+    report.forEach((s: Record<string, unknown>) => out.push({ ...s }));
+    return out;
+  }
+
+  /** Stop the sink and the track, close the connection. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#graceTimer);
+    this.#sink?.stop();
+    this.#sink = undefined;
+    this.#track.stop();
+    this.#pc.onicecandidate = null;
+    this.#pc.ontrack = null;
+    this.#pc.onconnectionstatechange = null;
+    this.#pc.close();
+    this.emit('state', 'closed');
+  }
+
+  #attachSink(track: MediaStreamTrack): void {
+    const sink = new RTCVideoSink(track);
+    this.#sink = sink;
+    sink.onframe = (e: SinkFrameEvent) => {
+      if (this.#closed) return;
+      const t = performance.now();
+      const { width, height, data } = e.frame;
+      this.framesReceived++;
+      this.inputWidth = width;
+      this.inputHeight = height;
+      // The binding hands over a fresh buffer per frame (checked: consecutive frames never share one), so the frame
+      // may wait in a mailbox without a copy.
+      const frame: VideoFrame = { id: this.#nextId++, width, height, format: 'i420', data, times: {} };
+      this.emit('frame', mark(frame, 'receive', t));
+    };
+  }
+
+  #onState(state: PeerState): void {
+    if (this.#closed) return;
+    this.emit('state', state);
+    clearTimeout(this.#graceTimer);
+    if (state === 'failed') this.emit('lost', 'ICE connection failed');
+    else if (state === 'disconnected') {
+      this.#graceTimer = setTimeout(() => {
+        if (!this.#closed && this.#pc.connectionState === 'disconnected') this.emit('lost', `peer disconnected for ${this.#graceMs} ms`);
+      }, this.#graceMs);
+      this.#graceTimer.unref();
+    }
+  }
+}
+
+function candidateJson(c: RTCIceCandidate): IceCandidateJson {
+  return { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex, usernameFragment: c.usernameFragment };
+}

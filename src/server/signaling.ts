@@ -1,0 +1,107 @@
+/**
+ * The signaling protocol on `/ws`: JSON messages, one per WebSocket frame, each validated against a zod schema.
+ *
+ * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping
+ * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong
+ *
+ * Anything malformed (not JSON, wrong types, an unknown type, over MAX_MESSAGE_BYTES) is answered with
+ * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
+ */
+import { z } from 'zod';
+
+export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+const sdp = z.string().min(1).max(MAX_MESSAGE_BYTES);
+
+export const iceCandidateSchema = z.object({
+  candidate: z.string().max(4096),
+  sdpMid: z.string().max(64).nullish(),
+  sdpMLineIndex: z.number().int().min(0).max(1024).nullish(),
+  usernameFragment: z.string().max(256).nullish(),
+});
+export type IceCandidateMessage = z.infer<typeof iceCandidateSchema>;
+
+export const clientMessageSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('offer'),
+    sdp,
+    /** Engine to use for this session (default: the server's --engine). */
+    engine: z.string().min(1).max(64).optional(),
+    /** A portrait uploaded through POST /api/portraits, or "sample". */
+    portraitId: z.string().min(1).max(64),
+  }),
+  /** A null candidate means end-of-candidates. */
+  z.object({ type: z.literal('candidate'), candidate: iceCandidateSchema.nullable() }),
+  z.object({ type: z.literal('control'), command: z.looseObject({ type: z.string().min(1).max(64) }) }),
+  z.object({ type: z.literal('stop') }),
+  z.object({ type: z.literal('ping'), t: z.number().optional() }),
+]);
+export type ClientMessage = z.infer<typeof clientMessageSchema>;
+export const CLIENT_MESSAGE_TYPES = ['offer', 'candidate', 'control', 'stop', 'ping'] as const;
+
+export type ErrorCode =
+  | 'bad_json'
+  | 'too_large'
+  | 'invalid_message'
+  | 'unknown_type'
+  | 'bad_state'
+  | 'server_full'
+  | 'portrait_not_found'
+  | 'engine_unavailable'
+  | 'face_unavailable'
+  | 'engine_failed'
+  | 'face_failed'
+  | 'webrtc_failed'
+  | 'internal';
+
+export interface SessionInfoMessage {
+  engine: string;
+  outputWidth: number;
+  outputHeight: number;
+  lagFrames: number;
+}
+
+export type ServerMessage =
+  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: unknown[]; maxMessageBytes: number }
+  | { type: 'answer'; sdp: string; session: SessionInfoMessage }
+  | { type: 'candidate'; candidate: IceCandidateMessage | null }
+  | { type: 'stats'; stats: unknown }
+  | { type: 'error'; code: ErrorCode; message: string }
+  | { type: 'ended'; reason: string }
+  | { type: 'pong'; t?: number; serverTime: number };
+
+export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; code: ErrorCode; message: string };
+
+/** Parse one raw WebSocket message. Never throws. */
+export function parseClientMessage(raw: string | Buffer | ArrayBuffer | Buffer[]): ParseResult {
+  const buf = Array.isArray(raw) ? Buffer.concat(raw) : typeof raw === 'string' ? null : Buffer.from(raw as ArrayBuffer);
+  const size = buf ? buf.length : Buffer.byteLength(raw as string);
+  if (size > MAX_MESSAGE_BYTES) {
+    return { ok: false, code: 'too_large', message: `message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES} bytes` };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(buf ? buf.toString('utf8') : (raw as string));
+  } catch (err) {
+    return { ok: false, code: 'bad_json', message: `message is not valid JSON: ${(err as Error).message}` };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, code: 'invalid_message', message: 'message must be a JSON object with a "type" field' };
+  }
+  const type = (value as { type?: unknown }).type;
+  if (typeof type !== 'string') {
+    return { ok: false, code: 'invalid_message', message: 'message must have a string "type" field' };
+  }
+  if (!(CLIENT_MESSAGE_TYPES as readonly string[]).includes(type)) {
+    return {
+      ok: false,
+      code: 'unknown_type',
+      message: `unknown message type "${type.slice(0, 64)}" (expected one of: ${CLIENT_MESSAGE_TYPES.join(', ')})`,
+    };
+  }
+  const parsed = clientMessageSchema.safeParse(value);
+  if (!parsed.success) {
+    return { ok: false, code: 'invalid_message', message: `invalid "${type}" message: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}` };
+  }
+  return { ok: true, message: parsed.data };
+}

@@ -1,0 +1,43 @@
+/**
+ * The face stage's injection point. When an engine says `needsFace`, the live session opens one analyzer per session
+ * and calls `analyze(frame)` on each frame between the mailbox and the engine; the observation rides along in the
+ * engine input. The face-tracking code provides the factory (register it below); later, landmarks sent by the client
+ * over a data channel (paired by frame id) can come in through the same interface.
+ */
+import type { Logger } from 'pino';
+import type { FaceObservation } from '../face/types.ts';
+import type { VideoFrame } from '../media/frame.ts';
+
+export interface FrameAnalyzer {
+  /** Observe one frame; called once per frame, never concurrently. */
+  analyze(frame: VideoFrame): Promise<FaceObservation>;
+  close(): Promise<void> | void;
+}
+
+export interface FrameAnalyzerFactory {
+  readonly name: string;
+  /** One analyzer (tracker state) per live session. */
+  create(opts: { logger: Logger }): Promise<FrameAnalyzer>;
+}
+
+type AnalyzerLoader = (opts: { logger: Logger }) => Promise<FrameAnalyzerFactory>;
+
+/**
+ * Loaders, lazy like the engine registry so a passthrough server never loads face models. The face tracker adds
+ * its line here, e.g. `face: async (o) => (await import('../face/....ts')).createFrameAnalyzerFactory(o)`.
+ */
+const loaders: Record<string, AnalyzerLoader> = {};
+
+export function registerFrameAnalyzer(name: string, loader: AnalyzerLoader): void {
+  loaders[name] = loader;
+}
+
+export function frameAnalyzerNames(): string[] {
+  return Object.keys(loaders);
+}
+
+/** The default analyzer's loader (the first registered), or undefined when none is available. */
+export function defaultFrameAnalyzerLoader(): AnalyzerLoader | undefined {
+  const first = Object.keys(loaders)[0];
+  return first ? loaders[first] : undefined;
+}

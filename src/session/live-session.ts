@@ -1,0 +1,280 @@
+/**
+ * One live session: camera frames in from the RTC peer, the NEWEST one through a size-1 mailbox to the (optional)
+ * face stage and the engine, the engine's output back out on the peer's avatar track.
+ *
+ *   RtcPeer 'frame' ─▶ Mailbox(1) ─▶ [FrameAnalyzer] ─▶ EngineSession.process ─▶ toI420 ─▶ RtcPeer.sendFrame
+ *                                                                                      └─▶ 'frame' event (relays, egress)
+ *
+ * Stale frames are replaced in the mailbox (and counted), never queued. Every frame keeps its id and stage marks
+ * (receive, trackStart/End, engineStart/End, send). A failing engine or analyzer ends this session only, with a
+ * 'failed' event carrying a code the client can show.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { Engine, EngineControl, EngineSession, EngineStats } from '../engine/engine.ts';
+import type { FaceObservation } from '../face/types.ts';
+import { toI420 } from '../media/convert.ts';
+import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
+import { RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
+import { Mailbox } from '../util/mailbox.ts';
+import { StageTimer } from '../util/timing.ts';
+import type { StageStats } from '../engine/engine.ts';
+import type { FrameAnalyzer, FrameAnalyzerFactory } from './frame-analyzer.ts';
+
+export type SessionErrorCode = 'engine_failed' | 'face_failed' | 'face_unavailable' | 'webrtc_failed';
+
+export class SessionError extends Error {
+  constructor(
+    readonly code: SessionErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface LiveSessionOptions {
+  id: string;
+  engine: Engine;
+  portrait: RgbImage;
+  outputWidth: number;
+  outputHeight: number;
+  logger: Logger;
+  iceServers?: RTCIceServer[];
+  /** Needed when `engine.needsFace`; the session opens one analyzer for itself. */
+  analyzerFactory?: FrameAnalyzerFactory;
+  /** How long a 'disconnected' peer may take to come back. */
+  disconnectGraceMs?: number;
+}
+
+export interface SessionStats {
+  id: string;
+  engine: string;
+  state: PeerState;
+  uptimeMs: number;
+  input: { width: number; height: number };
+  framesReceived: number;
+  /** Frames replaced in the mailbox before the engine took them (the engine was busy). */
+  framesDropped: number;
+  framesProcessed: number;
+  framesSent: number;
+  /** Over the last stats interval. */
+  fpsIn: number;
+  fpsOut: number;
+  /** queue (receive -> engineStart), track, engine (engineStart -> engineEnd), total (receive -> send). */
+  stages: Record<string, StageStats>;
+  engineStats: EngineStats;
+}
+
+export interface LiveSessionEvents {
+  /** An output frame as sent (I420, with all its stage marks). */
+  frame: [VideoFrame];
+  candidate: [IceCandidateJson | null];
+  state: [PeerState];
+  /** The session failed; it closes itself right after. */
+  failed: [SessionError];
+  /** Closed, for whatever reason; emitted once. */
+  closed: [string];
+}
+
+export class LiveSession extends EventEmitter<LiveSessionEvents> {
+  readonly id: string;
+  readonly logger: Logger;
+  readonly #engineName: string;
+  readonly #engineSession: EngineSession;
+  readonly #analyzer: FrameAnalyzer | undefined;
+  readonly #peer: RtcPeer;
+  readonly #mailbox = new Mailbox<VideoFrame>();
+  readonly #timer = new StageTimer();
+  readonly #startedAt = performance.now();
+  #closed = false;
+  #loop: Promise<void> | undefined;
+  #framesProcessed = 0;
+  #lastRates = { at: performance.now(), received: 0, sent: 0, fpsIn: 0, fpsOut: 0 };
+
+  /** Open the engine session (and analyzer) first, so a bad portrait or engine fails before any SDP is exchanged. */
+  static async open(opts: LiveSessionOptions): Promise<LiveSession> {
+    if (opts.engine.needsFace && !opts.analyzerFactory) {
+      throw new SessionError(
+        'face_unavailable',
+        `engine "${opts.engine.name}" needs face tracking, but no face tracker is available on this server`,
+      );
+    }
+    const logger = opts.logger;
+    const engineSession = await opts.engine.createSession({
+      portrait: opts.portrait,
+      outputWidth: opts.outputWidth,
+      outputHeight: opts.outputHeight,
+      logger,
+    });
+    let analyzer: FrameAnalyzer | undefined;
+    try {
+      if (opts.engine.needsFace && opts.analyzerFactory) analyzer = await opts.analyzerFactory.create({ logger });
+    } catch (err) {
+      await engineSession.close().catch(() => {});
+      throw new SessionError('face_unavailable', `face tracker "${opts.analyzerFactory?.name}" failed to start: ${(err as Error).message}`);
+    }
+    return new LiveSession(opts, engineSession, analyzer);
+  }
+
+  private constructor(opts: LiveSessionOptions, engineSession: EngineSession, analyzer: FrameAnalyzer | undefined) {
+    super();
+    this.id = opts.id;
+    this.logger = opts.logger;
+    this.#engineName = opts.engine.name;
+    this.#engineSession = engineSession;
+    this.#analyzer = analyzer;
+    this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
+    this.#peer.on('frame', (f) => this.#mailbox.put(f));
+    this.#peer.on('candidate', (c) => this.emit('candidate', c));
+    this.#peer.on('state', (s) => {
+      if (s === 'connected') this.logger.info({ event: 'peer_connected' }, 'peer connected');
+      this.emit('state', s);
+    });
+    this.#peer.on('lost', (why) => {
+      this.logger.warn({ event: 'peer_lost', reason: why }, 'peer lost');
+      void this.close(`peer lost: ${why}`);
+    });
+  }
+
+  get engineInfo() {
+    return this.#engineSession.info;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Apply the browser's offer and start the frame loop; returns the answer SDP. */
+  async acceptOffer(sdp: string): Promise<string> {
+    let answer: string;
+    try {
+      answer = await this.#peer.acceptOffer(sdp);
+    } catch (err) {
+      throw new SessionError('webrtc_failed', `could not accept the offer: ${(err as Error).message}`);
+    }
+    this.#loop ??= this.#run();
+    return answer;
+  }
+
+  addRemoteCandidate(c: IceCandidateJson | null): Promise<void> {
+    return this.#peer.addRemoteCandidate(c);
+  }
+
+  control(command: EngineControl): void {
+    this.#engineSession.control?.(command);
+  }
+
+  stats(): SessionStats {
+    const now = performance.now();
+    const r = this.#lastRates;
+    const dt = (now - r.at) / 1000;
+    if (dt >= 0.5) {
+      r.fpsIn = (this.#peer.framesReceived - r.received) / dt;
+      r.fpsOut = (this.#peer.framesSent - r.sent) / dt;
+      r.at = now;
+      r.received = this.#peer.framesReceived;
+      r.sent = this.#peer.framesSent;
+    }
+    return {
+      id: this.id,
+      engine: this.#engineName,
+      state: this.#peer.state,
+      uptimeMs: Math.round(now - this.#startedAt),
+      input: { width: this.#peer.inputWidth, height: this.#peer.inputHeight },
+      framesReceived: this.#peer.framesReceived,
+      framesDropped: this.#mailbox.dropped,
+      framesProcessed: this.#framesProcessed,
+      framesSent: this.#peer.framesSent,
+      fpsIn: round1(r.fpsIn),
+      fpsOut: round1(r.fpsOut),
+      stages: this.#timer.snapshot(),
+      engineStats: this.#engineSession.stats(),
+    };
+  }
+
+  /** Server-side WebRTC statistics. */
+  rtcStats(): Promise<Record<string, unknown>[]> {
+    return this.#peer.getStats();
+  }
+
+  /** Close the peer (sink, source, connection), the mailbox, the analyzer and the engine session. Idempotent. */
+  async close(reason = 'closed'): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const summary = this.stats();
+    this.#mailbox.close();
+    this.#peer.close();
+    await this.#loop?.catch(() => {});
+    await Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]);
+    this.logger.info(
+      {
+        event: 'session_closed',
+        reason,
+        framesReceived: summary.framesReceived,
+        framesDropped: summary.framesDropped,
+        framesSent: summary.framesSent,
+        totalP50Ms: summary.stages.total?.p50Ms,
+        totalP95Ms: summary.stages.total?.p95Ms,
+      },
+      'session closed',
+    );
+    this.emit('closed', reason);
+  }
+
+  async #run(): Promise<void> {
+    for (;;) {
+      const frame = await this.#mailbox.next();
+      if (!frame || this.#closed) return;
+      let face: FaceObservation | undefined;
+      if (this.#analyzer) {
+        try {
+          mark(frame, 'trackStart');
+          face = await this.#analyzer.analyze(frame);
+          mark(frame, 'trackEnd');
+          this.#timer.record('track', frame.times.trackEnd - frame.times.trackStart);
+        } catch (err) {
+          return this.#fail(new SessionError('face_failed', `face tracking failed: ${(err as Error).message}`), err);
+        }
+      }
+      let outputs: VideoFrame[];
+      const t0 = performance.now();
+      try {
+        outputs = await this.#engineSession.process({ frame, face });
+      } catch (err) {
+        return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" failed: ${(err as Error).message}`), err);
+      }
+      this.#timer.record('engine', performance.now() - t0);
+      this.#framesProcessed++;
+      if (this.#closed) return;
+      for (const out of outputs) {
+        try {
+          this.#send(out);
+        } catch (err) {
+          return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" output could not be sent: ${(err as Error).message}`), err);
+        }
+      }
+    }
+  }
+
+  #send(out: VideoFrame): void {
+    const frame = toI420(out);
+    this.#peer.sendFrame(mark(frame, 'send'));
+    const t = frame.times;
+    if (t.receive !== undefined) {
+      this.#timer.record('total', t.send - t.receive);
+      if (t.engineStart !== undefined) this.#timer.record('queue', t.engineStart - t.receive);
+    }
+    this.emit('frame', frame);
+  }
+
+  #fail(error: SessionError, cause: unknown): void {
+    if (this.#closed) return;
+    this.logger.error({ event: 'session_failed', code: error.code, err: cause }, error.message);
+    this.emit('failed', error);
+    void this.close(error.message);
+  }
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
