@@ -26,7 +26,7 @@ export { DTYPE_BYTES, bytesToFloat32, float32ToBytes, floatToHalfBits, floatToBF
 export type { CheckpointReader, TensorInfo, WeightSource } from './types.ts';
 export { TorchZipReader } from './torch-zip.ts';
 export { SafetensorsReader, writeSafetensors, type TensorToWrite } from './safetensors.ts';
-export { writeTorchZip, type TorchZipTensor, type TorchZipWriteOptions } from './torch-zip-writer.ts';
+export { writeTorchZip, writeZip, type TorchZipTensor, type TorchZipWriteOptions } from './torch-zip-writer.ts';
 
 /**
  * Opens a checkpoint, choosing the format from its first bytes (not its name): a zip archive (torch >= 1.6

@@ -385,3 +385,15 @@ export async function writeTorchZip(path: string, tensors: TorchZipTensor[], opt
     await fh.close();
   }
 }
+
+/** Writes a plain zip of the given entries (tests use it to build malformed or foreign archives). */
+export async function writeZip(path: string, entries: { name: string; data: Uint8Array }[], options: { deflate?: boolean; forceZip64?: boolean } = {}): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    const zip = new ZipWriter(fh, options.forceZip64 ?? false);
+    for (const e of entries) await zip.add(e.name, e.data.byteLength, [e.data], options.deflate);
+    await zip.finish();
+  } finally {
+    await fh.close();
+  }
+}
