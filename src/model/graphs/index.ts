@@ -1,0 +1,228 @@
+/**
+ * The X-Portrait graph catalogue (spec section 8): which ONNX graphs a pack holds, their inputs and outputs, and the
+ * builder of each, all generic over the config (sizes come from `XPortraitConfig`; spatial and batch axes are
+ * dynamic). I/O names follow the conformance manifests (x_t, t, context, bank.NN, control.NN, res.NN, hint_feat…),
+ * so a case's tensors bind to graph inputs by name.
+ *
+ * | graph | inputs | outputs |
+ * |---|---|---|
+ * | vae_encoder | image [B,3,H,W] in [-1,1] | moments, mean, logvar (clamped to [-30,20]), latent = scale_factor*mean |
+ * | vae_decoder | z [B,4,h,w] (scaled latent, as sampled) | image [B,3,H,W] (unclamped) |
+ * | refnet_bank | z_ref [B,4,h,w], t int64 [B], context [1 or B,77,C] | bank.00..bank.NN [B, L_k, C_k] |
+ * | cn_hint_pose, cn_hint_local | hint [B,3,H,W] | hint_feat [B,mc,h,w] |
+ * | cn_body_pose, cn_body_local | x_t, hint_feat, t, context | res.00..res.NN (13 for SD sizes) |
+ * | unet_cond | x_t [B,4,h,w], t [B], context, bank.* [1 or B, L_k, C_k], control.* (summed residuals) | eps |
+ * | unet_uncond | x_t, t, context | eps |
+ */
+import type { WeightSource } from '../checkpoint/index.ts';
+import type { UNetParams, XPortraitConfig } from '../config.ts';
+import type { GraphBuilder } from '../onnx/graph.ts';
+import type { Dim } from '../onnx/types.ts';
+import { unetLayout } from './layout.ts';
+import { MotionModuleBuilder, type WindowMode } from './motion.ts';
+import { Nn, type AttentionImpl, type GroupNormImpl, type Precision } from './nn.ts';
+import { walkUNet } from './unet.ts';
+import { vaeDecoder, vaeEncoder } from './vae.ts';
+
+export { unetLayout, bankShapes, type UNetLayout } from './layout.ts';
+export { MotionModuleBuilder, type WindowMode, type TemporalAttentionSite } from './motion.ts';
+export { Nn, WeightError, type Precision, type AttentionImpl, type GroupNormImpl } from './nn.ts';
+
+export const PREFIX = {
+  unet: 'model.diffusion_model.',
+  refnet: 'appearance_control_model.',
+  pose: 'pose_control_model.',
+  local: 'local_pose_control_model.',
+  vae: 'first_stage_model.',
+} as const;
+
+export interface BuildOptions {
+  precision: Precision;
+  attention: AttentionImpl;
+  groupNorm: GroupNormImpl;
+  window: WindowMode;
+  /** Add the conformance debug intermediates (debug.emb, debug.hs.NN, debug.mid, debug.out.NN) to the UNet graphs. */
+  debugOutputs?: boolean;
+  /** Builds the motion modules (override to add variants, e.g. KV-cache temporal attention). */
+  motionModuleBuilder?: (cfg: XPortraitConfig, window: WindowMode) => MotionModuleBuilder;
+}
+
+export interface GraphDef {
+  name: string;
+  description: string;
+  /** Graphs with the same weight group read the same checkpoint tensors (they may share one external data file). */
+  weightGroup: string;
+  build(g: GraphBuilder, source: WeightSource, cfg: XPortraitConfig, opts: BuildOptions): Promise<void>;
+}
+
+const two = (n: number) => String(n).padStart(2, '0');
+
+function nnFor(g: GraphBuilder, source: WeightSource, opts: BuildOptions, prefix: string): Nn {
+  return new Nn(g, source, { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm }, prefix);
+}
+
+/** Declares a compute-precision tensor as a float32 graph output. */
+function out(nn: Nn, value: string, name: string, shape: Dim[]): void {
+  nn.g.output(nn.toFloat32(value), name, 'float32', shape);
+}
+
+function latentInputs(g: GraphBuilder, cfg: XPortraitConfig, xName: string, contextDim: number) {
+  const x = g.input(xName, 'float32', ['B', cfg.latentChannels, 'h', 'w']);
+  const t = g.input('t', 'int64', ['B']);
+  const context = g.input('context', 'float32', ['Bc', 77, contextDim]);
+  return { x, t, context };
+}
+
+/** ControlNet `input_hint_block`: 8 convs (3 stride-2) with SiLU between, hint image -> [B, mc, H/8, W/8]. */
+async function hintEncoder(nn: Nn, hint: string, p: UNetParams): Promise<string> {
+  const widths = [16, 16, 32, 32, 96, 96, 256, p.modelChannels];
+  const strides = [1, 1, 2, 1, 2, 1, 2, 1];
+  let h = hint;
+  let cin = p.hintChannels;
+  for (let i = 0; i < widths.length; i++) {
+    h = await nn.conv(h, `input_hint_block.${2 * i}`, cin, widths[i], 3, { stride: strides[i] });
+    if (i < widths.length - 1) h = nn.silu(h);
+    cin = widths[i];
+  }
+  return h;
+}
+
+function controlNetGraphs(which: 'pose' | 'local'): GraphDef[] {
+  const prefix = which === 'pose' ? PREFIX.pose : PREFIX.local;
+  const params = (cfg: XPortraitConfig) => (which === 'pose' ? cfg.poseControl : cfg.localControl);
+  return [
+    {
+      name: `cn_hint_${which}`,
+      description: `${which} ControlNet hint encoder (input_hint_block): depends on the driving frame only`,
+      weightGroup: `cn_hint_${which}`,
+      async build(g, source, cfg, opts) {
+        const p = params(cfg);
+        const nn = nnFor(g, source, opts, prefix);
+        const hint = g.input('hint', 'float32', ['B', p.hintChannels, 'H', 'W']);
+        out(nn, await hintEncoder(nn, nn.toCompute(hint), p), 'hint_feat', ['B', p.modelChannels, 'h', 'w']);
+      },
+    },
+    {
+      name: `cn_body_${which}`,
+      description: `${which} ControlNet body: encoder half, zero convs and middle_block_out -> the residuals`,
+      weightGroup: `cn_body_${which}`,
+      async build(g, source, cfg, opts) {
+        const p = params(cfg);
+        const nn = nnFor(g, source, opts, prefix);
+        const io = latentInputs(g, cfg, 'x_t', p.contextDim);
+        const hintFeat = g.input('hint_feat', 'float32', ['B', p.modelChannels, 'h', 'w']);
+        const r = await walkUNet(nn, {
+          params: p,
+          x: nn.toCompute(io.x),
+          t: io.t,
+          context: nn.toCompute(io.context),
+          mode: { kind: 'plain' },
+          controlnetHint: nn.toCompute(hintFeat),
+        });
+        r.residuals!.forEach((v, i) => out(nn, v, `res.${two(i)}`, ['B', r.layout.residuals[i].channels, `h${r.layout.residuals[i].ds}`, `w${r.layout.residuals[i].ds}`]));
+      },
+    },
+  ];
+}
+
+function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
+  const cond = name === 'unet_cond';
+  return {
+    name,
+    description: cond
+      ? 'main temporal UNet, conditional branch: reference attention over the bank inputs + summed ControlNet residuals'
+      : 'main temporal UNet, unconditional branch: plain self-attention, no residuals',
+    weightGroup: 'unet',
+    async build(g, source, cfg, opts) {
+      const p = cfg.unet;
+      const nn = nnFor(g, source, opts, PREFIX.unet);
+      const io = latentInputs(g, cfg, 'x_t', p.contextDim);
+      const layout = unetLayout(p, !!p.motionModule);
+      let banks: string[] | undefined;
+      let control: string[] | undefined;
+      if (cond) {
+        banks = layout.transformers.map((t) => nn.toCompute(g.input(`bank.${two(t.bankIndex)}`, 'float32', ['Bb', `L${two(t.bankIndex)}`, t.channels])));
+        control = layout.residuals.map((r, i) => nn.toCompute(g.input(`control.${two(i)}`, 'float32', ['B', r.channels, `h${r.ds}`, `w${r.ds}`])));
+      }
+      const motion = p.motionModule ? (opts.motionModuleBuilder ?? ((c, w) => new MotionModuleBuilder(c.unet.motionModule!, w)))(cfg, opts.window) : null;
+      const debug = opts.debugOutputs ? new Map<string, string>() : undefined;
+      const r = await walkUNet(nn, {
+        params: p,
+        x: nn.toCompute(io.x),
+        t: io.t,
+        context: nn.toCompute(io.context),
+        mode: cond ? { kind: 'read', banks: banks! } : { kind: 'plain' },
+        motion,
+        control,
+        debug,
+      });
+      out(nn, r.eps!, 'eps', ['B', layout.outChannels, 'h', 'w']);
+      for (const [k, v] of debug ?? []) out(nn, v, k, k === 'debug.emb' ? ['B', layout.embDim] : ['B', 'c', 'y', 'x']);
+    },
+  };
+}
+
+export const GRAPHS: GraphDef[] = [
+  {
+    name: 'vae_encoder',
+    description: 'VAE encoder + quant_conv: image -> posterior moments, mean, logvar and the scaled latent',
+    weightGroup: 'vae_encoder',
+    async build(g, source, cfg, opts) {
+      const p = cfg.vae;
+      const nn = nnFor(g, source, opts, PREFIX.vae);
+      const image = g.input('image', 'float32', ['B', p.inChannels, 'H', 'W']);
+      const moments = nn.toFloat32(await vaeEncoder(nn, nn.toCompute(image), p));
+      const e = p.embedDim;
+      const mean = g.op('Slice', [moments, g.constI64([0]), g.constI64([e]), g.constI64([1])]);
+      const rawLogvar = g.op('Slice', [moments, g.constI64([e]), g.constI64([2 * e]), g.constI64([1])]);
+      const logvar = g.op('Clip', [rawLogvar, g.scalar(-30), g.scalar(20)]);
+      const shape: Dim[] = ['B', e, 'h', 'w'];
+      g.output(moments, 'moments', 'float32', ['B', 2 * e, 'h', 'w']);
+      g.output(mean, 'mean', 'float32', shape);
+      g.output(logvar, 'logvar', 'float32', shape);
+      g.output(g.op('Mul', [mean, g.scalar(cfg.scaleFactor)]), 'latent', 'float32', shape);
+    },
+  },
+  {
+    name: 'vae_decoder',
+    description: 'VAE decoder: scaled latent z -> z/scale_factor -> post_quant_conv -> decoder -> image (unclamped)',
+    weightGroup: 'vae_decoder',
+    async build(g, source, cfg, opts) {
+      const p = cfg.vae;
+      const nn = nnFor(g, source, opts, PREFIX.vae);
+      const z = g.input('z', 'float32', ['B', p.embedDim, 'h', 'w']);
+      const unscaled = g.op('Div', [z, g.scalar(cfg.scaleFactor)]);
+      out(nn, await vaeDecoder(nn, nn.toCompute(unscaled), p), 'image', ['B', p.outCh, 'H', 'W']);
+    },
+  },
+  {
+    name: 'refnet_bank',
+    description: "appearance reference net in 'write' mode: the LayerNorm-1 output of every SpatialTransformer (compute after the last one pruned)",
+    weightGroup: 'refnet',
+    async build(g, source, cfg, opts) {
+      const p = cfg.refnet;
+      const nn = nnFor(g, source, opts, PREFIX.refnet);
+      const io = latentInputs(g, cfg, 'z_ref', p.contextDim);
+      const layout = unetLayout(p);
+      const r = await walkUNet(nn, {
+        params: p,
+        x: nn.toCompute(io.x),
+        t: io.t,
+        context: nn.toCompute(io.context),
+        mode: { kind: 'write', banks: [], last: layout.transformers.length - 1 },
+      });
+      r.banks!.forEach((b, i) => out(nn, b, `bank.${two(i)}`, ['B', `L${two(i)}`, layout.transformers[i].channels]));
+    },
+  },
+  ...controlNetGraphs('pose'),
+  ...controlNetGraphs('local'),
+  unetGraph('unet_cond'),
+  unetGraph('unet_uncond'),
+];
+
+export function graphDef(name: string): GraphDef {
+  const d = GRAPHS.find((x) => x.name === name);
+  if (!d) throw new Error(`no graph named '${name}' (graphs: ${GRAPHS.map((x) => x.name).join(', ')})`);
+  return d;
+}
+
