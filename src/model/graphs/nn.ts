@@ -22,7 +22,8 @@ export type GroupNormImpl = 'decomposed' | 'onnx';
 export interface NnOptions {
   precision: Precision;
   attention: AttentionImpl;
-  groupNorm: GroupNormImpl;
+  /** Default 'decomposed'. */
+  groupNorm?: GroupNormImpl;
 }
 
 function shapeStr(s: readonly number[]): string {
