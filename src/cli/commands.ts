@@ -1,4 +1,7 @@
 /** The list of commands. Each command file exports `add<Name>Command(program)`; add yours here. */
 import type { Command } from 'commander';
+import { addServeCommand } from './serve.ts';
 
-export const COMMANDS: Array<(program: Command) => void> = [];
+export const COMMANDS: Array<(program: Command) => void> = [
+  addServeCommand,
+];

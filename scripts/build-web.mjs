@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Builds the web client: bundles web-client/src/main.ts with esbuild (ES2022, one file, source map) and copies the
+// static files (index.html, style.css) into the output directory (default web-client/dist, git-ignored).
+// Usage: node scripts/build-web.mjs [--outdir DIR] [--watch]
+import { build, context } from 'esbuild';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const client = join(root, 'web-client');
+export const DEFAULT_OUTDIR = join(client, 'dist');
+
+/** Build the client into `outdir`; returns the outdir. */
+export async function buildWeb({ outdir = DEFAULT_OUTDIR, watch = false, quiet = false } = {}) {
+  mkdirSync(outdir, { recursive: true });
+  for (const f of ['index.html', 'style.css']) copyFileSync(join(client, f), join(outdir, f));
+  const options = {
+    entryPoints: [join(client, 'src', 'main.ts')],
+    outfile: join(outdir, 'app.js'),
+    bundle: true,
+    format: 'esm',
+    target: 'es2022',
+    platform: 'browser',
+    sourcemap: true,
+    minify: !watch,
+    logLevel: quiet ? 'error' : 'info',
+  };
+  if (watch) {
+    const ctx = await context(options);
+    await ctx.watch();
+    return outdir;
+  }
+  await build(options);
+  return outdir;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf('--outdir');
+  const outdir = i >= 0 ? resolve(args[i + 1]) : DEFAULT_OUTDIR;
+  await buildWeb({ outdir, watch: args.includes('--watch') });
+  console.log(`web client built in ${outdir}`);
+}

@@ -1,0 +1,67 @@
+/**
+ * `xportrait-cam serve`: the live server (what `npm start` runs). Every flag can come from an environment variable;
+ * all values are validated together at start (src/config/serve-config.ts).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { parseServeConfig, type ServeConfig } from '../config/serve-config.ts';
+import { ENGINE_NAMES } from '../engine/registry.ts';
+import { DEFAULT_WEB_ROOT } from '../server/web-root.ts';
+import { createLogger } from '../util/log.ts';
+import { UsageError } from './main.ts';
+
+export function addServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('Serve the web client and animate webcams over WebRTC (what `npm start` runs).')
+    .addOption(new Option('-p, --port <port>', 'TCP port (0 picks a free one)').env('PORT').default('8080'))
+    .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default('0.0.0.0'))
+    .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('passthrough'))
+    .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default('4'))
+    .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve HTTPS (browsers allow the camera only on https or localhost)').env('XPORTRAIT_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('XPORTRAIT_TLS_KEY'))
+    .addOption(
+      new Option('--ice-servers <list>', 'STUN/TURN servers: comma-separated URLs (turn:user:pass@host:port) or a JSON RTCIceServer array').env(
+        'XPORTRAIT_ICE_SERVERS',
+      ),
+    )
+    .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(String(10 * 1024 * 1024)))
+    .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(String(4096 * 4096)))
+    .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default('512'))
+    .addOption(new Option('--web-root <dir>', 'directory of the built web client').env('XPORTRAIT_WEB_ROOT'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('info'))
+    .action(async (opts: Record<string, unknown>) => {
+      let config: ServeConfig;
+      try {
+        config = parseServeConfig(opts, ENGINE_NAMES);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      const logger = createLogger({ level: config.logLevel });
+      await ensureWebClient(config, logger);
+      // Loaded here, not at the top: other commands should not pay for loading libwebrtc.
+      const { XportraitServer } = await import('../server/server.ts');
+      const server = await XportraitServer.start(config, { logger });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ event: 'signal', signal }, 'shutting down');
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          server.close().then(resolve, resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+    });
+}
+
+/** `npm start` on a checkout whose client was never built (or was deleted) builds it first. */
+async function ensureWebClient(config: ServeConfig, logger: ReturnType<typeof createLogger>): Promise<void> {
+  const root = config.webRoot ?? DEFAULT_WEB_ROOT;
+  if (existsSync(join(root, 'index.html'))) return;
+  if (config.webRoot) throw new UsageError(`--web-root ${config.webRoot} has no index.html`);
+  logger.info({ event: 'building_web_client' }, 'web client not built yet: building it');
+  const { buildWeb } = await import('../../scripts/build-web.mjs');
+  await buildWeb({ outdir: root, quiet: true });
+}

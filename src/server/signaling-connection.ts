@@ -1,0 +1,214 @@
+/**
+ * One `/ws` signaling connection = at most one live session at a time. Messages are handled strictly in order
+ * (a promise chain), so a candidate never overtakes the offer it belongs to. Bad messages get an error reply;
+ * nothing a client sends can throw out of here.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { WebSocket, type RawData } from 'ws';
+import { LiveSession, SessionError } from '../session/live-session.ts';
+import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
+import type { IceServer } from '../config/serve-config.ts';
+import type { EngineHost } from './engine-host.ts';
+import type { PortraitStore } from './portraits.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from './signaling.ts';
+
+export interface SignalingContext {
+  logger: Logger;
+  engines: EngineHost;
+  portraits: PortraitStore;
+  defaultEngine: string;
+  iceServers: IceServer[];
+  outputSize: number;
+  statsIntervalMs: number;
+  /** Session slots: returns false when the server is full. */
+  acquireSlot(): boolean;
+  releaseSlot(): void;
+  /** Loads the face-stage factory on first need (undefined when no tracker is available). */
+  analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
+  /** Every open live session (for relays, metrics, shutdown). */
+  sessions: Set<LiveSession>;
+}
+
+export class SignalingConnection {
+  readonly id = randomUUID().slice(0, 8);
+  readonly #log: Logger;
+  #chain: Promise<void> = Promise.resolve();
+  #session: LiveSession | undefined;
+  #starting = false;
+  #statsTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly ctx: SignalingContext,
+    remote: string,
+  ) {
+    this.#log = ctx.logger.child({ conn: this.id });
+    this.#log.info({ event: 'ws_open', remote }, 'signaling connection opened');
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.#chain = this.#chain.then(() => this.#onMessage(data, isBinary)).catch((err) => {
+        this.#log.error({ err }, 'signaling handler failed');
+        this.send({ type: 'error', code: 'internal', message: `internal error: ${(err as Error).message}` });
+      });
+    });
+    ws.on('close', (code) => this.#onClose(code));
+    ws.on('error', (err) => this.#log.warn({ event: 'ws_error', err: err.message }, 'signaling socket error'));
+    this.send({
+      type: 'hello',
+      sessionId: this.id,
+      engines: [...ctx.engines.names],
+      defaultEngine: ctx.defaultEngine,
+      iceServers: ctx.iceServers,
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+    });
+  }
+
+  send(msg: ServerMessage): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  #error(code: ErrorCode, message: string): void {
+    this.send({ type: 'error', code, message });
+  }
+
+  async #onMessage(data: RawData, isBinary: boolean): Promise<void> {
+    if (this.#closed) return;
+    if (isBinary) {
+      const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+      if (size > MAX_MESSAGE_BYTES) return this.#error('too_large', `message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES} bytes`);
+      return this.#error('invalid_message', 'binary messages are not accepted: send JSON text');
+    }
+    const parsed = parseClientMessage(data as Buffer);
+    if (!parsed.ok) {
+      this.#log.warn({ event: 'bad_message', code: parsed.code }, parsed.message);
+      return this.#error(parsed.code, parsed.message);
+    }
+    await this.#handle(parsed.message);
+  }
+
+  async #handle(msg: ClientMessage): Promise<void> {
+    switch (msg.type) {
+      case 'ping':
+        return this.send({ type: 'pong', t: msg.t, serverTime: Date.now() });
+      case 'offer':
+        return this.#startSession(msg);
+      case 'candidate':
+        if (!this.#session) return this.#error('bad_state', 'candidate before offer: send the offer first');
+        try {
+          await this.#session.addRemoteCandidate(msg.candidate);
+        } catch (err) {
+          this.#error('webrtc_failed', `could not add ICE candidate: ${(err as Error).message}`);
+        }
+        return;
+      case 'control':
+        if (!this.#session) return this.#error('bad_state', 'no session: send an offer first');
+        this.#session.control(msg.command);
+        return;
+      case 'stop':
+        await this.#endSession('stopped by client');
+        return;
+    }
+  }
+
+  async #startSession(msg: Extract<ClientMessage, { type: 'offer' }>): Promise<void> {
+    if (this.#session || this.#starting) return this.#error('bad_state', 'a session is already running on this connection: send stop first');
+    const engineName = msg.engine ?? this.ctx.defaultEngine;
+    if (!this.ctx.engines.names.includes(engineName)) {
+      return this.#error('engine_unavailable', `unknown engine "${engineName}" (available: ${this.ctx.engines.names.join(', ')})`);
+    }
+    const portrait = await this.ctx.portraits.get(msg.portraitId);
+    if (!portrait) {
+      return this.#error('portrait_not_found', `portrait "${msg.portraitId}" not found (expired or never uploaded): upload it again`);
+    }
+    if (!this.ctx.acquireSlot()) {
+      return this.#error('server_full', 'the server is at its maximum number of sessions: try again later');
+    }
+    this.#starting = true;
+    let session: LiveSession | undefined;
+    try {
+      let engine;
+      try {
+        engine = await this.ctx.engines.get(engineName);
+      } catch (err) {
+        throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${(err as Error).message}`);
+      }
+      const analyzerFactory = engine.needsFace ? await this.ctx.analyzerFactory() : undefined;
+      session = await LiveSession.open({
+        id: this.id,
+        engine,
+        portrait: portrait.image,
+        outputWidth: this.ctx.outputSize,
+        outputHeight: this.ctx.outputSize,
+        logger: this.#log.child({ engine: engineName }),
+        iceServers: this.ctx.iceServers as RTCIceServer[],
+        analyzerFactory,
+      });
+      session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
+      session.on('failed', (e) => this.#error(e.code, e.message));
+      session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
+      this.#session = session;
+      this.ctx.sessions.add(session);
+      if (this.#closed) throw new StartError('internal', 'connection closed during start');
+      const sdp = await session.acceptOffer(msg.sdp);
+      this.send({ type: 'answer', sdp, session: session.engineInfo });
+      this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
+      this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);
+      this.#statsTimer.unref();
+    } catch (err) {
+      const code: ErrorCode = err instanceof SessionError || err instanceof StartError ? err.code : 'engine_failed';
+      const message = err instanceof SessionError || err instanceof StartError ? err.message : `session could not start: ${(err as Error).message}`;
+      this.#log.warn({ event: 'session_start_failed', code, err: (err as Error).message }, 'session could not start');
+      this.#error(code, message);
+      if (session) await session.close(message);
+      else this.ctx.releaseSlot();
+    } finally {
+      this.#starting = false;
+    }
+  }
+
+  #pushStats(): void {
+    const s = this.#session;
+    if (!s || s.closed) return;
+    this.send({ type: 'stats', stats: s.stats() });
+  }
+
+  #onSessionClosed(session: LiveSession, reason: string): void {
+    this.ctx.sessions.delete(session);
+    this.ctx.releaseSlot();
+    if (this.#session === session) {
+      this.#session = undefined;
+      clearInterval(this.#statsTimer);
+      this.send({ type: 'ended', reason });
+    }
+  }
+
+  async #endSession(reason: string): Promise<void> {
+    const s = this.#session;
+    if (s) await s.close(reason);
+  }
+
+  #onClose(code: number): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#statsTimer);
+    this.#log.info({ event: 'ws_closed', code }, 'signaling connection closed');
+    // Queue behind any message still being handled (e.g. a session start), then clean up.
+    this.#chain = this.#chain.then(() => this.#endSession('signaling connection closed'));
+  }
+
+  /** Server shutdown. */
+  async close(): Promise<void> {
+    this.ws.close(1001, 'server shutting down');
+    await this.#endSession('server shutting down');
+  }
+}
+
+class StartError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

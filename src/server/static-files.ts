@@ -1,0 +1,52 @@
+/** Serves the built web client (web-client/dist) read-only, with no path escaping the root. */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.wasm': 'application/wasm',
+  '.onnx': 'application/octet-stream',
+};
+
+/** Returns false when no file matched (the caller answers 404). */
+export async function serveStatic(root: string, req: IncomingMessage, res: ServerResponse, pathname: string): Promise<boolean> {
+  const base = resolve(root);
+  let rel: string;
+  try {
+    rel = decodeURIComponent(pathname);
+  } catch {
+    return false;
+  }
+  if (rel.endsWith('/')) rel += 'index.html';
+  const file = resolve(join(base, normalize(rel)));
+  if (file !== base && !file.startsWith(base + sep)) return false;
+  let st;
+  try {
+    st = await stat(file);
+  } catch {
+    return false;
+  }
+  if (!st.isFile()) return false;
+  res.writeHead(200, {
+    'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+    'content-length': st.size,
+    // index.html must pick up a rebuilt bundle at once; the bundle itself is small
+    'cache-control': 'no-cache',
+    'x-content-type-options': 'nosniff',
+  });
+  if (req.method === 'HEAD') {
+    res.end();
+    return true;
+  }
+  createReadStream(file).pipe(res);
+  return true;
+}

@@ -1,0 +1,396 @@
+/**
+ * The xportrait-cam page: choose a portrait, start the camera, send it to the server over WebRTC and show the
+ * avatar that comes back beside the local preview, with live statistics. Reconnects on its own when the connection
+ * drops; engine errors stop the session with the server's message.
+ *
+ * URL options: ?probe=1 keeps picture thumbnails for the end-to-end test (window.xp exposes the probe).
+ */
+import { FrameProbe, percentile } from './frame-probe.ts';
+import { RtcStatsReader, type RtcFigures } from './rtc-stats.ts';
+import { SignalingSocket, type ServerMessage, type ServerStats } from './signaling.ts';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const ui = {
+  conn: $<HTMLSpanElement>('conn'),
+  message: $<HTMLDivElement>('message'),
+  file: $<HTMLInputElement>('portrait-file'),
+  sample: $<HTMLButtonElement>('use-sample'),
+  preview: $<HTMLImageElement>('portrait-preview'),
+  portraitStatus: $<HTMLDivElement>('portrait-status'),
+  engine: $<HTMLSelectElement>('engine'),
+  start: $<HTMLButtonElement>('start'),
+  stop: $<HTMLButtonElement>('stop'),
+  local: $<HTMLVideoElement>('local'),
+  avatar: $<HTMLVideoElement>('avatar'),
+  stats: $<HTMLTableElement>('stats'),
+};
+
+const params = new URLSearchParams(location.search);
+const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'invalid_message', 'bad_state']);
+
+type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error';
+
+interface Portrait {
+  id: string;
+  file?: File;
+  label: string;
+}
+
+class App {
+  portrait: Portrait | undefined;
+  phase: Phase = 'idle';
+  camera: MediaStream | undefined;
+  socket: SignalingSocket | undefined;
+  pc: RTCPeerConnection | undefined;
+  /** The user wants a session (Start pressed, Stop not): drives reconnection. */
+  wanted = false;
+  retries = 0;
+  retryTimer: number | undefined;
+  statsTimer: number | undefined;
+  serverStats: ServerStats | undefined;
+  rtc: RtcFigures = {};
+  rtcReader = new RtcStatsReader();
+  probe: FrameProbe | undefined = FrameProbe.supported() ? new FrameProbe({ thumbnails: params.get('probe') === '1' }) : undefined;
+  engineInUse = '';
+  lastPresented = { local: 0, avatar: 0, at: performance.now() };
+  fps = { local: NaN, avatar: NaN };
+  pendingCandidates: RTCIceCandidateInit[] = [];
+
+  async init(): Promise<void> {
+    ui.file.addEventListener('change', () => {
+      const f = ui.file.files?.[0];
+      if (f) void this.choosePortraitFile(f);
+    });
+    ui.sample.addEventListener('click', () => this.chooseSample());
+    ui.start.addEventListener('click', () => void this.start());
+    ui.stop.addEventListener('click', () => this.stop());
+    window.addEventListener('online', () => {
+      if (this.wanted && this.phase === 'reconnecting') this.reconnectNow();
+    });
+    if (this.probe) {
+      this.probe.watch('local', ui.local);
+      this.probe.watch('avatar', ui.avatar);
+    }
+    this.chooseSample();
+    this.render();
+    try {
+      const res = await fetch('/api/info');
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const info = (await res.json()) as { engines: { name: string }[]; defaultEngine: string };
+      ui.engine.replaceChildren(
+        ...info.engines.map((e) => new Option(e.name + (e.name === info.defaultEngine ? ' (default)' : ''), e.name, false, e.name === info.defaultEngine)),
+      );
+      const wanted = params.get('engine');
+      if (wanted && info.engines.some((e) => e.name === wanted)) ui.engine.value = wanted;
+    } catch (err) {
+      this.showMessage(`Cannot reach the server (${(err as Error).message}). Is xportrait-cam serve running?`);
+    }
+  }
+
+  chooseSample(): void {
+    this.portrait = { id: 'sample', label: 'the sample portrait' };
+    ui.preview.src = '/api/portraits/sample.png';
+    ui.portraitStatus.textContent = 'Using the sample portrait.';
+    ui.portraitStatus.dataset.ready = 'sample';
+    ui.file.value = '';
+    this.render();
+  }
+
+  async choosePortraitFile(file: File): Promise<void> {
+    ui.portraitStatus.textContent = `Uploading ${file.name}…`;
+    delete ui.portraitStatus.dataset.ready;
+    try {
+      const id = await uploadPortrait(file);
+      this.portrait = { id, file, label: file.name };
+      ui.preview.src = URL.createObjectURL(file);
+      ui.portraitStatus.textContent = `Using ${file.name}.`;
+      ui.portraitStatus.dataset.ready = id;
+      this.hideMessage();
+      if (this.wanted) this.showMessage('The new portrait is used from the next start.', 'info');
+    } catch (err) {
+      ui.portraitStatus.textContent = `Could not use ${file.name}.`;
+      this.showMessage(`Portrait rejected: ${(err as Error).message}`);
+    }
+    this.render();
+  }
+
+  async start(): Promise<void> {
+    if (this.wanted) return;
+    if (!this.portrait) return this.showMessage('Choose a portrait first.');
+    this.hideMessage();
+    this.wanted = true;
+    this.retries = 0;
+    this.setPhase('connecting');
+    try {
+      this.camera ??= await openCamera();
+    } catch (err) {
+      this.wanted = false;
+      this.setPhase('error');
+      return this.showMessage((err as Error).message);
+    }
+    ui.local.srcObject = this.camera;
+    await this.connect();
+  }
+
+  stop(): void {
+    this.wanted = false;
+    clearTimeout(this.retryTimer);
+    this.socket?.send({ type: 'stop' });
+    this.teardown();
+    for (const t of this.camera?.getTracks() ?? []) t.stop();
+    this.camera = undefined;
+    ui.local.srcObject = null;
+    this.hideMessage();
+    this.setPhase('idle');
+  }
+
+  async connect(): Promise<void> {
+    if (!this.wanted || !this.camera || !this.portrait) return;
+    this.teardown();
+    this.setPhase(this.retries ? 'reconnecting' : 'connecting');
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    let socket: SignalingSocket;
+    let hello;
+    try {
+      ({ socket, hello } = await SignalingSocket.open(`${proto}//${location.host}/ws`));
+    } catch (err) {
+      return this.connectionLost((err as Error).message);
+    }
+    if (!this.wanted) return socket.close();
+    this.socket = socket;
+    socket.onMessage = (m) => void this.onServerMessage(m);
+    socket.onClose = () => {
+      if (this.socket === socket) this.connectionLost('the connection to the server was lost');
+    };
+    const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
+    this.pc = pc;
+    this.pendingCandidates = [];
+    const track = this.camera.getVideoTracks()[0];
+    pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.camera] });
+    pc.ontrack = (e) => {
+      ui.avatar.srcObject = new MediaStream([e.track]);
+      void ui.avatar.play().catch(() => {});
+    };
+    pc.onicecandidate = (e) => socket.send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
+    pc.onconnectionstatechange = () => {
+      if (this.pc !== pc) return;
+      const s = pc.connectionState;
+      if (s === 'connected') {
+        this.retries = 0;
+        this.hideMessage();
+        this.setPhase('live');
+      } else if (s === 'failed') this.connectionLost('the WebRTC connection failed');
+      else if (s === 'disconnected') this.showMessage('The connection is interrupted; waiting for it to come back…', 'info');
+    };
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    this.engineInUse = ui.engine.value || hello.defaultEngine;
+    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id });
+    this.statsTimer = window.setInterval(() => void this.updateStats(), 1000);
+  }
+
+  async onServerMessage(m: ServerMessage): Promise<void> {
+    const pc = this.pc;
+    switch (m.type) {
+      case 'answer':
+        if (!pc) return;
+        this.engineInUse = m.session.engine;
+        await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
+        for (const c of this.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
+        return;
+      case 'candidate':
+        if (!pc || !m.candidate) return;
+        if (!pc.remoteDescription) this.pendingCandidates.push(m.candidate);
+        else await pc.addIceCandidate(m.candidate).catch(() => {});
+        return;
+      case 'stats':
+        this.serverStats = m.stats;
+        return;
+      case 'error':
+        return this.onServerError(m.code, m.message);
+      case 'ended':
+        if (this.wanted && this.phase !== 'error') this.connectionLost(`the server ended the session (${m.reason})`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  async onServerError(code: string, message: string): Promise<void> {
+    if (code === 'portrait_not_found' && this.portrait?.file) {
+      // The server restarted or forgot it: upload the same file again and retry.
+      try {
+        this.portrait.id = await uploadPortrait(this.portrait.file);
+        return this.connectionLost('the portrait had to be uploaded again');
+      } catch (err) {
+        message = `the portrait could not be uploaded again: ${(err as Error).message}`;
+      }
+    }
+    if (code === 'server_full') {
+      return this.connectionLost('the server is full (maximum sessions reached)');
+    }
+    if (FATAL_CODES.has(code) || code === 'portrait_not_found') {
+      this.wanted = false;
+      this.teardown();
+      this.setPhase('error');
+    }
+    this.showMessage(`Server error (${code}): ${message}`);
+  }
+
+  connectionLost(reason: string): void {
+    this.teardown();
+    if (!this.wanted) return;
+    const delay = Math.min(10_000, 1000 * 2 ** this.retries);
+    this.retries++;
+    this.setPhase('reconnecting');
+    this.showMessage(`Connection lost: ${reason}. Reconnecting in ${Math.round(delay / 1000)} s… (attempt ${this.retries})`, 'info');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = window.setTimeout(() => void this.connect(), delay);
+  }
+
+  reconnectNow(): void {
+    clearTimeout(this.retryTimer);
+    void this.connect();
+  }
+
+  teardown(): void {
+    clearInterval(this.statsTimer);
+    const socket = this.socket;
+    this.socket = undefined;
+    socket?.close();
+    const pc = this.pc;
+    this.pc = undefined;
+    if (pc) {
+      pc.onconnectionstatechange = null;
+      pc.close();
+    }
+    ui.avatar.srcObject = null;
+    this.serverStats = undefined;
+    this.rtc = {};
+  }
+
+  async updateStats(): Promise<void> {
+    if (this.pc) this.rtc = await this.rtcReader.read(this.pc).catch(() => ({}));
+    const now = performance.now();
+    if (this.probe) {
+      const dt = (now - this.lastPresented.at) / 1000;
+      this.fps.local = (this.probe.presented.local - this.lastPresented.local) / dt;
+      this.fps.avatar = (this.probe.presented.avatar - this.lastPresented.avatar) / dt;
+      this.lastPresented = { local: this.probe.presented.local, avatar: this.probe.presented.avatar, at: now };
+    }
+    this.renderStats();
+  }
+
+  latencyText(): string {
+    const recent = this.probe?.recentLatencies(90) ?? [];
+    const fresh = this.probe && this.probe.avatarNewIdTimes.length && performance.now() - this.probe.avatarNewIdTimes[this.probe.avatarNewIdTimes.length - 1] < 2000;
+    if (recent.length >= 5 && fresh) {
+      return `${percentile(recent, 0.5).toFixed(0)} ms p50 · ${percentile(recent, 0.95).toFixed(0)} ms p95 (measured with frame ids)`;
+    }
+    const s = this.serverStats?.stages.total;
+    if (!s || this.rtc.rttMs === undefined) return '–';
+    const est = s.p50Ms + this.rtc.rttMs + (this.rtc.jitterBufferMs ?? 0);
+    return `≈ ${est.toFixed(0)} ms (estimate: server ${s.p50Ms.toFixed(0)} + network RTT ${this.rtc.rttMs.toFixed(0)} + jitter buffer ${(this.rtc.jitterBufferMs ?? 0).toFixed(0)}; capture, encode and display not included)`;
+  }
+
+  renderStats(): void {
+    const s = this.serverStats;
+    const r = this.rtc;
+    const num = (x: number | undefined, d = 0, unit = '') => (x === undefined || Number.isNaN(x) ? '–' : `${x.toFixed(d)}${unit}`);
+    const rows: [string, string][] = [
+      ['Avatar frame rate (shown)', this.probe ? num(this.fps.avatar, 1, ' fps') : num(r.recvFps, 1, ' fps')],
+      ['Camera frame rate (shown)', this.probe ? num(this.fps.local, 1, ' fps') : num(r.sendFps, 1, ' fps')],
+      ['Round-trip latency', this.latencyText()],
+      ['Engine', this.engineInUse || '–'],
+      ['Dropped on the server (engine busy)', s ? `${s.framesDropped} of ${s.framesReceived}` : '–'],
+      ['Dropped by the decoder', num(r.framesDropped)],
+      ['Server: in / out', s ? `${s.fpsIn.toFixed(1)} / ${s.fpsOut.toFixed(1)} fps, ${s.input.width}x${s.input.height}` : '–'],
+      ['Server: receive → send', s?.stages.total ? `${s.stages.total.p50Ms.toFixed(1)} ms p50 · ${s.stages.total.p95Ms.toFixed(1)} ms p95` : '–'],
+      ['Server: engine', s?.stages.engine ? `${s.stages.engine.p50Ms.toFixed(1)} ms p50 · ${s.stages.engine.p95Ms.toFixed(1)} ms p95` : '–'],
+      ['Codec', r.codec ?? '–'],
+      ['Upload', `${num(r.sendKbps, 0, ' kbit/s')} · ${r.sendSize ?? '–'}${r.qualityLimitation && r.qualityLimitation !== 'none' ? ` (limited by ${r.qualityLimitation})` : ''}`],
+      ['Download', `${num(r.recvKbps, 0, ' kbit/s')} · ${r.recvSize ?? '–'}`],
+      ['Network RTT · jitter · lost', `${num(r.rttMs, 0, ' ms')} · ${num(r.jitterMs, 1, ' ms')} · ${num(r.packetsLost)} packets`],
+      ['Jitter buffer delay', num(r.jitterBufferMs, 0, ' ms')],
+    ];
+    const body = ui.stats.tBodies[0];
+    body.replaceChildren(
+      ...rows.map(([k, v]) => {
+        const tr = document.createElement('tr');
+        const a = document.createElement('td');
+        const b = document.createElement('td');
+        a.textContent = k;
+        b.textContent = v;
+        tr.append(a, b);
+        return tr;
+      }),
+    );
+  }
+
+  setPhase(p: Phase): void {
+    this.phase = p;
+    this.render();
+  }
+
+  render(): void {
+    document.body.dataset.state = this.phase;
+    const labels: Record<Phase, [string, string]> = {
+      idle: ['not connected', 'idle'],
+      connecting: ['connecting…', 'busy'],
+      live: ['live', 'live'],
+      reconnecting: ['reconnecting…', 'busy'],
+      error: ['stopped (error)', 'error'],
+    };
+    const [text, kind] = labels[this.phase];
+    ui.conn.textContent = text;
+    ui.conn.dataset.kind = kind;
+    ui.start.disabled = this.wanted || !this.portrait;
+    ui.stop.disabled = !this.wanted && !this.camera;
+    ui.engine.disabled = this.wanted;
+    this.renderStats();
+  }
+
+  showMessage(text: string, kind: 'error' | 'info' = 'error'): void {
+    ui.message.textContent = text;
+    ui.message.dataset.kind = kind;
+    ui.message.hidden = false;
+  }
+
+  hideMessage(): void {
+    ui.message.hidden = true;
+    ui.message.textContent = '';
+  }
+}
+
+async function uploadPortrait(file: File): Promise<string> {
+  const res = await fetch('/api/portraits', { method: 'POST', body: file, headers: { 'content-type': file.type || 'application/octet-stream' } });
+  const body = (await res.json().catch(() => ({}))) as { id?: string; error?: { message?: string } };
+  if (!res.ok || !body.id) throw new Error(body.error?.message ?? `HTTP ${res.status}`);
+  return body.id;
+}
+
+async function openCamera(): Promise<MediaStream> {
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    throw new Error(
+      'The camera needs a secure page: open this site over https (start the server with --tls-cert and --tls-key) or on http://localhost.',
+    );
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+      audio: false,
+    });
+  } catch (err) {
+    const name = (err as DOMException).name;
+    if (name === 'NotAllowedError' || name === 'SecurityError') {
+      throw new Error('Camera access was denied. Allow the camera for this site in the browser (the camera icon in the address bar), then press Start again.');
+    }
+    if (name === 'NotFoundError' || name === 'OverconstrainedError') throw new Error('No camera was found. Connect a camera and press Start again.');
+    if (name === 'NotReadableError' || name === 'AbortError') throw new Error('The camera is in use by another application or could not be started.');
+    throw new Error(`The camera could not be opened: ${(err as Error).message}`);
+  }
+}
+
+const app = new App();
+(window as unknown as { xp: App }).xp = app;
+void app.init();
