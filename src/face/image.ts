@@ -1,0 +1,311 @@
+/**
+ * Image sampling for the face models, in plain TypeScript on pixel arrays (runs in Node and in a page).
+ *
+ * One primitive: warp a source image through an affine map into a destination grid, bilinear, with a box
+ * pre-filter (k x k taps) when the map shrinks the image, so a 1280x720 frame sampled down to 128x128 does not
+ * alias. Reads I420 (WebRTC), RGB (files) and RGBA directly: no whole-frame colour conversion per frame.
+ *
+ * Coordinates are continuous: pixel (i, j) covers [i, i+1) x [j, j+1), its centre is (i+0.5, j+0.5). The
+ * affine maps a destination point to a source point.
+ */
+import type { PixelFormat } from '../media/frame.ts';
+
+export interface ImageLike {
+  width: number;
+  height: number;
+  format: PixelFormat;
+  data: Uint8Array;
+}
+
+/** x_src = a*x + b*y + c, y_src = d*x + e*y + f. */
+export type Affine = readonly [number, number, number, number, number, number];
+
+export function invertAffine(m: Affine): Affine {
+  const [a, b, c, d, e, f] = m;
+  const det = a * e - b * d;
+  if (!Number.isFinite(det) || Math.abs(det) < 1e-12) throw new Error('affine map is singular');
+  const ia = e / det;
+  const ib = -b / det;
+  const id = -d / det;
+  const ie = a / det;
+  return [ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)];
+}
+
+/** (m1 ∘ m2)(p) = m1(m2(p)). */
+export function composeAffine(m1: Affine, m2: Affine): Affine {
+  const [a1, b1, c1, d1, e1, f1] = m1;
+  const [a2, b2, c2, d2, e2, f2] = m2;
+  return [a1 * a2 + b1 * d2, a1 * b2 + b1 * e2, a1 * c2 + b1 * f2 + c1, d1 * a2 + e1 * d2, d1 * b2 + e1 * e2, d1 * c2 + e1 * f2 + f1];
+}
+
+export function applyAffine(m: Affine, x: number, y: number): [number, number] {
+  return [m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]];
+}
+
+export function validateImage(img: ImageLike): void {
+  const { width: w, height: h, format, data } = img;
+  if (!Number.isInteger(w) || !Number.isInteger(h) || w <= 0 || h <= 0) throw new Error(`image size ${w}x${h} is not valid`);
+  const need = format === 'i420' ? w * h + 2 * Math.ceil(w / 2) * Math.ceil(h / 2) : format === 'rgb' ? w * h * 3 : format === 'rgba' ? w * h * 4 : -1;
+  if (need < 0) throw new Error(`pixel format ${format as string} is not supported`);
+  if (data.length < need) throw new Error(`${format} image ${w}x${h} needs ${need} bytes, got ${data.length}`);
+}
+
+/**
+ * Taps per axis for the box pre-filter: 2 when the map shrinks the image by 1.5x or more, else 1. (MediaPipe's
+ * CPU path uses plain bilinear; two taps per axis remove most aliasing at a quarter of the cost of a full box.)
+ */
+export function tapsFor(m: Affine): number {
+  const sx = Math.hypot(m[0], m[3]);
+  const sy = Math.hypot(m[1], m[4]);
+  return Math.max(sx, sy) >= 1.5 ? 2 : 1;
+}
+
+/**
+ * Write RGB samples of `src` through `m` into `dst` as interleaved float (NHWC), value*scale + offset.
+ * Points outside the source read as black (0). `dstOffset` lets a batch be filled in place.
+ */
+export function warpToTensor(
+  src: ImageLike,
+  dst: Float32Array,
+  dstW: number,
+  dstH: number,
+  m: Affine,
+  opts: { scale: number; offset: number; dstOffset?: number; taps?: number },
+): void {
+  warp(src, dstW, dstH, m, opts.taps ?? tapsFor(m), dst, opts.dstOffset ?? 0, opts.scale, opts.offset);
+}
+
+/** Warp into a new packed RGB image (uint8, rounded). */
+export function warpToRgb(src: ImageLike, dstW: number, dstH: number, m: Affine, taps = tapsFor(m)): Uint8Array {
+  const tmp = new Float32Array(dstW * dstH * 3);
+  warp(src, dstW, dstH, m, taps, tmp, 0, 1, 0.5);
+  return Uint8Array.from(tmp, (v) => (v < 0 ? 0 : v > 255 ? 255 : v)); // Uint8Array truncates: +0.5 rounds
+}
+
+function warp(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: number, out: Float32Array, outOffset: number, scale: number, offset: number): void {
+  validateImage(src);
+  if (src.format !== 'i420') {
+    warpInterleaved(src, dstW, dstH, m, taps, out, outOffset, scale, offset);
+    return;
+  }
+  const [a, b, c, d, e, f] = m;
+  const k = scale / (taps * taps);
+  const rgb = new Float64Array(3);
+  const t0 = taps === 1 ? 0.5 : 0.25;
+  const dt = taps === 1 ? 0 : 0.5;
+  let o = outOffset;
+  for (let y = 0; y < dstH; y++) {
+    for (let x = 0; x < dstW; x++) {
+      let r = 0;
+      let g = 0;
+      let bl = 0;
+      for (let ty = 0; ty < taps; ty++) {
+        const py = y + t0 + ty * dt;
+        for (let tx = 0; tx < taps; tx++) {
+          const px = x + t0 + tx * dt;
+          sampleI420(src, a * px + b * py + c, d * px + e * py + f, rgb);
+          r += rgb[0];
+          g += rgb[1];
+          bl += rgb[2];
+        }
+      }
+      out[o++] = r * k + offset;
+      out[o++] = g * k + offset;
+      out[o++] = bl * k + offset;
+    }
+  }
+}
+
+/** The RGB/RGBA hot path, bilinear inlined (this runs for every model input of every frame). */
+function warpInterleaved(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: number, out: Float32Array, outOffset: number, scale: number, offset: number): void {
+  const [a, b, c, d, e, f] = m;
+  const { width: w, height: h, data } = src;
+  const ch = src.format === 'rgba' ? 4 : 3;
+  const stride = w * ch;
+  const k = scale / (taps * taps);
+  const t0 = taps === 1 ? 0.5 : 0.25;
+  const dt = taps === 1 ? 0 : 0.5;
+  const rgb = new Float64Array(3);
+  let o = outOffset;
+  for (let y = 0; y < dstH; y++) {
+    for (let x = 0; x < dstW; x++) {
+      let r = 0;
+      let g = 0;
+      let bl = 0;
+      for (let ty = 0; ty < taps; ty++) {
+        const py = y + t0 + ty * dt;
+        for (let tx = 0; tx < taps; tx++) {
+          const px = x + t0 + tx * dt;
+          // continuous -> pixel-centre grid
+          const fx = a * px + b * py + c - 0.5;
+          const fy = d * px + e * py + f - 0.5;
+          const x0 = Math.floor(fx);
+          const y0 = Math.floor(fy);
+          if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {
+            const ax = fx - x0;
+            const ay = fy - y0;
+            const i00 = y0 * stride + x0 * ch;
+            const i01 = i00 + stride;
+            const top0 = data[i00] + ax * (data[i00 + ch] - data[i00]);
+            const bot0 = data[i01] + ax * (data[i01 + ch] - data[i01]);
+            const top1 = data[i00 + 1] + ax * (data[i00 + ch + 1] - data[i00 + 1]);
+            const bot1 = data[i01 + 1] + ax * (data[i01 + ch + 1] - data[i01 + 1]);
+            const top2 = data[i00 + 2] + ax * (data[i00 + ch + 2] - data[i00 + 2]);
+            const bot2 = data[i01 + 2] + ax * (data[i01 + ch + 2] - data[i01 + 2]);
+            r += top0 + ay * (bot0 - top0);
+            g += top1 + ay * (bot1 - top1);
+            bl += top2 + ay * (bot2 - top2);
+          } else {
+            sampleInterleaved(src, fx + 0.5, fy + 0.5, rgb);
+            r += rgb[0];
+            g += rgb[1];
+            bl += rgb[2];
+          }
+        }
+      }
+      out[o++] = r * k + offset;
+      out[o++] = g * k + offset;
+      out[o++] = bl * k + offset;
+    }
+  }
+}
+
+/** Bilinear RGB(A) sample at a continuous point; outside pixels are black. */
+function sampleInterleaved(src: ImageLike, sx: number, sy: number, out: Float64Array): void {
+  const { width: w, height: h, data } = src;
+  const ch = src.format === 'rgba' ? 4 : 3;
+  const fx = sx - 0.5;
+  const fy = sy - 0.5;
+  const x0 = Math.floor(fx);
+  const y0 = Math.floor(fy);
+  const ax = fx - x0;
+  const ay = fy - y0;
+  out[0] = out[1] = out[2] = 0;
+  if (x0 < -1 || y0 < -1 || x0 >= w || y0 >= h) return;
+  if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h) {
+    const i00 = (y0 * w + x0) * ch;
+    const i10 = i00 + ch;
+    const i01 = i00 + w * ch;
+    const i11 = i01 + ch;
+    const w00 = (1 - ax) * (1 - ay);
+    const w10 = ax * (1 - ay);
+    const w01 = (1 - ax) * ay;
+    const w11 = ax * ay;
+    out[0] = data[i00] * w00 + data[i10] * w10 + data[i01] * w01 + data[i11] * w11;
+    out[1] = data[i00 + 1] * w00 + data[i10 + 1] * w10 + data[i01 + 1] * w01 + data[i11 + 1] * w11;
+    out[2] = data[i00 + 2] * w00 + data[i10 + 2] * w10 + data[i01 + 2] * w01 + data[i11 + 2] * w11;
+    return;
+  }
+  for (let j = 0; j < 2; j++) {
+    const yy = y0 + j;
+    if (yy < 0 || yy >= h) continue;
+    const wy = j ? ay : 1 - ay;
+    for (let i = 0; i < 2; i++) {
+      const xx = x0 + i;
+      if (xx < 0 || xx >= w) continue;
+      const wgt = wy * (i ? ax : 1 - ax);
+      const o = (yy * w + xx) * ch;
+      out[0] += data[o] * wgt;
+      out[1] += data[o + 1] * wgt;
+      out[2] += data[o + 2] * wgt;
+    }
+  }
+}
+
+/**
+ * Bilinear sample of an I420 frame converted to RGB (BT.601 limited range, what WebRTC decoders give).
+ * Luma and chroma are interpolated on their own grids with clamped borders; the result is scaled by the
+ * share of the luma footprint inside the frame, so outside reads fade to black like the RGB path.
+ */
+function sampleI420(src: ImageLike, sx: number, sy: number, out: Float64Array): void {
+  const { width: w, height: h, data } = src;
+  const cw = (w + 1) >> 1;
+  const chh = (h + 1) >> 1;
+  const fx = sx - 0.5;
+  const fy = sy - 0.5;
+  const x0 = Math.floor(fx);
+  const y0 = Math.floor(fy);
+  const ax = fx - x0;
+  const ay = fy - y0;
+  if (x0 < -1 || y0 < -1 || x0 >= w || y0 >= h) {
+    out[0] = out[1] = out[2] = 0;
+    return;
+  }
+  let yv = 0;
+  let cover = 0;
+  for (let j = 0; j < 2; j++) {
+    const yy = y0 + j;
+    if (yy < 0 || yy >= h) continue;
+    const wy = j ? ay : 1 - ay;
+    for (let i = 0; i < 2; i++) {
+      const xx = x0 + i;
+      if (xx < 0 || xx >= w) continue;
+      const wgt = wy * (i ? ax : 1 - ax);
+      yv += data[yy * w + xx] * wgt;
+      cover += wgt;
+    }
+  }
+  if (cover <= 0) {
+    out[0] = out[1] = out[2] = 0;
+    return;
+  }
+  yv /= cover;
+  // Chroma sample centres sit at 2i+1 in luma units (centre-sited 4:2:0).
+  const cfx = sx / 2 - 0.5;
+  const cfy = sy / 2 - 0.5;
+  let cx0 = Math.floor(cfx);
+  let cy0 = Math.floor(cfy);
+  const bx = cfx - cx0;
+  const by = cfy - cy0;
+  let cx1 = cx0 + 1;
+  let cy1 = cy0 + 1;
+  cx0 = cx0 < 0 ? 0 : cx0 >= cw ? cw - 1 : cx0;
+  cx1 = cx1 < 0 ? 0 : cx1 >= cw ? cw - 1 : cx1;
+  cy0 = cy0 < 0 ? 0 : cy0 >= chh ? chh - 1 : cy0;
+  cy1 = cy1 < 0 ? 0 : cy1 >= chh ? chh - 1 : cy1;
+  const uOff = w * h;
+  const vOff = uOff + cw * chh;
+  const w00 = (1 - bx) * (1 - by);
+  const w10 = bx * (1 - by);
+  const w01 = (1 - bx) * by;
+  const w11 = bx * by;
+  const i00 = cy0 * cw + cx0;
+  const i10 = cy0 * cw + cx1;
+  const i01 = cy1 * cw + cx0;
+  const i11 = cy1 * cw + cx1;
+  const u = data[uOff + i00] * w00 + data[uOff + i10] * w10 + data[uOff + i01] * w01 + data[uOff + i11] * w11 - 128;
+  const v = data[vOff + i00] * w00 + data[vOff + i10] * w10 + data[vOff + i01] * w01 + data[vOff + i11] * w11 - 128;
+  const yy = 1.164 * (yv - 16);
+  out[0] = clamp255(yy + 1.596 * v) * cover;
+  out[1] = clamp255(yy - 0.392 * u - 0.813 * v) * cover;
+  out[2] = clamp255(yy + 2.017 * u) * cover;
+}
+
+function clamp255(v: number): number {
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+/** The affine mapping an output square grid of `size` px onto a rotated rectangle in the source. */
+export function rectToAffine(rect: RotatedRect, outW: number, outH: number): Affine {
+  const cos = Math.cos(rect.angle);
+  const sin = Math.sin(rect.angle);
+  const kx = rect.width / outW;
+  const ky = rect.height / outH;
+  // dst (x, y) -> rect-local (x*kx - w/2, y*ky - h/2) -> rotate by angle -> + centre
+  const a = cos * kx;
+  const b = -sin * ky;
+  const d = sin * kx;
+  const e = cos * ky;
+  const c = rect.cx - (a * outW + b * outH) / 2;
+  const f = rect.cy - (d * outW + e * outH) / 2;
+  return [a, b, c, d, e, f];
+}
+
+/** A rectangle in image pixels, rotated by `angle` radians (clockwise in image coordinates, y down). */
+export interface RotatedRect {
+  cx: number;
+  cy: number;
+  width: number;
+  height: number;
+  angle: number;
+}

@@ -1,0 +1,16 @@
+/**
+ * Face stage, runtime-agnostic part (safe to bundle for a page): detection, landmarks, tracking, smoothing,
+ * pose, expression, X-Portrait alignment. Node-specific pieces (onnxruntime-node runners, model files) live
+ * in ./node/.
+ */
+export * from './types.ts';
+export type { ModelRunner, ModelRunnerFactory, TensorData } from './runner.ts';
+export { FaceTracker, type FaceTrackerOptions, type TrackInput, type FaceTrackerStats } from './tracker.ts';
+export { PortraitAnalyzer, PortraitFaceError, type PortraitAnalysis } from './portrait.ts';
+export { BlazeFaceDetector, type FaceDetection, type DetectorRange } from './detector.ts';
+export { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, RIGHT_IRIS_START, LEFT_IRIS_START } from './mesh.ts';
+export { estimateHeadPose, frontalize } from './pose.ts';
+export { expressionSignals, EXPRESSION_INDICES } from './expression.ts';
+export { OneEuroVectorFilter, type OneEuroOptions } from './smoothing.ts';
+export * from './xportrait-align.ts';
+export { FACE_MODELS, type FaceModelSpec } from './models.ts';

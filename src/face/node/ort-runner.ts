@@ -1,0 +1,70 @@
+/**
+ * ModelRunner over onnxruntime-node (CPU). Thread count is explicit: ORT's own detection picked 1 thread on
+ * these machines, 2 was ~25% faster (platform notes).
+ */
+import * as ort from 'onnxruntime-node';
+import type { ModelRunner, ModelRunnerFactory, TensorData } from '../runner.ts';
+import { defaultModelsDir, faceModelPath } from './model-files.ts';
+
+export interface OrtRunnerOptions {
+  /** intra-op threads; defaults to XPORTRAIT_FACE_THREADS or 2. */
+  threads?: number;
+}
+
+export function defaultFaceThreads(): number {
+  const env = Number(process.env.XPORTRAIT_FACE_THREADS);
+  return Number.isInteger(env) && env > 0 ? env : 2;
+}
+
+export class OrtModelRunner implements ModelRunner {
+  #session: ort.InferenceSession | undefined;
+
+  private constructor(session: ort.InferenceSession, readonly path: string) {
+    this.#session = session;
+  }
+
+  static async open(path: string, opts: OrtRunnerOptions = {}): Promise<OrtModelRunner> {
+    const session = await ort.InferenceSession.create(path, {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: opts.threads ?? defaultFaceThreads(),
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+    });
+    return new OrtModelRunner(session, path);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.#live().inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.#live().outputNames;
+  }
+
+  #live(): ort.InferenceSession {
+    if (!this.#session) throw new Error(`model runner for ${this.path} is closed`);
+    return this.#session;
+  }
+
+  async run(feeds: Record<string, TensorData>): Promise<Record<string, TensorData>> {
+    const session = this.#live();
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor('float32', t.data, t.dims as number[]);
+    const res = await session.run(ortFeeds);
+    const out: Record<string, TensorData> = {};
+    for (const [name, t] of Object.entries(res)) out[name] = { data: t.data as Float32Array, dims: t.dims };
+    return out;
+  }
+
+  async close(): Promise<void> {
+    const s = this.#session;
+    this.#session = undefined;
+    await s?.release();
+  }
+}
+
+/** Factory opening models/<id>.onnx (building it from the npm tarball first if it is missing). */
+export function ortRunnerFactory(opts: OrtRunnerOptions & { modelsDir?: string } = {}): ModelRunnerFactory {
+  const dir = opts.modelsDir ?? defaultModelsDir();
+  return (id: string) => OrtModelRunner.open(faceModelPath(id, dir), opts);
+}
