@@ -1,0 +1,64 @@
+/**
+ * Headless Debian chromium through playwright-core (never a downloaded browser), with the flags measured to work
+ * on these machines (../shared/docs/platform-notes.md), an optional fake camera from a .y4m file, and a fresh
+ * profile directory per launch.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+
+export const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
+
+export function chromiumPath(): string | undefined {
+  const fromEnv = process.env.CHROMIUM_PATH;
+  if (fromEnv) return existsSync(fromEnv) ? fromEnv : undefined;
+  return CHROMIUM_CANDIDATES.find((p) => existsSync(p));
+}
+
+export const CHROMIUM_FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+  // Keep timers and rendering running in a background/occluded headless page.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+export interface LaunchOptions {
+  /** .y4m file for the fake camera; without it the fake device shows chromium's built-in pattern. */
+  fakeVideo?: string;
+  /** Grant the camera without a prompt (default true); false makes getUserMedia fail with NotAllowedError. */
+  allowCamera?: boolean;
+  extraArgs?: string[];
+}
+
+export interface LaunchedBrowser {
+  context: BrowserContext;
+  close(): Promise<void>;
+}
+
+export async function launchChromium(opts: LaunchOptions = {}): Promise<LaunchedBrowser> {
+  const executablePath = chromiumPath();
+  if (!executablePath) throw new Error(`chromium not found (looked in ${CHROMIUM_CANDIDATES.join(', ')}; set CHROMIUM_PATH): apt-get install chromium`);
+  const profile = mkdtempSync(join(tmpdir(), 'xp-chromium-'));
+  const args = [...CHROMIUM_FLAGS, '--use-fake-device-for-media-stream', ...(opts.extraArgs ?? [])];
+  if (opts.allowCamera !== false) args.push('--use-fake-ui-for-media-stream');
+  if (opts.fakeVideo) args.push(`--use-file-for-fake-video-capture=${opts.fakeVideo}`);
+  const context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args, viewport: { width: 1280, height: 900 } });
+  if (opts.allowCamera === false) await context.clearPermissions();
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
