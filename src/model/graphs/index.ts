@@ -18,7 +18,7 @@ import type { WeightSource } from '../checkpoint/index.ts';
 import type { UNetParams, XPortraitConfig } from '../config.ts';
 import type { GraphBuilder } from '../onnx/graph.ts';
 import type { Dim } from '../onnx/types.ts';
-import { unetLayout } from './layout.ts';
+import { unetLayout, type UNetLayout } from './layout.ts';
 import { MotionModuleBuilder, type WindowMode } from './motion.ts';
 import { Nn, type AttentionImpl, type GroupNormImpl, type Precision } from './nn.ts';
 import { walkUNet } from './unet.ts';
@@ -119,10 +119,28 @@ function controlNetGraphs(which: 'pose' | 'local'): GraphDef[] {
           mode: { kind: 'plain' },
           controlnetHint: nn.toCompute(hintFeat),
         });
-        r.residuals!.forEach((v, i) => out(nn, v, `res.${two(i)}`, ['B', r.layout.residuals[i].channels, `h${r.layout.residuals[i].ds}`, `w${r.layout.residuals[i].ds}`]));
+        r.residuals!.forEach((v, i) => out(nn, v, `res.${two(i)}`, residualShape(r.layout, i)));
       },
     },
   ];
+}
+
+function residualShape(layout: UNetLayout, i: number): Dim[] {
+  const r = layout.residuals[i];
+  return ['B', r.channels, r.ds === 1 ? 'h' : `h${r.ds}`, r.ds === 1 ? 'w' : `w${r.ds}`];
+}
+
+/** Shapes of the debug intermediates (skips and middle follow the residual layout; output blocks their own size). */
+function debugShape(layout: UNetLayout, name: string): Dim[] {
+  if (name === 'debug.emb') return ['B', layout.embDim];
+  const spatial = (c: number, ds: number): Dim[] => ['B', c, ds === 1 ? 'h' : `h${ds}`, ds === 1 ? 'w' : `w${ds}`];
+  const m = /^debug\.(hs|out)\.(\d+)$/.exec(name);
+  if (m && m[1] === 'hs') return spatial(layout.residuals[Number(m[2])].channels, layout.residuals[Number(m[2])].ds);
+  if (m) {
+    const b = layout.output[Number(m[2])];
+    return spatial(b.cout, b.upsample ? b.ds / 2 : b.ds);
+  }
+  return spatial(layout.middle.channels, layout.middle.ds);
 }
 
 function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
@@ -142,7 +160,7 @@ function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
       let control: string[] | undefined;
       if (cond) {
         banks = layout.transformers.map((t) => nn.toCompute(g.input(`bank.${two(t.bankIndex)}`, 'float32', ['Bb', `L${two(t.bankIndex)}`, t.channels])));
-        control = layout.residuals.map((r, i) => nn.toCompute(g.input(`control.${two(i)}`, 'float32', ['B', r.channels, `h${r.ds}`, `w${r.ds}`])));
+        control = layout.residuals.map((_, i) => nn.toCompute(g.input(`control.${two(i)}`, 'float32', residualShape(layout, i))));
       }
       const motion = p.motionModule ? (opts.motionModuleBuilder ?? ((c, w) => new MotionModuleBuilder(c.unet.motionModule!, w)))(cfg, opts.window) : null;
       const debug = opts.debugOutputs ? new Map<string, string>() : undefined;
@@ -157,7 +175,7 @@ function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
         debug,
       });
       out(nn, r.eps!, 'eps', ['B', layout.outChannels, 'h', 'w']);
-      for (const [k, v] of debug ?? []) out(nn, v, k, k === 'debug.emb' ? ['B', layout.embDim] : ['B', 'c', 'y', 'x']);
+      for (const [k, v] of debug ?? []) out(nn, v, k, debugShape(layout, k));
     },
   };
 }

@@ -16,7 +16,10 @@
  * where <site> = `in<k>.b<block>.a<attention>` or `out<k>.b<block>.a<attention>` (one per temporal attention).
  * L may differ between calls; every item needs L >= 1 slots (pad with a masked slot when a cache is empty).
  */
+import type { XPortraitConfig } from '../config.ts';
 import { attr } from '../onnx/graph.ts';
+import { graphDef, type GraphDef } from './index.ts';
+import { unetLayout } from './layout.ts';
 import { MotionModuleBuilder, type TemporalAttentionSite } from './motion.ts';
 
 export const KV_POS = 'kv_pos';
@@ -111,3 +114,44 @@ export class KvCacheMotionModuleBuilder extends MotionModuleBuilder {
     return nn.linear(merged, 'to_out.0', C, C);
   }
 }
+
+/** Every temporal-attention site of the main UNet, in graph order, with its width and downsampling factor. */
+export function kvSites(cfg: XPortraitConfig): Array<KvSite & { ds: number }> {
+  const mm = cfg.unet.motionModule;
+  if (!mm) throw new Error('kvcache graphs need a UNet with motion modules');
+  const layout = unetLayout(cfg.unet, true);
+  const out: Array<KvSite & { ds: number }> = [];
+  const heads = mm.numAttentionHeads;
+  const add = (side: 'input' | 'output', k: number, channels: number, ds: number) => {
+    const dim = heads * Math.floor(channels / heads / mm.temporalAttentionDimDiv);
+    for (let b = 0; b < mm.numTransformerBlock; b++) for (let a = 0; a < mm.attentionBlockTypes.length; a++) out.push({ name: kvSiteName(side, k, b, a), dim, ds });
+  };
+  for (const b of layout.input) if (b.motionIndex !== null) add('input', b.motionIndex, b.cout, b.ds);
+  for (const b of layout.output) if (b.motionIndex !== null) add('output', b.motionIndex, b.cout, b.upsample ? b.ds / 2 : b.ds);
+  return out;
+}
+
+/** Tokens of a site for a latent of h x w (the UNet's convs pad, so each level is the ceiling). */
+export function kvSiteTokens(ds: number, latentH: number, latentW: number): number {
+  let h = latentH;
+  let w = latentW;
+  for (let d = 1; d < ds; d *= 2) {
+    h = Math.ceil(h / 2);
+    w = Math.ceil(w / 2);
+  }
+  return h * w;
+}
+
+/**
+ * The streaming UNet graphs of the live `kvcache` policy: `unet_cond` / `unet_uncond` with this module's causal
+ * temporal attention. They read the same checkpoint tensors as the official UNet graphs (weight group 'unet', so a
+ * pack can share one external data file between all four).
+ */
+export const KVCACHE_GRAPHS: GraphDef[] = (['unet_cond', 'unet_uncond'] as const).map((base) => ({
+  name: `${base}_kv`,
+  description: `${base === 'unet_cond' ? 'conditional' : 'unconditional'} UNet for live streaming: causal temporal attention over cached keys/values (inputs kv_pos, kv_mask, kv_past_k/v.<site>; outputs kv_new_k/v.<site>)`,
+  weightGroup: 'unet',
+  async build(g, source, cfg, opts) {
+    await graphDef(base).build(g, source, cfg, { ...opts, motionModuleBuilder: (c, w) => new KvCacheMotionModuleBuilder(c.unet.motionModule!, w) });
+  },
+}));

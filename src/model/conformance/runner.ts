@@ -1,0 +1,235 @@
+/**
+ * Conformance runner: reproduces the network cases of a conformance set with a built pack and compares every output
+ * tensor with the official one (relative L2 against the manifest's `suggested_max_rel_l2`).
+ *
+ * Which graphs a case runs:
+ * - a runner registered under the case name (`CaseRunner`), for calls that chain graphs or need host logic
+ *   (the ControlNets: hint encoder then body; `cond_branch`: reference net + both ControlNets + unet_cond);
+ * - otherwise auto-binding by tensor names: the pack graph whose inputs are all case inputs, that produces at
+ *   least one case output, and that uses the most case inputs (vae_encode -> vae_encoder, unet_cond -> unet_cond…).
+ * Cases nothing binds to (e.g. `sampler`, `ddim_schedules`: host-side algorithms) are reported as skipped; the
+ * X-Portrait engine adds runners for them by passing `runners` (see `CaseRunner`).
+ */
+import * as ort from 'onnxruntime-node';
+import type { Feeds, PackRuntime } from '../pack/runtime.ts';
+import { boundFor, CaseTensors, readConformanceManifest, type ConformanceCase, type ConformanceManifest } from './manifest.ts';
+
+export interface CaseRunContext {
+  setDir: string;
+  manifest: ConformanceManifest;
+  case: ConformanceCase;
+  tensors: CaseTensors;
+  pack: PackRuntime;
+  /** Every input tensor of the case, by name. */
+  inputs(): Promise<Feeds>;
+  /** Records which graphs the runner used (for the report). */
+  used(graph: string): void;
+}
+
+/** Runs one case and returns the tensors to compare, by the case's output names. */
+export type CaseRunner = (ctx: CaseRunContext) => Promise<Record<string, ort.Tensor>>;
+
+export interface TensorResult {
+  tensor: string;
+  relL2: number;
+  maxAbs: number;
+  /** The manifest's suggested bound (undefined: none given, reported only). */
+  bound?: number;
+  pass: boolean;
+}
+
+export interface CaseResult {
+  case: string;
+  status: 'pass' | 'fail' | 'skipped' | 'error';
+  graphs: string[];
+  tensors: TensorResult[];
+  message?: string;
+  seconds: number;
+}
+
+/** ||a - b|| / ||b|| in float64. */
+export function relL2(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = got[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+export function maxAbsDiff(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < ref.length; i++) m = Math.max(m, Math.abs(got[i] - ref[i]));
+  return m;
+}
+
+/** Runs graphs in order over one pool of named tensors (case inputs + earlier outputs). */
+export function chain(...graphs: string[]): CaseRunner {
+  return async (ctx) => {
+    const pool: Feeds = await ctx.inputs();
+    const produced: Record<string, ort.Tensor> = {};
+    for (const g of graphs) {
+      ctx.used(g);
+      const outs = await ctx.pack.run(g, pool);
+      Object.assign(pool, outs);
+      Object.assign(produced, outs);
+    }
+    return produced;
+  };
+}
+
+/** The first `n` rows of a tensor along axis 0. */
+export function firstRows(t: ort.Tensor, n: number): ort.Tensor {
+  const per = t.dims.slice(1).reduce((a, b) => a * b, 1);
+  const data = (t.data as Float32Array | BigInt64Array).slice(0, n * per);
+  return new ort.Tensor(t.type as 'float32', data as Float32Array, [n, ...t.dims.slice(1)]);
+}
+
+function addTensors(a: ort.Tensor, b: ort.Tensor): ort.Tensor {
+  const x = a.data as Float32Array;
+  const y = b.data as Float32Array;
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] + y[i];
+  return new ort.Tensor('float32', out, a.dims);
+}
+
+/**
+ * The conditional branch as the sampler calls it: the reference net once at batch 1 (it depends only on the clean
+ * reference latent and t, so the official 16 identical copies are one), both ControlNets, the summed residuals,
+ * then unet_cond with the bank broadcast over the window.
+ */
+export const condBranch: CaseRunner = async (ctx) => {
+  const pool = await ctx.inputs();
+  const { pack } = ctx;
+  const zRef = pool.z_ref;
+  const refBatch = zRef.dims[0];
+  ctx.used('refnet_bank');
+  const bank = await pack.run('refnet_bank', { z_ref: zRef, t: pool.t.dims[0] === refBatch ? pool.t : firstRows(pool.t, refBatch), context: pool.context });
+  const residuals: Record<string, ort.Tensor>[] = [];
+  for (const which of ['pose', 'local'] as const) {
+    ctx.used(`cn_hint_${which}`);
+    ctx.used(`cn_body_${which}`);
+    const { hint_feat } = await pack.run(`cn_hint_${which}`, { hint: pool[`hint_${which}`] });
+    residuals.push(await pack.run(`cn_body_${which}`, { ...pool, hint_feat }));
+  }
+  const control: Feeds = {};
+  for (const name of Object.keys(residuals[0])) control[name.replace(/^res\./, 'control.')] = addTensors(residuals[0][name], residuals[1][name]);
+  ctx.used('unet_cond');
+  return pack.run('unet_cond', { ...pool, ...bank, ...control });
+};
+
+/** Runners of the network cases that are not a single graph bound by name. */
+export const NETWORK_CASE_RUNNERS: Record<string, CaseRunner> = {
+  pose_controlnet: chain('cn_hint_pose', 'cn_body_pose'),
+  local_controlnet: chain('cn_hint_local', 'cn_body_local'),
+  cond_branch: condBranch,
+};
+
+/** The one pack graph a case binds to by tensor names, or a reason why none does. */
+export function autoBind(pack: PackRuntime, c: ConformanceCase): { graph: string } | { reason: string } {
+  const ins = new Set(Object.keys(c.inputs));
+  const outs = new Set(Object.keys(c.outputs));
+  const candidates = Object.entries(pack.manifest.graphs)
+    .filter(([, g]) => g.inputs.every((i) => ins.has(i.name)) && g.outputs.some((o) => outs.has(o.name)))
+    .map(([name, g]) => ({ name, used: g.inputs.length }))
+    .sort((a, b) => b.used - a.used);
+  if (!candidates.length) return { reason: 'no graph of the pack takes these inputs and produces these outputs (not a single network call)' };
+  if (candidates.length > 1 && candidates[0].used === candidates[1].used) return { reason: `ambiguous: graphs ${candidates.map((x) => x.name).join(', ')} all fit` };
+  return { graph: candidates[0].name };
+}
+
+export interface ConformanceOptions {
+  /** Extra or replacement case runners by case name (e.g. the engine's `sampler`, `ddim_schedules`). */
+  runners?: Record<string, CaseRunner>;
+  /** Only these cases. */
+  only?: string[];
+  onCase?: (r: CaseResult) => void;
+}
+
+export async function runConformance(pack: PackRuntime, setDir: string, o: ConformanceOptions = {}): Promise<{ manifest: ConformanceManifest; results: CaseResult[] }> {
+  const manifest = await readConformanceManifest(setDir);
+  const runners = { ...NETWORK_CASE_RUNNERS, ...(o.runners ?? {}) };
+  const results: CaseResult[] = [];
+  for (const c of manifest.cases) {
+    if (o.only && !o.only.includes(c.name)) continue;
+    const t0 = performance.now();
+    const done = (r: Omit<CaseResult, 'seconds' | 'case'>) => {
+      const full = { case: c.name, ...r, seconds: (performance.now() - t0) / 1000 };
+      results.push(full);
+      o.onCase?.(full);
+    };
+    if (!Object.keys(c.outputs).length) {
+      done({ status: 'skipped', graphs: [], tensors: [], message: 'the manifest lists no outputs to compare' });
+      continue;
+    }
+    let runner = runners[c.name];
+    if (!runner) {
+      const b = autoBind(pack, c);
+      if ('reason' in b) {
+        done({ status: 'skipped', graphs: [], tensors: [], message: `no runner for this case: ${b.reason}` });
+        continue;
+      }
+      runner = chain(b.graph);
+    }
+    let tensors: CaseTensors | undefined;
+    const graphs: string[] = [];
+    try {
+      tensors = await CaseTensors.open(setDir, c);
+      const ct = tensors;
+      const ctx: CaseRunContext = {
+        setDir,
+        manifest,
+        case: c,
+        tensors: ct,
+        pack,
+        used: (g) => {
+          if (!graphs.includes(g)) graphs.push(g);
+        },
+        inputs: async () => {
+          const f: Feeds = {};
+          for (const name of Object.keys(c.inputs)) f[name] = await ct.tensor(name);
+          return f;
+        },
+      };
+      const produced = await runner(ctx);
+      const rows: TensorResult[] = [];
+      const notProduced: string[] = [];
+      for (const name of Object.keys(c.outputs)) {
+        const got = produced[name];
+        if (!got) {
+          // Debug intermediates are compared only when the pack was built with --debug-outputs.
+          if (!name.startsWith('debug.')) notProduced.push(name);
+          continue;
+        }
+        const ref = await ct.tensor(name);
+        if (got.dims.join('x') !== ref.dims.join('x')) throw new Error(`${name}: shape [${got.dims}] differs from the reference [${ref.dims}]`);
+        const r = relL2(got.data as Float32Array, ref.data as Float32Array);
+        const bound = boundFor(c, name);
+        rows.push({ tensor: name, relL2: r, maxAbs: maxAbsDiff(got.data as Float32Array, ref.data as Float32Array), bound, pass: Number.isFinite(r) && (bound === undefined || r <= bound) });
+      }
+      if (notProduced.length) done({ status: 'fail', graphs, tensors: rows, message: `outputs not produced: ${notProduced.join(', ')}` });
+      else done({ status: rows.every((r) => r.pass) ? 'pass' : 'fail', graphs, tensors: rows });
+    } catch (err) {
+      done({ status: 'error', graphs, tensors: [], message: (err as Error).message.split('\n')[0] });
+    } finally {
+      await tensors?.close();
+    }
+  }
+  return { manifest, results };
+}
+
+/** A readable report, one line per tensor. */
+export function formatConformance(results: CaseResult[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    const via = r.graphs.length ? ` (${r.graphs.join(' -> ')})` : '';
+    lines.push(`${r.status.toUpperCase().padEnd(7)} ${r.case}${via}${r.message ? `: ${r.message}` : ''}${r.status === 'skipped' ? '' : `  [${r.seconds.toFixed(2)} s]`}`);
+    for (const t of r.tensors) {
+      const bound = t.bound === undefined ? 'no bound' : `bound ${t.bound.toExponential(0)}`;
+      lines.push(`  ${t.pass ? 'ok  ' : 'FAIL'} ${t.tensor.padEnd(14)} rel L2 ${t.relL2.toExponential(2)}  (${bound})  max |diff| ${t.maxAbs.toExponential(2)}`);
+    }
+  }
+  return lines.join('\n');
+}

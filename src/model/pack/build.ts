@@ -1,0 +1,288 @@
+/**
+ * `pack build`: checkpoint (+ optional LCM-LoRA) + config -> a directory of ONNX graphs and pack.json.
+ *
+ * 1. parse the config, open the checkpoint, strict key accounting (a missing or misshapen tensor is fatal, named);
+ * 2. plan: build every graph once against a counting sink (structure only, no tensor read) to learn its weight
+ *    bytes; a graph whose weights pass `externalThreshold` (protobuf's 2 GiB cap) writes them to an external data
+ *    file, shared by the graphs of one weight group (unet_cond and unet_uncond store the UNet once);
+ * 3. build each graph for real, streaming: a tensor is read from the checkpoint when its node is emitted and
+ *    written out at once (memory ~ the largest tensor, never the checkpoint);
+ * 4. hash every file (and the checkpoint, in parallel with the build), write pack.json, and rename the temporary
+ *    directory onto the output. Any failure removes the temporary directory: no partial pack is left behind.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { openCheckpoint, type CheckpointReader, type WeightSource } from '../checkpoint/index.ts';
+import { defaultConfigPath, parseXPortraitConfig, type XPortraitConfig } from '../config.ts';
+import { GRAPHS, type BuildOptions, type GraphDef } from '../graphs/index.ts';
+import { unetLayout } from '../graphs/layout.ts';
+import type { WindowMode } from '../graphs/motion.ts';
+import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
+import { assertKeysMatch } from '../keys.ts';
+import { mergeLoraLazily } from '../lora.ts';
+import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
+import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
+import { BUILDER_VERSION, PACK_FORMAT, PACK_FORMAT_VERSION, PACK_JSON, configValues, type PackGraph, type PackManifest } from './format.ts';
+
+export interface PackBuildOptions {
+  checkpoint: string;
+  /** Config YAML path (default: the shipped official config). */
+  config?: string;
+  out: string;
+  precision?: Precision;
+  lcmLora?: string;
+  lcmLoraScale?: number;
+  attention?: AttentionImpl;
+  groupNorm?: GroupNormImpl;
+  window?: WindowMode;
+  /** Build only these graphs (default: all). */
+  graphs?: string[];
+  debugOutputs?: boolean;
+  /** Weights above this many bytes in one graph go to an external data file (default: just under 2 GiB). */
+  externalThreshold?: number;
+  /** Replace an existing output directory. */
+  force?: boolean;
+  onProgress?: (e: BuildProgress) => void;
+}
+
+export type BuildProgress =
+  | { kind: 'plan'; graphs: string[]; tensors: number; bytes: number }
+  | { kind: 'tensor'; graph: string; name: string; tensorsDone: number; bytesDone: number }
+  | { kind: 'graph'; graph: string; file: string; bytes: number; graphsDone: number; graphsTotal: number }
+  | { kind: 'hashing'; file: string };
+
+export interface PackBuildResult {
+  dir: string;
+  manifest: PackManifest;
+  seconds: number;
+}
+
+async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    h.update(chunk as Buffer);
+    bytes += (chunk as Buffer).byteLength;
+  }
+  return { sha256: h.digest('hex'), bytes };
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Wraps a weight source to count reads for the progress bar. */
+class CountingReads implements WeightSource {
+  tensors = 0;
+  bytes = 0;
+  graph = '';
+  constructor(
+    private readonly inner: WeightSource,
+    private readonly onRead: (name: string) => void,
+  ) {}
+  list() {
+    return this.inner.list();
+  }
+  has(n: string) {
+    return this.inner.has(n);
+  }
+  info(n: string) {
+    return this.inner.info(n);
+  }
+  async readFloat32(n: string) {
+    const v = await this.inner.readFloat32(n);
+    this.tensors++;
+    this.bytes += v.byteLength;
+    this.onRead(n);
+    return v;
+  }
+  readRaw(n: string) {
+    return this.inner.readRaw(n);
+  }
+}
+
+export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
+  const t0 = performance.now();
+  const out = resolve(o.out);
+  const configPath = o.config ?? defaultConfigPath();
+  let configText: string;
+  try {
+    configText = await readFile(configPath, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(`${configPath}: cannot read config (${e.code === 'ENOENT' ? 'file not found' : e.message})`);
+  }
+  const cfg = parseXPortraitConfig(configText, configPath);
+  const graphs = o.graphs ? o.graphs.map((n) => GRAPHS.find((g) => g.name === n) ?? unknownGraph(n)) : GRAPHS;
+  const opts: BuildOptions = {
+    precision: o.precision ?? 'float32',
+    attention: o.attention ?? 'matmul',
+    groupNorm: o.groupNorm ?? 'decomposed',
+    window: o.window ?? { kind: 'batch' },
+    debugOutputs: o.debugOutputs ?? false,
+  };
+  if (opts.window.kind === 'fixed' && cfg.unet.motionModule && opts.window.frames > cfg.unet.motionModule.temporalPositionEncodingMaxLen) {
+    throw new Error(`motion window ${opts.window.frames} exceeds temporal_position_encoding_max_len ${cfg.unet.motionModule.temporalPositionEncodingMaxLen} of ${configPath}`);
+  }
+  const existing = await stat(out).catch(() => null);
+  if (existing && !o.force) throw new Error(`${out} already exists (pass --force to replace it)`);
+
+  const base: CheckpointReader = await openCheckpoint(o.checkpoint);
+  const closers: Array<() => Promise<void>> = [() => base.close()];
+  const tmp = join(dirname(out), `.${basename(out)}.partial-${process.pid}-${Date.now().toString(36)}`);
+  try {
+    const accounting = assertKeysMatch(cfg, base);
+    let source: WeightSource = base;
+    let lora: PackManifest['source']['lcmLora'] = null;
+    if (o.lcmLora) {
+      const loraReader = await openCheckpoint(o.lcmLora);
+      closers.push(() => loraReader.close());
+      const merged = await mergeLoraLazily(base, loraReader, cfg, { scale: o.lcmLoraScale });
+      source = merged;
+      const h = await sha256File(o.lcmLora);
+      lora = { file: basename(o.lcmLora), bytes: h.bytes, sha256: h.sha256, modules: merged.plan.modules.length, scale: merged.plan.scale };
+    }
+    const checkpointHash = sha256File(o.checkpoint); // runs alongside the build (both mostly I/O)
+    checkpointHash.catch(() => undefined);
+
+    // Plan: structure-only builds give each graph's weight bytes and tensor count.
+    const threshold = o.externalThreshold ?? PROTOBUF_LIMIT - (64 << 20);
+    const plan = new Map<string, { bytes: number; tensors: number }>();
+    for (const def of graphs) {
+      const sink = new CountingSink();
+      await def.build(new GraphBuilder(def.name, sink), source, cfg, opts);
+      plan.set(def.name, { bytes: sink.bytes, tensors: sink.count });
+    }
+    const externalGroups = new Set(graphs.filter((d) => plan.get(d.name)!.bytes > threshold).map((d) => d.weightGroup));
+    // Shared external files store each tensor once: count a group's tensors once for the progress total.
+    const seenGroup = new Set<string>();
+    let totalTensors = 0;
+    let totalBytes = 0;
+    for (const d of graphs) {
+      if (externalGroups.has(d.weightGroup)) {
+        if (seenGroup.has(d.weightGroup)) continue;
+        seenGroup.add(d.weightGroup);
+      }
+      totalTensors += plan.get(d.name)!.tensors;
+      totalBytes += plan.get(d.name)!.bytes;
+    }
+    o.onProgress?.({ kind: 'plan', graphs: graphs.map((g) => g.name), tensors: totalTensors, bytes: totalBytes });
+
+    await mkdir(tmp, { recursive: true });
+    const counting = new CountingReads(source, (name) => o.onProgress?.({ kind: 'tensor', graph: counting.graph, name, tensorsDone: counting.tensors, bytesDone: counting.bytes }));
+    const dataFiles = new Map<string, ExternalDataFile>();
+    const entries: Record<string, PackGraph> = {};
+    let done = 0;
+    for (const def of graphs) {
+      counting.graph = def.name;
+      let external: ExternalDataFile | undefined;
+      if (externalGroups.has(def.weightGroup)) {
+        external = dataFiles.get(def.weightGroup);
+        if (!external) {
+          const file = `${def.weightGroup}.weights`;
+          external = new ExternalDataFile(join(tmp, file), file);
+          dataFiles.set(def.weightGroup, external);
+        }
+      }
+      const file = `${def.name}.onnx`;
+      const model = await OnnxModelFile.create(join(tmp, file), { external });
+      const g = new GraphBuilder(def.name, model);
+      await def.build(g, counting, cfg, opts);
+      const bytes = await model.finish(g, {
+        producerVersion: BUILDER_VERSION,
+        docString: def.description,
+        metadata: { graph: def.name, precision: opts.precision, builder: `xportrait-cam pack builder ${BUILDER_VERSION}` },
+      });
+      entries[def.name] = {
+        file,
+        description: def.description,
+        externalData: external ? external.location : null,
+        weightBytes: model.weightBytes,
+        initializers: model.initializers,
+        nodes: g.nodes.length,
+        inputs: g.inputs,
+        outputs: g.outputs,
+      };
+      o.onProgress?.({ kind: 'graph', graph: def.name, file, bytes, graphsDone: ++done, graphsTotal: graphs.length });
+    }
+    for (const f of dataFiles.values()) await f.close();
+    await writeFile(join(tmp, 'config.yaml'), configText);
+
+    const files: PackManifest['files'] = {};
+    const names = ['config.yaml', ...Object.values(entries).map((e) => e.file), ...[...dataFiles.values()].map((f) => f.location)];
+    for (const name of names) {
+      o.onProgress?.({ kind: 'hashing', file: name });
+      files[name] = await sha256File(join(tmp, name));
+    }
+    o.onProgress?.({ kind: 'hashing', file: basename(o.checkpoint) });
+    const ck = await checkpointHash;
+    const manifest: PackManifest = {
+      format: PACK_FORMAT,
+      formatVersion: PACK_FORMAT_VERSION,
+      builder: { name: 'xportrait-cam', version: packageVersion(), builderVersion: BUILDER_VERSION },
+      createdAt: new Date().toISOString(),
+      source: {
+        checkpoint: basename(o.checkpoint),
+        format: base.format,
+        bytes: ck.bytes,
+        sha256: ck.sha256,
+        tensors: base.list().length,
+        keyAccounting: { expected: accounting.expected, matched: accounting.matched, extras: accounting.extrasByCategory },
+        lcmLora: lora,
+      },
+      config: { file: 'config.yaml', sha256: files['config.yaml'].sha256, values: configValues(cfg) },
+      options: { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, opset: DEFAULT_OPSET, debugOutputs: !!opts.debugOutputs },
+      layout: packLayout(cfg),
+      motion: cfg.unet.motionModule
+        ? {
+            window: opts.window.kind === 'batch' ? 'batch' : opts.window.frames,
+            maxFrames: cfg.unet.motionModule.temporalPositionEncoding ? cfg.unet.motionModule.temporalPositionEncodingMaxLen : Number.MAX_SAFE_INTEGER,
+            officialWindow: cfg.unet.motionModule.videoLength,
+          }
+        : null,
+      graphs: entries,
+      files,
+    };
+    await writeFile(join(tmp, PACK_JSON), `${JSON.stringify(manifest, null, 2)}\n`);
+    if (existing) {
+      const old = `${tmp}.old`;
+      await rename(out, old);
+      await rename(tmp, out);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(tmp, out);
+    }
+    return { dir: out, manifest, seconds: (performance.now() - t0) / 1000 };
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  } finally {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+  }
+}
+
+function unknownGraph(name: string): GraphDef {
+  throw new Error(`unknown graph '${name}' (graphs: ${GRAPHS.map((g) => g.name).join(', ')})`);
+}
+
+/** The sizes pack.json records for the engine (from the main UNet's layout). */
+export function packLayout(cfg: XPortraitConfig): PackManifest['layout'] {
+  const l = unetLayout(cfg.unet, !!cfg.unet.motionModule);
+  return {
+    latentChannels: cfg.latentChannels,
+    latentSize: cfg.latentSize,
+    vaeDownscale: cfg.vaeDownscale,
+    scaleFactor: cfg.scaleFactor,
+    contextDim: cfg.unet.contextDim,
+    contextTokens: 77,
+    banks: l.transformers.map((t) => ({ index: t.bankIndex, channels: t.channels, ds: t.ds })),
+    residuals: l.residuals.map((r, index) => ({ index, channels: r.channels, ds: r.ds })),
+    latentMultiple: 2 ** (cfg.unet.channelMult.length - 1),
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * `pack.json`: what a model pack holds and how it was made. Written by `pack build`, read by `pack info|verify` and
+ * by the X-Portrait engine (graph files, their inputs/outputs with symbolic dims, the network layout sizes it needs
+ * to allocate banks and residuals, the motion window policy).
+ *
+ * Symbolic dims used in graph I/O shapes:
+ *   B   batch (frames; a window of W frames in the UNet graphs, see `motion`)
+ *   Bb  batch of a bank input (1 = one reference broadcast to the batch, or B)
+ *   Bc  batch of the context input (1 or B)
+ *   h,w latent height/width; H,W image height/width (= latent * vaeDownscale)
+ *   hN,wN  latent size divided by N (ceil), for residuals and skips at downsampling factor N
+ *   LNN number of tokens of bank NN = hD*wD for its transformer's factor D (layout.banks[NN].ds)
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { XPortraitConfig } from '../config.ts';
+
+export const PACK_FORMAT = 'xportrait-pack';
+export const PACK_FORMAT_VERSION = 1;
+/** Bumped whenever the graphs the builder emits change meaning or numerics. */
+export const BUILDER_VERSION = '1.0.0';
+export const PACK_JSON = 'pack.json';
+
+const dim = z.union([z.number().int().nonnegative(), z.string()]);
+const valueSpec = z.object({ name: z.string(), type: z.string(), shape: z.array(dim) });
+export type PackValueSpec = z.infer<typeof valueSpec>;
+
+const graphEntry = z.object({
+  file: z.string(),
+  description: z.string(),
+  /** Data file holding this graph's weights (null: inline). May be shared by several graphs. */
+  externalData: z.string().nullable(),
+  weightBytes: z.number(),
+  initializers: z.number(),
+  nodes: z.number(),
+  inputs: z.array(valueSpec),
+  outputs: z.array(valueSpec),
+});
+export type PackGraph = z.infer<typeof graphEntry>;
+
+const fileEntry = z.object({ bytes: z.number(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+
+export const packSchema = z.object({
+  format: z.literal(PACK_FORMAT),
+  formatVersion: z.literal(PACK_FORMAT_VERSION),
+  builder: z.object({ name: z.string(), version: z.string(), builderVersion: z.string() }),
+  createdAt: z.string(),
+  source: z.object({
+    checkpoint: z.string(),
+    format: z.string(),
+    bytes: z.number(),
+    sha256: z.string(),
+    tensors: z.number(),
+    keyAccounting: z.object({ expected: z.number(), matched: z.number(), extras: z.record(z.string(), z.number()) }),
+    lcmLora: z.object({ file: z.string(), bytes: z.number(), sha256: z.string(), modules: z.number(), scale: z.number() }).nullable(),
+  }),
+  /** The config the graphs were built from: its YAML is copied beside pack.json, the parsed values are here. */
+  config: z.object({ file: z.string(), sha256: z.string(), values: z.record(z.string(), z.unknown()) }),
+  options: z.object({
+    precision: z.enum(['float32', 'float16']),
+    attention: z.enum(['matmul', 'mha']),
+    groupNorm: z.enum(['decomposed', 'onnx']),
+    opset: z.number(),
+    debugOutputs: z.boolean(),
+  }),
+  /** Sizes the engine needs (all derived from the config). */
+  layout: z.object({
+    latentChannels: z.number(),
+    latentSize: z.number(),
+    vaeDownscale: z.number(),
+    scaleFactor: z.number(),
+    contextDim: z.number(),
+    contextTokens: z.number(),
+    /** Reference-bank tensors in the order unet_cond consumes them: channels C and downsampling factor ds. */
+    banks: z.array(z.object({ index: z.number(), channels: z.number(), ds: z.number() })),
+    /** ControlNet residuals / unet_cond control inputs (input blocks, then the middle block). */
+    residuals: z.array(z.object({ index: z.number(), channels: z.number(), ds: z.number() })),
+    /** Minimum latent side divisibility (2^(levels-1)). */
+    latentMultiple: z.number(),
+  }),
+  /** Motion modules: how the UNet graphs group the batch into windows. */
+  motion: z
+    .object({
+      window: z.union([z.literal('batch'), z.number()]),
+      maxFrames: z.number(),
+      officialWindow: z.number(),
+    })
+    .nullable(),
+  graphs: z.record(z.string(), graphEntry),
+  files: z.record(z.string(), fileEntry),
+});
+
+export type PackManifest = z.infer<typeof packSchema>;
+
+/** Reads and validates DIR/pack.json; one-line errors naming the directory. */
+export async function readPackManifest(dir: string): Promise<PackManifest> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, PACK_JSON), 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw new Error(`${dir}: not a model pack (no ${PACK_JSON}; build one with 'xportrait-cam pack build')`);
+    throw new Error(`${dir}: cannot read ${PACK_JSON} (${e.message})`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${join(dir, PACK_JSON)}: not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = packSchema.safeParse(doc);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${join(dir, PACK_JSON)}: not a valid pack manifest (${issue.path.join('.') || '(root)'}: ${issue.message})`);
+  }
+  return parsed.data;
+}
+
+/** Concrete sizes for a pack's symbolic dims, given a batch and a latent size. */
+export function resolveDims(pack: PackManifest, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; contextBatch?: number }): (d: number | string) => number {
+  const lh = o.latentH;
+  const lw = o.latentW ?? o.latentH;
+  return (d) => {
+    if (typeof d === 'number') return d;
+    if (d === 'B') return o.batch;
+    if (d === 'Bb') return o.bankBatch ?? 1;
+    if (d === 'Bc') return o.contextBatch ?? 1;
+    if (d === 'h') return lh;
+    if (d === 'w') return lw;
+    if (d === 'H') return lh * pack.layout.vaeDownscale;
+    if (d === 'W') return lw * pack.layout.vaeDownscale;
+    let m = /^([hw])(\d+)$/.exec(d);
+    if (m) return Math.ceil((m[1] === 'h' ? lh : lw) / Number(m[2]));
+    m = /^L(\d+)$/.exec(d);
+    if (m) {
+      const b = pack.layout.banks[Number(m[1])];
+      if (!b) throw new Error(`pack has no bank ${m[1]}`);
+      return Math.ceil(lh / b.ds) * Math.ceil(lw / b.ds);
+    }
+    throw new Error(`unknown symbolic dim '${d}'`);
+  };
+}
+
+/** A JSON-safe summary of a parsed config (what pack.json records under config.values). */
+export function configValues(cfg: XPortraitConfig): Record<string, unknown> {
+  const { source: _source, ...rest } = cfg;
+  return rest as unknown as Record<string, unknown>;
+}

@@ -1,0 +1,81 @@
+/**
+ * A built pack opened for inference: pack.json plus one onnxruntime session per graph, created on first use and
+ * kept until `release`/`close`. Feeds are matched to a graph's inputs by name (extra feeds are ignored, missing ones
+ * are an error naming them), so callers can pass one pool of named tensors to several graphs.
+ */
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { readPackManifest, type PackManifest } from './format.ts';
+
+export interface PackRuntimeOptions {
+  /** intraOpNumThreads (default: 2; onnxruntime's own default detection gave 1 thread on the 2-core CI machines). */
+  threads?: number;
+  executionProviders?: ort.InferenceSession.SessionOptions['executionProviders'];
+  graphOptimizationLevel?: ort.InferenceSession.SessionOptions['graphOptimizationLevel'];
+}
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export class PackRuntime {
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+  private constructor(
+    readonly dir: string,
+    readonly manifest: PackManifest,
+    private readonly opts: PackRuntimeOptions,
+  ) {}
+
+  static async open(dir: string, opts: PackRuntimeOptions = {}): Promise<PackRuntime> {
+    return new PackRuntime(dir, await readPackManifest(dir), opts);
+  }
+
+  has(graph: string): boolean {
+    return graph in this.manifest.graphs;
+  }
+
+  graph(name: string) {
+    const g = this.manifest.graphs[name];
+    if (!g) throw new Error(`${this.dir}: the pack has no graph '${name}' (it has ${Object.keys(this.manifest.graphs).join(', ')})`);
+    return g;
+  }
+
+  session(name: string): Promise<ort.InferenceSession> {
+    let s = this.sessions.get(name);
+    if (!s) {
+      const path = join(this.dir, this.graph(name).file);
+      s = ort.InferenceSession.create(path, {
+        intraOpNumThreads: this.opts.threads ?? 2,
+        interOpNumThreads: 1,
+        executionProviders: this.opts.executionProviders ?? ['cpu'],
+        graphOptimizationLevel: this.opts.graphOptimizationLevel ?? 'all',
+      }).catch((err: Error) => {
+        this.sessions.delete(name);
+        throw new Error(`${path}: onnxruntime cannot load the graph (${err.message.split('\n')[0]})`);
+      });
+      this.sessions.set(name, s);
+    }
+    return s;
+  }
+
+  /** Runs a graph; `feeds` may hold more tensors than it needs. Returns every graph output by name. */
+  async run(name: string, feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+    const spec = this.graph(name);
+    const missing = spec.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
+    if (missing.length) throw new Error(`graph ${name}: missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+    const own: Feeds = {};
+    for (const i of spec.inputs) own[i.name] = feeds[i.name];
+    const s = await this.session(name);
+    return s.run(own);
+  }
+
+  async release(name: string): Promise<void> {
+    const s = this.sessions.get(name);
+    if (!s) return;
+    this.sessions.delete(name);
+    await (await s.catch(() => null))?.release();
+  }
+
+  async close(): Promise<void> {
+    for (const name of [...this.sessions.keys()]) await this.release(name);
+  }
+}
