@@ -15,7 +15,7 @@ export interface OneEuroOptions {
   dCutoff?: number;
 }
 
-export const DEFAULT_ONE_EURO: Required<OneEuroOptions> = { minCutoff: 1.0, beta: 40, dCutoff: 1.0 };
+export const DEFAULT_ONE_EURO: Required<OneEuroOptions> = { minCutoff: 1.0, beta: 20, dCutoff: 1.0 };
 
 function alpha(cutoff: number, dt: number): number {
   const tau = 1 / (2 * Math.PI * cutoff);
@@ -58,19 +58,13 @@ export class OneEuroVectorFilter {
     const ad = alpha(dCutoff, dt);
     const x = this.#x;
     const dx = this.#dx!;
-    // One speed for the whole face (mean of per-coordinate speeds): points move together, and a shared
-    // cut-off keeps the mesh from deforming when some points are faster than others.
-    let speed = 0;
+    // Standard One-Euro: each coordinate has its own speed and cut-off.
     for (let i = 0; i < n; i++) {
       const v = values[i] / s;
       const d = (v - x[i]) / dt;
       dx[i] += ad * (d - dx[i]);
-      speed += Math.abs(dx[i]);
-    }
-    speed /= n;
-    const a = alpha(minCutoff + beta * speed, dt);
-    for (let i = 0; i < n; i++) {
-      x[i] += a * (values[i] / s - x[i]);
+      const a = alpha(minCutoff + beta * Math.abs(dx[i]), dt);
+      x[i] += a * (v - x[i]);
       out[i] = x[i] * s;
     }
     return out;
