@@ -57,7 +57,7 @@ export async function decodePortrait(bytes: Buffer, limits: PortraitLimits): Pro
     );
   }
   try {
-    const { data, info } = await sharp(bytes, { limitInputPixels: limits.maxPixels })
+    const { data, info } = await sharp(bytes, { limitInputPixels: Number.isFinite(limits.maxPixels) ? limits.maxPixels : false })
       .rotate()
       .flatten({ background: '#ffffff' })
       .resize({ width: MAX_PORTRAIT_SIDE, height: MAX_PORTRAIT_SIDE, fit: 'inside', withoutEnlargement: true })

@@ -38,6 +38,8 @@ export interface ServerDeps {
   analyzerFactory?: () => Promise<FrameAnalyzerFactory | undefined>;
   /** Server stats push period (default 1000 ms). */
   statsIntervalMs?: number;
+  /** WebSocket heartbeat period (default 15000 ms). */
+  heartbeatMs?: number;
 }
 
 export class XportraitServer {
@@ -134,6 +136,7 @@ export class XportraitServer {
       iceServers: this.config.iceServers,
       outputSize: this.config.outputSize,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
+      heartbeatMs: this.deps.heartbeatMs ?? 15_000,
       sessions: this.sessions,
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;

@@ -21,6 +21,8 @@ export interface SignalingContext {
   iceServers: IceServer[];
   outputSize: number;
   statsIntervalMs: number;
+  /** WebSocket ping period; a connection that misses a pong for a whole period is dropped (half-open TCP). */
+  heartbeatMs: number;
   /** Session slots: returns false when the server is full. */
   acquireSlot(): boolean;
   releaseSlot(): void;
@@ -38,6 +40,8 @@ export class SignalingConnection {
   #starting = false;
   #statsTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #alive = true;
 
   constructor(
     private readonly ws: WebSocket,
@@ -54,6 +58,19 @@ export class SignalingConnection {
     });
     ws.on('close', (code) => this.#onClose(code));
     ws.on('error', (err) => this.#log.warn({ event: 'ws_error', err: err.message }, 'signaling socket error'));
+    ws.on('pong', () => {
+      this.#alive = true;
+    });
+    this.#heartbeat = setInterval(() => {
+      if (!this.#alive) {
+        this.#log.warn({ event: 'ws_timeout' }, 'signaling peer stopped answering pings');
+        ws.terminate();
+        return;
+      }
+      this.#alive = false;
+      ws.ping();
+    }, ctx.heartbeatMs);
+    this.#heartbeat.unref();
     this.send({
       type: 'hello',
       sessionId: this.id,
@@ -192,6 +209,7 @@ export class SignalingConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#statsTimer);
+    clearInterval(this.#heartbeat);
     this.#log.info({ event: 'ws_closed', code }, 'signaling connection closed');
     // Queue behind any message still being handled (e.g. a session start), then clean up.
     this.#chain = this.#chain.then(() => this.#endSession('signaling connection closed'));
