@@ -116,6 +116,18 @@ describe('checkpoint errors', () => {
     await ckpt.close();
   });
 
+  it('a corrupted byte inside a storage fails its CRC check, naming the entry', async () => {
+    const path = join(dir, 'flip.th');
+    await writeTorchZip(path, [{ name: 'w', dtype: 'float32', shape: [256], data: new Uint8Array(1024).fill(7) }], { archiveName: 'f' });
+    const bytes = readFileSync(path);
+    const at = bytes.indexOf(Buffer.alloc(64, 7)); // inside the storage data
+    bytes[at + 10] ^= 0xff;
+    writeFileSync(path, bytes);
+    const ckpt = await openCheckpoint(path);
+    await expect(ckpt.readRaw('w')).rejects.toThrow(/entry 'f\/data\/0' fails its CRC-32 check: the file is corrupt/);
+    await ckpt.close();
+  });
+
   it('safetensors: truncated, bad header, wrong sizes', async () => {
     const path = join(dir, 'a.safetensors');
     await writeSafetensors(path, [{ name: 'x', dtype: 'float32', shape: [256], data: new Uint8Array(1024) }]);
