@@ -9,18 +9,20 @@
  * W_k·PE[l] / W_v·PE[l] for cache slot l at use time, so a rolling cache can re-number positions every tick.
  *
  * Graph I/O added (per graph, float32 at the edges):
- *   kv_pos   int64 [B]           PE position of each item's own frame (= its number of valid cache slots)
- *   kv_mask  float32 [B, L]      0 for a valid cache slot, −1e4·… (any large negative) for padding
- *   kv_past_k.<site>, kv_past_v.<site>   float32 [B, L, HW, C]   cached W_k·n / W_v·n of earlier frames, slot order
- *   kv_new_k.<site>,  kv_new_v.<site>    float32 [B, HW, C]      this frame's W_k·n / W_v·n (to append to the cache)
- * where <site> = `in<k>.b<block>.a<attention>` or `out<k>.b<block>.a<attention>` (one per temporal attention).
- * L may differ between calls; every item needs L >= 1 slots (pad with a masked slot when a cache is empty).
+ *   kv_pos   int64 [B]              PE position of each item's own frame (= its number of valid cache slots;
+ *                                   clamped to the PE length)
+ *   kv_mask  float32 [B, Lkv]       0 for a valid cache slot, a large negative (−1e9) for padding
+ *   kv_past_k.<site>, kv_past_v.<site>   float32 [B, Lkv, hwD, C]   cached W_k·n / W_v·n of earlier frames, slot order
+ *   kv_new_k.<site>,  kv_new_v.<site>    float32 [B, hwD, C]        this frame's W_k·n / W_v·n (to append)
+ * where <site> = `in<k>.b<block>.a<attention>` or `out<k>.b<block>.a<attention>` (one per temporal attention) and
+ * hwD = ceil(h/D)·ceil(w/D) tokens at the site's downsampling factor D (pack.json symbolic dims).
+ * Lkv may differ between calls; every item needs Lkv >= 1 slots (pad with a masked slot when a cache is empty).
  */
-import type { XPortraitConfig } from '../config.ts';
+import type { MotionModuleParams, XPortraitConfig } from '../config.ts';
 import { attr } from '../onnx/graph.ts';
 import { graphDef, type GraphDef } from './index.ts';
 import { unetLayout } from './layout.ts';
-import { MotionModuleBuilder, type TemporalAttentionSite } from './motion.ts';
+import { MotionModuleBuilder, type TemporalAttentionSite, type WindowMode } from './motion.ts';
 
 export const KV_POS = 'kv_pos';
 export const KV_MASK = 'kv_mask';
@@ -42,12 +44,21 @@ export class KvCacheMotionModuleBuilder extends MotionModuleBuilder {
   readonly sites: KvSite[] = [];
   readonly #shared = new WeakMap<object, { pos: string; mask: string }>();
 
+  /**
+   * @param siteDs downsampling factor of each site (`kvSites(cfg)`), for the token dims pack.json declares; sites
+   *   not listed get an opaque token dim.
+   */
+  constructor(params: MotionModuleParams, window?: WindowMode, private readonly siteDs: ReadonlyMap<string, number> = new Map()) {
+    super(params, window);
+  }
+
   #sharedInputs(s: TemporalAttentionSite): { pos: string; mask: string } {
     const g = s.nn.g;
     let io = this.#shared.get(g);
     if (!io) {
-      const pos = g.input(KV_POS, 'int64', ['B']);
-      const maskIn = g.input(KV_MASK, 'float32', ['B', 'L']);
+      const posIn = g.input(KV_POS, 'int64', ['B']);
+      const pos = g.op('Min', [posIn, g.constI64([this.params.temporalPositionEncodingMaxLen - 1])]);
+      const maskIn = g.input(KV_MASK, 'float32', ['B', 'Lkv']);
       io = { pos, mask: maskIn };
       this.#shared.set(g, io);
     }
@@ -60,7 +71,9 @@ export class KvCacheMotionModuleBuilder extends MotionModuleBuilder {
     if (!this.params.temporalPositionEncoding) throw new Error('kvcache motion modules need temporal_position_encoding');
     const { pos, mask } = this.#sharedInputs(s);
     const site = kvSiteName(s.side, s.moduleIndex, s.block, s.attention);
-    this.sites.push({ name: site, dim: s.dim });
+    const ds = this.siteDs.get(site);
+    this.sites.push({ name: site, dim: s.dim, ds });
+    const tokens = ds === undefined ? `HW_${site}` : `hw${ds}`;
     const C = s.dim;
     const shapeN = g.op('Shape', [n]); // [B, HW, C]
     const B = g.op('Slice', [shapeN, g.constI64([0]), g.constI64([1])]);
@@ -78,12 +91,12 @@ export class KvCacheMotionModuleBuilder extends MotionModuleBuilder {
     const newV = await nn.linear(n, 'to_v', C, C, false);
     const kSelf = nn.add(newK, await nn.linear(peSelf, 'to_k', C, C, false));
     const vSelf = nn.add(newV, await nn.linear(peSelf, 'to_v', C, C, false));
-    g.output(nn.toFloat32(newK), `kv_new_k.${site}`, 'float32', ['B', `HW_${site}`, C]);
-    g.output(nn.toFloat32(newV), `kv_new_v.${site}`, 'float32', ['B', `HW_${site}`, C]);
+    g.output(nn.toFloat32(newK), `kv_new_k.${site}`, 'float32', ['B', tokens, C]);
+    g.output(nn.toFloat32(newV), `kv_new_v.${site}`, 'float32', ['B', tokens, C]);
 
     // Cached slots l = 0..L-1 get PE[l] through the same projections.
-    const pastK = nn.toCompute(g.input(`kv_past_k.${site}`, 'float32', ['B', 'L', `HW_${site}`, C]));
-    const pastV = nn.toCompute(g.input(`kv_past_v.${site}`, 'float32', ['B', 'L', `HW_${site}`, C]));
+    const pastK = nn.toCompute(g.input(`kv_past_k.${site}`, 'float32', ['B', 'Lkv', tokens, C]));
+    const pastV = nn.toCompute(g.input(`kv_past_v.${site}`, 'float32', ['B', 'Lkv', tokens, C]));
     const L = g.op('Slice', [g.op('Shape', [pastK]), one, g.constI64([2])]);
     const peSlots = g.op('Slice', [pe2, g.constI64([0]), L, g.constI64([0])]); // [L, C]
     const kPe = g.op('Unsqueeze', [await nn.linear(peSlots, 'to_k', C, C, false), g.constI64([0, 2])]); // [1,L,1,C]
@@ -152,6 +165,7 @@ export const KVCACHE_GRAPHS: GraphDef[] = (['unet_cond', 'unet_uncond'] as const
   description: `${base === 'unet_cond' ? 'conditional' : 'unconditional'} UNet for live streaming: causal temporal attention over cached keys/values (inputs kv_pos, kv_mask, kv_past_k/v.<site>; outputs kv_new_k/v.<site>)`,
   weightGroup: 'unet',
   async build(g, source, cfg, opts) {
-    await graphDef(base).build(g, source, cfg, { ...opts, motionModuleBuilder: (c, w) => new KvCacheMotionModuleBuilder(c.unet.motionModule!, w) });
+    const ds = new Map(kvSites(cfg).map((x) => [x.name, x.ds]));
+    await graphDef(base).build(g, source, cfg, { ...opts, motionModuleBuilder: (c, w) => new KvCacheMotionModuleBuilder(c.unet.motionModule!, w, ds) });
   },
 }));

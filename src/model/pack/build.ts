@@ -17,6 +17,10 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { openCheckpoint, type CheckpointReader, type WeightSource } from '../checkpoint/index.ts';
 import { defaultConfigPath, parseXPortraitConfig, type XPortraitConfig } from '../config.ts';
 import { GRAPHS, type BuildOptions, type GraphDef } from '../graphs/index.ts';
+import { KVCACHE_GRAPHS } from '../graphs/motion-kvcache.ts';
+
+/** Every graph a pack can hold: the official networks and the streaming UNet variants of the live kvcache policy. */
+const CATALOGUE: GraphDef[] = [...GRAPHS, ...KVCACHE_GRAPHS];
 import { unetLayout } from '../graphs/layout.ts';
 import type { WindowMode } from '../graphs/motion.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
@@ -119,7 +123,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     throw new Error(`${configPath}: cannot read config (${e.code === 'ENOENT' ? 'file not found' : e.message})`);
   }
   const cfg = parseXPortraitConfig(configText, configPath);
-  const graphs = o.graphs ? o.graphs.map((n) => GRAPHS.find((g) => g.name === n) ?? unknownGraph(n)) : GRAPHS;
+  const graphs = o.graphs ? o.graphs.map((n) => CATALOGUE.find((g) => g.name === n) ?? unknownGraph(n)) : CATALOGUE;
   const opts: BuildOptions = {
     precision: o.precision ?? 'float32',
     attention: o.attention ?? 'matmul',
@@ -268,7 +272,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
 }
 
 function unknownGraph(name: string): GraphDef {
-  throw new Error(`unknown graph '${name}' (graphs: ${GRAPHS.map((g) => g.name).join(', ')})`);
+  throw new Error(`unknown graph '${name}' (graphs: ${CATALOGUE.map((g) => g.name).join(', ')})`);
 }
 
 /** The sizes pack.json records for the engine (from the main UNet's layout). */

@@ -118,7 +118,7 @@ export async function readPackManifest(dir: string): Promise<PackManifest> {
 }
 
 /** Concrete sizes for a pack's symbolic dims, given a batch and a latent size. */
-export function resolveDims(pack: PackManifest, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; contextBatch?: number }): (d: number | string) => number {
+export function resolveDims(pack: PackManifest, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; contextBatch?: number; kvLength?: number }): (d: number | string) => number {
   const lh = o.latentH;
   const lw = o.latentW ?? o.latentH;
   return (d) => {
@@ -132,6 +132,10 @@ export function resolveDims(pack: PackManifest, o: { batch: number; latentH: num
     if (d === 'W') return lw * pack.layout.vaeDownscale;
     let m = /^([hw])(\d+)$/.exec(d);
     if (m) return Math.ceil((m[1] === 'h' ? lh : lw) / Number(m[2]));
+    // Streaming UNet variants (src/model/graphs/motion-kvcache.ts): hwN = tokens at downsampling factor N, Lkv = cached frames.
+    m = /^hw(\d+)$/.exec(d);
+    if (m) return Math.ceil(lh / Number(m[1])) * Math.ceil(lw / Number(m[1]));
+    if (d === 'Lkv') return o.kvLength ?? 1;
     m = /^L(\d+)$/.exec(d);
     if (m) {
       const b = pack.layout.banks[Number(m[1])];
