@@ -1,7 +1,9 @@
 /** The list of commands. Each command file exports `add<Name>Command(program)`; add yours here. */
 import type { Command } from 'commander';
+import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
 
 export const COMMANDS: Array<(program: Command) => void> = [
   addServeCommand,
+  addPackCommand,
 ];
