@@ -86,6 +86,9 @@ describe('checkpoint errors', () => {
     // builtins.eval through STACK_GLOBAL (protocol 4 style)
     const sg = Buffer.concat([Buffer.from([0x80, 4, 0x8c, 8]), Buffer.from('builtins'), Buffer.from([0x8c, 4]), Buffer.from('eval'), Buffer.from([0x93, 0x2e])]);
     expect(await openError(await withPickle('evil2.th', sg))).toMatch(/'builtins\.eval'/);
+    // a state dict entry built by an unknown global (here numpy's array reconstructor) is refused by name
+    const np = [0x80, 2, 0x7d, 0x58, 1, 0, 0, 0, 0x77, ...Buffer.from('cnumpy.core.multiarray\n_reconstruct\n'), 0x29, 0x52, 0x73, 0x2e];
+    expect(await openError(await withPickle('np.th', np))).toMatch(/state dict entry 'w' is built by the Python global 'numpy\.core\.multiarray\._reconstruct', which is not allowed/);
     // the INST opcode (instantiates a class by name)
     expect(await openError(await withPickle('inst.th', [0x80, 2, 0x28, 0x69, ...Buffer.from('os\nsystem\n'), 0x2e]))).toMatch(/unsupported pickle opcode INST/);
     // an allowed module with a disallowed name

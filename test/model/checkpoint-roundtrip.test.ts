@@ -182,6 +182,8 @@ describe('a checkpoint written by torch 1.13 (fixture)', () => {
     const ckpt = (await openCheckpoint(join(import.meta.dirname, 'fixtures', 'torch-1.13-views.th'))) as TorchZipReader;
     try {
       expect(ckpt.wrapper).toBe('state_dict');
+      // Lightning-style extras beside the state dict are named, not built
+      expect(ckpt.ignoredGlobals).toEqual(['argparse.Namespace', 'pathlib.PurePosixPath']);
       const get = async (n: string) => Array.from(await ckpt.readFloat32(n));
       expect(await get('base')).toEqual(Array.from({ length: 24 }, (_, i) => i));
       const tr = await get('transposed');

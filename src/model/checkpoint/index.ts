@@ -11,7 +11,9 @@
  * Reads are random-access by name and read exactly one tensor's bytes (peak memory ~ the largest tensor), so a 12 GB
  * checkpoint never has to fit in memory. Views (storage offset, strides, shared storages) come back contiguous.
  * The pickle inside a torch checkpoint is interpreted by an allow-list (OrderedDict, _rebuild_tensor_v2,
- * _rebuild_parameter, torch.*Storage): nothing from the file is executed; anything else is an error naming it.
+ * _rebuild_parameter, torch.*Storage): nothing from the file is executed. Other globals are an error naming them where
+ * the state dict or a tensor must be; beside a {'state_dict': ...} wrapper they are inert placeholders, listed in
+ * TorchZipReader.ignoredGlobals. Unknown opcodes are an error naming them.
  *
  * Also here: `writeTorchZip` (the torch zip layout, for tests and synthetic benchmarks; torch.load reads it) and
  * `writeSafetensors`. Key accounting against a config lives in ../keys.ts, the LCM-LoRA merge in ../lora.ts.

@@ -1,8 +1,13 @@
 /**
  * A restricted unpickler for torch state dicts. It interprets the pickle opcodes that `torch.save` emits (protocol 2,
  * plus the few protocol 3/4 framing opcodes) into plain data, and resolves globals only against a fixed allow-list that
- * maps each to a pure data constructor: nothing named by the file is ever executed or imported. Any other opcode or
- * global is a clear error naming it.
+ * maps each to a pure data constructor: nothing named by the file is ever executed or imported. Any other opcode is an
+ * error naming it.
+ *
+ * A global outside the allow-list becomes an inert `PyOpaque` placeholder (calling it yields another placeholder;
+ * nothing runs). Training checkpoints keep such objects beside the weights (Lightning's `hyper_parameters`, an
+ * argparse Namespace...). The torch reader ignores them there, and fails naming the global when one stands where the
+ * state dict or a tensor must be.
  */
 import type { DType } from './dtype.ts';
 
@@ -32,8 +37,15 @@ interface PyGlobal {
   readonly name: string;
 }
 
+/** An object built by a global outside the allow-list: its name only, never instantiated. */
+export interface PyOpaque {
+  readonly kind: 'opaque';
+  /** module.name of the global that would have built it. */
+  readonly qual: string;
+}
+
 /** Python dicts (and OrderedDicts) become Maps, lists and tuples arrays, str strings, int number (or bigint), None null. */
-export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyValue[] | Map<PyValue, PyValue> | TensorRef | StorageRef | PyGlobal;
+export type PyValue = null | boolean | number | bigint | string | Uint8Array | PyValue[] | Map<PyValue, PyValue> | TensorRef | StorageRef | PyGlobal | PyOpaque;
 
 export const STORAGE_DTYPES: Record<string, DType> = {
   FloatStorage: 'float32',
@@ -97,7 +109,11 @@ export function describe(v: PyValue | undefined): string {
   if (Array.isArray(v)) return `a tuple/list of ${v.length}`;
   if (v instanceof Map) return `a dict of ${v.size}`;
   if (v instanceof Uint8Array) return `bytes(${v.length})`;
-  if (typeof v === 'object') return v.kind === 'global' ? `${v.module}.${v.name}` : `a ${v.kind}`;
+  if (typeof v === 'object') {
+    if (v.kind === 'global') return `${v.module}.${v.name}`;
+    if (v.kind === 'opaque') return `an object built by the Python global '${v.qual}'`;
+    return `a ${v.kind}`;
+  }
   return `${typeof v} ${String(v).slice(0, 40)}`;
 }
 
@@ -105,7 +121,7 @@ export function describe(v: PyValue | undefined): string {
  * Parses a pickle into plain values. `persistentLoad` turns a persistent id (a tuple) into a value; torch uses it
  * for storages.
  */
-export function unpickle(data: Uint8Array, persistentLoad: (pid: PyValue) => PyValue): PyValue {
+export function unpickle(data: Uint8Array, persistentLoad: (pid: PyValue) => PyValue, opaqueGlobals: Set<string> = new Set()): PyValue {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const stack: StackItem[] = [];
   const marks: number[] = [];
@@ -144,12 +160,14 @@ export function unpickle(data: Uint8Array, persistentLoad: (pid: PyValue) => PyV
     return items as PyValue[];
   };
   const setItems = (d: PyValue, kv: PyValue[]) => {
+    if (isOpaque(d)) return; // contents of an object we do not build are dropped
     if (!(d instanceof Map)) throw new PickleError(`SETITEM(S) on ${describe(d)}`);
     for (let i = 0; i + 1 < kv.length; i += 2) d.set(kv[i], kv[i + 1]);
   };
-  const makeGlobal = (module: string, name: string): PyGlobal => {
+  const makeGlobal = (module: string, name: string): PyGlobal | PyOpaque => {
     if (!isAllowedGlobal(module, name)) {
-      throw new PickleError(`the checkpoint references the Python global '${module}.${name}', which is not allowed in a state dict (nothing from the file is executed)`);
+      opaqueGlobals.add(`${module}.${name}`);
+      return { kind: 'opaque', qual: `${module}.${name}` };
     }
     return { kind: 'global', module, name };
   };
@@ -197,8 +215,8 @@ export function unpickle(data: Uint8Array, persistentLoad: (pid: PyValue) => PyV
       case 0x86: { const b = pop(); const a = pop(); stack.push([a, b]); break; }
       case 0x87: { const c = pop(); const b = pop(); const a = pop(); stack.push([a, b, c]); break; }
       case 0x5d: stack.push([]); break;
-      case 0x61: { const v = pop(); const l = top(); if (!Array.isArray(l)) throw new PickleError(`APPEND on ${describe(l)}`); l.push(v); break; }
-      case 0x65: { const items = popMark(); const l = top(); if (!Array.isArray(l)) throw new PickleError(`APPENDS on ${describe(l)}`); l.push(...items); break; }
+      case 0x61: { const v = pop(); const l = top(); if (isOpaque(l)) break; if (!Array.isArray(l)) throw new PickleError(`APPEND on ${describe(l)}`); l.push(v); break; }
+      case 0x65: { const items = popMark(); const l = top(); if (isOpaque(l)) break; if (!Array.isArray(l)) throw new PickleError(`APPENDS on ${describe(l)}`); l.push(...items); break; }
       case 0x7d: stack.push(new Map()); break;
       case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; }
       case 0x75: { const kv = popMark(); setItems(top(), kv); break; }
@@ -239,7 +257,17 @@ export function unpickle(data: Uint8Array, persistentLoad: (pid: PyValue) => PyV
   }
 }
 
+export function isOpaque(v: PyValue | undefined): v is PyOpaque {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Map) && !(v instanceof Uint8Array) && v.kind === 'opaque';
+}
+
+/** The allow-listed globals a placeholder is never built for: text for error messages. */
+export function notAllowedMessage(qual: string): string {
+  return `the Python global '${qual}', which is not allowed in a state dict (nothing from the file is executed)`;
+}
+
 function callGlobal(fn: PyValue, args: PyValue[]): PyValue {
+  if (isOpaque(fn)) return { kind: 'opaque', qual: fn.qual }; // recorded, never called
   if (fn === null || typeof fn !== 'object' || Array.isArray(fn) || fn instanceof Map || fn instanceof Uint8Array || fn.kind !== 'global') {
     throw new PickleError(`REDUCE on ${describe(fn)}, which is not a callable`);
   }
@@ -283,6 +311,7 @@ export function torchPersistentLoad(pid: PyValue): StorageRef {
     throw new PickleError(`unsupported persistent id ${describe(pid)}; expected ('storage', type, key, location, numel)`);
   }
   const type = pid[1];
+  if (isOpaque(type)) throw new PickleError(`unsupported storage type ${type.qual}`);
   if (type === null || typeof type !== 'object' || Array.isArray(type) || type instanceof Map || type instanceof Uint8Array || type.kind !== 'global') {
     throw new PickleError(`persistent id with storage type ${describe(type)}`);
   }

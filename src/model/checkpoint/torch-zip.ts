@@ -4,7 +4,7 @@
  * only); tensors are then read one at a time with positioned reads of exactly their bytes.
  */
 import { DTYPE_BYTES, bytesToFloat32, numel } from './dtype.ts';
-import { describe, torchPersistentLoad, unpickle, type PyValue, type TensorRef } from './pickle.ts';
+import { describe, isOpaque, notAllowedMessage, torchPersistentLoad, unpickle, type PyValue, type TensorRef } from './pickle.ts';
 import { unknownTensor, type CheckpointReader, type TensorInfo } from './types.ts';
 import { ZipArchive } from './zip.ts';
 
@@ -24,6 +24,8 @@ export class TorchZipReader implements CheckpointReader {
     tensors: [string, TensorRef][],
     readonly nonTensorKeys: readonly string[],
     readonly wrapper: string | null,
+    /** Globals outside the allow-list that the file names beside the state dict (not built, ignored). */
+    readonly ignoredGlobals: readonly string[],
   ) {
     for (const [name, ref] of tensors) {
       const info: TensorInfo = { name, dtype: ref.storage.dtype, shape: ref.shape };
@@ -44,12 +46,14 @@ export class TorchZipReader implements CheckpointReader {
         if (order !== 'little') throw new Error(`${path}: checkpoint saved with byte order '${order}'; only little-endian checkpoints are supported`);
       }
       let root: PyValue;
+      const opaque = new Set<string>();
       try {
-        root = unpickle(await zip.readAll(zip.entry(pkl)), torchPersistentLoad);
+        root = unpickle(await zip.readAll(zip.entry(pkl)), torchPersistentLoad, opaque);
       } catch (err) {
         throw new Error(`${path}: cannot read the pickled state dict: ${(err as Error).message}`);
       }
-      let dict = root;
+      if (isOpaque(root)) throw new Error(`${path}: the checkpoint is an object built by ${notAllowedMessage(root.qual)}`);
+      let dict: PyValue = root;
       let wrapper: string | null = null;
       if (dict instanceof Map && dict.get('state_dict') instanceof Map) {
         dict = dict.get('state_dict') as PyValue;
@@ -61,13 +65,14 @@ export class TorchZipReader implements CheckpointReader {
       for (const [k, v] of dict) {
         const key = typeof k === 'string' ? k : String(k);
         if (isTensorRef(v)) tensors.push([key, v]);
+        else if (isOpaque(v)) throw new Error(`${path}: state dict entry '${key}' is built by ${notAllowedMessage(v.qual)}`);
         else nonTensorKeys.push(key);
       }
       if (tensors.length === 0) {
         const keys = [...dict.keys()].slice(0, 8).map(String).join(', ');
         throw new Error(`${path}: the checkpoint holds no tensors at top level${wrapper ? ` or under '${wrapper}'` : ''} (keys: ${keys || 'none'})`);
       }
-      return new TorchZipReader(path, zip, prefix, tensors, nonTensorKeys, wrapper);
+      return new TorchZipReader(path, zip, prefix, tensors, nonTensorKeys, wrapper, [...opaque].sort());
     } catch (err) {
       await zip.close();
       throw err;
