@@ -187,7 +187,9 @@ export function addPackCommand(program: Command): void {
         if (o.against) {
           const { runConformance, formatConformance } = await import('../model/conformance/runner.ts');
           if (manifest.options.precision === 'float16' && o.boundScale === 1) say('note: an fp16 pack against float32 bounds: pass --bound-scale to widen them');
-          const { manifest: set, results } = await runConformance(rt, o.against, { only: o.only, boundScale: o.boundScale });
+          // The X-Portrait engine checks the host-side cases (sampler, ddim_schedules) on the pack's graphs.
+          const { XPORTRAIT_CASE_RUNNERS } = await import('../engine/xportrait/conformance.ts');
+          const { manifest: set, results } = await runConformance(rt, o.against, { only: o.only, boundScale: o.boundScale, runners: XPORTRAIT_CASE_RUNNERS });
           if (set.checkpoint?.sha256 && set.checkpoint.sha256 !== manifest.source.sha256) say(`note: this pack was built from ${manifest.source.checkpoint} (sha256 ${manifest.source.sha256.slice(0, 12)}…), not from the set's checkpoint (${set.checkpoint.sha256.slice(0, 12)}…)`);
           say(formatConformance(results));
           const bad = results.filter((r) => r.status === 'fail' || r.status === 'error');

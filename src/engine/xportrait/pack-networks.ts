@@ -1,0 +1,118 @@
+/**
+ * Opens a model pack for the engine: pack.json, one ORT session per graph on the chosen execution provider (created
+ * once, with progress, and shared by every engine session), the text context, the noise schedule and the sizes.
+ *
+ * The text context CLIP("") [1, 77, C] is a constant (spec 2.3). A pack carries it as `context.safetensors`
+ * (tensor `context`) beside pack.json; `contextFile` overrides it.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCheckpoint } from '../../model/checkpoint/index.ts';
+import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
+import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
+import type { XPortraitConfig } from '../../model/config.ts';
+import type { KvSiteShape } from './live-runner.ts';
+import { OnnxNetworks, type F32, type GraphSession } from './networks.ts';
+import { checkDevice, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
+import { makeNoiseSchedule, type NoiseSchedule } from './schedule.ts';
+
+export const CONTEXT_FILE = 'context.safetensors';
+
+export interface PackLoadProgress {
+  graph: string;
+  done: number;
+  total: number;
+  ms: number;
+}
+
+export interface LoadedPack {
+  dir: string;
+  manifest: PackManifest;
+  networks: OnnxNetworks;
+  schedule: NoiseSchedule;
+  /** Latent dims of one frame [c, h, w] at the pack's default size. */
+  latentDims: [number, number, number];
+  /** Image side the VAE works at (latent side × downscale). */
+  imageSize: number;
+  /** kvcache: streaming sites with their token counts at the default size (empty when the pack has no kv graphs). */
+  kvSites: KvSiteShape[];
+  provider: ProviderOptions;
+  close(): Promise<void>;
+}
+
+export interface OpenPackOptions extends ProviderOptions {
+  contextFile?: string;
+  /** Only these graphs (default: every graph of the pack). */
+  graphs?: string[];
+  onProgress?: (p: PackLoadProgress) => void;
+}
+
+export async function readContext(path: string): Promise<F32> {
+  const r = await openCheckpoint(path);
+  try {
+    if (!r.has('context')) throw new Error(`${path}: no tensor named 'context' (the CLIP("") text context [1, 77, C])`);
+    const info = r.info('context');
+    return { data: await r.readFloat32('context'), dims: info.shape.length === 2 ? [1, ...info.shape] : info.shape };
+  } finally {
+    await r.close();
+  }
+}
+
+export async function openPack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
+  checkDevice(opts.device);
+  const manifest = await readPackManifest(dir);
+  const contextPath = opts.contextFile ?? join(dir, CONTEXT_FILE);
+  if (!existsSync(contextPath)) {
+    throw new Error(
+      `${dir}: the pack has no text context (${CONTEXT_FILE} with the CLIP("") embedding [1, 77, ${manifest.layout.contextDim}]); ` +
+        'give one with --context FILE (a safetensors file holding a tensor named "context")',
+    );
+  }
+  const context = await readContext(contextPath);
+  if (context.dims[2] !== manifest.layout.contextDim) {
+    throw new Error(`${contextPath}: context has width ${context.dims[2]}, the pack's networks take ${manifest.layout.contextDim}`);
+  }
+  const so = sessionOptions(opts);
+  const rt = await PackRuntime.open(dir, {
+    threads: so.intraOpNumThreads,
+    executionProviders: so.executionProviders,
+    graphOptimizationLevel: so.graphOptimizationLevel,
+  });
+  const names = (opts.graphs ?? Object.keys(manifest.graphs)).filter((g) => g in manifest.graphs);
+  const sessions = new Map<string, GraphSession>();
+  try {
+    for (let i = 0; i < names.length; i++) {
+      const t0 = performance.now();
+      try {
+        sessions.set(names[i], await rt.session(names[i]));
+      } catch (err) {
+        throw explainProviderError(opts.device, err);
+      }
+      opts.onProgress?.({ graph: names[i], done: i + 1, total: names.length, ms: performance.now() - t0 });
+    }
+  } catch (err) {
+    await rt.close();
+    throw err;
+  }
+  const cfg = manifest.config.values as unknown as XPortraitConfig;
+  const schedule = makeNoiseSchedule({ timesteps: cfg.timesteps, linearStart: cfg.linearStart, linearEnd: cfg.linearEnd });
+  const L = manifest.layout;
+  const latentDims: [number, number, number] = [L.latentChannels, L.latentSize, L.latentSize];
+  let sites: KvSiteShape[] = [];
+  if ('unet_cond_kv' in manifest.graphs && cfg.unet?.motionModule) {
+    sites = kvSites(cfg).map((s) => ({ name: s.name, dim: s.dim, tokens: kvSiteTokens(s.ds, L.latentSize, L.latentSize) }));
+  }
+  const networks = new OnnxNetworks(sessions, context);
+  return {
+    dir,
+    manifest,
+    networks,
+    schedule,
+    latentDims,
+    imageSize: L.latentSize * L.vaeDownscale,
+    kvSites: sites,
+    provider: opts,
+    // The runtime owns the sessions (it releases each once).
+    close: () => rt.close(),
+  };
+}
