@@ -42,6 +42,7 @@ export class SignalingConnection {
   #closed = false;
   #heartbeat: NodeJS.Timeout | undefined;
   #alive = true;
+  #offerRefused = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -111,7 +112,8 @@ export class SignalingConnection {
       case 'offer':
         return this.#startSession(msg);
       case 'candidate':
-        if (!this.#session) return this.#error('bad_state', 'candidate before offer: send the offer first');
+        // Candidates that trail an offer we refused are expected (the client sent them before our answer): drop them.
+        if (!this.#session) return this.#offerRefused ? undefined : this.#error('bad_state', 'candidate before offer: send the offer first');
         try {
           await this.#session.addRemoteCandidate(msg.candidate);
         } catch (err) {
@@ -130,6 +132,7 @@ export class SignalingConnection {
 
   async #startSession(msg: Extract<ClientMessage, { type: 'offer' }>): Promise<void> {
     if (this.#session || this.#starting) return this.#error('bad_state', 'a session is already running on this connection: send stop first');
+    this.#offerRefused = true; // until the answer is sent
     const engineName = msg.engine ?? this.ctx.defaultEngine;
     if (!this.ctx.engines.names.includes(engineName)) {
       return this.#error('engine_unavailable', `unknown engine "${engineName}" (available: ${this.ctx.engines.names.join(', ')})`);
@@ -168,6 +171,7 @@ export class SignalingConnection {
       this.ctx.sessions.add(session);
       if (this.#closed) throw new StartError('internal', 'connection closed during start');
       const sdp = await session.acceptOffer(msg.sdp);
+      this.#offerRefused = false;
       this.send({ type: 'answer', sdp, session: session.engineInfo });
       this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
       this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);

@@ -39,6 +39,8 @@ export class FrameProbe {
   readonly presented: Record<Side, number> = { local: 0, avatar: 0 };
   readonly identified: Record<Side, number> = { local: 0, avatar: 0 };
   readonly lastId: Record<Side, number | null> = { local: null, avatar: null };
+  /** Frames whose id differs from the previous frame's (new pictures), per side. */
+  readonly newIds: Record<Side, number> = { local: 0, avatar: 0 };
   /** Display time of the newest local frame with each id. */
   readonly #localShown = new Map<number, number>();
   /** id -> luma thumbnail (THUMB x THUMB, strip excluded), newest pictures only, when thumbnails are on. */
@@ -105,6 +107,7 @@ export class FrameProbe {
     const shown = meta.expectedDisplayTime;
     const isNew = this.lastId[side] !== id;
     this.lastId[side] = id;
+    if (isNew) this.newIds[side]++;
     if (side === 'local') {
       if (isNew || !this.#localShown.has(id)) this.#localShown.set(id, shown);
       if (this.#localShown.size > 2000) this.#localShown.delete(this.#localShown.keys().next().value as number);

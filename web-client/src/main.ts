@@ -26,7 +26,8 @@ const ui = {
 };
 
 const params = new URLSearchParams(location.search);
-const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'invalid_message', 'bad_state']);
+/** Errors that end the attempt: retrying would fail the same way. (Protocol errors are shown but not fatal.) */
+const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed']);
 
 type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error';
 
@@ -221,7 +222,8 @@ class App {
       // The server restarted or forgot it: upload the same file again and retry.
       try {
         this.portrait.id = await uploadPortrait(this.portrait.file);
-        return this.connectionLost('the portrait had to be uploaded again');
+        this.showMessage('The server did not know the portrait any more (it restarted?): uploaded it again.', 'info');
+        return void this.connect();
       } catch (err) {
         message = `the portrait could not be uploaded again: ${(err as Error).message}`;
       }
