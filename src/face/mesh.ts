@@ -32,6 +32,9 @@ export class FaceMeshModel {
   readonly #meshOut: string;
   readonly #flagOut: string;
 
+  /** Box pre-filter taps for the crop: 'auto' (2 when shrinking >= 1.5x) or a fixed 1 / 2. */
+  taps: 'auto' | 1 | 2 = 'auto';
+
   constructor(runner: ModelRunner) {
     this.#runner = runner;
     // Converted names: Identity_2 = output_mesh [1,1404], Identity_1 = output_faceflag [1,1] (sigmoid inside).
@@ -44,7 +47,7 @@ export class FaceMeshModel {
   async run(image: ImageLike, roi: RotatedRect): Promise<MeshResult> {
     const S = FaceMeshModel.SIZE;
     const m = rectToAffine(roi, S, S);
-    warpToTensor(image, this.#input, S, S, m, { scale: 1 / 255, offset: 0 });
+    warpToTensor(image, this.#input, S, S, m, { scale: 1 / 255, offset: 0, taps: this.taps === 'auto' ? undefined : this.taps });
     const res = await this.#runner.run({ [this.#runner.inputNames[0]]: { data: this.#input, dims: [1, S, S, 3] } });
     return { points: cropToImage(res[this.#meshOut].data, MESH_POINTS, m, roi.width / S), faceScore: res[this.#flagOut].data[0] };
   }
@@ -81,6 +84,9 @@ export class IrisModel {
   readonly #input = new Float32Array(2 * 64 * 64 * 3);
   readonly #out: string;
 
+  /** Box pre-filter taps for the eye crops: 'auto' or a fixed 1 / 2. */
+  taps: 'auto' | 1 | 2 = 'auto';
+
   constructor(runner: ModelRunner) {
     this.#runner = runner;
     this.#out = runner.outputNames[0];
@@ -99,8 +105,9 @@ export class IrisModel {
     const leftRoi = eyeRoi(mesh, LEFT_EYE_CORNERS[0], LEFT_EYE_CORNERS[1]);
     const mRight = rectToAffine(rightRoi, S, S);
     const mLeft = composeAffine(rectToAffine(leftRoi, S, S), flip);
-    warpToTensor(image, this.#input, S, S, mRight, { scale: 1 / 255, offset: 0, dstOffset: 0 });
-    warpToTensor(image, this.#input, S, S, mLeft, { scale: 1 / 255, offset: 0, dstOffset: S * S * 3 });
+    const taps = this.taps === 'auto' ? undefined : this.taps;
+    warpToTensor(image, this.#input, S, S, mRight, { scale: 1 / 255, offset: 0, dstOffset: 0, taps });
+    warpToTensor(image, this.#input, S, S, mLeft, { scale: 1 / 255, offset: 0, dstOffset: S * S * 3, taps });
     const res = await this.#runner.run({ [this.#runner.inputNames[0]]: { data: this.#input, dims: [2, S, S, 3] } });
     const out = res[this.#out].data; // [2, 1, 1, 228]: 71*3 contour then 5*3 iris, per eye
     const per = 228;

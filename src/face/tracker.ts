@@ -18,6 +18,8 @@ import { estimateHeadPose } from './pose.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './runner.ts';
 import { OneEuroVectorFilter, type OneEuroOptions } from './smoothing.ts';
+import { StageTimer } from '../util/timing.ts';
+import type { StageStats } from '../engine/engine.ts';
 import type { FaceBox, FaceObservation } from './types.ts';
 
 export interface FaceTrackerOptions {
@@ -30,6 +32,11 @@ export interface FaceTrackerOptions {
   iris?: boolean;
   /** One-Euro parameters, or false to disable smoothing. */
   smoothing?: OneEuroOptions | false;
+  /**
+   * Anti-aliased crops (2x2 box taps when a crop shrinks the frame 1.5x or more). Default true; false samples
+   * plain bilinear like MediaPipe's CPU path (faster, a little more jitter: see the README's measurements).
+   */
+  antialias?: boolean;
 }
 
 /** A frame the tracker can read: a VideoFrame, or any I420/RGB/RGBA image with optional id and times. */
@@ -119,11 +126,16 @@ export class FaceTracker {
   #closed = false;
   #busy = false;
   readonly #stats: FaceTrackerStats = { frames: 0, detectorRuns: 0, lostFrames: 0 };
+  readonly #timer = new StageTimer(1024);
 
   constructor(models: FaceTrackerModels, opts: FaceTrackerOptions = {}) {
     this.#models = models;
     this.#opts = { minFaceScore: opts.minFaceScore ?? 0.5, iris: (opts.iris ?? true) && models.iris !== undefined };
     this.#filter = opts.smoothing === false ? undefined : new OneEuroVectorFilter(opts.smoothing ?? {});
+    if (opts.antialias === false) {
+      models.mesh.taps = 1;
+      if (models.iris) models.iris.taps = 1;
+    }
   }
 
   /** Open the models through `factory` (the tracker owns and closes them). */
@@ -152,6 +164,14 @@ export class FaceTracker {
     return this.#stats;
   }
 
+  /**
+   * Per-stage times (ms) over the recent frames: 'frame.tracking' (ROI from the previous landmarks) and
+   * 'frame.detection' (detector ran) apart, and 'detect', 'mesh', 'iris', 'post' (smoothing, pose, expression).
+   */
+  timings(): Record<string, StageStats> {
+    return this.#timer.snapshot();
+  }
+
   /** Forget the tracked face: the next frame runs the detector. */
   reset(): void {
     this.#roi = undefined;
@@ -170,8 +190,11 @@ export class FaceTracker {
     if (this.#closed) throw new Error('FaceTracker.track() after close()');
     if (this.#busy) throw new Error('FaceTracker.track() called while the previous frame is still being tracked');
     this.#busy = true;
+    const t0 = performance.now();
     try {
-      return await this.#track(frame);
+      const obs = await this.#track(frame);
+      this.#timer.record(obs.detected ? 'frame.detection' : 'frame.tracking', performance.now() - t0);
+      return obs;
     } finally {
       this.#busy = false;
     }
@@ -187,27 +210,30 @@ export class FaceTracker {
       detected = true;
       if (!roi) return this.#lost(frame);
     }
-    let mesh = await this.#models.mesh.run(img, roi);
+    let mesh = await this.#mesh(img, roi);
     if (mesh.faceScore < this.#opts.minFaceScore && !detected) {
       // Tracking drifted off the face: look for it again in this very frame.
       roi = await this.#detect(img);
       detected = true;
       if (!roi) return this.#lost(frame);
-      mesh = await this.#models.mesh.run(img, roi);
+      mesh = await this.#mesh(img, roi);
     }
     if (mesh.faceScore < this.#opts.minFaceScore) return this.#lost(frame);
     if (detected) {
       // The detection box frames the face differently from the landmark ROI the mesh is used to: one more
       // pass from the landmarks' own ROI settles the first frame (costs one mesh run, on detection frames only).
-      const refined = await this.#models.mesh.run(img, roiFromLandmarks(mesh.points, MESH_POINTS));
+      const refined = await this.#mesh(img, roiFromLandmarks(mesh.points, MESH_POINTS));
       if (refined.faceScore >= this.#opts.minFaceScore) mesh = refined;
     }
     const raw = new Float32Array(3 * LANDMARK_COUNT);
     raw.set(mesh.points);
     if (this.#opts.iris && this.#models.iris) {
+      const t0 = performance.now();
       const ir = await this.#models.iris.run(img, mesh.points);
+      this.#timer.record('iris', performance.now() - t0);
       raw.set(ir.iris, 3 * MESH_POINTS);
     } else irisFromEyeRing(mesh.points, raw);
+    const tPost = performance.now();
     this.#roi = roiFromLandmarks(mesh.points, MESH_POINTS);
 
     const t = frame.times?.capture ?? frame.times?.receive ?? performance.now();
@@ -229,12 +255,22 @@ export class FaceTracker {
       frameId: frame.id,
     };
     this.#last = obs;
+    this.#timer.record('post', performance.now() - tPost);
     return obs;
+  }
+
+  async #mesh(img: ImageLike, roi: RotatedRect) {
+    const t0 = performance.now();
+    const res = await this.#models.mesh.run(img, roi);
+    this.#timer.record('mesh', performance.now() - t0);
+    return res;
   }
 
   async #detect(img: ImageLike): Promise<RotatedRect | undefined> {
     this.#stats.detectorRuns++;
+    const t0 = performance.now();
     const dets = largestFirst(await this.#models.detector.detect(img));
+    this.#timer.record('detect', performance.now() - t0);
     return dets.length ? roiFromDetection(dets[0]) : undefined;
   }
 
