@@ -11,7 +11,7 @@
  * X-Portrait engine adds runners for them by passing `runners` (see `CaseRunner`).
  */
 import * as ort from 'onnxruntime-node';
-import type { Feeds, PackRuntime } from '../pack/runtime.ts';
+import { MissingGraphError, type Feeds, type PackRuntime } from '../pack/runtime.ts';
 import { boundFor, CaseTensors, readConformanceManifest, type ConformanceCase, type ConformanceManifest } from './manifest.ts';
 
 export interface CaseRunContext {
@@ -227,7 +227,8 @@ export async function runConformance(pack: PackRuntime, setDir: string, o: Confo
       if (notProduced.length) done({ status: 'fail', graphs, tensors: rows, message: `outputs not produced: ${notProduced.join(', ')}` });
       else done({ status: rows.every((r) => r.pass) ? 'pass' : 'fail', graphs, tensors: rows });
     } catch (err) {
-      done({ status: 'error', graphs, tensors: [], message: (err as Error).message.split('\n')[0] });
+      if (err instanceof MissingGraphError) done({ status: 'skipped', graphs: [], tensors: [], message: `the pack has no graph ${err.graph}` });
+      else done({ status: 'error', graphs, tensors: [], message: (err as Error).message.split('\n')[0] });
     } finally {
       await tensors?.close();
     }

@@ -13,7 +13,7 @@ import type { PackManifest } from './format.ts';
 
 export { buildPack, packLayout, type PackBuildOptions, type PackBuildResult, type BuildProgress } from './build.ts';
 export { readPackManifest, resolveDims, PACK_JSON, BUILDER_VERSION, type PackManifest, type PackGraph, type PackValueSpec } from './format.ts';
-export { PackRuntime, type PackRuntimeOptions, type Feeds } from './runtime.ts';
+export { PackRuntime, MissingGraphError, type PackRuntimeOptions, type Feeds } from './runtime.ts';
 export { verifyHashes, verifyRandomRuns, verificationSizes, SeededRandom, type HashCheck, type GraphRunCheck } from './verify.ts';
 
 export function formatBytes(n: number): string {

@@ -16,6 +16,16 @@ export interface PackRuntimeOptions {
 
 export type Feeds = Record<string, ort.Tensor>;
 
+/** A graph the pack does not hold (e.g. a pack built with --graphs). */
+export class MissingGraphError extends Error {
+  constructor(
+    message: string,
+    readonly graph: string,
+  ) {
+    super(message);
+  }
+}
+
 export class PackRuntime {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
 
@@ -35,7 +45,7 @@ export class PackRuntime {
 
   graph(name: string) {
     const g = this.manifest.graphs[name];
-    if (!g) throw new Error(`${this.dir}: the pack has no graph '${name}' (it has ${Object.keys(this.manifest.graphs).join(', ')})`);
+    if (!g) throw new MissingGraphError(`${this.dir}: the pack has no graph '${name}' (it has ${Object.keys(this.manifest.graphs).join(', ')})`, name);
     return g;
   }
 

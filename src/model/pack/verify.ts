@@ -83,7 +83,8 @@ export function verificationSizes(manifest: PackManifest): { batch: number; late
   return { batch, latent: Math.max(manifest.layout.latentMultiple, 2) };
 }
 
-export async function verifyRandomRuns(rt: PackRuntime, o: { seed?: number; onGraph?: (name: string) => void } = {}): Promise<GraphRunCheck[]> {
+/** Runs every graph once on random inputs. Sessions are released after each graph unless `keepSessions` (memory). */
+export async function verifyRandomRuns(rt: PackRuntime, o: { seed?: number; onGraph?: (name: string) => void; keepSessions?: boolean } = {}): Promise<GraphRunCheck[]> {
   const m = rt.manifest;
   const { batch, latent } = verificationSizes(m);
   const dims = resolveDims(m, { batch, latentH: latent });
@@ -125,7 +126,7 @@ export async function verifyRandomRuns(rt: PackRuntime, o: { seed?: number; onGr
     } catch (err) {
       checks.push({ graph: name, ok: false, seconds: (performance.now() - t0) / 1000, inputs, outputs: [], message: (err as Error).message.split('\n')[0] });
     } finally {
-      await rt.release(name);
+      if (!o.keepSessions) await rt.release(name);
     }
   }
   return checks;
