@@ -16,9 +16,9 @@ export const EXPRESSION_INDICES = {
 } as const;
 
 export interface ExpressionSignals {
-  /** Eyelid gap / eye width per eye (≈0.25-0.35 open, <0.12 closed). */
+  /** Eyelid gap / eye width per eye (measured on the driving video: 0.33-0.40 open, 0.09-0.14 closed). */
   eyeOpenness: { left: number; right: number };
-  /** Same mapped to 0 (closed) .. 1 (open) with fixed thresholds 0.10 .. 0.28. */
+  /** Same mapped to 0 (closed) .. 1 (open) with fixed thresholds 0.12 .. 0.32. */
   eyeOpen: { left: number; right: number };
   /** Inner-lip gap, canonical units (0 closed; ≈0.3-0.5 wide open). */
   mouthOpenness: number;
@@ -81,7 +81,7 @@ export function expressionSignals(landmarks: Float32Array, pose: HeadPose): Expr
   const I = EXPRESSION_INDICES;
   const right = eyeRatio(p, I.rightEye);
   const left = eyeRatio(p, I.leftEye);
-  const open = (r: number) => clamp01((r - 0.1) / 0.18);
+  const open = (r: number) => clamp01((r - 0.12) / 0.2);
   const hasIris = landmarks.length >= 3 * 478;
   let gaze = { x: 0, y: 0 };
   if (hasIris) {

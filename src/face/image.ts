@@ -88,11 +88,24 @@ function warp(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: numbe
     warpInterleaved(src, dstW, dstH, m, taps, out, outOffset, scale, offset);
     return;
   }
+  warpI420(src, dstW, dstH, m, taps, out, outOffset, scale, offset);
+}
+
+/**
+ * The I420 hot path (WebRTC frames): luma and chroma bilinear inlined for points well inside the frame, the
+ * general sampler at the borders. Chroma is interpolated, then converted (BT.601 limited range).
+ */
+function warpI420(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: number, out: Float32Array, outOffset: number, scale: number, offset: number): void {
   const [a, b, c, d, e, f] = m;
+  const { width: w, height: h, data } = src;
+  const cw = (w + 1) >> 1;
+  const chh = (h + 1) >> 1;
+  const uOff = w * h;
+  const vOff = uOff + cw * chh;
   const k = scale / (taps * taps);
-  const rgb = new Float64Array(3);
   const t0 = taps === 1 ? 0.5 : 0.25;
   const dt = taps === 1 ? 0 : 0.5;
+  const rgb = new Float64Array(3);
   let o = outOffset;
   for (let y = 0; y < dstH; y++) {
     for (let x = 0; x < dstW; x++) {
@@ -103,10 +116,44 @@ function warp(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: numbe
         const py = y + t0 + ty * dt;
         for (let tx = 0; tx < taps; tx++) {
           const px = x + t0 + tx * dt;
-          sampleI420(src, a * px + b * py + c, d * px + e * py + f, rgb);
-          r += rgb[0];
-          g += rgb[1];
-          bl += rgb[2];
+          const sx = a * px + b * py + c;
+          const sy = d * px + e * py + f;
+          const fx = sx - 0.5;
+          const fy = sy - 0.5;
+          const x0 = Math.floor(fx);
+          const y0 = Math.floor(fy);
+          const cfx = sx * 0.5 - 0.5;
+          const cfy = sy * 0.5 - 0.5;
+          const cx0 = Math.floor(cfx);
+          const cy0 = Math.floor(cfy);
+          if (x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h && cx0 >= 0 && cy0 >= 0 && cx0 + 1 < cw && cy0 + 1 < chh) {
+            const ax = fx - x0;
+            const ay = fy - y0;
+            const i00 = y0 * w + x0;
+            const t = data[i00] + ax * (data[i00 + 1] - data[i00]);
+            const bt = data[i00 + w] + ax * (data[i00 + w + 1] - data[i00 + w]);
+            const yy = 1.164 * (t + ay * (bt - t) - 16);
+            const bx = cfx - cx0;
+            const by = cfy - cy0;
+            const j = cy0 * cw + cx0;
+            const u0 = data[uOff + j] + bx * (data[uOff + j + 1] - data[uOff + j]);
+            const u1 = data[uOff + j + cw] + bx * (data[uOff + j + cw + 1] - data[uOff + j + cw]);
+            const v0 = data[vOff + j] + bx * (data[vOff + j + 1] - data[vOff + j]);
+            const v1 = data[vOff + j + cw] + bx * (data[vOff + j + cw + 1] - data[vOff + j + cw]);
+            const u = u0 + by * (u1 - u0) - 128;
+            const v = v0 + by * (v1 - v0) - 128;
+            const rr = yy + 1.596 * v;
+            const gg = yy - 0.392 * u - 0.813 * v;
+            const bb = yy + 2.017 * u;
+            r += rr < 0 ? 0 : rr > 255 ? 255 : rr;
+            g += gg < 0 ? 0 : gg > 255 ? 255 : gg;
+            bl += bb < 0 ? 0 : bb > 255 ? 255 : bb;
+          } else {
+            sampleI420(src, sx, sy, rgb);
+            r += rgb[0];
+            g += rgb[1];
+            bl += rgb[2];
+          }
         }
       }
       out[o++] = r * k + offset;

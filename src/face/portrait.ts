@@ -8,7 +8,7 @@
 import { BlazeFaceDetector, type FaceDetection } from './detector.ts';
 import { expressionSignals } from './expression.ts';
 import type { ImageLike } from './image.ts';
-import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS } from './mesh.ts';
+import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './mesh.ts';
 import { estimateHeadPose } from './pose.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './runner.ts';
@@ -92,7 +92,9 @@ export class PortraitAnalyzer {
     }
     const landmarks = new Float32Array(3 * LANDMARK_COUNT);
     landmarks.set(mesh.points);
-    landmarks.set((await this.#iris.run(image, mesh.points)).iris, 3 * MESH_POINTS);
+    const iris = await this.#iris.run(image, mesh.points);
+    landmarks.set(iris.iris, 3 * MESH_POINTS);
+    refineEyeRings(landmarks, iris.eyeContours);
     const pose = estimateHeadPose(landmarks);
     const face: FaceObservation = {
       lost: false,

@@ -13,7 +13,7 @@ import type { FrameTimes, PixelFormat } from '../media/frame.ts';
 import { BlazeFaceDetector, type DetectorOptions, type DetectorRange, type FaceDetection } from './detector.ts';
 import { expressionSignals } from './expression.ts';
 import type { ImageLike, RotatedRect } from './image.ts';
-import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS } from './mesh.ts';
+import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './mesh.ts';
 import { estimateHeadPose } from './pose.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './runner.ts';
@@ -232,6 +232,7 @@ export class FaceTracker {
       const ir = await this.#models.iris.run(img, mesh.points);
       this.#timer.record('iris', performance.now() - t0);
       raw.set(ir.iris, 3 * MESH_POINTS);
+      refineEyeRings(raw, ir.eyeContours);
     } else irisFromEyeRing(mesh.points, raw);
     const tPost = performance.now();
     this.#roi = roiFromLandmarks(mesh.points, MESH_POINTS);

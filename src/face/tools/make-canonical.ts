@@ -11,11 +11,11 @@
  *    forehead (10) to chin (152) made orthogonal to x, z = x × y (away from the camera); origin at the nose bridge
  *    (168); unit = the outer-corner inter-ocular distance (33-263).
  * 5. Rigid points: the quarter of the points that moved least relative to the aligned mean over the video
- *    (talking, blinking and smiling move lips, lids, brows and jaw; those are left out).
+ *    (talking, blinking and smiling move lips, lids, brows and jaw; those are left out), eye rings excluded.
  */
 import { spawnSync } from 'node:child_process';
 import { BlazeFaceDetector } from '../detector.ts';
-import { FaceMeshModel, MESH_POINTS } from '../mesh.ts';
+import { EYE_RINGS, FaceMeshModel, MESH_POINTS } from '../mesh.ts';
 import { ortRunnerFactory } from '../node/ort-runner.ts';
 import { fitSimilarity3d } from '../pose.ts';
 import { roiFromDetection, roiFromLandmarks } from '../roi.ts';
@@ -128,7 +128,14 @@ const motion = Array.from({ length: N }, (_, i) => {
   for (const a of aligned) s += (a[3 * i] - meanAligned[3 * i]) ** 2 + (a[3 * i + 1] - meanAligned[3 * i + 1]) ** 2 + (a[3 * i + 2] - meanAligned[3 * i + 2]) ** 2;
   return { i, rms: Math.sqrt(s / aligned.length) };
 });
-const rigid = motion.sort((a, b) => a.rms - b.rms).slice(0, Math.round(N / 4)).map((m) => m.i).sort((a, b) => a - b);
+// Eye-ring points are excluded: blinks move them, and the tracker replaces them by the iris model's contour.
+const ringPoints = new Set<number>(EYE_RINGS.flat());
+const rigid = motion
+  .filter((m) => !ringPoints.has(m.i))
+  .sort((a, b) => a.rms - b.rms)
+  .slice(0, Math.round(N / 4))
+  .map((m) => m.i)
+  .sort((a, b) => a - b);
 
 const vals = Array.from(canon, (v) => Number(v.toFixed(4)));
 const lines: string[] = [];
