@@ -26,7 +26,10 @@ type AnalyzerLoader = (opts: { logger: Logger }) => Promise<FrameAnalyzerFactory
  * Loaders, lazy like the engine registry so a passthrough server never loads face models. The face tracker adds
  * its line here, e.g. `face: async (o) => (await import('../face/....ts')).createFrameAnalyzerFactory(o)`.
  */
-const loaders: Record<string, AnalyzerLoader> = {};
+const loaders: Record<string, AnalyzerLoader> = {
+  // The face tracker (src/face/): BlazeFace + Face Mesh + Iris over onnxruntime-node, one tracker per session.
+  face: async (o) => (await import('../face/node/index.ts')).createFrameAnalyzerFactory(o),
+};
 
 export function registerFrameAnalyzer(name: string, loader: AnalyzerLoader): void {
   loaders[name] = loader;
