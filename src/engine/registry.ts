@@ -15,6 +15,8 @@ type EngineLoader = (opts: EngineLoadOptions) => Promise<Engine>;
 
 const loaders: Record<string, EngineLoader> = {
   passthrough: async () => new (await import('./passthrough/passthrough.ts')).PassthroughEngine(),
+  xportrait: async (o) => (await import('./xportrait/engine.ts')).loadXPortraitEngine(o),
+  warp: async (o) => (await import('./warp/warp-engine.ts')).WarpEngine.load(o),
 };
 
 export const ENGINE_NAMES = Object.keys(loaders);

@@ -1,0 +1,433 @@
+/**
+ * Relative motion transfer (pure math): where the portrait's 478 landmarks should be for one driving observation.
+ *
+ * Everything happens in the canonical, pose-free frame the face stage fits (src/face/pose.ts: unit = the outer-corner
+ * inter-ocular distance), so the driver's face size, position and shape are not copied onto the portrait:
+ *
+ * - Head: the rotation of the driver relative to the neutral reference, R_rel = R_d · R_nᵀ, turns the portrait
+ *   from its own pose (R' = R_rel · R_p); scale and shift relative to the neutral are rescaled to the portrait's face
+ *   size. All three are clamped to the range a 2D warp can render without tearing.
+ * - Expression: each frontalised landmark moves by the driver's displacement from the neutral (ΔF = F_d − F_n).
+ * - Eyes and mouth openness are NOT taken from ΔF alone: a neutral that blinks or talks would otherwise make every
+ *   later frame wide-eyed or tight-lipped. Eye closure is the driver's lid-gap ratio over a running "open" level
+ *   (upper quantile of recent frames), applied as a fraction of the portrait's own lid gap, so a cartoon's large
+ *   eyes close fully. Mouth opening is the driver's absolute inner-lip gap (canonical units), applied through a jaw
+ *   weight map on top of ΔF (which keeps the lips' shape: smiles, pursing).
+ * - Gaze: the iris moves with the driver's gaze relative to its running median (small, clamped).
+ *
+ * The neutral reference is the first confident, roughly frontal frame; `resetNeutral()` makes the next one the new
+ * reference (the client's "re-set neutral" button).
+ */
+import { anglesFromRotation, frontalize, rotationFromAngles, type HeadPose } from '../../face/pose.ts';
+import type { FaceObservation } from '../../face/types.ts';
+import {
+  FACE_POINTS,
+  INNER_LIP_LOWER,
+  INNER_LIP_UPPER,
+  LEFT_EYE,
+  MOUTH_CORNERS,
+  OUTER_LIP_LOWER,
+  OUTER_LIP_UPPER,
+  RIGHT_EYE,
+  FACE_OVAL,
+  type EyeSet,
+} from './landmark-sets.ts';
+
+export interface MotionLimits {
+  /** Largest relative head rotation rendered, degrees. */
+  yaw: number;
+  pitch: number;
+  roll: number;
+  /** Largest zoom in or out relative to the neutral (1.3 = ±30%). */
+  scale: number;
+  /** Largest shift, as a fraction of the portrait's face height. */
+  shift: number;
+}
+
+export const DEFAULT_LIMITS: MotionLimits = { yaw: 28, pitch: 22, roll: 30, scale: 1.3, shift: 0.6 };
+
+export interface MotionOptions {
+  limits?: Partial<MotionLimits>;
+  /** Face confidence a frame needs to become the neutral reference. */
+  neutralMinConfidence?: number;
+  /** Frames of history for the open-eye level and gaze centre. */
+  calibrationFrames?: number;
+  /** Gain on the mouth opening (1 = the driver's gap in inter-ocular units). */
+  mouthGain?: number;
+  /** Gain on the gaze shift (0 disables gaze). */
+  gazeGain?: number;
+}
+
+/** A 2D similarity x' = a·x − b·y + tx, y' = b·x + a·y + ty. */
+export interface Similarity2d {
+  a: number;
+  b: number;
+  tx: number;
+  ty: number;
+}
+
+export const IDENTITY_SIMILARITY: Similarity2d = { a: 1, b: 0, tx: 0, ty: 0 };
+
+export interface MotionParams {
+  /** Relative head rotation applied (degrees, after clamping). */
+  yaw: number;
+  pitch: number;
+  roll: number;
+  scale: number;
+  /** Shift of the face centre in portrait pixels. */
+  shiftX: number;
+  shiftY: number;
+  /** 1 = the portrait's own lid gap, 0 = shut. */
+  eyeClosure: { left: number; right: number };
+  /** Target inner-lip gap, canonical units. */
+  mouthGap: number;
+  /** Iris shift, in half eye widths. */
+  gaze: { x: number; y: number };
+}
+
+export interface MotionFrame {
+  /** Target landmark positions in portrait pixels (x, y, z per point; 478 points). */
+  points: Float32Array;
+  /** Least-squares similarity carrying the portrait's face outline to its target (moves hair and neck). */
+  outline: Similarity2d;
+  params: MotionParams;
+  /** rest: no neutral yet (the portrait as it is); driven: this frame; held: the face was lost, last pose kept. */
+  state: 'rest' | 'driven' | 'held';
+}
+
+const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > hi ? hi : v);
+
+/** A bounded history of one signal with quantiles over it. */
+export class RunningQuantile {
+  readonly #ring: Float64Array;
+  #n = 0;
+  #next = 0;
+  constructor(capacity: number) {
+    this.#ring = new Float64Array(capacity);
+  }
+  push(v: number): void {
+    this.#ring[this.#next] = v;
+    this.#next = (this.#next + 1) % this.#ring.length;
+    this.#n = Math.min(this.#n + 1, this.#ring.length);
+  }
+  get count(): number {
+    return this.#n;
+  }
+  quantile(q: number): number {
+    if (this.#n === 0) return Number.NaN;
+    const s = Array.from(this.#ring.subarray(0, this.#n)).sort((a, b) => a - b);
+    const pos = (s.length - 1) * q;
+    const lo = Math.floor(pos);
+    const hi = Math.min(s.length - 1, lo + 1);
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+  }
+  max(): number {
+    let m = -Infinity;
+    for (let i = 0; i < this.#n; i++) m = Math.max(m, this.#ring[i]);
+    return m;
+  }
+  clear(): void {
+    this.#n = 0;
+    this.#next = 0;
+  }
+}
+
+/** Least-squares 2D similarity from point set p to q (x, y read with the given stride). */
+export function fitSimilarity2d(p: ArrayLike<number>, q: ArrayLike<number>, indices: readonly number[], strideP = 3, strideQ = 3): Similarity2d {
+  let mpx = 0;
+  let mpy = 0;
+  let mqx = 0;
+  let mqy = 0;
+  const n = indices.length;
+  for (const i of indices) {
+    mpx += p[strideP * i];
+    mpy += p[strideP * i + 1];
+    mqx += q[strideQ * i];
+    mqy += q[strideQ * i + 1];
+  }
+  mpx /= n;
+  mpy /= n;
+  mqx /= n;
+  mqy /= n;
+  let sxx = 0;
+  let sab = 0;
+  let sba = 0;
+  for (const i of indices) {
+    const px = p[strideP * i] - mpx;
+    const py = p[strideP * i + 1] - mpy;
+    const qx = q[strideQ * i] - mqx;
+    const qy = q[strideQ * i + 1] - mqy;
+    sxx += px * px + py * py;
+    sab += px * qx + py * qy;
+    sba += px * qy - py * qx;
+  }
+  const a = sxx > 0 ? sab / sxx : 1;
+  const b = sxx > 0 ? sba / sxx : 0;
+  return { a, b, tx: mqx - (a * mpx - b * mpy), ty: mqy - (b * mpx + a * mpy) };
+}
+
+function eyeRatio(f: Float32Array, eye: EyeSet): number {
+  const [o, i] = eye.corners;
+  const width = Math.hypot(f[3 * o] - f[3 * i], f[3 * o + 1] - f[3 * i + 1]);
+  let gap = 0;
+  // The three central pairs, as the face stage's expression signal measures it.
+  for (const [u, l] of eye.lidPairs.slice(2, 5)) gap += Math.hypot(f[3 * u] - f[3 * l], f[3 * u + 1] - f[3 * l + 1], f[3 * u + 2] - f[3 * l + 2]);
+  return gap / 3 / Math.max(width, 1e-6);
+}
+
+function innerLipGap(f: Float32Array): number {
+  const u = MOUTH_CORNERS.innerUpper;
+  const l = MOUTH_CORNERS.innerLower;
+  return Math.hypot(f[3 * u] - f[3 * l], f[3 * u + 1] - f[3 * l + 1], f[3 * u + 2] - f[3 * l + 2]);
+}
+
+/**
+ * How much each landmark follows the jaw when the mouth opens (canonical frame of one face): 1 on the lower lip and
+ * chin, fading towards the jaw angles and to 0 above the mouth corners; the upper lip lifts slightly (negative).
+ */
+export function jawWeights(f: Float32Array): Float32Array {
+  const w = new Float32Array(FACE_POINTS);
+  const yCorner = (f[3 * MOUTH_CORNERS.outerRight + 1] + f[3 * MOUTH_CORNERS.outerLeft + 1]) / 2;
+  const yLower = f[3 * MOUTH_CORNERS.innerLower + 1];
+  const xMid = (f[3 * MOUTH_CORNERS.outerRight] + f[3 * MOUTH_CORNERS.outerLeft]) / 2;
+  let halfJaw = 0;
+  for (const i of FACE_OVAL) halfJaw = Math.max(halfJaw, Math.abs(f[3 * i] - xMid));
+  const band = Math.max(yLower - yCorner, 0.04);
+  for (let i = 0; i < 468; i++) {
+    const y = f[3 * i + 1];
+    if (y <= yCorner - 0.02) continue;
+    const down = clamp((y - yCorner) / band, 0, 1);
+    const lateral = clamp(Math.abs(f[3 * i] - xMid) / Math.max(halfJaw, 1e-6), 0, 1);
+    w[i] = down * (1 - 0.85 * lateral * lateral);
+  }
+  for (const i of [...INNER_LIP_LOWER, ...OUTER_LIP_LOWER]) w[i] = 1;
+  for (const i of [...INNER_LIP_UPPER, ...OUTER_LIP_UPPER]) w[i] = -0.12;
+  for (const i of [MOUTH_CORNERS.innerRight, MOUTH_CORNERS.innerLeft, MOUTH_CORNERS.outerRight, MOUTH_CORNERS.outerLeft]) w[i] = 0.4;
+  return w;
+}
+
+/**
+ * Scale the eye's lid gap about its closing line (70% of the way from the upper to the lower lid, where a blink
+ * meets) by `c`, in place, in a canonical frame (eyes horizontal, y down). The iris follows, so a shut eye has
+ * no iris showing.
+ */
+export function closeEye(f: Float32Array, eye: EyeSet, c: number): void {
+  let mid = 0;
+  for (const [u, l] of eye.lidPairs) {
+    const yu = f[3 * u + 1];
+    const yl = f[3 * l + 1];
+    const m = yu + 0.7 * (yl - yu);
+    f[3 * u + 1] = m + c * (yu - m);
+    f[3 * l + 1] = m + c * (yl - m);
+    mid += m;
+  }
+  mid /= eye.lidPairs.length;
+  for (const i of eye.iris) f[3 * i + 1] = mid + c * (f[3 * i + 1] - mid);
+}
+
+export class MotionTransfer {
+  readonly #limits: MotionLimits;
+  readonly #opts: Required<Omit<MotionOptions, 'limits'>>;
+  readonly #portrait: FaceObservation & { pose: HeadPose };
+  /** Portrait landmarks in its canonical frame. */
+  readonly #fp: Float32Array;
+  readonly #jaw: Float32Array;
+  readonly #portraitGap: number;
+  readonly #portraitFaceHeight: number;
+  #neutral: { pose: HeadPose; f: Float32Array; gap: number } | undefined;
+  #wantNeutral = true;
+  readonly #eyeHistory = { left: new RunningQuantile(90), right: new RunningQuantile(90) };
+  readonly #gazeHistory = { x: new RunningQuantile(300), y: new RunningQuantile(300) };
+  #last: MotionFrame;
+  readonly #scratch = new Float32Array(3 * FACE_POINTS);
+
+  constructor(portrait: FaceObservation, opts: MotionOptions = {}) {
+    if (portrait.lost || !portrait.pose) throw new Error('motion transfer needs a tracked portrait face (with a head pose)');
+    if (portrait.landmarks.length < 3 * FACE_POINTS) throw new Error(`portrait has ${portrait.landmarks.length / 3} landmarks, need ${FACE_POINTS}`);
+    this.#portrait = portrait as FaceObservation & { pose: HeadPose };
+    this.#limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.#opts = {
+      neutralMinConfidence: opts.neutralMinConfidence ?? 0.7,
+      calibrationFrames: opts.calibrationFrames ?? 90,
+      mouthGain: opts.mouthGain ?? 1,
+      gazeGain: opts.gazeGain ?? 0.6,
+    };
+    this.#eyeHistory = { left: new RunningQuantile(this.#opts.calibrationFrames), right: new RunningQuantile(this.#opts.calibrationFrames) };
+    this.#fp = frontalize(portrait.landmarks, portrait.pose, FACE_POINTS);
+    this.#jaw = jawWeights(this.#fp);
+    this.#portraitGap = innerLipGap(this.#fp);
+    this.#portraitFaceHeight = portrait.box.height;
+    this.#last = this.#rest();
+  }
+
+  get hasNeutral(): boolean {
+    return this.#neutral !== undefined;
+  }
+
+  /** The portrait's landmarks in its canonical frame (read-only use). */
+  get portraitCanonical(): Float32Array {
+    return this.#fp;
+  }
+
+  /** Jaw weight per landmark (see jawWeights). */
+  get jaw(): Float32Array {
+    return this.#jaw;
+  }
+
+  /** Make the next confident frame the neutral reference. */
+  resetNeutral(): void {
+    this.#wantNeutral = true;
+    this.#neutral = undefined;
+    this.#eyeHistory.left.clear();
+    this.#eyeHistory.right.clear();
+    this.#gazeHistory.x.clear();
+    this.#gazeHistory.y.clear();
+  }
+
+  /** Target landmarks for one driving observation (undefined or lost: the last pose is held). */
+  update(face: FaceObservation | undefined): MotionFrame {
+    if (!face || face.lost || !face.pose) {
+      this.#last = { ...this.#last, state: this.#neutral ? 'held' : 'rest' };
+      return this.#last;
+    }
+    const fd = frontalize(face.landmarks, face.pose, FACE_POINTS);
+    if (this.#wantNeutral) {
+      const frontal = Math.abs(face.pose.yaw) < 25 && Math.abs(face.pose.pitch) < 25;
+      if (face.confidence < this.#opts.neutralMinConfidence || !frontal) return this.#rest();
+      this.#neutral = { pose: face.pose, f: fd, gap: innerLipGap(fd) };
+      this.#wantNeutral = false;
+    }
+    const neutral = this.#neutral!;
+    this.#last = this.#drive(face, fd, neutral);
+    return this.#last;
+  }
+
+  #rest(): MotionFrame {
+    const p = this.#portrait;
+    return {
+      points: Float32Array.from(p.landmarks.subarray(0, 3 * FACE_POINTS)),
+      outline: IDENTITY_SIMILARITY,
+      params: { yaw: 0, pitch: 0, roll: 0, scale: 1, shiftX: 0, shiftY: 0, eyeClosure: { left: 1, right: 1 }, mouthGap: this.#portraitGap, gaze: { x: 0, y: 0 } },
+      state: 'rest',
+    };
+  }
+
+  #drive(face: FaceObservation & { pose?: HeadPose }, fd: Float32Array, neutral: { pose: HeadPose; f: Float32Array; gap: number }): MotionFrame {
+    const L = this.#limits;
+    const fp = this.#fp;
+    const fn = neutral.f;
+    const f = this.#scratch;
+
+    // Expression: relative displacement in the canonical frame, with the mouth opening re-based to absolute.
+    const dGap = innerLipGap(fd);
+    const targetGap = clamp(Math.max(0, dGap - 0.015) * this.#opts.mouthGain, 0, 0.7);
+    const openingFix = targetGap - this.#portraitGap - (dGap - neutral.gap);
+    for (let i = 0; i < FACE_POINTS; i++) {
+      f[3 * i] = fp[3 * i] + (fd[3 * i] - fn[3 * i]);
+      f[3 * i + 1] = fp[3 * i + 1] + (fd[3 * i + 1] - fn[3 * i + 1]) + this.#jaw[i] * openingFix;
+      f[3 * i + 2] = fp[3 * i + 2] + (fd[3 * i + 2] - fn[3 * i + 2]);
+    }
+
+    // Eyes: the portrait's own eye shape, moved with the eye's mean displacement, closed by the driver's ratio.
+    const closure = { left: 1, right: 1 };
+    const gaze = this.#gaze(face);
+    for (const [side, eye] of [['right', RIGHT_EYE], ['left', LEFT_EYE]] as const) {
+      const ratio = eyeRatio(fd, eye);
+      const hist = this.#eyeHistory[side];
+      hist.push(ratio);
+      const open = hist.count >= 10 ? Math.max(0.16, hist.quantile(0.8)) : Math.max(0.22, hist.max());
+      const c = clamp((ratio / open - 0.35) / 0.65, 0, 1.15);
+      closure[side] = c;
+      const pts = [...eye.ring, ...eye.iris];
+      let mx = 0;
+      let my = 0;
+      for (const i of eye.ring) {
+        mx += fd[3 * i] - fn[3 * i];
+        my += fd[3 * i + 1] - fn[3 * i + 1];
+      }
+      mx /= eye.ring.length;
+      my /= eye.ring.length;
+      for (const i of pts) {
+        f[3 * i] = fp[3 * i] + mx;
+        f[3 * i + 1] = fp[3 * i + 1] + my;
+        f[3 * i + 2] = fp[3 * i + 2];
+      }
+      const [o, inner] = eye.corners;
+      const half = Math.abs(fp[3 * o] - fp[3 * inner]) / 2;
+      const gx = gaze.x * half * Math.min(1, c);
+      const gy = gaze.y * half * 0.5 * Math.min(1, c);
+      for (const i of eye.iris) {
+        f[3 * i] += gx;
+        f[3 * i + 1] += gy;
+      }
+      closeEye(f, eye, c);
+    }
+
+    // Head: rotation, zoom and shift relative to the neutral, clamped, applied from the portrait's own pose.
+    const pd = face.pose!;
+    const pn = neutral.pose;
+    const pp = this.#portrait.pose;
+    const rel = mulT(pd.rotation, pn.rotation);
+    const ang = anglesFromRotation(rel);
+    const yaw = clamp(ang.yaw, -L.yaw, L.yaw);
+    const pitch = clamp(ang.pitch, -L.pitch, L.pitch);
+    const roll = clamp(ang.roll, -L.roll, L.roll);
+    const R = mul(rotationFromAngles(yaw, pitch, roll), pp.rotation);
+    const zoom = clamp(pd.scale / pn.scale, 1 / L.scale, L.scale);
+    const s = pp.scale * zoom;
+    const k = pp.scale / pn.scale;
+    const maxShift = L.shift * this.#portraitFaceHeight;
+    const shiftX = clamp((pd.translation.x - pn.translation.x) * k, -maxShift, maxShift);
+    const shiftY = clamp((pd.translation.y - pn.translation.y) * k, -maxShift, maxShift);
+    const tx = pp.translation.x + shiftX;
+    const ty = pp.translation.y + shiftY;
+    const tz = pp.translation.z;
+
+    const out = new Float32Array(3 * FACE_POINTS);
+    for (let i = 0; i < FACE_POINTS; i++) {
+      const x = f[3 * i];
+      const y = f[3 * i + 1];
+      const z = f[3 * i + 2];
+      out[3 * i] = s * (R[0] * x + R[1] * y + R[2] * z) + tx;
+      out[3 * i + 1] = s * (R[3] * x + R[4] * y + R[5] * z) + ty;
+      out[3 * i + 2] = s * (R[6] * x + R[7] * y + R[8] * z) + tz;
+    }
+    return {
+      points: out,
+      outline: fitSimilarity2d(this.#portrait.landmarks, out, FACE_OVAL),
+      params: { yaw, pitch, roll, scale: zoom, shiftX, shiftY, eyeClosure: closure, mouthGap: targetGap, gaze },
+      state: 'driven',
+    };
+  }
+
+  /** Driver's gaze relative to its running median, clamped, in half eye widths. */
+  #gaze(face: FaceObservation): { x: number; y: number } {
+    const g = face.expression?.gaze;
+    const gain = this.#opts.gazeGain;
+    if (!g || gain === 0) return { x: 0, y: 0 };
+    const open = face.expression?.eyeOpen;
+    // Iris points of a closing eye are unreliable: do not learn the centre from them.
+    if (!open || Math.min(open.left, open.right) > 0.5) {
+      this.#gazeHistory.x.push(g.x);
+      this.#gazeHistory.y.push(g.y);
+    }
+    if (this.#gazeHistory.x.count < 5) return { x: 0, y: 0 };
+    return {
+      x: clamp((g.x - this.#gazeHistory.x.quantile(0.5)) * gain, -0.3, 0.3),
+      y: clamp((g.y - this.#gazeHistory.y.quantile(0.5)) * gain, -0.25, 0.25),
+    };
+  }
+}
+
+/** A · Bᵀ for row-major 3x3. */
+function mulT(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  const o = new Float64Array(9);
+  for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) o[3 * i + j] = a[3 * i] * b[3 * j] + a[3 * i + 1] * b[3 * j + 1] + a[3 * i + 2] * b[3 * j + 2];
+  return o;
+}
+
+function mul(a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  const o = new Float64Array(9);
+  for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) o[3 * i + j] = a[3 * i] * b[j] + a[3 * i + 1] * b[3 + j] + a[3 * i + 2] * b[6 + j];
+  return o;
+}

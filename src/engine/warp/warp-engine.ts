@@ -1,0 +1,227 @@
+/**
+ * `warp`: the real-time landmark-driven reenactor (CPU), the default engine where there is no GPU or model pack.
+ *
+ * Per session (one portrait): frame the portrait, find its face (unless the caller passes it), build the warp mesh
+ * (./mesh.ts) and a resampler bound to the portrait's I420 planes (./resample.ts). Per frame:
+ *
+ *   face observation ─▶ MotionTransfer (./motion.ts) ─▶ mesh targets ─▶ FieldRasterizer (./field.ts)
+ *                    ─▶ Resampler (bilinear) ─▶ mouth interior (./mouth.ts) ─▶ I420 frame (id + times of the input)
+ *
+ * One output per input, no lag. Frames without a face hold the last pose (counted in stats.extra.heldFrames); before
+ * the first confident frame (the neutral reference) the portrait is shown at rest. Controls: `resetNeutral`.
+ */
+import type { Logger } from 'pino';
+import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
+import type { EngineLoadOptions } from '../registry.ts';
+import type { FaceObservation } from '../../face/types.ts';
+import type { PortraitAnalyzer } from '../../face/portrait.ts';
+import { byteLength, mark, type RgbImage, type VideoFrame } from '../../media/frame.ts';
+import { StageTimer } from '../../util/timing.ts';
+import { FieldRasterizer, identityField, type SamplingField } from './field.ts';
+import { MOUTH_CORNERS } from './landmark-sets.ts';
+import { buildWarpMesh, meshTargets, type WarpMesh } from './mesh.ts';
+import { MotionTransfer, type MotionFrame, type MotionOptions } from './motion.ts';
+import { paintMouth } from './mouth.ts';
+import { framePortrait, type FramedPortrait } from './portrait.ts';
+import { createResampler, RESAMPLER_KINDS, type Resampler, type ResamplerKind } from './resample.ts';
+
+export interface WarpEngineOptions {
+  /** Resampler backend (default `ts`, the fastest measured on CPU; env XPORTRAIT_WARP_RESAMPLER). */
+  resampler?: ResamplerKind;
+  /** Threads for the portrait analyzer and the `ort` resampler. */
+  threads?: number;
+  /** Where the face models are (default models/). */
+  modelsDir?: string;
+  motion?: MotionOptions;
+  /** Portrait analyzer to use instead of opening one (tests, tools that already hold one). */
+  analyzer?: PortraitAnalyzer;
+}
+
+export function parseWarpOptions(raw: Record<string, unknown>): WarpEngineOptions {
+  const resampler = (raw.resampler ?? process.env.XPORTRAIT_WARP_RESAMPLER ?? 'ts') as string;
+  if (!RESAMPLER_KINDS.includes(resampler as ResamplerKind)) {
+    throw new Error(`warp: unknown resampler "${resampler}" (available: ${RESAMPLER_KINDS.join(', ')})`);
+  }
+  const threads = raw.threads === undefined ? undefined : Number(raw.threads);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Error(`warp: threads must be a positive integer, got ${String(raw.threads)}`);
+  return { resampler: resampler as ResamplerKind, threads, modelsDir: typeof raw.modelsDir === 'string' ? raw.modelsDir : undefined };
+}
+
+export class WarpEngine implements Engine {
+  readonly name = 'warp';
+  readonly needsFace = true;
+  readonly #opts: WarpEngineOptions;
+  readonly #logger: Logger | undefined;
+  #analyzer: Promise<PortraitAnalyzer> | undefined;
+  readonly #ownsAnalyzer: boolean;
+  /** Portrait analysis runs one at a time (one set of ORT sessions). */
+  #analysisQueue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: WarpEngineOptions = {}, logger?: Logger) {
+    this.#opts = opts;
+    this.#logger = logger;
+    this.#ownsAnalyzer = !opts.analyzer;
+    if (opts.analyzer) this.#analyzer = Promise.resolve(opts.analyzer);
+  }
+
+  /** The registry's loader. */
+  static async load(opts: EngineLoadOptions): Promise<WarpEngine> {
+    return new WarpEngine(parseWarpOptions(opts.options), opts.logger);
+  }
+
+  #portraitAnalyzer(): Promise<PortraitAnalyzer> {
+    this.#analyzer ??= import('../../face/node/index.ts').then((m) => m.createPortraitAnalyzer({ threads: this.#opts.threads, modelsDir: this.#opts.modelsDir }));
+    this.#analyzer.catch(() => {
+      this.#analyzer = undefined;
+    });
+    return this.#analyzer;
+  }
+
+  /** Find the face of a portrait (PortraitFaceError when there is none). */
+  async analyzePortrait(portrait: RgbImage): Promise<FaceObservation> {
+    const run = this.#analysisQueue.then(async () => {
+      const analyzer = await this.#portraitAnalyzer();
+      const res = await analyzer.analyze({ width: portrait.width, height: portrait.height, format: 'rgb', data: portrait.data });
+      for (const w of res.warnings) this.#logger?.warn({ event: 'portrait_warning' }, w);
+      return res.face;
+    });
+    this.#analysisQueue = run.catch(() => {});
+    return run;
+  }
+
+  async createSession(opts: EngineSessionOptions): Promise<EngineSession> {
+    const { outputWidth: w, outputHeight: h } = opts;
+    if (!(Number.isInteger(w) && Number.isInteger(h) && w >= 16 && h >= 16 && w % 2 === 0 && h % 2 === 0)) {
+      throw new Error(`warp: output size must be even and at least 16x16, got ${w}x${h}`);
+    }
+    const given = opts.portraitFace;
+    const face =
+      given && !given.lost && given.pose && given.frameWidth === opts.portrait.width && given.frameHeight === opts.portrait.height
+        ? given
+        : await this.analyzePortrait(opts.portrait);
+    const framed = await framePortrait(opts.portrait, face, w, h);
+    const resampler = await createResampler(this.#opts.resampler ?? 'ts', framed.i420, { threads: this.#opts.threads });
+    return new WarpSession(framed, resampler, opts.logger, this.#opts.motion);
+  }
+
+  async close(): Promise<void> {
+    const a = this.#analyzer;
+    this.#analyzer = undefined;
+    if (a && this.#ownsAnalyzer) await (await a.catch(() => undefined))?.close();
+  }
+}
+
+export class WarpSession implements EngineSession {
+  readonly info: EngineSessionInfo;
+  readonly portrait: FramedPortrait;
+  readonly mesh: WarpMesh;
+  readonly #motion: MotionTransfer;
+  readonly #raster: FieldRasterizer;
+  readonly #field: SamplingField;
+  readonly #resampler: Resampler;
+  readonly #timer = new StageTimer();
+  readonly #logger: Logger;
+  #target: Float32Array;
+  #framesIn = 0;
+  #framesOut = 0;
+  #held = 0;
+  #rest = 0;
+  #neutralResets = 0;
+  #closed = false;
+  #lastMotion: MotionFrame | undefined;
+
+  constructor(portrait: FramedPortrait, resampler: Resampler, logger: Logger, motion?: MotionOptions) {
+    const { width, height } = portrait.i420;
+    this.info = { engine: 'warp', outputWidth: width, outputHeight: height, lagFrames: 0 };
+    this.portrait = portrait;
+    this.mesh = buildWarpMesh(portrait.face, width, height);
+    this.#motion = new MotionTransfer(portrait.face, motion);
+    this.#raster = new FieldRasterizer(this.mesh);
+    this.#field = identityField(width, height);
+    this.#target = new Float32Array(3 * this.mesh.vertexCount);
+    this.#resampler = resampler;
+    this.#logger = logger;
+    logger.info(
+      { event: 'warp_session', width, height, vertices: this.mesh.vertexCount, triangles: this.mesh.triangles.length / 3, mouthTriangles: this.mesh.mouthTriangles.length, resampler: resampler.kind },
+      'warp session ready',
+    );
+  }
+
+  /** The motion applied to the last frame (tests, tools). */
+  get lastMotion(): MotionFrame | undefined {
+    return this.#lastMotion;
+  }
+
+  async process(input: EngineInput): Promise<VideoFrame[]> {
+    if (this.#closed) throw new Error('warp: session is closed');
+    this.#framesIn++;
+    const frame = input.frame;
+    const t0 = performance.now();
+    mark(frame, 'engineStart', t0);
+    const width = this.info.outputWidth;
+    const height = this.info.outputHeight;
+    const motion = this.#motion.update(input.face);
+    this.#lastMotion = motion;
+    const t1 = performance.now();
+    let data: Uint8Array;
+    if (motion.state === 'rest') {
+      this.#rest++;
+      data = this.portrait.i420.data.slice();
+    } else {
+      if (motion.state === 'held') this.#held++;
+      meshTargets(this.mesh, motion.points, motion.outline, this.#target);
+      this.#raster.rasterize(this.#target, this.#field);
+      const t2 = performance.now();
+      data = new Uint8Array(byteLength('i420', width, height));
+      await this.#resampler.resample(this.#field, data);
+      const t3 = performance.now();
+      const p = motion.points;
+      const gap = Math.hypot(p[3 * MOUTH_CORNERS.innerUpper] - p[3 * MOUTH_CORNERS.innerLower], p[3 * MOUTH_CORNERS.innerUpper + 1] - p[3 * MOUTH_CORNERS.innerLower + 1]);
+      paintMouth(this.mesh, this.#target, gap, data, width, height);
+      const t4 = performance.now();
+      this.#timer.record('field', t2 - t1);
+      this.#timer.record('resample', t3 - t2);
+      this.#timer.record('mouth', t4 - t3);
+    }
+    this.#timer.record('motion', t1 - t0);
+    const out: VideoFrame = { id: frame.id, width, height, format: 'i420', data, times: frame.times };
+    mark(out, 'engineEnd');
+    this.#timer.record('total', out.times.engineEnd - t0);
+    this.#framesOut++;
+    return [out];
+  }
+
+  async flush(): Promise<VideoFrame[]> {
+    return [];
+  }
+
+  control(command: EngineControl): void {
+    if (command.type === 'resetNeutral') {
+      this.#motion.resetNeutral();
+      this.#neutralResets++;
+      this.#logger.info({ event: 'neutral_reset' }, 'neutral pose will be re-set from the next confident frame');
+    }
+  }
+
+  stats(): EngineStats {
+    return {
+      framesIn: this.#framesIn,
+      framesOut: this.#framesOut,
+      skipped: 0,
+      stages: this.#timer.snapshot(),
+      extra: {
+        resampler: this.#resampler.kind,
+        heldFrames: this.#held,
+        restFrames: this.#rest,
+        neutral: this.#motion.hasNeutral ? 'set' : 'waiting',
+        neutralResets: this.#neutralResets,
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#resampler.close();
+  }
+}
