@@ -17,7 +17,7 @@ export function addServeCommand(program: Command): void {
     .description('Serve the web client and animate webcams over WebRTC (what `npm start` runs).')
     .addOption(new Option('-p, --port <port>', 'TCP port (0 picks a free one)').env('PORT').default('8080'))
     .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default('0.0.0.0'))
-    .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('passthrough'))
+    .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('warp'))
     .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default('4'))
     .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve HTTPS (browsers allow the camera only on https or localhost)').env('XPORTRAIT_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('XPORTRAIT_TLS_KEY'))

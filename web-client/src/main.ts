@@ -20,6 +20,7 @@ const ui = {
   engine: $<HTMLSelectElement>('engine'),
   start: $<HTMLButtonElement>('start'),
   stop: $<HTMLButtonElement>('stop'),
+  resetNeutral: $<HTMLButtonElement>('reset-neutral'),
   local: $<HTMLVideoElement>('local'),
   avatar: $<HTMLVideoElement>('avatar'),
   stats: $<HTMLTableElement>('stats'),
@@ -65,6 +66,8 @@ class App {
     ui.sample.addEventListener('click', () => this.chooseSample());
     ui.start.addEventListener('click', () => void this.start());
     ui.stop.addEventListener('click', () => this.stop());
+    // Engines that animate relative to a neutral pose (warp) take it again from the next confident frame.
+    ui.resetNeutral.addEventListener('click', () => this.socket?.send({ type: 'control', command: { type: 'resetNeutral' } }));
     window.addEventListener('online', () => {
       if (this.wanted && this.phase === 'reconnecting') this.reconnectNow();
     });
@@ -349,6 +352,7 @@ class App {
     ui.start.disabled = this.wanted || !this.portrait;
     ui.stop.disabled = !this.wanted && !this.camera;
     ui.engine.disabled = this.wanted;
+    ui.resetNeutral.disabled = this.phase !== 'live';
     this.renderStats();
   }
 
