@@ -50,19 +50,24 @@ export function validateImage(img: ImageLike): void {
   if (data.length < need) throw new Error(`${format} image ${w}x${h} needs ${need} bytes, got ${data.length}`);
 }
 
-/**
- * Taps per axis for the box pre-filter: 2 when the map shrinks the image by 1.5x or more, else 1. (MediaPipe's
- * CPU path uses plain bilinear; two taps per axis remove most aliasing at a quarter of the cost of a full box.)
- */
+/** How much the map shrinks the source (source px per destination px, the larger axis). */
+export function shrinkOf(m: Affine): number {
+  return Math.max(Math.hypot(m[0], m[3]), Math.hypot(m[1], m[4]));
+}
+
+/** @deprecated-style helper kept for explicit tap counts: 2 when shrinking >= 1.5x, else 1. */
 export function tapsFor(m: Affine): number {
-  const sx = Math.hypot(m[0], m[3]);
-  const sy = Math.hypot(m[1], m[4]);
-  return Math.max(sx, sy) >= 1.5 ? 2 : 1;
+  return shrinkOf(m) >= 1.5 ? 2 : 1;
 }
 
 /**
  * Write RGB samples of `src` through `m` into `dst` as interleaved float (NHWC), value*scale + offset.
  * Points outside the source read as black (0). `dstOffset` lets a batch be filled in place.
+ *
+ * Anti-aliasing (default): when the map shrinks the image by f >= 2x, the covered region of the source is
+ * first box-averaged by the integer factor f (cheap, axis-aligned), then sampled bilinearly; the residual
+ * shrink is below 2x. `taps: 1` samples plain bilinear (MediaPipe's CPU path), `taps: 2` averages 2x2
+ * bilinear samples per pixel (slower; kept for comparison).
  */
 export function warpToTensor(
   src: ImageLike,
@@ -70,16 +75,124 @@ export function warpToTensor(
   dstW: number,
   dstH: number,
   m: Affine,
-  opts: { scale: number; offset: number; dstOffset?: number; taps?: number },
+  opts: { scale: number; offset: number; dstOffset?: number; taps?: 1 | 2 },
 ): void {
-  warp(src, dstW, dstH, m, opts.taps ?? tapsFor(m), dst, opts.dstOffset ?? 0, opts.scale, opts.offset);
+  const [img, map] = opts.taps ? [src, m] : prefiltered(src, dstW, dstH, m);
+  warp(img, dstW, dstH, map, opts.taps ?? 1, dst, opts.dstOffset ?? 0, opts.scale, opts.offset);
 }
 
-/** Warp into a new packed RGB image (uint8, rounded). */
-export function warpToRgb(src: ImageLike, dstW: number, dstH: number, m: Affine, taps = tapsFor(m)): Uint8Array {
+/** Warp into a new packed RGB image (uint8, rounded), anti-aliased like warpToTensor unless taps is given. */
+export function warpToRgb(src: ImageLike, dstW: number, dstH: number, m: Affine, taps?: 1 | 2): Uint8Array {
   const tmp = new Float32Array(dstW * dstH * 3);
-  warp(src, dstW, dstH, m, taps, tmp, 0, 1, 0.5);
+  const [img, map] = taps ? [src, m] : prefiltered(src, dstW, dstH, m);
+  warp(img, dstW, dstH, map, taps ?? 1, tmp, 0, 1, 0.5);
   return Uint8Array.from(tmp, (v) => (v < 0 ? 0 : v > 255 ? 255 : v)); // Uint8Array truncates: +0.5 rounds
+}
+
+/**
+ * The source region a warp reads, box-averaged by the integer factor floor(shrink) when that is >= 2, with
+ * the map re-expressed on it. Returns the inputs unchanged when no pre-filter is needed.
+ */
+export function prefiltered(src: ImageLike, dstW: number, dstH: number, m: Affine): [ImageLike, Affine] {
+  const f = Math.min(8, Math.floor(shrinkOf(m)));
+  if (f < 2) return [src, m];
+  validateImage(src);
+  // Bounds of the destination grid in the source, one block of margin for the bilinear footprint.
+  let x0 = Infinity;
+  let y0 = Infinity;
+  let x1 = -Infinity;
+  let y1 = -Infinity;
+  for (const [u, v] of [[0, 0], [dstW, 0], [0, dstH], [dstW, dstH]]) {
+    const [x, y] = applyAffine(m, u, v);
+    x0 = Math.min(x0, x);
+    y0 = Math.min(y0, y);
+    x1 = Math.max(x1, x);
+    y1 = Math.max(y1, y);
+  }
+  const bx0 = Math.max(0, Math.floor(x0 / f) - 1);
+  const by0 = Math.max(0, Math.floor(y0 / f) - 1);
+  const bx1 = Math.min(Math.floor(src.width / f), Math.ceil(x1 / f) + 1);
+  const by1 = Math.min(Math.floor(src.height / f), Math.ceil(y1 / f) + 1);
+  const rw = bx1 - bx0;
+  const rh = by1 - by0;
+  if (rw <= 0 || rh <= 0) return [src, m]; // entirely outside: the plain path reads black
+  const region = new Uint8Array(rw * rh * 3);
+  boxDownsample(src, bx0 * f, by0 * f, rw, rh, f, region);
+  // region px (continuous) -> source: x = f * (bx0 + xr); so region = (source / f) - bx0
+  const k = 1 / f;
+  const map: Affine = [m[0] * k, m[1] * k, m[2] * k - bx0, m[3] * k, m[4] * k, m[5] * k - by0];
+  return [{ width: rw, height: rh, format: 'rgb', data: region }, map];
+}
+
+/** Average f x f blocks of `src` starting at (sx0, sy0) into a packed RGB image of rw x rh blocks. */
+function boxDownsample(src: ImageLike, sx0: number, sy0: number, rw: number, rh: number, f: number, out: Uint8Array): void {
+  const { width: w, height: h, data } = src;
+  const inv = 1 / (f * f);
+  if (src.format === 'i420') {
+    const cw = (w + 1) >> 1;
+    const uOff = w * h;
+    const vOff = uOff + cw * ((h + 1) >> 1);
+    const half = f >> 1; // f >= 2: chroma blocks of (f/2)^2, or the nearest chroma sample for odd f
+    const cInv = half > 0 && f % 2 === 0 ? 1 / (half * half) : 0;
+    for (let by = 0; by < rh; by++) {
+      const y = sy0 + by * f;
+      for (let bx = 0; bx < rw; bx++) {
+        const x = sx0 + bx * f;
+        let ys = 0;
+        for (let j = 0; j < f; j++) {
+          const row = (y + j) * w + x;
+          for (let i = 0; i < f; i++) ys += data[row + i];
+        }
+        let u = 0;
+        let v = 0;
+        if (cInv) {
+          for (let j = 0; j < half; j++) {
+            const row = ((y >> 1) + j) * cw + (x >> 1);
+            for (let i = 0; i < half; i++) {
+              u += data[uOff + row + i];
+              v += data[vOff + row + i];
+            }
+          }
+          u *= cInv;
+          v *= cInv;
+        } else {
+          const ci = ((y + (f >> 1)) >> 1) * cw + ((x + (f >> 1)) >> 1);
+          u = data[uOff + ci];
+          v = data[vOff + ci];
+        }
+        const yy = 1.164 * (ys * inv - 16);
+        u -= 128;
+        v -= 128;
+        const o = 3 * (by * rw + bx);
+        out[o] = clamp255(yy + 1.596 * v) + 0.5;
+        out[o + 1] = clamp255(yy - 0.392 * u - 0.813 * v) + 0.5;
+        out[o + 2] = clamp255(yy + 2.017 * u) + 0.5;
+      }
+    }
+    return;
+  }
+  const ch = src.format === 'rgba' ? 4 : 3;
+  for (let by = 0; by < rh; by++) {
+    const y = sy0 + by * f;
+    for (let bx = 0; bx < rw; bx++) {
+      const x = sx0 + bx * f;
+      let r = 0;
+      let g = 0;
+      let b = 0;
+      for (let j = 0; j < f; j++) {
+        let p = ((y + j) * w + x) * ch;
+        for (let i = 0; i < f; i++, p += ch) {
+          r += data[p];
+          g += data[p + 1];
+          b += data[p + 2];
+        }
+      }
+      const o = 3 * (by * rw + bx);
+      out[o] = r * inv + 0.5;
+      out[o + 1] = g * inv + 0.5;
+      out[o + 2] = b * inv + 0.5;
+    }
+  }
 }
 
 function warp(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: number, out: Float32Array, outOffset: number, scale: number, offset: number): void {

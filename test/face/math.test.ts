@@ -174,6 +174,28 @@ describe('images', () => {
     expect(out.every((v) => v === 0)).toBe(true);
   });
 
+  it('anti-aliases when shrinking: a 1-px checkerboard shrunk 4x becomes flat grey', () => {
+    const w = 256;
+    const rgb = new Uint8Array(w * w * 3);
+    for (let y = 0; y < w; y++) for (let x = 0; x < w; x++) rgb.fill((x + y) % 2 ? 255 : 0, 3 * (y * w + x), 3 * (y * w + x) + 3);
+    const img = { width: w, height: w, format: 'rgb' as const, data: rgb };
+    const m = [4.03, 0.05, 0, -0.05, 4.03, 2] as const; // slightly rotated 4x shrink
+    const aa = new Float32Array(60 * 60 * 3);
+    const plain = new Float32Array(60 * 60 * 3);
+    warpToTensor(img, aa, 60, 60, m, { scale: 1, offset: 0 });
+    warpToTensor(img, plain, 60, 60, m, { scale: 1, offset: 0, taps: 1 });
+    const spread = (a: Float32Array) => Math.max(...a) - Math.min(...a);
+    expect(spread(aa)).toBeLessThan(40);
+    expect(spread(plain)).toBeGreaterThan(150);
+    // the same through the I420 path (luma checkerboard, neutral chroma)
+    const i420 = new Uint8Array(w * w * 1.5).fill(128);
+    for (let i = 0; i < w * w; i++) i420[i] = rgb[3 * i] ? 235 : 16;
+    const aaI = new Float32Array(60 * 60 * 3);
+    warpToTensor({ width: w, height: w, format: 'i420', data: i420 }, aaI, 60, 60, m, { scale: 1, offset: 0 });
+    expect(spread(aaI)).toBeLessThan(40);
+    expect(Math.abs(aaI[3 * 1830] - aa[3 * 1830])).toBeLessThan(12);
+  });
+
   it('rejects frames whose buffer is too short', () => {
     expect(() => warpToRgb({ width: 10, height: 10, format: 'i420', data: new Uint8Array(10) }, 2, 2, [1, 0, 0, 0, 1, 0])).toThrow(/needs 150 bytes/);
   });

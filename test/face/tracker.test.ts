@@ -116,6 +116,25 @@ describe('tracking the driving video', () => {
   });
 });
 
+describe('live session analyzer', () => {
+  it('the registered "face" frame analyzer tracks I420 VideoFrames', async () => {
+    const { defaultFrameAnalyzerLoader } = await import('../../src/session/frame-analyzer.ts');
+    const { silentLogger } = await import('../../src/util/log.ts');
+    const factory = await defaultFrameAnalyzerLoader()!({ logger: silentLogger() });
+    expect(factory.name).toBe('face');
+    const analyzer = await factory.create({ logger: silentLogger() });
+    try {
+      const f = frames[30];
+      const obs = await analyzer.analyze({ id: 7, width: 512, height: 512, format: 'i420', data: rgbToI420(f), times: { receive: 0 } });
+      expect(obs.lost).toBe(false);
+      expect(obs.frameId).toBe(7);
+      expect(obs.pose).toBeDefined();
+    } finally {
+      await analyzer.close();
+    }
+  });
+});
+
 describe('frames without a face', () => {
   const gradient = (w: number, h: number): RgbImage => {
     const data = new Uint8Array(w * h * 3);
