@@ -1,9 +1,11 @@
 /** The list of commands. Each command file exports `add<Name>Command(program)`; add yours here. */
 import type { Command } from 'commander';
+import { addAnimateCommand } from './animate.ts';
 import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
 
 export const COMMANDS: Array<(program: Command) => void> = [
   addServeCommand,
   addPackCommand,
+  addAnimateCommand,
 ];

@@ -1,0 +1,311 @@
+/**
+ * `xportrait-cam animate`: animate a portrait with a driving video, offline, with any engine of the registry.
+ *
+ *   driving.mp4 ─ffmpeg─▶ I420 frames ─▶ FaceTracker (when the engine needs faces) ─▶ EngineSession.process ─▶
+ *   [--compare: driving | portrait | result] ─▶ ffmpeg libx264 ─▶ OUT.mp4 (source frame rate, driving audio copied)
+ *
+ * Engines may lag (outputs carry the id of the input they were made from) and are drained with flush() at the end.
+ * A driving frame without a face is still animated (the engine holds the last pose); such frames are counted and
+ * reported. The core is `animate()`, usable without the command line.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import sharp from 'sharp';
+import { z } from 'zod';
+import type { Logger } from 'pino';
+import type { EngineSession } from '../engine/engine.ts';
+import type { FaceObservation } from '../face/types.ts';
+import { i420ToRgb, toI420 } from '../media/convert.ts';
+import { readVideoFrames } from '../media/ffmpeg.ts';
+import type { RgbImage, VideoFrame } from '../media/frame.ts';
+import { MediaFileError, probeVideo, VideoWriter, type VideoProbe } from '../media/video-file.ts';
+import { createLogger } from '../util/log.ts';
+import { UsageError } from './main.ts';
+
+export interface AnimateOptions {
+  portrait: string;
+  driving: string;
+  output: string;
+  engine: string;
+  size: number;
+  compare: boolean;
+  /** Engine-specific options (the registry loader's `options`). */
+  engineOptions: Record<string, unknown>;
+  /** Animate at most this many driving frames. */
+  maxFrames?: number;
+  logger: Logger;
+}
+
+export interface AnimateProgress {
+  done: number;
+  total: number;
+  fps: number;
+}
+
+export interface AnimateReport {
+  output: string;
+  engine: string;
+  width: number;
+  height: number;
+  fps: string;
+  framesIn: number;
+  framesOut: number;
+  /** Driving frames in which no face was found (the last pose was held). */
+  noFaceFrames: number[];
+  audioCopied: boolean;
+  seconds: number;
+  /** Frames per second of the whole loop (decode, track, animate, encode). */
+  throughputFps: number;
+  engineStats: ReturnType<EngineSession['stats']>;
+}
+
+/** A portrait file as RGB (clear error when missing or not an image). */
+export async function readPortraitFile(path: string): Promise<RgbImage> {
+  if (!existsSync(path)) throw new MediaFileError('not_found', `portrait not found: ${path}`);
+  try {
+    const { data, info } = await sharp(path).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } catch (err) {
+    throw new MediaFileError('not_a_video', `portrait ${path} is not an image sharp can read (${(err as Error).message})`);
+  }
+}
+
+/** Tracking size for a driving video: its own size, scaled down to at most 1280 on the long side, even. */
+export function trackingSize(w: number, h: number, maxSide = 1280): { width: number; height: number } {
+  const k = Math.min(1, maxSide / Math.max(w, h));
+  const even = (v: number) => Math.max(2, 2 * Math.round((v * k) / 2));
+  return { width: even(w), height: even(h) };
+}
+
+/** An RGB panel of `size` x `size` from an I420 frame (scaled to cover, centred). */
+async function panelFromI420(frame: VideoFrame, size: number): Promise<Uint8Array> {
+  const rgb = frame.format === 'i420' ? i420ToRgb(frame.data, frame.width, frame.height, 3) : frame.data;
+  const buf = await sharp(rgb, { raw: { width: frame.width, height: frame.height, channels: frame.format === 'rgba' ? 4 : 3 } })
+    .removeAlpha()
+    .resize(size, size, { fit: 'cover' })
+    .raw()
+    .toBuffer();
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function blit(dst: Uint8Array, dstW: number, src: Uint8Array, w: number, h: number, x0: number): void {
+  for (let y = 0; y < h; y++) dst.set(src.subarray(y * w * 3, (y + 1) * w * 3), (y * dstW + x0) * 3);
+}
+
+export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProgress) => void): Promise<AnimateReport> {
+  const log = opts.logger;
+  const t0 = performance.now();
+  const portrait = await readPortraitFile(opts.portrait);
+  const probe = await probeVideo(opts.driving).catch((err: unknown) => {
+    if (err instanceof MediaFileError && err.code === 'not_found') throw new MediaFileError('not_found', `driving video not found: ${opts.driving}`);
+    throw err;
+  });
+  const outDir = dirname(resolve(opts.output));
+  if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new MediaFileError('not_found', `output directory does not exist: ${outDir}`);
+
+  const { loadEngine } = await import('../engine/registry.ts');
+  const engine = await loadEngine(opts.engine, { logger: log.child({ engine: opts.engine }), options: opts.engineOptions });
+  const closers: Array<() => Promise<unknown>> = [() => engine.close()];
+  let writer: VideoWriter | undefined;
+  try {
+    let portraitFace: FaceObservation | undefined;
+    let tracker: { track(f: VideoFrame): Promise<FaceObservation>; close(): Promise<void> } | undefined;
+    if (engine.needsFace) {
+      const face = await import('../face/node/index.ts');
+      const analyzer = await face.createPortraitAnalyzer();
+      try {
+        const res = await analyzer.analyze({ width: portrait.width, height: portrait.height, format: 'rgb', data: portrait.data });
+        for (const w of res.warnings) log.warn({ event: 'portrait_warning' }, w);
+        portraitFace = res.face;
+      } finally {
+        await analyzer.close();
+      }
+      const t = await face.createFaceTracker();
+      tracker = t;
+      closers.push(() => t.close());
+    }
+    const session = await engine.createSession({ portrait, outputWidth: opts.size, outputHeight: opts.size, logger: log, portraitFace });
+    closers.unshift(() => session.close());
+    const outW = session.info.outputWidth;
+    const outH = session.info.outputHeight;
+    const portraitPanel = opts.compare
+      ? new Uint8Array(await sharp(portrait.data, { raw: { width: portrait.width, height: portrait.height, channels: 3 } }).resize(outW, outH, { fit: 'cover' }).raw().toBuffer())
+      : undefined;
+    writer = VideoWriter.open(opts.output, {
+      width: opts.compare ? 3 * outW : outW,
+      height: outH,
+      fps: probe.fpsRational,
+      format: opts.compare ? 'rgb' : 'i420',
+      audioFrom: probe.audio ? probe : undefined,
+    });
+    const w = writer;
+    const drivingPanels = new Map<number, Uint8Array>();
+    const canvas = opts.compare ? new Uint8Array(3 * outW * outH * 3) : undefined;
+    let framesOut = 0;
+    const writeOutputs = async (outs: VideoFrame[]) => {
+      for (const out of outs) {
+        if (out.width !== outW || out.height !== outH) throw new Error(`engine ${opts.engine} returned a ${out.width}x${out.height} frame, expected ${outW}x${outH}`);
+        if (canvas && portraitPanel) {
+          const drv = drivingPanels.get(out.id);
+          drivingPanels.delete(out.id);
+          if (drv) blit(canvas, 3 * outW, drv, outW, outH, 0);
+          blit(canvas, 3 * outW, portraitPanel, outW, outH, outW);
+          const res = out.format === 'i420' ? i420ToRgb(out.data, outW, outH, 3) : out.format === 'rgb' ? out.data : i420ToRgb(toI420(out).data, outW, outH, 3);
+          blit(canvas, 3 * outW, res, outW, outH, 2 * outW);
+          await w.write(canvas);
+        } else {
+          await w.write(toI420(out).data);
+        }
+        framesOut++;
+      }
+    };
+
+    const size = trackingSize(probe.width, probe.height);
+    const total = Math.min(probe.frameCount, opts.maxFrames ?? Infinity);
+    const noFace: number[] = [];
+    let framesIn = 0;
+    const loopStart = performance.now();
+    for await (const data of readVideoFrames(opts.driving, { ...size, format: 'i420' })) {
+      if (opts.maxFrames !== undefined && framesIn >= opts.maxFrames) break;
+      const frame: VideoFrame = { id: framesIn, width: size.width, height: size.height, format: 'i420', data, times: { receive: performance.now() } };
+      let face: FaceObservation | undefined;
+      if (tracker) {
+        face = await tracker.track(frame);
+        if (face.lost) noFace.push(framesIn);
+      }
+      if (opts.compare) {
+        drivingPanels.set(frame.id, await panelFromI420(frame, outW));
+        // Bounded: an engine that never returns some frames must not make this grow without end.
+        if (drivingPanels.size > 64 + session.info.lagFrames) drivingPanels.delete(drivingPanels.keys().next().value as number);
+      }
+      await writeOutputs(await session.process({ frame, face }));
+      framesIn++;
+      onProgress?.({ done: framesIn, total: Math.max(total, framesIn), fps: framesIn / ((performance.now() - loopStart) / 1000) });
+    }
+    await writeOutputs(await session.flush());
+    if (framesIn === 0) throw new MediaFileError('not_a_video', `no frames could be decoded from ${opts.driving}`);
+    if (tracker && noFace.length === framesIn) {
+      throw new Error(`no face was found in any of the ${framesIn} driving frames of ${opts.driving}: nothing to animate`);
+    }
+    await w.close();
+    if (framesOut < framesIn) log.warn({ event: 'frames_missing', framesIn, framesOut }, `engine ${opts.engine} returned ${framesOut} of ${framesIn} frames`);
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      output: opts.output,
+      engine: opts.engine,
+      width: opts.compare ? 3 * outW : outW,
+      height: outH,
+      fps: probe.fpsRational,
+      framesIn,
+      framesOut,
+      noFaceFrames: noFace,
+      audioCopied: Boolean(probe.audio),
+      seconds,
+      throughputFps: framesIn / ((performance.now() - loopStart) / 1000),
+      engineStats: session.stats(),
+    };
+  } catch (err) {
+    await writer?.abort();
+    throw err;
+  } finally {
+    for (const close of closers) await close().catch(() => {});
+  }
+}
+
+/** "frames 3, 4, 17 ... (12 in all)". */
+export function describeFrames(ids: number[], show = 12): string {
+  const head = ids.slice(0, show).join(', ');
+  return ids.length > show ? `${head}, … (${ids.length} in all)` : head;
+}
+
+const intArg = (name: string, min: number, max: number) =>
+  z.union([z.number(), z.string().trim().regex(/^\d+$/, `${name} must be a whole number`)]).transform(Number).pipe(z.number().int().min(min, `${name} must be at least ${min}`).max(max, `${name} must be at most ${max}`));
+
+const animateSchema = z.object({
+  portrait: z.string({ error: '--portrait is required' }).min(1),
+  driving: z.string({ error: '--driving is required' }).min(1),
+  output: z.string({ error: '-o/--output is required' }).min(1).refine((p) => /\.mp4$/i.test(p), '-o/--output must name an .mp4 file'),
+  engine: z.string().min(1),
+  size: intArg('--size', 64, 2048).refine((v) => v % 2 === 0, '--size must be even (H.264 4:2:0)'),
+  compare: z.boolean().default(false),
+  frames: intArg('--frames', 1, 10_000_000).optional(),
+  engineOpt: z.array(z.string().regex(/^[A-Za-z][\w.-]*=.*$/, '--engine-opt takes key=value')).default([]),
+  json: z.boolean().default(false),
+  progress: z.boolean().optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+});
+
+export function addAnimateCommand(program: Command): void {
+  program
+    .command('animate')
+    .description('Animate a portrait with a driving video into an H.264 mp4 (source frame rate, driving audio copied).')
+    .addOption(new Option('--portrait <image>', 'portrait picture (png, jpeg, webp...)').env('XPORTRAIT_PORTRAIT'))
+    .addOption(new Option('--driving <video>', 'driving video (anything ffmpeg reads)').env('XPORTRAIT_DRIVING'))
+    .addOption(new Option('-o, --output <file.mp4>', 'output video'))
+    .addOption(new Option('-e, --engine <name>', 'engine (see `serve --help` for the list)').env('XPORTRAIT_ENGINE').default('warp'))
+    .addOption(new Option('--size <n>', 'output size in pixels, square').env('XPORTRAIT_OUTPUT_SIZE').default('512'))
+    .addOption(new Option('--compare', 'write driving | portrait | result side by side'))
+    .addOption(new Option('--frames <n>', 'animate only the first n driving frames'))
+    .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option, repeatable (e.g. resampler=ort for warp)'))
+    .addOption(new Option('--json', 'print the run report as JSON on stdout'))
+    .addOption(new Option('--no-progress', 'no progress bar (default: shown when stderr is a terminal, else a line every 2 s)'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('warn'))
+    .action(async (raw: Record<string, unknown>) => {
+      const parsed = animateSchema.safeParse(raw);
+      if (!parsed.success) throw new UsageError(`animate: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+      const o = parsed.data;
+      const { ENGINE_NAMES } = await import('../engine/registry.ts');
+      if (!ENGINE_NAMES.includes(o.engine)) throw new UsageError(`animate: unknown engine "${o.engine}" (available: ${ENGINE_NAMES.join(', ')})`);
+      const engineOptions: Record<string, unknown> = {};
+      for (const kv of o.engineOpt) {
+        const i = kv.indexOf('=');
+        engineOptions[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      const logger = createLogger({ level: o.logLevel, pretty: false });
+      const bar =
+        o.progress === false
+          ? undefined
+          : new cliProgress.SingleBar(
+              {
+                format: 'animate |{bar}| {percentage}% | {value}/{total} frames | {fps} fps | ETA {eta_formatted}',
+                stream: process.stderr,
+                noTTYOutput: true,
+                notTTYSchedule: 2000,
+                hideCursor: true,
+                etaBuffer: 30,
+              },
+              cliProgress.Presets.shades_classic,
+            );
+      let started = false;
+      let report: AnimateReport;
+      try {
+        report = await animate(
+          { portrait: o.portrait, driving: o.driving, output: o.output, engine: o.engine, size: o.size, compare: o.compare, engineOptions, maxFrames: o.frames, logger },
+          (p) => {
+            if (!bar) return;
+            if (!started) {
+              bar.start(p.total, 0, { fps: '–' });
+              started = true;
+            }
+            if (p.done > bar.getTotal()) bar.setTotal(p.done);
+            bar.update(p.done, { fps: p.fps.toFixed(1) });
+          },
+        );
+      } finally {
+        if (started) bar?.stop();
+      }
+      const notes = [`${report.framesOut} frames ${report.width}x${report.height} at ${report.fps} fps`, `${report.throughputFps.toFixed(1)} fps`];
+      if (report.audioCopied) notes.push('audio copied');
+      process.stderr.write(`animate: wrote ${report.output} (${notes.join(', ')}) in ${report.seconds.toFixed(1)} s\n`);
+      if (report.noFaceFrames.length) {
+        process.stderr.write(
+          `animate: no face in ${report.noFaceFrames.length} of ${report.framesIn} driving frames (the last pose was held): frames ${describeFrames(report.noFaceFrames)}\n`,
+        );
+      }
+      if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    });
+}
+
+export type { VideoProbe };
