@@ -38,6 +38,8 @@ export interface LaunchOptions {
   /** Grant the camera without a prompt (default true); false makes getUserMedia fail with NotAllowedError. */
   allowCamera?: boolean;
   extraArgs?: string[];
+  /** Page size (default 1280x900). Smaller pages cost less software compositing on a CPU-only machine. */
+  viewport?: { width: number; height: number };
 }
 
 export interface LaunchedBrowser {
@@ -52,7 +54,7 @@ export async function launchChromium(opts: LaunchOptions = {}): Promise<Launched
   const args = [...CHROMIUM_FLAGS, '--use-fake-device-for-media-stream', ...(opts.extraArgs ?? [])];
   if (opts.allowCamera !== false) args.push('--use-fake-ui-for-media-stream');
   if (opts.fakeVideo) args.push(`--use-file-for-fake-video-capture=${opts.fakeVideo}`);
-  const context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args, viewport: { width: 1280, height: 900 } });
+  const context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args, viewport: opts.viewport ?? { width: 1280, height: 900 } });
   if (opts.allowCamera === false) await context.clearPermissions();
   return {
     context,

@@ -82,7 +82,7 @@ export interface NodeSession {
 /** Start a full session: offer, answer, ICE, and frames at `fps` (default 30) of size w x h. */
 export async function startNodeSession(
   url: string,
-  opts: { engine?: string; portraitId?: string; width?: number; height?: number; fps?: number; ws?: WsClient } = {},
+  opts: { engine?: string; portraitId?: string; width?: number; height?: number; fps?: number; ws?: WsClient; autoSend?: boolean } = {},
 ): Promise<NodeSession> {
   const ws = opts.ws ?? (await WsClient.open(url));
   const peer = new NodeClientPeer();
@@ -101,7 +101,7 @@ export async function startNodeSession(
   await peer.acceptAnswer(answer.sdp);
   const w = opts.width ?? 320;
   const h = opts.height ?? 240;
-  peer.startSending(w, h, opts.fps ?? 30, (i) => testPicture(w, h, i));
+  if (opts.autoSend !== false) peer.startSending(w, h, opts.fps ?? 30, (i) => testPicture(w, h, i));
   return {
     ws,
     peer,
