@@ -55,4 +55,6 @@ if (out) {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, json);
 }
-process.stdout.write(`${json}\n`);
+// Exit explicitly once the report is out: libwebrtc's (@roamhq/wrtc) finalizers can abort the process during a
+// natural exit's environment teardown, after the figures were printed.
+process.stdout.write(`${json}\n`, () => process.exit(process.exitCode ?? 0));

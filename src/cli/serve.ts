@@ -43,12 +43,16 @@ export function addServeCommand(program: Command): void {
       // Loaded here, not at the top: other commands should not pay for loading libwebrtc.
       const { XportraitServer } = await import('../server/server.ts');
       const server = await XportraitServer.start(config, { logger });
-      await new Promise<void>((resolve) => {
+      await new Promise<void>(() => {
         const stop = (signal: string) => {
           logger.info({ event: 'signal', signal }, 'shutting down');
           process.off('SIGINT', stop);
           process.off('SIGTERM', stop);
-          server.close().then(resolve, resolve);
+          // Exit explicitly: libwebrtc's (@roamhq/wrtc) finalizers can abort a natural exit's environment teardown.
+          server.close().then(
+            () => process.exit(0),
+            () => process.exit(1),
+          );
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
