@@ -2,8 +2,9 @@
  * One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) over a vector of coordinates: a low-pass filter whose
  * cut-off rises with speed, so a still face stops shimmering while fast motion is followed with little lag.
  *
- * Landmark coordinates are divided by a per-frame scale (the face size in pixels) before filtering, so the
- * same parameters work for a face 100 px or 500 px wide: `minCutoff` in Hz, `beta` per (face sizes / s).
+ * The speed that raises the cut-off is measured in face sizes per second (pixels / the face size passed per
+ * frame), so the same parameters work for a face 100 px or 500 px wide: `minCutoff` in Hz, `beta` per
+ * (face sizes / s).
  */
 
 export interface OneEuroOptions {
@@ -43,9 +44,11 @@ export class OneEuroVectorFilter {
    */
   filter(values: ArrayLike<number>, tMs: number, scale: number, out: Float32Array = new Float32Array(values.length)): Float32Array {
     const n = values.length;
-    const s = scale > 0 ? scale : 1;
+    // The state stays in pixels; only the speed that opens the cut-off is normalised by the face size
+    // (normalising the positions themselves would turn frame-to-frame changes of the size into motion).
+    const invScale = scale > 0 ? 1 / scale : 1;
     if (!this.#x || this.#x.length !== n) {
-      this.#x = Float64Array.from(values as ArrayLike<number>, (v) => v / s);
+      this.#x = Float64Array.from(values as ArrayLike<number>);
       this.#dx = new Float64Array(n);
       this.#t = tMs;
       for (let i = 0; i < n; i++) out[i] = values[i];
@@ -60,12 +63,12 @@ export class OneEuroVectorFilter {
     const dx = this.#dx!;
     // Standard One-Euro: each coordinate has its own speed and cut-off.
     for (let i = 0; i < n; i++) {
-      const v = values[i] / s;
+      const v = values[i];
       const d = (v - x[i]) / dt;
       dx[i] += ad * (d - dx[i]);
-      const a = alpha(minCutoff + beta * Math.abs(dx[i]), dt);
+      const a = alpha(minCutoff + beta * Math.abs(dx[i]) * invScale, dt);
       x[i] += a * (v - x[i]);
-      out[i] = x[i] * s;
+      out[i] = x[i];
     }
     return out;
   }
