@@ -45,7 +45,8 @@ export const serveConfigSchema = z
   .object({
     port: intFromString(0, 65535).default(8080),
     host: z.string().trim().min(1).default('0.0.0.0'),
-    engine: z.string().trim().min(1).default('passthrough'),
+    /** The product's default engine (CPU, no model pack needed); `serve --engine` overrides it. */
+    engine: z.string().trim().min(1).default('warp'),
     maxSessions: intFromString(1, 1000).default(4),
     tlsCert: fileExists.optional(),
     tlsKey: fileExists.optional(),

@@ -7,7 +7,7 @@ import { parseIceServers, parseServeConfig } from '../../src/config/serve-config
 describe('serve configuration', () => {
   it('fills defaults and converts strings from flags/env', () => {
     const c = parseServeConfig({ port: '9000', maxSessions: '2' });
-    expect(c).toMatchObject({ port: 9000, host: '0.0.0.0', engine: 'passthrough', maxSessions: 2, outputSize: 512, iceServers: [] });
+    expect(c).toMatchObject({ port: 9000, host: '0.0.0.0', engine: 'warp', maxSessions: 2, outputSize: 512, iceServers: [] });
   });
 
   it('names every bad setting in one error', () => {

@@ -17,6 +17,7 @@ export function builtWebClient(): Promise<string> {
 
 export async function startTestServer(config: Partial<ServeConfigInput> = {}, deps: Partial<ServerDeps> = {}): Promise<XportraitServer> {
   const webRoot = config.webRoot ?? (await builtWebClient());
-  const cfg = parseServeConfig({ port: 0, host: '127.0.0.1', logLevel: 'silent', ...config, webRoot });
+  // passthrough unless a test asks for another engine: tests of the spine should not depend on face models
+  const cfg = parseServeConfig({ port: 0, host: '127.0.0.1', logLevel: 'silent', engine: 'passthrough', ...config, webRoot });
   return XportraitServer.start(cfg, { logger: deps.logger ?? silentLogger(), ...deps });
 }
