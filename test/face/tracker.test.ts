@@ -100,6 +100,37 @@ describe('tracking the driving video', () => {
     expect(o.pose!.scale / iod).toBeLessThan(1.15);
   });
 
+  it('One-Euro smoothing removes most landmark jitter on a still face with sensor noise', async () => {
+    const t = await createFaceTracker({ threads: 2 });
+    try {
+      let seed = 99;
+      const noise = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 7; // uniform ±3.5 (sigma 2)
+      const raw: Float32Array[] = [];
+      const smooth: Float32Array[] = [];
+      for (let i = 0; i < 36; i++) {
+        const data = Uint8Array.from(frames[20].data, (v) => Math.max(0, Math.min(255, v + noise())));
+        const o = await t.track({ width: 512, height: 512, format: 'rgb', data, id: i, times: { capture: (i * 1000) / 30 } });
+        if (i >= 12) {
+          raw.push(o.rawLandmarks!.slice(0, 3 * MESH_POINTS));
+          smooth.push(o.landmarks.slice(0, 3 * MESH_POINTS));
+        }
+      }
+      const rms = (pts: Float32Array[]) => {
+        let s = 0;
+        for (let k = 0; k < 3 * MESH_POINTS; k++) {
+          if (k % 3 === 2) continue;
+          const m = pts.reduce((a, p) => a + p[k], 0) / pts.length;
+          for (const p of pts) s += (p[k] - m) ** 2;
+        }
+        return Math.sqrt(s / (MESH_POINTS * pts.length));
+      };
+      expect(rms(raw)).toBeGreaterThan(0.01); // the noise does move the raw landmarks
+      expect(rms(smooth)).toBeLessThan(0.5 * rms(raw));
+    } finally {
+      await t.close();
+    }
+  });
+
   it('reads I420 frames (WebRTC) like RGB frames', async () => {
     const t = await createFaceTracker({ threads: 2, smoothing: false });
     try {
