@@ -60,7 +60,7 @@ export interface SessionStats {
   /** Over the last stats interval. */
   fpsIn: number;
   fpsOut: number;
-  /** queue (receive -> engineStart), track, engine (engineStart -> engineEnd), total (receive -> send). */
+  /** queue (receive -> first stage), track, engine (the engine call), total (receive -> send). */
   stages: Record<string, StageStats>;
   engineStats: EngineStats;
 }
@@ -262,7 +262,9 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     const t = frame.times;
     if (t.receive !== undefined) {
       this.#timer.record('total', t.send - t.receive);
-      if (t.engineStart !== undefined) this.#timer.record('queue', t.engineStart - t.receive);
+      // time spent waiting in the mailbox, before the first stage (face tracking, or the engine) took the frame
+      const taken = t.trackStart ?? t.engineStart;
+      if (taken !== undefined) this.#timer.record('queue', taken - t.receive);
     }
     this.emit('frame', frame);
   }
