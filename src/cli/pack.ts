@@ -15,7 +15,7 @@ const buildSchema = z.object({
   fp16: z.boolean().default(false),
   lcmLora: z.string().min(1).optional(),
   lcmLoraScale: z.coerce.number().finite().default(1),
-  attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).default('matmul'),
+  attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).default('mha'),
   groupNorm: z.enum(['decomposed', 'onnx'], { message: '--group-norm must be decomposed or onnx' }).default('decomposed'),
   motionWindow: z
     .string()
@@ -68,7 +68,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--fp16', 'float16 weights and activations (GroupNorm, LayerNorm and softmax in float32; graph I/O float32)').env('XPORTRAIT_PACK_FP16'))
     .addOption(new Option('--lcm-lora <file>', 'merge an SD-1.5 LCM-LoRA (safetensors) into the UNet').env('XPORTRAIT_LCM_LORA'))
     .addOption(new Option('--lcm-lora-scale <x>', 'LoRA merge strength').env('XPORTRAIT_LCM_LORA_SCALE').default('1'))
-    .addOption(new Option('--attention <impl>', 'attention ops: matmul (MatMul/Softmax, any provider) or mha (com.microsoft.MultiHeadAttention)').env('XPORTRAIT_PACK_ATTENTION').default('matmul'))
+    .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU) or matmul (plain MatMul/Softmax, any provider)').env('XPORTRAIT_PACK_ATTENTION').default('mha'))
     .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (accurate two-pass) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
@@ -95,8 +95,14 @@ export function addPackCommand(program: Command): void {
       const log = (s: string) => {
         if (!tty && o.progress) process.stderr.write(`${s}\n`);
       };
+      // Ctrl-C stops the build and removes its temporary directory (nothing partial is left behind).
+      const abort = new AbortController();
+      const onSigint = () => abort.abort(new Error('pack build interrupted: nothing was written'));
+      process.once('SIGINT', onSigint);
+      process.once('SIGTERM', onSigint);
       try {
         const r = await buildPack({
+          signal: abort.signal,
           checkpoint: o.checkpoint,
           config: o.config,
           out: o.out,
@@ -137,6 +143,9 @@ export function addPackCommand(program: Command): void {
       } catch (err) {
         bar?.stop();
         throw err;
+      } finally {
+        process.off('SIGINT', onSigint);
+        process.off('SIGTERM', onSigint);
       }
     });
 

@@ -7,8 +7,8 @@
  * - --lcm-lora changes the UNet graphs only;
  * - the CLI (`pack build|info|verify`) works end to end as a subprocess.
  */
-import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -157,7 +157,6 @@ describe('bad input', () => {
 
   it('refuses to overwrite an existing output unless forced', async () => {
     const out = join(tmp, 'existing');
-    const { mkdirSync } = await import('node:fs');
     mkdirSync(out);
     writeFileSync(join(out, 'keep.txt'), 'x');
     expect(await buildError({ checkpoint: TINY_CHECKPOINT, config: TINY_CONFIG, out, graphs: ['cn_hint_pose'] })).toMatch(/already exists/);
@@ -222,5 +221,26 @@ describe('CLI', () => {
     const notPack = await run(process.execPath, [cli, 'pack', 'info', tmp], { env }).catch((e: { code: number; stderr: string }) => e);
     expect((notPack as { stderr: string }).stderr).toMatch(/not a model pack/);
     await expect(readPackManifest(out)).resolves.toBeTruthy();
+  });
+
+  it('Ctrl-C during a build removes its temporary directory; leftovers of a hard-killed build are swept by the next', async () => {
+    const cli = join(ROOT, 'bin', 'xportrait-cam.mjs');
+    const parent = join(tmp, 'sigint');
+    mkdirSync(parent);
+    const child = spawn(process.execPath, [cli, 'pack', 'build', '--checkpoint', TINY_CHECKPOINT, '--config', TINY_CONFIG, '-o', join(parent, 'p'), '--no-progress'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    // wait until the build has started writing its temporary directory
+    for (let i = 0; i < 600 && !readdirSync(parent).some((f) => f.includes('.partial-')); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(readdirSync(parent).some((f) => f.includes('.partial-'))).toBe(true);
+    child.kill('SIGINT');
+    expect(await exited).toBe(1);
+    expect(stderr).toMatch(/interrupted/);
+    expect(readdirSync(parent)).toEqual([]);
+    // a leftover of a process that no longer exists
+    mkdirSync(join(parent, '.q.partial-999999-zz'));
+    await buildPack({ checkpoint: TINY_CHECKPOINT, config: TINY_CONFIG, out: join(parent, 'q'), graphs: ['cn_hint_local'] });
+    expect(readdirSync(parent)).toEqual(['q']);
   });
 });

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { openCheckpoint, type CheckpointReader, type WeightSource } from '../checkpoint/index.ts';
 import { defaultConfigPath, parseXPortraitConfig, type XPortraitConfig } from '../config.ts';
@@ -49,6 +49,8 @@ export interface PackBuildOptions {
   /** Replace an existing output directory. */
   force?: boolean;
   onProgress?: (e: BuildProgress) => void;
+  /** Aborts the build (e.g. on Ctrl-C): the temporary directory is removed and the promise rejects. */
+  signal?: AbortSignal;
 }
 
 export type BuildProgress =
@@ -81,7 +83,7 @@ function packageVersion(): string {
   }
 }
 
-/** Wraps a weight source to count reads for the progress bar. */
+/** Wraps a weight source to count reads for the progress bar (and to stop reading once aborted). */
 class CountingReads implements WeightSource {
   tensors = 0;
   bytes = 0;
@@ -89,6 +91,7 @@ class CountingReads implements WeightSource {
   constructor(
     private readonly inner: WeightSource,
     private readonly onRead: (name: string) => void,
+    private readonly signal?: AbortSignal,
   ) {}
   list() {
     return this.inner.list();
@@ -100,6 +103,7 @@ class CountingReads implements WeightSource {
     return this.inner.info(n);
   }
   async readFloat32(n: string) {
+    this.signal?.throwIfAborted();
     const v = await this.inner.readFloat32(n);
     this.tensors++;
     this.bytes += v.byteLength;
@@ -126,7 +130,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
   const graphs = o.graphs ? o.graphs.map((n) => CATALOGUE.find((g) => g.name === n) ?? unknownGraph(n)) : CATALOGUE;
   const opts: BuildOptions = {
     precision: o.precision ?? 'float32',
-    attention: o.attention ?? 'matmul',
+    attention: o.attention ?? 'mha',
     groupNorm: o.groupNorm ?? 'decomposed',
     window: o.window ?? { kind: 'batch' },
     debugOutputs: o.debugOutputs ?? false,
@@ -137,6 +141,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
   const existing = await stat(out).catch(() => null);
   if (existing && !o.force) throw new Error(`${out} already exists (pass --force to replace it)`);
 
+  await removeStalePartials(out);
   const base: CheckpointReader = await openCheckpoint(o.checkpoint);
   const closers: Array<() => Promise<void>> = [() => base.close()];
   const tmp = join(dirname(out), `.${basename(out)}.partial-${process.pid}-${Date.now().toString(36)}`);
@@ -179,7 +184,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     o.onProgress?.({ kind: 'plan', graphs: graphs.map((g) => g.name), tensors: totalTensors, bytes: totalBytes });
 
     await mkdir(tmp, { recursive: true });
-    const counting = new CountingReads(source, (name) => o.onProgress?.({ kind: 'tensor', graph: counting.graph, name, tensorsDone: counting.tensors, bytesDone: counting.bytes }));
+    const counting = new CountingReads(source, (name) => o.onProgress?.({ kind: 'tensor', graph: counting.graph, name, tensorsDone: counting.tensors, bytesDone: counting.bytes }), o.signal);
     const dataFiles = new Map<string, ExternalDataFile>();
     const entries: Record<string, PackGraph> = {};
     let done = 0;
@@ -221,6 +226,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     const files: PackManifest['files'] = {};
     const names = ['config.yaml', ...Object.values(entries).map((e) => e.file), ...[...dataFiles.values()].map((f) => f.location)];
     for (const name of names) {
+      o.signal?.throwIfAborted();
       o.onProgress?.({ kind: 'hashing', file: name });
       files[name] = await sha256File(join(tmp, name));
     }
@@ -268,6 +274,25 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     throw err;
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);
+  }
+}
+
+/** Temporary directories of earlier builds of `out` whose process is gone (killed hard) are removed. */
+async function removeStalePartials(out: string): Promise<void> {
+  const parent = dirname(out);
+  const prefix = `.${basename(out)}.partial-`;
+  const names = await readdir(parent).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split('-')[0]);
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = true;
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) await rm(join(parent, name), { recursive: true, force: true });
   }
 }
 
