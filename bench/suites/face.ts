@@ -11,7 +11,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BlazeFaceDetector } from '../../src/face/detector.ts';
 import { ensureFaceModels } from '../../src/face/node/model-files.ts';
-import { ortRunnerFactory } from '../../src/face/node/ort-runner.ts';
+import { defaultFaceThreads, ortRunnerFactory } from '../../src/face/node/ort-runner.ts';
 import { FaceTracker, type FaceTrackerOptions, type TrackInput } from '../../src/face/tracker.ts';
 import type { BenchContext } from '../index.ts';
 
@@ -182,7 +182,7 @@ async function detectorRanges(threads: number) {
 }
 
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
-  const threads = Number(process.env.XPORTRAIT_FACE_THREADS ?? 2);
+  const threads = defaultFaceThreads();
   const load = os.loadavg().map((v) => round(v));
   ctx.log(`face: models`);
   const t0 = performance.now();
@@ -212,7 +212,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     drivingVideo: await videoJitter(s512, threads),
   };
   return {
-    note: `ORT CPU, intraOpNumThreads=${threads}; load average at start ${load.join('/')} (other processes share the cores: compare ratios within one run)`,
+    note: `ORT CPU, intraOpNumThreads=${threads}, spinning off; load average at start ${load.join('/')} (other processes share the cores: compare ratios within one run)`,
     targetTrackingP95Ms: 12,
     tracking,
     detectors,
