@@ -20,7 +20,7 @@ import type { FaceObservation } from '../face/types.ts';
 import { i420ToRgb, toI420 } from '../media/convert.ts';
 import { readVideoFrames } from '../media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../media/frame.ts';
-import { MediaFileError, probeVideo, VideoWriter, type VideoProbe } from '../media/video-file.ts';
+import { MediaFileError, probeVideo, trackingSize, VideoWriter, type VideoProbe } from '../media/video-file.ts';
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
 
@@ -70,13 +70,6 @@ export async function readPortraitFile(path: string): Promise<RgbImage> {
   } catch (err) {
     throw new MediaFileError('not_a_video', `portrait ${path} is not an image sharp can read (${(err as Error).message})`);
   }
-}
-
-/** Tracking size for a driving video: its own size, scaled down to at most 1280 on the long side, even. */
-export function trackingSize(w: number, h: number, maxSide = 1280): { width: number; height: number } {
-  const k = Math.min(1, maxSide / Math.max(w, h));
-  const even = (v: number) => Math.max(2, 2 * Math.round((v * k) / 2));
-  return { width: even(w), height: even(h) };
 }
 
 /** An RGB panel of `size` x `size` from an I420 frame (scaled to cover, centred). */

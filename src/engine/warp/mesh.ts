@@ -8,14 +8,22 @@
  * closed mouth has coincident inner lips, which would give sliver triangles); the triangles inside the inner-lip
  * ring are the mouth interior, painted by ./mouth.ts when the mouth opens.
  */
+import ConstrainautorImport from '@kninnug/constrainautor';
 import Delaunator from 'delaunator';
-import { frontalize, type HeadPose } from '../../face/pose.ts';
+import { CANONICAL_FACE } from '../../face/canonical-face.ts';
+import type { HeadPose } from '../../face/pose.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { FACE_OVAL, FACE_POINTS, INNER_LIP_LOWER, INNER_LIP_RING, INNER_LIP_UPPER, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from './landmark-sets.ts';
-import { jawWeights, type Similarity2d } from './motion.ts';
+import { jawWeights, pointInPolygon2d as pointInPolygon, polylineYAt, type Similarity2d } from './motion.ts';
+
+// The package's types point at its TypeScript source, which NodeNext reads as CommonJS; at run time the ESM build's
+// default export is the class itself.
+type ConstrainautorClass = new (del: Delaunator<Float64Array>) => { constrainOne(a: number, b: number): number };
+const Constrainautor = ConstrainautorImport as unknown as ConstrainautorClass;
 
 export const TRIANGLE_SKIN = 0;
 export const TRIANGLE_MOUTH = 1;
+export const TRIANGLE_EYE = 2;
 
 export interface WarpMeshOptions {
   /** Inner ring distance from the face centre, in face-outline radii. */
@@ -34,12 +42,16 @@ export interface WarpMesh {
   /** Per vertex: 1 for face points (they have their own targets), the follow weight for ring points, 0 on the border. */
   follow: Float32Array;
   triangles: Uint32Array;
-  /** Per triangle: TRIANGLE_SKIN or TRIANGLE_MOUTH. */
+  /** Per triangle: TRIANGLE_SKIN, TRIANGLE_MOUTH or TRIANGLE_EYE. */
   kind: Uint8Array;
   /** Per vertex (u, v) inside the mouth: u 0..1 from the right corner to the left, v 0 upper lip, 1 lower lip. */
   mouthUV: Float32Array;
   /** Triangle indices of the mouth interior. */
   mouthTriangles: Uint32Array;
+  /** Per vertex: 0 on the upper lid, 1 on the lower lid, between for the iris (NaN outside the eyes). */
+  eyeV: Float32Array;
+  /** Triangle indices between the lids: the subject's right eye, then the left. */
+  eyeTriangles: [Uint32Array, Uint32Array];
 }
 
 const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > hi ? hi : v);
@@ -54,18 +66,7 @@ function rayToBorder(cx: number, cy: number, dx: number, dy: number, w: number, 
   return Math.max(0, t);
 }
 
-export function pointInPolygon(x: number, y: number, poly: ArrayLike<number>): boolean {
-  let inside = false;
-  const n = poly.length / 2;
-  for (let i = 0, j = n - 1; i < n; j = i++) {
-    const xi = poly[2 * i];
-    const yi = poly[2 * i + 1];
-    const xj = poly[2 * j];
-    const yj = poly[2 * j + 1];
-    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
-  }
-  return inside;
-}
+export { pointInPolygon2d as pointInPolygon } from './motion.ts';
 
 /** Build the mesh for a portrait of width x height whose face is `face` (tracked, with a pose). */
 export function buildWarpMesh(face: FaceObservation, width: number, height: number, opts: WarpMeshOptions = {}): WarpMesh {
@@ -76,21 +77,37 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   const innerFollow = opts.innerFollow ?? 0.9;
   const outerFollow = opts.outerFollow ?? 0.35;
 
-  // Layout: the portrait's landmarks with the mouth and eyes opened, in the canonical frame, projected back.
-  const f = frontalize(lm, pose, FACE_POINTS);
+  // Layout (topology only): the canonical face (a real, open-eyed face with parted lips; src/face/canonical-face.ts)
+  // with the mouth opened a little more, iris points placed in its eyes, turned and placed like the portrait's face.
+  // The portrait's own landmarks would do for most of the face, but a closed mouth has coincident or crossing lip
+  // points, which give sliver triangles and no clean mouth interior.
+  const f = new Float32Array(3 * FACE_POINTS);
+  f.set(CANONICAL_FACE.subarray(0, 3 * 468));
   const jaw = jawWeights(f);
-  const gap = Math.hypot(f[3 * MOUTH_CORNERS.innerUpper] - f[3 * MOUTH_CORNERS.innerLower], f[3 * MOUTH_CORNERS.innerUpper + 1] - f[3 * MOUTH_CORNERS.innerLower + 1]);
+  const gap = f[3 * MOUTH_CORNERS.innerLower + 1] - f[3 * MOUTH_CORNERS.innerUpper + 1];
   const open = Math.max(0, 0.15 - gap);
-  for (let i = 0; i < FACE_POINTS; i++) f[3 * i + 1] += jaw[i] * open;
+  for (let i = 0; i < 468; i++) f[3 * i + 1] += jaw[i] * open;
+  // Keep the lips' body points clear of the inner-lip ring, so the ring bounds an empty opening.
+  const innerSet = new Set(INNER_LIP_RING);
+  for (let i = 0; i < 468; i++) {
+    if (innerSet.has(i) || jaw[i] === 0) continue;
+    const x = f[3 * i];
+    if (x <= f[3 * MOUTH_CORNERS.innerRight] || x >= f[3 * MOUTH_CORNERS.innerLeft]) continue;
+    if (jaw[i] < 0) f[3 * i + 1] = Math.min(f[3 * i + 1], polylineYAt(f, INNER_LIP_UPPER, x) - 0.012);
+    else if (f[3 * i + 1] > f[3 * MOUTH_CORNERS.innerUpper + 1]) f[3 * i + 1] = Math.max(f[3 * i + 1], polylineYAt(f, INNER_LIP_LOWER, x) + 0.012);
+  }
   for (const eye of [RIGHT_EYE, LEFT_EYE]) {
-    for (const [u, l] of eye.lidPairs) {
-      const d = f[3 * l + 1] - f[3 * u + 1];
-      if (d < 0.06) {
-        const m = (f[3 * u + 1] + f[3 * l + 1]) / 2;
-        f[3 * u + 1] = m - 0.03;
-        f[3 * l + 1] = m + 0.03;
-      }
+    let cx = 0;
+    let cy = 0;
+    let cz = 0;
+    for (const i of eye.ring) {
+      cx += f[3 * i] / eye.ring.length;
+      cy += f[3 * i + 1] / eye.ring.length;
+      cz += f[3 * i + 2] / eye.ring.length;
     }
+    const [u, l] = eye.lidPairs[3];
+    const r = 0.4 * (f[3 * l + 1] - f[3 * u + 1]);
+    [[0, 0], [r, 0], [0, -r], [-r, 0], [0, r]].forEach(([dx, dy], k) => f.set([cx + dx, cy + dy, cz], 3 * eye.iris[k]));
   }
   const R = pose.rotation;
   const layout: number[] = [];
@@ -157,12 +174,34 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   const vertexCount = rest.length / 3;
 
   const del = new Delaunator(Float64Array.from(layout));
+  // Constrained: the inner-lip and eye rings must be edges, so the openings are triangulated on their own.
+  const con = new Constrainautor(del);
+  for (const ring of [INNER_LIP_RING, RIGHT_EYE.ring, LEFT_EYE.ring]) {
+    for (let k = 0; k < ring.length; k++) con.constrainOne(ring[k], ring[(k + 1) % ring.length]);
+  }
   const triangles = del.triangles;
   const kind = new Uint8Array(triangles.length / 3);
-  const innerSet = new Set(INNER_LIP_RING);
   const lipPoly: number[] = [];
   for (const i of INNER_LIP_RING) lipPoly.push(layout[2 * i], layout[2 * i + 1]);
   const mouth: number[] = [];
+  const eyeSets = [RIGHT_EYE, LEFT_EYE].map((e) => new Set([...e.ring, ...e.iris]));
+  const eyePolys = [RIGHT_EYE, LEFT_EYE].map((e) => e.ring.flatMap((i) => [layout[2 * i], layout[2 * i + 1]]));
+  const eyes: [number[], number[]] = [[], []];
+  for (let t = 0; t < kind.length; t++) {
+    const a = triangles[3 * t];
+    const b = triangles[3 * t + 1];
+    const c = triangles[3 * t + 2];
+    for (let e = 0; e < 2; e++) {
+      if (eyeSets[e].has(a) && eyeSets[e].has(b) && eyeSets[e].has(c)) {
+        const gx = (layout[2 * a] + layout[2 * b] + layout[2 * c]) / 3;
+        const gy = (layout[2 * a + 1] + layout[2 * b + 1] + layout[2 * c + 1]) / 3;
+        if (pointInPolygon(gx, gy, eyePolys[e])) {
+          kind[t] = TRIANGLE_EYE;
+          eyes[e].push(t);
+        }
+      }
+    }
+  }
   for (let t = 0; t < kind.length; t++) {
     const a = triangles[3 * t];
     const b = triangles[3 * t + 1];
@@ -190,6 +229,23 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   mouthUV.set([0, 0.5], 2 * MOUTH_CORNERS.innerRight);
   mouthUV.set([1, 0.5], 2 * MOUTH_CORNERS.innerLeft);
 
+  // Eye v: lid points 0 (upper) / 1 (lower), corners 0.5, iris points by their height between the nearest lid pair.
+  const eyeV = new Float32Array(vertexCount).fill(Number.NaN);
+  for (const eye of [RIGHT_EYE, LEFT_EYE]) {
+    for (const [u, l] of eye.lidPairs) {
+      eyeV[u] = 0;
+      eyeV[l] = 1;
+    }
+    for (const c of eye.corners) eyeV[c] = 0.5;
+    for (const i of eye.iris) {
+      let best = eye.lidPairs[0];
+      for (const pair of eye.lidPairs) if (Math.abs(layout[2 * pair[0]] - layout[2 * i]) < Math.abs(layout[2 * best[0]] - layout[2 * i])) best = pair;
+      const yu = layout[2 * best[0] + 1];
+      const yl = layout[2 * best[1] + 1];
+      eyeV[i] = clamp((layout[2 * i + 1] - yu) / (yl - yu || 1), 0.05, 0.95);
+    }
+  }
+
   return {
     width,
     height,
@@ -200,6 +256,8 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
     kind,
     mouthUV,
     mouthTriangles: Uint32Array.from(mouth),
+    eyeV,
+    eyeTriangles: [Uint32Array.from(eyes[0]), Uint32Array.from(eyes[1])],
   };
 }
 

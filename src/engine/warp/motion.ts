@@ -181,6 +181,33 @@ function innerLipGap(f: Float32Array): number {
   return Math.hypot(f[3 * u] - f[3 * l], f[3 * u + 1] - f[3 * l + 1], f[3 * u + 2] - f[3 * l + 2]);
 }
 
+export function pointInPolygon2d(x: number, y: number, poly: ArrayLike<number>): boolean {
+  let inside = false;
+  const n = poly.length / 2;
+  for (let i = 0, j = n - 1; i < n; j = i++) {
+    const xi = poly[2 * i];
+    const yi = poly[2 * i + 1];
+    const xj = poly[2 * j];
+    const yj = poly[2 * j + 1];
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+/** y of a polyline of landmarks (x, y, z triplets in f) at x, linear between its points, clamped at its ends. */
+export function polylineYAt(f: Float32Array, line: readonly number[], x: number): number {
+  const pts = line.map((i) => [f[3 * i], f[3 * i + 1]] as const).sort((a, b) => a[0] - b[0]);
+  if (x <= pts[0][0]) return pts[0][1];
+  for (let k = 1; k < pts.length; k++) {
+    if (x <= pts[k][0]) {
+      const [x0, y0] = pts[k - 1];
+      const [x1, y1] = pts[k];
+      return x1 > x0 ? y0 + ((x - x0) * (y1 - y0)) / (x1 - x0) : y0;
+    }
+  }
+  return pts[pts.length - 1][1];
+}
+
 /**
  * How much each landmark follows the jaw when the mouth opens (canonical frame of one face): 1 on the lower lip and
  * chin, fading towards the jaw angles and to 0 above the mouth corners; the upper lip lifts slightly (negative).
@@ -199,6 +226,16 @@ export function jawWeights(f: Float32Array): Float32Array {
     const down = clamp((y - yCorner) / band, 0, 1);
     const lateral = clamp(Math.abs(f[3 * i] - xMid) / Math.max(halfJaw, 1e-6), 0, 1);
     w[i] = down * (1 - 0.85 * lateral * lateral);
+  }
+  // Every point of the lips' body follows its lip: above the lip line the upper lip (lifts slightly), below it the
+  // lower lip (drops with the jaw). A point left behind would fold into the mouth opening.
+  const outer = [...OUTER_LIP_UPPER, ...OUTER_LIP_LOWER.slice(1, -1)].flatMap((i) => [f[3 * i], f[3 * i + 1]]);
+  for (let i = 0; i < 468; i++) {
+    const x = f[3 * i];
+    const y = f[3 * i + 1];
+    if (!pointInPolygon2d(x, y, outer)) continue;
+    const mid = (polylineYAt(f, INNER_LIP_UPPER, x) + polylineYAt(f, INNER_LIP_LOWER, x)) / 2;
+    w[i] = y < mid ? -0.12 : 1;
   }
   for (const i of [...INNER_LIP_LOWER, ...OUTER_LIP_LOWER]) w[i] = 1;
   for (const i of [...INNER_LIP_UPPER, ...OUTER_LIP_UPPER]) w[i] = -0.12;

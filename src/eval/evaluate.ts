@@ -1,0 +1,286 @@
+/**
+ * `eval`: how well a result video reenacts the driving video with the portrait's identity.
+ *
+ * Both videos are tracked frame by frame with the face stage (no temporal smoothing, so jitter is measured as it
+ * is in the pixels), then compared frame by frame (index-aligned):
+ * - expression: eye openness (0..1, mean of both eyes) and inner-lip gap (inter-ocular units): correlation and
+ *   mean absolute error, result against driving;
+ * - head pose: yaw/pitch/roll as motion (each series minus its median, since the portrait faces its own way):
+ *   mean absolute error in degrees and correlation;
+ * - identity: cosine similarity of face embeddings (./identity.ts), result frames against the portrait, and the
+ *   driving frames against the portrait as the baseline of a different person;
+ * - temporal jitter: landmark second differences (./metrics.ts), result over driving;
+ * - frames with no face, in each video.
+ * Each figure is checked against a threshold (DEFAULT_THRESHOLDS, set from measurement: README `warp` section).
+ */
+import sharp from 'sharp';
+import type { FaceTracker } from '../face/tracker.ts';
+import type { ImageLike } from '../face/image.ts';
+import { readVideoFrames } from '../media/ffmpeg.ts';
+import type { RgbImage } from '../media/frame.ts';
+import { probeVideo, trackingSize, type VideoProbe } from '../media/video-file.ts';
+import { DEFAULT_IDENTITY_MODEL, IdentityEmbedder } from './identity.ts';
+import { centred, cosine, landmarkJitter, mean, meanAbsError, median, min, pearson } from './metrics.ts';
+
+export interface FrameFigures {
+  lost: boolean;
+  eyeOpen: number;
+  mouth: number;
+  yaw: number;
+  pitch: number;
+  roll: number;
+  /** Cosine similarity of this frame's face to the portrait's. */
+  identity: number;
+}
+
+export interface VideoAnalysis {
+  probe: VideoProbe;
+  frames: FrameFigures[];
+  /** Landmarks per frame (undefined without a face), for jitter. */
+  landmarks: Array<Float32Array | undefined>;
+  iod: number[];
+  /** JPEG thumbnails of the strip frames, by frame index. */
+  thumbnails: Map<number, Buffer>;
+}
+
+export interface EvalThresholds {
+  /** Minimum correlation of eye openness, result against driving. */
+  eyeCorrelation: number;
+  mouthCorrelation: number;
+  /** Maximum mean absolute error of eye openness (0..1) and mouth gap (inter-ocular units). */
+  eyeMeanAbsError: number;
+  mouthMeanAbsError: number;
+  /** Minimum mean correlation of yaw, pitch and roll motion; maximum mean absolute error (degrees). */
+  poseCorrelation: number;
+  poseMeanAbsErrorDeg: number;
+  /** Minimum mean cosine similarity, result to portrait, and minimum margin over the driving baseline. */
+  identity: number;
+  identityMargin: number;
+  /** Maximum landmark jitter of the result relative to the driving video's. */
+  jitterRatio: number;
+  /** Maximum share of result frames without a face beyond those of the driving video. */
+  noFaceShare: number;
+}
+
+/**
+ * Thresholds set from measurement (README `warp` section has the figures): the warp engine's result on
+ * ../shared/media passes each with a margin, a still image of the portrait repeated fails the expression and pose
+ * checks.
+ */
+export const DEFAULT_THRESHOLDS: EvalThresholds = {
+  eyeCorrelation: 0.5,
+  mouthCorrelation: 0.5,
+  eyeMeanAbsError: 0.3,
+  mouthMeanAbsError: 0.08,
+  poseCorrelation: 0.4,
+  poseMeanAbsErrorDeg: 3,
+  identity: 0.6,
+  identityMargin: 0.2,
+  jitterRatio: 1.5,
+  noFaceShare: 0.02,
+};
+
+export interface EvalCheck {
+  name: string;
+  value: number;
+  threshold: number;
+  /** 'min': value must be >= threshold; 'max': <=. */
+  kind: 'min' | 'max';
+  pass: boolean;
+}
+
+export interface EvalReport {
+  inputs: { portrait: string; driving: string; result: string };
+  identityModel: string;
+  frames: { driving: number; result: number; compared: number };
+  expression: {
+    eye: { correlation: number; meanAbsError: number };
+    mouth: { correlation: number; meanAbsError: number };
+  };
+  pose: Record<'yaw' | 'pitch' | 'roll', { correlation: number; meanAbsErrorDeg: number }> & { meanCorrelation: number; meanAbsErrorDeg: number };
+  identity: { resultVsPortrait: { mean: number; min: number }; drivingVsPortrait: { mean: number }; margin: number };
+  jitter: { result: number; driving: number; ratio: number };
+  noFace: { driving: number; result: number; resultFrames: number[] };
+  checks: EvalCheck[];
+  pass: boolean;
+  thresholds: EvalThresholds;
+  perFrame: { driving: FrameFigures[]; result: FrameFigures[]; jitter: { driving: number[]; result: number[] } };
+  seconds: number;
+}
+
+export interface EvaluateOptions {
+  portrait: RgbImage;
+  portraitPath: string;
+  driving: string;
+  result: string;
+  identityModel?: string;
+  thresholds?: Partial<EvalThresholds>;
+  /** Frames in the report's strip (evenly spaced). */
+  stripFrames?: number;
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface EvaluateOutput {
+  report: EvalReport;
+  strip: Array<{ index: number; driving?: Buffer; result?: Buffer }>;
+  portraitThumbnail: Buffer;
+}
+
+const THUMB = 160;
+
+async function jpegThumb(img: ImageLike): Promise<Buffer> {
+  return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(THUMB, THUMB, { fit: 'cover' })
+    .jpeg({ quality: 80 })
+    .toBuffer();
+}
+
+/** Track every frame of a video and measure it (figures NaN where no face was found). */
+export async function analyzeVideo(
+  path: string,
+  tracker: FaceTracker,
+  embedder: IdentityEmbedder,
+  portraitEmbedding: Float32Array,
+  strip: Set<number>,
+  onFrame?: (done: number, total: number) => void,
+): Promise<VideoAnalysis> {
+  const probe = await probeVideo(path);
+  const { width, height } = trackingSize(probe.width, probe.height);
+  tracker.reset();
+  const frames: FrameFigures[] = [];
+  const landmarks: Array<Float32Array | undefined> = [];
+  const iod: number[] = [];
+  const thumbnails = new Map<number, Buffer>();
+  let i = 0;
+  for await (const data of readVideoFrames(path, { width, height, format: 'rgb' })) {
+    const img: ImageLike = { width, height, format: 'rgb', data };
+    const face = await tracker.track({ ...img, id: i });
+    if (face.lost || !face.pose || !face.expression) {
+      frames.push({ lost: true, eyeOpen: NaN, mouth: NaN, yaw: NaN, pitch: NaN, roll: NaN, identity: NaN });
+      landmarks.push(undefined);
+      iod.push(NaN);
+    } else {
+      const e = face.expression;
+      const emb = await embedder.embed(img, face.landmarks);
+      frames.push({
+        lost: false,
+        eyeOpen: (e.eyeOpen.left + e.eyeOpen.right) / 2,
+        mouth: e.mouthOpenness,
+        yaw: face.pose.yaw,
+        pitch: face.pose.pitch,
+        roll: face.pose.roll,
+        identity: cosine(emb, portraitEmbedding),
+      });
+      landmarks.push(face.landmarks);
+      const l = face.landmarks;
+      iod.push(Math.hypot(l[3 * 33] - l[3 * 263], l[3 * 33 + 1] - l[3 * 263 + 1]));
+    }
+    if (strip.has(i)) thumbnails.set(i, await jpegThumb(img));
+    i++;
+    onFrame?.(i, probe.frameCount);
+  }
+  return { probe, frames, landmarks, iod, thumbnails };
+}
+
+function check(name: string, value: number, threshold: number, kind: 'min' | 'max'): EvalCheck {
+  const pass = Number.isFinite(value) && (kind === 'min' ? value >= threshold : value <= threshold);
+  return { name, value, threshold, kind, pass };
+}
+
+/** Compare a driving and a result analysis (pure; exported for tests). */
+export function compareAnalyses(
+  driving: Pick<VideoAnalysis, 'frames' | 'landmarks' | 'iod'>,
+  result: Pick<VideoAnalysis, 'frames' | 'landmarks' | 'iod'>,
+  thresholds: EvalThresholds,
+): Omit<EvalReport, 'inputs' | 'identityModel' | 'seconds'> {
+  const n = Math.min(driving.frames.length, result.frames.length);
+  const d = driving.frames.slice(0, n);
+  const r = result.frames.slice(0, n);
+  const col = (f: FrameFigures[], k: keyof Omit<FrameFigures, 'lost'>) => f.map((x) => x[k]);
+  const eye = { correlation: pearson(col(d, 'eyeOpen'), col(r, 'eyeOpen')), meanAbsError: meanAbsError(col(d, 'eyeOpen'), col(r, 'eyeOpen')) };
+  const mouth = { correlation: pearson(col(d, 'mouth'), col(r, 'mouth')), meanAbsError: meanAbsError(col(d, 'mouth'), col(r, 'mouth')) };
+  const angle = (k: 'yaw' | 'pitch' | 'roll') => {
+    const a = centred(col(d, k));
+    const b = centred(col(r, k));
+    return { correlation: pearson(a, b), meanAbsErrorDeg: meanAbsError(a, b) };
+  };
+  const yaw = angle('yaw');
+  const pitch = angle('pitch');
+  const roll = angle('roll');
+  const pose = {
+    yaw,
+    pitch,
+    roll,
+    meanCorrelation: (yaw.correlation + pitch.correlation + roll.correlation) / 3,
+    meanAbsErrorDeg: (yaw.meanAbsErrorDeg + pitch.meanAbsErrorDeg + roll.meanAbsErrorDeg) / 3,
+  };
+  const idResult = { mean: mean(col(r, 'identity')), min: min(col(r, 'identity')) };
+  const idDriving = { mean: mean(col(d, 'identity')) };
+  const identity = { resultVsPortrait: idResult, drivingVsPortrait: idDriving, margin: idResult.mean - idDriving.mean };
+  const jd = landmarkJitter(driving.landmarks.slice(0, n), 468, driving.iod);
+  const jr = landmarkJitter(result.landmarks.slice(0, n), 468, result.iod);
+  const jitter = { driving: median(jd), result: median(jr), ratio: median(jr) / median(jd) };
+  const lostD = d.filter((f) => f.lost).length;
+  const resultLost = r.flatMap((f, i) => (f.lost ? [i] : []));
+  const noFace = { driving: lostD, result: resultLost.length, resultFrames: resultLost };
+  const checks = [
+    check('eye openness correlation', eye.correlation, thresholds.eyeCorrelation, 'min'),
+    check('eye openness mean abs error', eye.meanAbsError, thresholds.eyeMeanAbsError, 'max'),
+    check('mouth opening correlation', mouth.correlation, thresholds.mouthCorrelation, 'min'),
+    check('mouth opening mean abs error', mouth.meanAbsError, thresholds.mouthMeanAbsError, 'max'),
+    check('head pose correlation (mean of yaw, pitch, roll)', pose.meanCorrelation, thresholds.poseCorrelation, 'min'),
+    check('head pose mean abs error (deg)', pose.meanAbsErrorDeg, thresholds.poseMeanAbsErrorDeg, 'max'),
+    check('identity: result vs portrait', idResult.mean, thresholds.identity, 'min'),
+    check('identity margin over the driving baseline', identity.margin, thresholds.identityMargin, 'min'),
+    check('jitter ratio (result / driving)', jitter.ratio, thresholds.jitterRatio, 'max'),
+    check('share of extra frames without a face', n ? Math.max(0, resultLost.length - lostD) / n : 1, thresholds.noFaceShare, 'max'),
+  ];
+  return {
+    frames: { driving: driving.frames.length, result: result.frames.length, compared: n },
+    expression: { eye, mouth },
+    pose,
+    identity,
+    jitter,
+    noFace,
+    checks,
+    pass: checks.every((c) => c.pass),
+    thresholds,
+    perFrame: { driving: d, result: r, jitter: { driving: jd, result: jr } },
+  };
+}
+
+export async function evaluate(opts: EvaluateOptions): Promise<EvaluateOutput> {
+  const t0 = performance.now();
+  const thresholds = { ...DEFAULT_THRESHOLDS, ...opts.thresholds };
+  const face = await import('../face/node/index.ts');
+  const modelId = opts.identityModel ?? DEFAULT_IDENTITY_MODEL;
+  const embedder = await IdentityEmbedder.open(modelId);
+  const analyzer = await face.createPortraitAnalyzer();
+  const tracker = await face.createFaceTracker({ smoothing: false });
+  try {
+    const portraitImg: ImageLike = { width: opts.portrait.width, height: opts.portrait.height, format: 'rgb', data: opts.portrait.data };
+    const portraitFace = (await analyzer.analyze(portraitImg)).face;
+    const portraitEmbedding = await embedder.embed(portraitImg, portraitFace.landmarks);
+    const dProbe = await probeVideo(opts.driving);
+    const rProbe = await probeVideo(opts.result);
+    const n = Math.min(dProbe.frameCount, rProbe.frameCount);
+    const k = Math.max(1, Math.min(opts.stripFrames ?? 8, n));
+    const strip = new Set(Array.from({ length: k }, (_, i) => Math.round(((i + 0.5) * n) / k - 0.5)));
+    const driving = await analyzeVideo(opts.driving, tracker, embedder, portraitEmbedding, strip, (i, t) => opts.onProgress?.('driving', i, t));
+    const result = await analyzeVideo(opts.result, tracker, embedder, portraitEmbedding, strip, (i, t) => opts.onProgress?.('result', i, t));
+    const cmp = compareAnalyses(driving, result, thresholds);
+    const report: EvalReport = {
+      inputs: { portrait: opts.portraitPath, driving: opts.driving, result: opts.result },
+      identityModel: modelId,
+      ...cmp,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    return {
+      report,
+      strip: [...strip].sort((a, b) => a - b).map((index) => ({ index, driving: driving.thumbnails.get(index), result: result.thumbnails.get(index) })),
+      portraitThumbnail: await jpegThumb(portraitImg),
+    };
+  } finally {
+    await Promise.allSettled([embedder.close(), analyzer.close(), tracker.close()]);
+  }
+}
