@@ -144,26 +144,28 @@ export class LiveNetworkDenoiser implements LiveDenoiser {
     };
     const denoise = items.flatMap((it, i) => (it.kind === 'denoise' ? [i] : []));
     const context = items.flatMap((it, i) => (it.kind === 'context' ? [i] : []));
-    // Context frames: computed once (batched over the new ones), then cached per frame.
-    const newCtx = context.filter((i) => !this.contextControl.has(String(items[i].seq)));
-    if (newCtx.length) {
-      const r = await run(newCtx);
-      newCtx.forEach((i, j) => this.contextControl.set(String(items[i].seq), r.map((res) => sliceBatch(res, j))));
-    }
     if (context.length === 0) return run(denoise);
-    const live = denoise.length ? await run(denoise) : [];
+    // Context frames: computed once, in the same ControlNet call as the in-flight frames, then cached per frame.
+    const newCtx = context.filter((i) => !this.contextControl.has(String(items[i].seq)));
+    const both = [...newCtx, ...denoise];
+    const r = both.length ? await run(both) : [];
+    newCtx.forEach((i, j) => this.contextControl.set(String(items[i].seq), r.map((res) => sliceBatch(res, j))));
     const ctx = context.map((i) => this.contextControl.get(String(items[i].seq)) as F32[]);
-    const ref = live.length ? live : ctx[0].map((r) => ({ data: r.data, dims: [1, ...r.dims.slice(1)] }));
-    const out = (this.#control = ref.map((r, k) => {
-      const per = numel(r.dims.slice(1));
+    const shapes = ctx[0];
+    const out = (this.#control = shapes.map((r0, k) => {
+      const per = numel(r0.dims.slice(1));
       const prev = this.#control?.[k];
       const data = prev && prev.data.length === items.length * per ? prev.data : new Float32Array(items.length * per);
-      return { data, dims: [items.length, ...r.dims.slice(1)] };
+      return { data, dims: [items.length, ...r0.dims.slice(1)] };
     }));
-    items.forEach((it, i) => {
-      const src = it.kind === 'context' ? ctx[context.indexOf(i)] : live.map((r) => sliceBatch(r, denoise.indexOf(i)));
-      src.forEach((r, k) => out[k].data.set(r.data, i * r.data.length));
-    });
+    context.forEach((i, j) => ctx[j].forEach((res, k) => out[k].data.set(res.data, i * res.data.length)));
+    denoise.forEach((i, j) =>
+      r.forEach((res, k) => {
+        const per = numel(res.dims.slice(1));
+        const row = newCtx.length + j;
+        out[k].data.set(res.data.subarray(row * per, (row + 1) * per), i * per);
+      }),
+    );
     return out;
   }
 

@@ -149,6 +149,11 @@ export class LivePlanner {
     return this.#inflight.length;
   }
 
+  /** The sequence number the next entering frame will get. */
+  get nextSeq(): number {
+    return this.#nextSeq;
+  }
+
   /** Plan the tick for a newly arrived driving frame. */
   next(): TickPlan {
     return this.#plan(true);
@@ -282,6 +287,11 @@ export class LivePipeline<K = unknown> {
 
   get lagFrames(): number {
     return this.planner.lagFrames;
+  }
+
+  /** The sequence number `push` will give the next frame (e.g. to register its hints with the denoiser first). */
+  get nextSeq(): number {
+    return this.planner.nextSeq;
   }
 
   /**

@@ -53,6 +53,7 @@ export class OnnxNetworks {
   readonly #sessions: Map<string, GraphSession>;
   readonly #context: ort.Tensor;
   readonly #outBuffers = new Map<string, ort.Tensor>();
+  #forked = false;
 
   /**
    * @param sessions one session per graph name (at least the ones the caller will use)
@@ -66,6 +67,16 @@ export class OnnxNetworks {
     this.bankCount = ref ? ref.outputNames.filter((n) => n.startsWith('bank.')).length || ref.inputNames.filter((n) => n.startsWith('bank.')).length : 0;
     const body = sessions.get('cn_body_pose') ?? sessions.get('unet_cond');
     this.residualCount = body ? body.outputNames.filter((n) => n.startsWith('res.')).length || body.inputNames.filter((n) => n.startsWith('control.')).length : 0;
+  }
+
+  /**
+   * A view sharing the sessions and the context, with its own output buffers and counters: one per engine session,
+   * so concurrent sessions never write into each other's preallocated outputs. Closing a fork releases nothing.
+   */
+  fork(): OnnxNetworks {
+    const f = new OnnxNetworks(this.#sessions, { data: this.#context.data as Float32Array, dims: [...this.#context.dims] });
+    f.#forked = true;
+    return f;
   }
 
   get contextTensor(): ort.Tensor {
@@ -177,6 +188,8 @@ export class OnnxNetworks {
   }
 
   async close(): Promise<void> {
+    this.#outBuffers.clear();
+    if (this.#forked) return;
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
     this.#outBuffers.clear();
