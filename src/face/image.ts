@@ -132,6 +132,24 @@ function boxDownsample(src: ImageLike, sx0: number, sy0: number, rw: number, rh:
     const cw = (w + 1) >> 1;
     const uOff = w * h;
     const vOff = uOff + cw * ((h + 1) >> 1);
+    if (f === 2) {
+      // One chroma sample per 2x2 luma block (block origins are even), unrolled.
+      for (let by = 0; by < rh; by++) {
+        const y = sy0 + 2 * by;
+        let p = y * w + sx0;
+        let c = (y >> 1) * cw + (sx0 >> 1);
+        let o = 3 * by * rw;
+        for (let bx = 0; bx < rw; bx++, p += 2, c++, o += 3) {
+          const yy = 1.164 * ((data[p] + data[p + 1] + data[p + w] + data[p + w + 1]) * 0.25 - 16);
+          const u = data[uOff + c] - 128;
+          const v = data[vOff + c] - 128;
+          out[o] = clamp255(yy + 1.596 * v) + 0.5;
+          out[o + 1] = clamp255(yy - 0.392 * u - 0.813 * v) + 0.5;
+          out[o + 2] = clamp255(yy + 2.017 * u) + 0.5;
+        }
+      }
+      return;
+    }
     const half = f >> 1; // f >= 2: chroma blocks of (f/2)^2, or the nearest chroma sample for odd f
     const cInv = half > 0 && f % 2 === 0 ? 1 / (half * half) : 0;
     for (let by = 0; by < rh; by++) {
@@ -172,6 +190,21 @@ function boxDownsample(src: ImageLike, sx0: number, sy0: number, rw: number, rh:
     return;
   }
   const ch = src.format === 'rgba' ? 4 : 3;
+  if (f === 2) {
+    // The common case (faces 1.5-3x the crop), unrolled.
+    const stride = w * ch;
+    for (let by = 0; by < rh; by++) {
+      let p = (sy0 + 2 * by) * stride + sx0 * ch;
+      let o = 3 * by * rw;
+      for (let bx = 0; bx < rw; bx++, p += 2 * ch, o += 3) {
+        const q = p + stride;
+        out[o] = (data[p] + data[p + ch] + data[q] + data[q + ch] + 2) >> 2;
+        out[o + 1] = (data[p + 1] + data[p + ch + 1] + data[q + 1] + data[q + ch + 1] + 2) >> 2;
+        out[o + 2] = (data[p + 2] + data[p + ch + 2] + data[q + 2] + data[q + ch + 2] + 2) >> 2;
+      }
+    }
+    return;
+  }
   for (let by = 0; by < rh; by++) {
     const y = sy0 + by * f;
     for (let bx = 0; bx < rw; bx++) {
