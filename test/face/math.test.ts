@@ -313,3 +313,13 @@ describe('X-Portrait alignment (spec 1.3, 1.4)', () => {
     expect(fy).toBeCloseTo((ry + 0.5) * 1.5, 9);
   });
 });
+
+describe('browser reuse', () => {
+  it('the runtime-agnostic face code bundles for a browser without Node modules or onnxruntime-node', async () => {
+    const { build } = await import('esbuild');
+    const res = await build({ entryPoints: ['src/face/index.ts'], bundle: true, platform: 'browser', format: 'esm', write: false, logLevel: 'silent' });
+    const code = res.outputFiles[0].text;
+    expect(code).toMatch(/FaceTracker = class|class FaceTracker/);
+    expect(code).not.toMatch(/onnxruntime-node|from "node:|require\("fs"\)/);
+  });
+});
