@@ -44,6 +44,17 @@ export interface LiveSessionOptions {
   analyzerFactory?: FrameAnalyzerFactory;
   /** How long a 'disconnected' peer may take to come back. */
   disconnectGraceMs?: number;
+  /** Observer of every frame at receive and just before send (the bench's frame-id tap, src/bench/frame-tap.ts). */
+  frameTap?: FrameTap;
+}
+
+/**
+ * Sees every received camera frame (before the mailbox) and every output frame just before it is sent (it may
+ * draw into the output's pixels, e.g. a frame-id strip). Must be cheap: it runs on the frame path.
+ */
+export interface FrameTap {
+  onReceive(frame: VideoFrame): void;
+  beforeSend(frame: VideoFrame): void;
 }
 
 export interface SessionStats {
@@ -83,6 +94,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   readonly #engineSession: EngineSession;
   readonly #analyzer: FrameAnalyzer | undefined;
   readonly #peer: RtcPeer;
+  readonly #tap: FrameTap | undefined;
   readonly #mailbox = new Mailbox<VideoFrame>();
   readonly #timer = new StageTimer();
   readonly #startedAt = performance.now();
@@ -124,7 +136,11 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#engineSession = engineSession;
     this.#analyzer = analyzer;
     this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
-    this.#peer.on('frame', (f) => this.#mailbox.put(f));
+    this.#tap = opts.frameTap;
+    this.#peer.on('frame', (f) => {
+      this.#tap?.onReceive(f);
+      this.#mailbox.put(f);
+    });
     this.#peer.on('candidate', (c) => this.emit('candidate', c));
     this.#peer.on('state', (s) => {
       if (s === 'connected') this.logger.info({ event: 'peer_connected' }, 'peer connected');
@@ -204,7 +220,8 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     const summary = this.stats();
     this.#mailbox.close();
     this.#peer.close();
-    await this.#loop?.catch(() => {});
+    // Let a frame in flight finish, but never wait on an engine call that hangs.
+    await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
     await Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]);
     this.logger.info(
       {
@@ -258,6 +275,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
 
   #send(out: VideoFrame): void {
     const frame = toI420(out);
+    this.#tap?.beforeSend(frame);
     this.#peer.sendFrame(mark(frame, 'send'));
     const t = frame.times;
     if (t.receive !== undefined) {

@@ -81,13 +81,18 @@ describe('web client in chromium, passthrough engine', () => {
       // 5 s of avatar playback, sampled each second. On a machine busy with other work a window can fall short, so up
       // to 3 windows are tried; the first one that meets the bar counts (CI runs alone and meets it in the first).
       const latStart = await page.evaluate(() => (window as any).xp.probe.latencies.length as number);
+      const meetsBar = (w: { shownFps: number; newPictureFps: number; perSecond: number[] }) =>
+        w.shownFps >= 20 && w.newPictureFps >= 20 && Math.min(...w.perSecond) > 10;
       let best: { shownFps: number; newPictureFps: number; perSecond: number[] } | undefined;
       const windows: string[] = [];
       for (let attempt = 0; attempt < 3; attempt++) {
         const w = await measureWindow(page, 5);
         windows.push(`${w.newPictureFps.toFixed(1)} fps (per second: ${w.perSecond.map((f) => f.toFixed(0)).join(' ')})`);
         if (!best || w.newPictureFps > best.newPictureFps) best = w;
-        if (w.shownFps >= 20 && w.newPictureFps >= 20 && Math.min(...w.perSecond) > 10) break;
+        if (meetsBar(w)) {
+          best = w;
+          break;
+        }
       }
       const { shownFps, newPictureFps, perSecond } = best!;
 
