@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Builds the web client: bundles web-client/src/main.ts with esbuild (ES2022, one file, source map) and copies the
-// static files (index.html, style.css) into the output directory (default web-client/dist, git-ignored).
+// Builds the web client: bundles web-client/src/main.ts (app.js) and the bench tab web-client/src/bench-page.ts
+// (bench.js + bench.css) with esbuild (ES2022, source maps) and copies the static files (index.html, bench.html,
+// style.css) into the output directory (default web-client/dist, git-ignored).
 // Usage: node scripts/build-web.mjs [--outdir DIR] [--watch]
 import { build, context } from 'esbuild';
 import { copyFileSync, mkdirSync } from 'node:fs';
@@ -14,10 +15,13 @@ export const DEFAULT_OUTDIR = join(client, 'dist');
 /** Build the client into `outdir`; returns the outdir. */
 export async function buildWeb({ outdir = DEFAULT_OUTDIR, watch = false, quiet = false } = {}) {
   mkdirSync(outdir, { recursive: true });
-  for (const f of ['index.html', 'style.css']) copyFileSync(join(client, f), join(outdir, f));
+  for (const f of ['index.html', 'bench.html', 'style.css']) copyFileSync(join(client, f), join(outdir, f));
   const options = {
-    entryPoints: [join(client, 'src', 'main.ts')],
-    outfile: join(outdir, 'app.js'),
+    entryPoints: [
+      { in: join(client, 'src', 'main.ts'), out: 'app' },
+      { in: join(client, 'src', 'bench-page.ts'), out: 'bench' },
+    ],
+    outdir,
     bundle: true,
     format: 'esm',
     target: 'es2022',

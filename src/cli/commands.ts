@@ -1,6 +1,7 @@
 /** The list of commands. Each command file exports `add<Name>Command(program)`; add yours here. */
 import type { Command } from 'commander';
 import { addAnimateCommand } from './animate.ts';
+import { addBenchCommand } from './bench.ts';
 import { addEvalCommand } from './eval.ts';
 import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
@@ -10,4 +11,5 @@ export const COMMANDS: Array<(program: Command) => void> = [
   addPackCommand,
   addAnimateCommand,
   addEvalCommand,
+  addBenchCommand,
 ];

@@ -71,6 +71,10 @@ export const serveConfigSchema = z
     /** Directory of the built web client (default web-client/dist). */
     webRoot: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Prometheus metrics at GET /metrics (src/server/metrics.ts): on (loopback only unless a token is set) or off. */
+    metrics: z.enum(['on', 'off']).default('on'),
+    /** Bearer token that every /metrics request must carry; lets a remote Prometheus scrape an exposed server. */
+    metricsToken: z.string().trim().min(16, 'must be at least 16 characters').optional(),
   })
   .superRefine((c, ctx) => {
     if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {

@@ -8,6 +8,7 @@
  *   POST /api/portraits           upload a portrait: raw image body or multipart/form-data -> 201 {id,width,height}
  *   GET  /api/portraits/sample.png  the bundled sample portrait
  *   GET  /ws                      WebSocket signaling (see signaling.ts)
+ *   GET  /metrics                 Prometheus metrics (metrics.ts; loopback only unless --metrics-token)
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -21,6 +22,7 @@ import type { ServeConfig } from '../config/serve-config.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { EngineHost } from './engine-host.ts';
+import { ServerMetrics } from './metrics.ts';
 import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
@@ -47,6 +49,7 @@ export class XportraitServer {
   readonly engines: EngineHost;
   readonly portraits: PortraitStore;
   readonly webRoot: string;
+  readonly metrics: ServerMetrics;
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
@@ -63,6 +66,7 @@ export class XportraitServer {
     this.engines = deps.engines ?? new EngineHost(deps.logger);
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
+    this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.sessions });
     const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#route(req, res).catch((err) => {
         this.#log.error({ err, url: req.url }, 'request failed');
@@ -138,6 +142,7 @@ export class XportraitServer {
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
       sessions: this.sessions,
+      onSessionStarted: (session: LiveSession, engine: string) => this.metrics.trackSession(session, engine),
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;
@@ -160,6 +165,7 @@ export class XportraitServer {
     const { pathname } = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
     if (pathname === '/healthz') return sendJson(res, 200, { ok: true });
+    if (pathname === '/metrics' && this.metrics.enabled && (method === 'GET' || method === 'HEAD')) return this.metrics.handle(req, res);
     if (pathname === '/readyz') {
       const reasons: string[] = [];
       if (this.#closing) reasons.push('shutting down');

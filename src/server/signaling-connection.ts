@@ -6,6 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { WebSocket, type RawData } from 'ws';
+import { FrameIdTap } from '../bench/frame-tap.ts';
+import { serverCodecCounters } from '../bench/rtc-counters.ts';
 import { LiveSession, SessionError } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import type { IceServer } from '../config/serve-config.ts';
@@ -30,6 +32,8 @@ export interface SignalingContext {
   analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
   /** Every open live session (for relays, metrics, shutdown). */
   sessions: Set<LiveSession>;
+  /** Called once per session that started (metrics follow it from here). */
+  onSessionStarted?(session: LiveSession, engine: string): void;
 }
 
 export class SignalingConnection {
@@ -43,6 +47,8 @@ export class SignalingConnection {
   #heartbeat: NodeJS.Timeout | undefined;
   #alive = true;
   #offerRefused = false;
+  /** The bench's frame-id tap, for sessions whose offer asked for it. */
+  #tap: FrameIdTap | undefined;
 
   constructor(
     private readonly ws: WebSocket,
@@ -108,7 +114,8 @@ export class SignalingConnection {
   async #handle(msg: ClientMessage): Promise<void> {
     switch (msg.type) {
       case 'ping':
-        return this.send({ type: 'pong', t: msg.t, serverTime: Date.now() });
+        // epoch ms with sub-ms resolution: the bench page estimates the clock offset from it
+        return this.send({ type: 'pong', t: msg.t, serverTime: performance.timeOrigin + performance.now() });
       case 'offer':
         return this.#startSession(msg);
       case 'candidate':
@@ -163,12 +170,14 @@ export class SignalingConnection {
         logger: this.#log.child({ engine: engineName }),
         iceServers: this.ctx.iceServers as RTCIceServer[],
         analyzerFactory,
+        frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
       session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
       this.#session = session;
       this.ctx.sessions.add(session);
+      this.ctx.onSessionStarted?.(session, engineName);
       if (this.#closed) throw new StartError('internal', 'connection closed during start');
       const sdp = await session.acceptOffer(msg.sdp);
       this.#offerRefused = false;
@@ -192,6 +201,12 @@ export class SignalingConnection {
     const s = this.#session;
     if (!s || s.closed) return;
     this.send({ type: 'stats', stats: s.stats() });
+    if (this.#tap) void this.#pushBench(s, this.#tap);
+  }
+
+  async #pushBench(s: LiveSession, tap: FrameIdTap): Promise<void> {
+    const rtc = serverCodecCounters(await s.rtcStats().catch(() => []));
+    this.send({ type: 'bench', ...tap.drain(), serverTime: performance.timeOrigin + performance.now(), rtc });
   }
 
   #onSessionClosed(session: LiveSession, reason: string): void {

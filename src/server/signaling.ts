@@ -29,6 +29,11 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
     engine: z.string().min(1).max(64).optional(),
     /** A portrait uploaded through POST /api/portraits, or "sample". */
     portraitId: z.string().min(1).max(64),
+    /**
+     * Bench session (src/bench/): the server reads the frame id drawn into the camera pixels, keeps it on the
+     * avatar, and sends per-frame timing records (`bench` messages) with each stats push.
+     */
+    bench: z.boolean().optional(),
   }),
   /** A null candidate means end-of-candidates. */
   z.object({ type: z.literal('candidate'), candidate: iceCandidateSchema.nullable() }),
@@ -68,7 +73,22 @@ export type ServerMessage =
   | { type: 'stats'; stats: unknown }
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
-  | { type: 'pong'; t?: number; serverTime: number };
+  | { type: 'pong'; t?: number; serverTime: number }
+  | BenchMessage;
+
+/**
+ * Per-frame records of a bench session since the previous message (src/bench/frame-tap.ts), times in epoch ms of
+ * the server's clock; `rtc` holds the server side's cumulative WebRTC codec counters.
+ */
+export interface BenchMessage {
+  type: 'bench';
+  rx: [cam: number, seq: number, recv: number][];
+  tx: { cam: number; seq: number; stamped: boolean; times: Record<string, number> }[];
+  overflow: number;
+  unreadable: number;
+  serverTime: number;
+  rtc?: Record<string, number>;
+}
 
 export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; code: ErrorCode; message: string };
 

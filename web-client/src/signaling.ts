@@ -13,7 +13,19 @@ export type ServerMessage =
   | { type: 'stats'; stats: ServerStats }
   | ServerError
   | { type: 'ended'; reason: string }
-  | { type: 'pong'; t?: number; serverTime: number };
+  | { type: 'pong'; t?: number; serverTime: number }
+  | BenchMessage;
+
+/** Per-frame records of a bench session (src/server/signaling.ts BenchMessage). */
+export interface BenchMessage {
+  type: 'bench';
+  rx: [number, number, number][];
+  tx: { cam: number; seq: number; stamped: boolean; times: Record<string, number> }[];
+  overflow: number;
+  unreadable: number;
+  serverTime: number;
+  rtc?: Record<string, number>;
+}
 
 export interface StageStats {
   count: number;
@@ -36,7 +48,7 @@ export interface ServerStats {
 }
 
 export type ClientMessage =
-  | { type: 'offer'; sdp: string; engine?: string; portraitId: string }
+  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean }
   | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
   | { type: 'control'; command: { type: string } }
   | { type: 'stop' }
