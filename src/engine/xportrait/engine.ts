@@ -38,7 +38,7 @@ import { LivePipeline, LIVE_POLICIES } from './live.ts';
 import { LiveNetworkDenoiser } from './live-runner.ts';
 import { OnnxNetworks, type F32 } from './networks.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
-import { openPack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
+import { acquirePack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
 import { DEVICES } from './providers.ts';
 import { SeededGaussian } from './rng.ts';
 import { schedulerTimesteps } from './sampler.ts';
@@ -92,7 +92,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
   const o = parseXPortraitOptions(opts.options);
   const log = opts.logger.child({ engine: 'xportrait' });
   const t0 = performance.now();
-  const pack = await openPack(o.pack, {
+  const pack = await acquirePack(o.pack, {
     device: o.device,
     intraOpThreads: o.threads,
     contextFile: o.context,

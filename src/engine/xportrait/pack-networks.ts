@@ -6,7 +6,7 @@
  * (tensor `context`) beside pack.json; `contextFile` overrides it.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../../model/checkpoint/index.ts';
 import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
 import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
@@ -37,6 +37,10 @@ export interface LoadedPack {
   /** kvcache: streaming sites with their token counts at the default size (empty when the pack has no kv graphs). */
   kvSites: KvSiteShape[];
   provider: ProviderOptions;
+  /** The pack runtime holding the sessions (e.g. for the conformance runner). */
+  runtime: PackRuntime;
+  /** Create sessions for more graphs (a no-op for those already open). */
+  ensureGraphs(names: string[], onProgress?: (p: PackLoadProgress) => void): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -58,6 +62,20 @@ export async function readContext(path: string): Promise<F32> {
   }
 }
 
+async function loadSessions(rt: PackRuntime, sessions: Map<string, GraphSession>, names: string[], opts: OpenPackOptions): Promise<void> {
+  const todo = names.filter((n) => !sessions.has(n));
+  for (let i = 0; i < todo.length; i++) {
+    const t0 = performance.now();
+    try {
+      sessions.set(todo[i], await rt.session(todo[i]));
+    } catch (err) {
+      throw explainProviderError(opts.device, err);
+    }
+    opts.onProgress?.({ graph: todo[i], done: i + 1, total: todo.length, ms: performance.now() - t0 });
+  }
+}
+
+/** Opens a pack on its own (its sessions are released by `close`). Prefer `acquirePack` inside a process. */
 export async function openPack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
   checkDevice(opts.device);
   const manifest = await readPackManifest(dir);
@@ -78,18 +96,10 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     executionProviders: so.executionProviders,
     graphOptimizationLevel: so.graphOptimizationLevel,
   });
-  const names = (opts.graphs ?? Object.keys(manifest.graphs)).filter((g) => g in manifest.graphs);
+  const available = (names: string[]) => names.filter((g) => g in manifest.graphs);
   const sessions = new Map<string, GraphSession>();
   try {
-    for (let i = 0; i < names.length; i++) {
-      const t0 = performance.now();
-      try {
-        sessions.set(names[i], await rt.session(names[i]));
-      } catch (err) {
-        throw explainProviderError(opts.device, err);
-      }
-      opts.onProgress?.({ graph: names[i], done: i + 1, total: names.length, ms: performance.now() - t0 });
-    }
+    await loadSessions(rt, sessions, available(opts.graphs ?? Object.keys(manifest.graphs)), opts);
   } catch (err) {
     await rt.close();
     throw err;
@@ -107,12 +117,52 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     dir,
     manifest,
     networks,
+    runtime: rt,
     schedule,
     latentDims,
     imageSize: L.latentSize * L.vaeDownscale,
     kvSites: sites,
     provider: opts,
+    ensureGraphs: (names, onProgress) => loadSessions(rt, sessions, available(names), { ...opts, onProgress }),
     // The runtime owns the sessions (it releases each once).
     close: () => rt.close(),
+  };
+}
+
+const shared = new Map<string, { pack: Promise<LoadedPack>; refs: number }>();
+
+/**
+ * The process-wide pack for (dir, device, threads, context): opened once, its sessions shared by every engine on it
+ * (each engine adds the graphs it needs), closed when the last holder releases it.
+ */
+export async function acquirePack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
+  const key = [resolve(dir), opts.device, opts.intraOpThreads ?? '', opts.contextFile ? resolve(opts.contextFile) : ''].join('|');
+  let entry = shared.get(key);
+  if (!entry) {
+    entry = { pack: openPack(dir, opts), refs: 0 };
+    shared.set(key, entry);
+    entry.pack.catch(() => shared.delete(key));
+  }
+  entry.refs++;
+  let pack: LoadedPack;
+  try {
+    pack = await entry.pack;
+    if (opts.graphs) await pack.ensureGraphs(opts.graphs, opts.onProgress);
+  } catch (err) {
+    entry.refs--;
+    throw err;
+  }
+  const e = entry;
+  let released = false;
+  return {
+    ...pack,
+    close: async () => {
+      if (released) return;
+      released = true;
+      if (--e.refs === 0) {
+        shared.delete(key);
+        await pack.close();
+      }
+    },
   };
 }
