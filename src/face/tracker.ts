@@ -203,6 +203,9 @@ export class FaceTracker {
   async #track(frame: TrackInput): Promise<FaceObservation> {
     const img = asImage(frame);
     this.#stats.frames++;
+    // WebRTC senders change resolution under bandwidth pressure: the previous ROI and the filter state are in
+    // the old frame's pixels, so start over.
+    if (this.#last && (this.#last.frameWidth !== frame.width || this.#last.frameHeight !== frame.height)) this.reset();
     let detected = false;
     let roi = this.#roi;
     if (!roi) {

@@ -131,6 +131,25 @@ describe('tracking the driving video', () => {
     }
   });
 
+  it('follows a mid-stream resolution change (WebRTC adapting) without mixing coordinates', async () => {
+    const t = await createFaceTracker({ threads: 2 });
+    try {
+      const a = await t.track(rgb(frames[20], 0));
+      // 448x448: the old ROI still covers most of the face, so only the size check makes the tracker start over
+      const smaller = readVideoFrames(DRIVING_VIDEO, { width: 448, height: 448 })[20];
+      const b = await t.track(rgb(smaller, 1));
+      expect(b.lost).toBe(false);
+      expect(b.detected).toBe(true);
+      // the same face at 7/8 the size: landmarks at 7/8 of the coordinates, not smoothed towards the old ones
+      for (const i of [1, 33, 263, 152]) {
+        expect(b.landmarks[3 * i] / a.landmarks[3 * i]).toBeCloseTo(0.875, 1);
+        expect(b.landmarks[3 * i + 1] / a.landmarks[3 * i + 1]).toBeCloseTo(0.875, 1);
+      }
+    } finally {
+      await t.close();
+    }
+  });
+
   it('reads I420 frames (WebRTC) like RGB frames', async () => {
     const t = await createFaceTracker({ threads: 2, smoothing: false });
     try {
