@@ -5,6 +5,8 @@
  * pictures (passthrough), matched by frame id. Prints the round-trip latency (p50/p95). Then the server goes away and
  * comes back: the page must reconnect on its own. A second, camera-less page checks the denied-camera message.
  */
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import type { XportraitServer } from '../../src/server/server.ts';
@@ -57,6 +59,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await server?.close();
+  if (camera) rmSync(dirname(camera.path), { recursive: true, force: true });
 });
 
 describe('web client in chromium, passthrough engine', () => {

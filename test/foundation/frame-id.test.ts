@@ -1,6 +1,6 @@
 /** The frame-id codec on real video pictures, through a real VP8 encode/decode, scaling and RGBA readback. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -90,6 +90,7 @@ describe('frame-id codec', () => {
     for (let i = 0; i < decoded.length / size; i++) ids.push(decodeLuma(decoded.subarray(i * size, (i + 1) * size), W, H));
     expect(ids.length).toBe(n);
     expect(ids).toEqual(Array.from({ length: n }, (_, i) => 1000 + i));
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses ids out of range and frames too narrow', () => {

@@ -1,6 +1,6 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { i420ToRgb, lumaThumbnail, meanAbsDiff, rgbToI420, toI420, toRgb } from '../../src/media/convert.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
@@ -55,6 +55,7 @@ describe('media', () => {
       ids.push(decodeLuma(data, 320, 240));
     }
     expect(ids).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    rmSync(dirname(cam.path), { recursive: true, force: true });
 
     const path = join(mkdtempSync(join(tmpdir(), 'xp-y4m-')), 'x.y4m');
     const w = new Y4mWriter(path, { width: 4, height: 2, fpsNum: 25, fpsDen: 1 });
