@@ -65,9 +65,11 @@ export class WarpEngine implements Engine {
     if (opts.analyzer) this.#analyzer = Promise.resolve(opts.analyzer);
   }
 
-  /** The registry's loader. */
+  /** The registry's loader: the engine is ready to open sessions once the portrait analyzer's models are open. */
   static async load(opts: EngineLoadOptions): Promise<WarpEngine> {
-    return new WarpEngine(parseWarpOptions(opts.options), opts.logger);
+    const engine = new WarpEngine(parseWarpOptions(opts.options), opts.logger);
+    await engine.#portraitAnalyzer();
+    return engine;
   }
 
   #portraitAnalyzer(): Promise<PortraitAnalyzer> {
