@@ -25,6 +25,11 @@ import type { FaceBox, FaceObservation } from './types.ts';
 export interface FaceTrackerOptions {
   /** Detector range: 'front' (128², webcam selfies, default) or 'back' (256², smaller faces, slower). */
   detector?: DetectorRange;
+  /**
+   * With the 'front' detector: when it finds no face, try the long-range 'back' detector on the same frame
+   * (faces far from the camera; costs only on frames where the short-range one found nothing). Default true.
+   */
+  longRangeFallback?: boolean;
   detectorOptions?: DetectorOptions;
   /** Mesh face-flag below which the face counts as lost (0..1). */
   minFaceScore?: number;
@@ -57,6 +62,8 @@ export interface FaceTrackerStats {
 
 export interface FaceTrackerModels {
   detector: BlazeFaceDetector;
+  /** Tried when `detector` finds nothing. */
+  fallbackDetector?: BlazeFaceDetector;
   mesh: FaceMeshModel;
   iris?: IrisModel;
   /** Runners the tracker owns and closes. */
@@ -145,6 +152,12 @@ export class FaceTracker {
       const range = opts.detector ?? 'front';
       const det = await factory(range === 'front' ? 'blazeface-front' : 'blazeface-back');
       owned.push(det);
+      let fallback: BlazeFaceDetector | undefined;
+      if (range === 'front' && opts.longRangeFallback !== false) {
+        const back = await factory('blazeface-back');
+        owned.push(back);
+        fallback = new BlazeFaceDetector(back, 'back', opts.detectorOptions);
+      }
       const mesh = await factory('facemesh');
       owned.push(mesh);
       let iris: IrisModel | undefined;
@@ -153,7 +166,7 @@ export class FaceTracker {
         owned.push(r);
         iris = new IrisModel(r);
       }
-      return new FaceTracker({ detector: new BlazeFaceDetector(det, range, opts.detectorOptions), mesh: new FaceMeshModel(mesh), iris, owned }, opts);
+      return new FaceTracker({ detector: new BlazeFaceDetector(det, range, opts.detectorOptions), fallbackDetector: fallback, mesh: new FaceMeshModel(mesh), iris, owned }, opts);
     } catch (err) {
       await Promise.allSettled(owned.map((r) => r.close()));
       throw err;
@@ -273,7 +286,9 @@ export class FaceTracker {
   async #detect(img: ImageLike): Promise<RotatedRect | undefined> {
     this.#stats.detectorRuns++;
     const t0 = performance.now();
-    const dets = largestFirst(await this.#models.detector.detect(img));
+    let dets = await this.#models.detector.detect(img);
+    if (!dets.length && this.#models.fallbackDetector) dets = await this.#models.fallbackDetector.detect(img);
+    dets = largestFirst(dets);
     this.#timer.record('detect', performance.now() - t0);
     return dets.length ? roiFromDetection(dets[0]) : undefined;
   }

@@ -150,6 +150,26 @@ describe('tracking the driving video', () => {
     }
   });
 
+  it('finds a face far from the camera through the long-range fallback', async () => {
+    // the person at 160x160 inside a 1280x720 frame: the short-range detector finds nothing (see the bench)
+    const small = readVideoFrames(DRIVING_VIDEO, { width: 160, height: 160 })[20];
+    const data = new Uint8Array(1280 * 720 * 3).fill(200);
+    for (let y = 0; y < 160; y++) data.set(small.data.subarray(3 * 160 * y, 3 * 160 * (y + 1)), 3 * ((300 + y) * 1280 + 700));
+    const far = { width: 1280, height: 720, format: 'rgb' as const, data };
+    const shortOnly = await createFaceTracker({ threads: 2, longRangeFallback: false });
+    const withFallback = await createFaceTracker({ threads: 2 });
+    try {
+      expect((await shortOnly.track(far)).lost).toBe(true);
+      const o = await withFallback.track(far);
+      expect(o.lost).toBe(false);
+      expect(o.box.x).toBeGreaterThan(700);
+      expect(o.box.x + o.box.width).toBeLessThan(860);
+    } finally {
+      await shortOnly.close();
+      await withFallback.close();
+    }
+  });
+
   it('reads I420 frames (WebRTC) like RGB frames', async () => {
     const t = await createFaceTracker({ threads: 2, smoothing: false });
     try {

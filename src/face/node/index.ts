@@ -29,7 +29,7 @@ export async function createFrameAnalyzerFactory(opts: { logger: Logger } & Node
   create(o: { logger: Logger }): Promise<{ analyze(frame: VideoFrame): Promise<FaceObservation>; close(): Promise<void> }>;
 }> {
   // Build (or verify) the models once per process, so the first session does not pay for it.
-  const built = ensureFaceModels({ dir: opts.modelsDir, ids: [opts.detector === 'back' ? 'blazeface-back' : 'blazeface-front', 'facemesh', 'iris'] });
+  const built = ensureFaceModels({ dir: opts.modelsDir, ids: ['blazeface-front', 'blazeface-back', 'facemesh', 'iris'] });
   opts.logger.info({ models: built.map((b) => `${b.id}:${b.status}`) }, 'face models ready');
   return {
     name: 'face',
