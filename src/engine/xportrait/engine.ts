@@ -17,6 +17,7 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { EngineLoadOptions } from '../registry.ts';
+import type { PortraitAnalyzer } from '../../face/portrait.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { composeAffine, warpToRgb, type ImageLike } from '../../face/image.ts';
 import {
@@ -124,6 +125,7 @@ export class XPortraitEngine implements Engine {
   readonly bankCache = new CountingCache<F32[]>('bank', { sizeOf: bytesOf, maxBytes: 4 * 2 ** 30 });
   readonly sourceLatentCache = new CountingCache<F32>('sourceLatent', { sizeOf: bytesOf, maxEntries: 64 });
   #sessions = new Set<EngineSession>();
+  #analyzer: Promise<PortraitAnalyzer> | undefined;
 
   constructor(
     readonly pack: LoadedPack,
@@ -134,6 +136,7 @@ export class XPortraitEngine implements Engine {
   async createSession(opts: EngineSessionOptions): Promise<EngineSession> {
     const net = this.pack.networks.fork();
     const portrait = await this.#portraitLatent(net, opts.portrait);
+    opts = { ...opts, portraitFace: await this.#portraitFace(opts) };
     const s =
       this.options.sampler === 'official'
         ? new OfficialSession(this, net, portrait, opts)
@@ -145,6 +148,22 @@ export class XPortraitEngine implements Engine {
       await close();
     };
     return s;
+  }
+
+  /**
+   * The portrait's landmarks (to align driving frames to it): the caller's, or our own analysis. A portrait the face
+   * models cannot read (a stylised drawing) still animates, without alignment (the official best_frame -2).
+   */
+  async #portraitFace(opts: EngineSessionOptions): Promise<FaceObservation | undefined> {
+    const given = opts.portraitFace;
+    if (given && !given.lost && given.frameWidth === opts.portrait.width && given.frameHeight === opts.portrait.height) return given;
+    try {
+      this.#analyzer ??= import('../../face/node/index.ts').then((m) => m.createPortraitAnalyzer({ threads: this.options.threads }));
+      return (await (await this.#analyzer).analyze({ ...opts.portrait, format: 'rgb' })).face;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'xportrait: no landmarks for the portrait; driving frames are not aligned to it');
+      return undefined;
+    }
   }
 
   /** The portrait squashed to the pack's image size (the official code resizes without cropping), encoded once. */
@@ -171,6 +190,9 @@ export class XPortraitEngine implements Engine {
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.#sessions].map((s) => s.close()));
+    const a = this.#analyzer;
+    this.#analyzer = undefined;
+    await (await a?.catch(() => undefined))?.close();
     await this.pack.close();
   }
 }

@@ -1,0 +1,78 @@
+/**
+ * Real browser, live X-Portrait: headless chromium with a fake camera playing the real driving video, the real
+ * portrait uploaded through the page, the server running the xportrait engine on the tiny pack (built from
+ * xp-tiny-64 in the test; its 64x64 output upscaled to the 256x256 avatar track). The avatar track must play:
+ * frames keep arriving, at the track size, with no page error, and the session reports the xportrait engine.
+ * (Frame rates of the tiny pack on a 2-core CPU say nothing about a GPU: the bench and README give those.)
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EngineHost } from '../../src/server/engine-host.ts';
+import type { XportraitServer } from '../../src/server/server.ts';
+import { silentLogger } from '../../src/util/log.ts';
+import { launchChromium, type LaunchedBrowser } from '../helpers/browser.ts';
+import { makeFakeCameraY4m, SOURCE_PORTRAIT, type FakeCamera } from '../helpers/fake-camera.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { buildTinyPack, type TinyPack } from './pack-fixture.ts';
+
+let pack: TinyPack;
+let camera: FakeCamera;
+let engines: EngineHost;
+let server: XportraitServer;
+let browser: LaunchedBrowser;
+
+beforeAll(async () => {
+  pack = await buildTinyPack(['vae_encoder', 'vae_decoder', 'refnet_bank', 'cn_hint_pose', 'cn_body_pose', 'cn_hint_local', 'cn_body_local', 'unet_cond']);
+  camera = await makeFakeCameraY4m({ width: 320, height: 240, fps: 15, seconds: 4, frameIds: false });
+  engines = new EngineHost(silentLogger(), { pack: pack.dir, steps: 2, window: 8, threads: 2 });
+  server = await startTestServer({ engine: 'xportrait', outputSize: 256 }, { engines });
+  browser = await launchChromium({ fakeVideo: camera.path });
+}, 600_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  await engines?.close();
+  pack?.remove();
+});
+
+describe('web client in chromium, xportrait engine on the tiny pack', () => {
+  it('plays the animated avatar track', async () => {
+    const page = await browser.context.newPage();
+    try {
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`${server.url}/?probe=1`);
+      await page.setInputFiles('#portrait-file', SOURCE_PORTRAIT);
+      await page.waitForFunction(() => {
+        const r = document.getElementById('portrait-status')?.dataset.ready;
+        return r !== undefined && r !== 'sample';
+      });
+      const t0 = Date.now();
+      await page.click('#start');
+      // The first session loads the pack (ORT sessions) and the face models: allow for a slow, shared machine.
+      await page.waitForFunction(() => (window as any).xp.probe.presented.avatar > 0, null, { timeout: 300_000 }).catch(async (err) => {
+        throw new Error(`${(err as Error).message}; page state ${await page.getAttribute('body', 'data-state')}, message: ${await page.innerText('#message').catch(() => '')}`);
+      });
+      const firstFrameMs = Date.now() - t0;
+      expect(await page.getAttribute('body', 'data-state')).toBe('live');
+      const before = await page.evaluate(() => ({ n: (window as any).xp.probe.presented.avatar as number, at: performance.now() }));
+      await page.waitForTimeout(15_000);
+      const after = await page.evaluate(() => ({ n: (window as any).xp.probe.presented.avatar as number, at: performance.now() }));
+      const fps = (after.n - before.n) / ((after.at - before.at) / 1000);
+      const size = await page.evaluate(() => {
+        const v = document.getElementById('avatar') as HTMLVideoElement;
+        return [v.videoWidth, v.videoHeight];
+      });
+      const stats = await page.innerText('#stats');
+      console.log(`[e2e xportrait tiny pack] first avatar frame ${firstFrameMs} ms after Start (pack + face models loaded on demand); avatar ${fps.toFixed(2)} fps over 15 s`);
+      expect(pageErrors).toEqual([]);
+      expect(size).toEqual([256, 256]);
+      expect(after.n - before.n).toBeGreaterThanOrEqual(3); // the track keeps playing
+      expect(stats).toMatch(/xportrait/);
+      expect(server.activeSessions).toBe(1);
+      await page.click('#stop');
+    } finally {
+      await page.close();
+    }
+  }, 900_000);
+});
