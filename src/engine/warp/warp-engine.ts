@@ -188,8 +188,13 @@ export class WarpSession implements EngineSession {
       this.#timer.record('field', t2 - t1);
       this.#timer.record('resample', t3 - t2);
       this.#timer.record('lids+mouth', t4 - t3);
+      // per-frame sub-stage ends, for the bench and /metrics (src/media/frame.ts: engines may add their own marks)
+      mark(frame, 'warp.field', t2);
+      mark(frame, 'warp.resample', t3);
+      mark(frame, 'warp.lids+mouth', t4);
     }
     this.#timer.record('motion', t1 - t0);
+    mark(frame, 'warp.motion', t1);
     const out: VideoFrame = { id: frame.id, width, height, format: 'i420', data, times: frame.times };
     mark(out, 'engineEnd');
     this.#timer.record('total', out.times.engineEnd - t0);
