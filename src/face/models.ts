@@ -76,9 +76,10 @@ export type FaceModelId = 'blazeface-front' | 'blazeface-back' | 'facemesh' | 'i
 const NO_UPSTREAM_LICENCE = 'not stated upstream';
 
 /**
- * Models converted on first use only (not by `npm run build:models` at install): the identity embeddings that
- * `xportrait-cam eval` measures with (src/eval/identity.ts). Their upstream repositories carry no licence file;
- * the npm package they ship in is MIT. They are used to measure, never shipped in the live path.
+ * Identity embeddings that `xportrait-cam eval` measures with (src/eval/identity.ts): `mobileface` (the default) is
+ * converted at install with the tracker's models (INSTALL_MODELS), `faceres` on first use. Their upstream
+ * repositories carry no licence file; the npm package they ship in is MIT. They are used to measure, never in the
+ * live path.
  */
 export const ON_DEMAND_MODELS: readonly FaceModelSpec[] = [
   {
@@ -104,6 +105,9 @@ export const ON_DEMAND_MODELS: readonly FaceModelSpec[] = [
     role: 'identity',
   },
 ];
+
+/** What `npm run build:models` converts at install: the tracker's models and eval's default identity model. */
+export const INSTALL_MODELS: readonly FaceModelSpec[] = [...FACE_MODELS, ON_DEMAND_MODELS[0]];
 
 export function faceModelSpec(id: string): FaceModelSpec {
   const spec = FACE_MODELS.find((m) => m.id === id) ?? ON_DEMAND_MODELS.find((m) => m.id === id);

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { convertTfjsModelFile, readTfjsGraphModel, sha256 } from '../convert/files.ts';
 import { ONNX_OPSET } from '../convert/tfjs-to-onnx.ts';
-import { CONVERTER_VERSION, FACE_MODELS, faceModelSpec, type FaceModelSpec, type ModelManifest, type ModelManifestEntry } from '../models.ts';
+import { CONVERTER_VERSION, faceModelSpec, INSTALL_MODELS, type FaceModelSpec, type ModelManifest, type ModelManifestEntry } from '../models.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -61,7 +61,7 @@ export function ensureFaceModels(opts: { dir?: string; ids?: string[]; force?: b
   const dir = opts.dir ?? defaultModelsDir();
   mkdirSync(dir, { recursive: true });
   const manifest = readManifest(dir);
-  const specs: FaceModelSpec[] = opts.ids ? opts.ids.map(faceModelSpec) : [...FACE_MODELS];
+  const specs: FaceModelSpec[] = opts.ids ? opts.ids.map(faceModelSpec) : [...INSTALL_MODELS];
   const reports: BuildReport[] = [];
   for (const spec of specs) {
     const t0 = performance.now();
