@@ -20,7 +20,7 @@ import type { FaceObservation } from '../face/types.ts';
 import { i420ToRgb, toI420 } from '../media/convert.ts';
 import { readVideoFrames } from '../media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../media/frame.ts';
-import { MediaFileError, probeVideo, trackingSize, VideoWriter, type VideoProbe } from '../media/video-file.ts';
+import { MediaFileError, probeVideo, trackingSize, VideoWriter } from '../media/video-file.ts';
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
 
@@ -68,7 +68,7 @@ export async function readPortraitFile(path: string): Promise<RgbImage> {
     const { data, info } = await sharp(path).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   } catch (err) {
-    throw new MediaFileError('not_a_video', `portrait ${path} is not an image sharp can read (${(err as Error).message})`);
+    throw new MediaFileError('not_an_image', `portrait ${path} is not an image sharp can read (${(err as Error).message})`);
   }
 }
 
@@ -300,5 +300,3 @@ export function addAnimateCommand(program: Command): void {
       if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     });
 }
-
-export type { VideoProbe };

@@ -9,7 +9,7 @@ import { byteLength, type PixelFormat } from './frame.ts';
 
 export class MediaFileError extends Error {
   constructor(
-    readonly code: 'not_found' | 'not_a_video' | 'tool_missing' | 'ffmpeg_failed',
+    readonly code: 'not_found' | 'not_a_video' | 'not_an_image' | 'tool_missing' | 'ffmpeg_failed',
     message: string,
   ) {
     super(message);

@@ -273,7 +273,7 @@ export class MotionTransfer {
   readonly #portraitFaceHeight: number;
   #neutral: { pose: HeadPose; f: Float32Array; gap: number } | undefined;
   #wantNeutral = true;
-  readonly #eyeHistory = { left: new RunningQuantile(90), right: new RunningQuantile(90) };
+  readonly #eyeHistory: { left: RunningQuantile; right: RunningQuantile };
   readonly #gazeHistory = { x: new RunningQuantile(300), y: new RunningQuantile(300) };
   #last: MotionFrame;
   readonly #scratch = new Float32Array(3 * FACE_POINTS);
