@@ -53,6 +53,19 @@ function summaryRow(name: string, s: Rounded | undefined, d = 1): string {
   return `<tr><td>${esc(name)}</td><td>${f(s.p50, d)}</td><td>${f(s.p95, d)}</td><td>${f(s.p99, d)}</td><td>${f(s.max, d)}</td><td>${f(s.mean, d)}</td><td>${s.n}</td></tr>`;
 }
 
+function engineOwnTable(r: BenchReport): string {
+  const e = r.engineOwn;
+  if (!e || !Object.keys(e.stages ?? {}).length) return '';
+  const rows = Object.entries(e.stages)
+    .map(([k, s]) => `<tr><td>${esc(k)}</td><td>${f(s.p50Ms, 2)}</td><td>${f(s.p95Ms, 2)}</td><td>${f(s.maxMs, 2)}</td><td>${f(s.meanMs, 2)}</td><td>${s.count}</td></tr>`)
+    .join('');
+  const extra = Object.entries(e.extra ?? {})
+    .map(([k, v]) => `${esc(k)} ${esc(String(v))}`)
+    .join(' · ');
+  return `<h2>The engine's own timers (ms, its recent frames)</h2>
+<table><thead><tr><th>stage</th><th>p50</th><th>p95</th><th>max</th><th>mean</th><th>frames</th></tr></thead><tbody>${rows}</tbody></table>${extra ? `<p class="meta">${extra}</p>` : ''}`;
+}
+
 export function renderBenchHtml(r: BenchReport): string {
   const { js, css } = uplotAssets();
   const o = r.options;
@@ -135,6 +148,7 @@ ${summaryRow('glass-to-glass', r.glass)}
 ${present.map((s) => summaryRow(r.stageLabels[s] ?? s, r.stages[s])).join('\n')}
 ${Object.entries(r.engineStages).map(([k, s]) => summaryRow(`engine: ${k}`, s, 2)).join('\n')}
 </tbody></table>
+${engineOwnTable(r)}
 <h2>Frames</h2>
 <table><tbody>
 <tr><td>frame rate: camera / avatar delivered / avatar presented</td><td>${f(r.fps.camera)} / ${f(r.fps.delivered)} / ${f(r.fps.presented)} fps</td></tr>
@@ -184,7 +198,7 @@ new uPlot({ title: 'Histogram of glass-to-glass latency', width: W, height: H, s
   let acc = D.stacked.t.map(() => 0);
   for (let i = 0; i < n; i++) { acc = acc.map((a, j) => a + (D.stacked.values[i][j] || 0)); cum.push(acc); }
   const order = [...Array(n).keys()].reverse();
-  new uPlot({ title: 'Stages per second (mean ms, stacked)', width: W, height: H, scales: { x: { time: false } },
+  new uPlot({ title: 'Stages per second (mean ms, stacked)', width: W, height: H, scales: { x: { time: false }, y: { range: (u, lo, hi) => [0, hi * 1.05] } },
     axes: [{ label: 'seconds' }, { label: 'ms' }],
     series: [{ label: 's' }, ...order.map((i) => ({ label: D.stacked.names[i], stroke: D.stacked.colours[i], fill: D.stacked.colours[i], paths: uPlot.paths.bars({ size: [0.9, 60] }),
       value: (u, v, si, idx) => idx == null ? '' : (D.stacked.values[i][idx] ?? 0).toFixed(1) }))] },

@@ -114,6 +114,8 @@ export interface BenchReport {
   engineStages: Record<string, Rounded>;
   /** The server's own timers over its recent frames (session stages and the engine's stats), as it reported them. */
   serverReported?: unknown;
+  /** The engine's own stage timers (its stats(): recent frames, ms) and figures, as the server last reported them. */
+  engineOwn?: { stages: Record<string, { count: number; meanMs: number; p50Ms: number; p95Ms: number; maxMs: number }>; extra?: Record<string, number | string> };
   fps: Record<string, number | null>;
   frames: FrameAccounting;
   webrtc: { browser: CodecMeans; server: CodecMeans };
@@ -128,7 +130,7 @@ export interface BenchReport {
   soak?: SoakFigures;
   series: {
     /** Per shown frame: seconds since the window start, glass-to-glass and each stage (ms; null when unknown). */
-    frames: { t: number[]; glass: number[]; stages: Record<Stage, (number | null)[]> };
+    frames: { t: number[]; id: number[]; glass: number[]; stages: Record<Stage, (number | null)[]> };
     /** Per resource sample: seconds since the window start, CPU % and RSS MiB per process label. */
     resources: { t: number[]; cpu: Record<string, (number | null)[]>; rss: Record<string, (number | null)[]> };
   };
@@ -205,7 +207,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
   const shown = frames.filter((f) => f.shown >= t0 && f.shown < t1).sort((a, b) => a.shown - b.shown);
   const stageSeries = Object.fromEntries(STAGES.map((s) => [s, shown.map((f) => r(f.stages[s], 2))])) as Record<Stage, (number | null)[]>;
   const series: BenchReport['series'] = {
-    frames: { t: shown.map((f) => r((f.shown - t0) / 1000, 3) as number), glass: shown.map((f) => r(f.glass, 2) as number), stages: stageSeries },
+    frames: { t: shown.map((f) => r((f.shown - t0) / 1000, 3) as number), id: shown.map((f) => f.id), glass: shown.map((f) => r(f.glass, 2) as number), stages: stageSeries },
     resources: {
       t: res.map((s) => r((s.t - t0) / 1000, 2) as number),
       cpu: Object.fromEntries(labels.map((l) => [l, res.map((s) => r(s.processes[l]?.cpu))])),
@@ -255,6 +257,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     stageLabels: { ...STAGE_LABELS },
     engineStages,
     serverReported: run.serverStats,
+    engineOwn: (run.serverStats as { engineStats?: BenchReport['engineOwn'] } | undefined)?.engineStats,
     fps: Object.fromEntries(Object.entries(w.fps).map(([k, v]) => [k, r(v)])),
     frames: w.frames,
     webrtc,
