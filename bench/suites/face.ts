@@ -206,11 +206,13 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     ctx.log(`face: tracking ${name}`);
     tracking.push(await trackingRun(name, frames, passes, {}, threads));
   }
+  ctx.log('face: tracking with the iris model beside the mesh');
+  tracking.push(await trackingRun('640x480 i420, iris parallel to mesh', v640i, passes, { parallelIris: true }, threads));
   if (quick) return { note: `ORT CPU, intraOpNumThreads=${threads}, spinning off; load average at start ${load.join('/')}`, targetTrackingP95Ms: 12, tracking };
   ctx.log('face: tracking without anti-aliasing');
   tracking.push(await trackingRun('640x480 i420, antialias off', v640i, passes, { antialias: false }, threads));
-  ctx.log('face: tracking with 1 ORT thread');
-  tracking.push(await trackingRun('640x480 i420, 1 thread', v640i, passes, {}, 1));
+  ctx.log('face: tracking with 2 ORT threads');
+  tracking.push(await trackingRun('640x480 i420, 2 threads', v640i, passes, {}, 2));
   ctx.log('face: detector ranges');
   const detectors = await detectorRanges(threads);
   ctx.log('face: jitter');

@@ -79,6 +79,20 @@ describe('tracking the driving video', () => {
     }
   });
 
+  it('with the iris model beside the mesh (eye crops from the previous frame) the irises still land in the eyes', async () => {
+    const t = await createFaceTracker({ parallelIris: true });
+    try {
+      let o: FaceObservation | undefined;
+      for (let i = 14; i <= 20; i++) o = await t.track(rgb(frames[i], i));
+      expect(o!.detected).toBe(false);
+      const f = fixture.driving.find((d) => d.frame === 20)!;
+      expect(inside([o!.landmarks[3 * 468], o!.landmarks[3 * 468 + 1]], f.rightEye)).toBe(true);
+      expect(inside([o!.landmarks[3 * 473], o!.landmarks[3 * 473 + 1]], f.leftEye)).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('eye openness tells the hand-checked closed eyes from open ones', () => {
     const open = fixture.driving.filter((f) => f.eyes === 'open').map((f) => observations[f.frame].expression!);
     const closed = fixture.driving.filter((f) => f.eyes === 'closed').map((f) => observations[f.frame].expression!);

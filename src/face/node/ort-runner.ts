@@ -7,21 +7,21 @@ import type { ModelRunner, ModelRunnerFactory, TensorData } from '../runner.ts';
 import { defaultModelsDir, faceModelPath } from './model-files.ts';
 
 export interface OrtRunnerOptions {
-  /** intra-op threads; defaults to XPORTRAIT_FACE_THREADS or 2 (see below). */
+  /** intra-op threads; defaults to XPORTRAIT_FACE_THREADS or 1 (see below). */
   threads?: number;
   /** Let idle intra-op threads spin (ORT's default). Off by default: see below. */
   spinning?: boolean;
 }
 
 /**
- * Two intra-op threads, with ORT's thread spinning OFF. Measured on the 2-core machine under load (mesh + 2-eye
- * iris per call, 60 calls): 2 threads spinning: wall p50 49 ms, CPU 20 ms; 2 threads not spinning: wall 7.4 ms,
- * CPU 6.4 ms; 1 thread: wall 9.7 ms, CPU 5.7 ms. Spinning workers steal the cores other sessions and the
- * engine need, and lose when the cores are shared.
+ * One intra-op thread, ORT's thread spinning OFF. Measured on this 2-core machine while shared with other work
+ * (bench/suites/face.ts): with spinning, 2 threads cost 49 ms wall / 20 ms CPU per mesh + iris call against
+ * 7.4 / 6.4 ms without; per tracked 640x480 frame, 1 thread used the least CPU (10.8 ms p50 against 13.8 ms
+ * with 2 threads) and was not slower. Many sessions share the cores, so CPU per frame is what counts.
  */
 export function defaultFaceThreads(): number {
   const env = Number(process.env.XPORTRAIT_FACE_THREADS);
-  return Number.isInteger(env) && env > 0 ? env : 2;
+  return Number.isInteger(env) && env > 0 ? env : 1;
 }
 
 export class OrtModelRunner implements ModelRunner {
