@@ -239,6 +239,7 @@ export class FaceTracker {
     // the eyes), so the iris model runs at the same time as the mesh: two models on two cores.
     const prevMesh = !detected ? this.#prevMesh : undefined;
     const early = irisModel && prevMesh && this.#opts.parallelIris ? this.#iris(irisModel, img, prevMesh) : undefined;
+    early?.catch(() => {}); // awaited below; never an unhandled rejection if the mesh fails first
     let mesh = await this.#mesh(img, roi);
     let ir = early ? await early : undefined;
     if (mesh.faceScore < this.#opts.minFaceScore && !detected) {
