@@ -83,13 +83,13 @@ export function scanTriangle(
 /** Rasterises a mesh from its target positions into a field; keeps its scratch buffers between frames. */
 export class FieldRasterizer {
   readonly #mesh: WarpMesh;
-  readonly #order: Uint32Array;
+  readonly #order: number[];
   readonly #depth: Float32Array;
 
   constructor(mesh: WarpMesh) {
     this.#mesh = mesh;
     const n = mesh.triangles.length / 3;
-    this.#order = new Uint32Array(n);
+    this.#order = Array.from({ length: n }, (_, t) => t);
     this.#depth = new Float32Array(n);
   }
 
@@ -100,17 +100,20 @@ export class FieldRasterizer {
   rasterize(target: Float32Array, field: SamplingField): void {
     const { triangles, rest } = this.#mesh;
     const n = triangles.length / 3;
-    const order = this.#order;
     const depth = this.#depth;
     for (let t = 0; t < n; t++) {
-      order[t] = t;
       depth[t] = target[3 * triangles[3 * t] + 2] + target[3 * triangles[3 * t + 1] + 2] + target[3 * triangles[3 * t + 2] + 2];
     }
-    // Far first (larger z is farther from the camera); stable enough for equal depths (ring and border).
-    const sorted = Array.from(order).sort((a, b) => depth[b] - depth[a]);
+    // Far first (larger z is farther from the camera). The order array is reused: from last frame's order the
+    // sort has little to do.
+    const order = this.#order;
+    order.sort((a, b) => depth[b] - depth[a]);
     const map = field.map;
     const W = field.width;
-    for (const t of sorted) {
+    const H = field.height;
+    const eps = 1e-3;
+    for (let k = 0; k < n; k++) {
+      const t = order[k];
       const ia = triangles[3 * t];
       const ib = triangles[3 * t + 1];
       const ic = triangles[3 * t + 2];
@@ -138,9 +141,52 @@ export class FieldRasterizer {
       const bx = ex1 * l1y + ex2 * l2y; // d sx / d y
       const ay = ey1 * l1x + ey2 * l2x;
       const by = ey1 * l1y + ey2 * l2y;
-      scanTriangle(dx0, dy0, dx1, dy1, dx2, dy2, W, field.height, (j, from, to) => {
+      // Scanlines (pixel centres at j + 0.5), inlined from scanTriangle: this loop is the hot path.
+      const yMin = Math.max(0, Math.ceil(Math.min(dy0, dy1, dy2) - 0.5 - eps));
+      const yMax = Math.min(H - 1, Math.floor(Math.max(dy0, dy1, dy2) - 0.5 + eps));
+      for (let j = yMin; j <= yMax; j++) {
+        const yc = j + 0.5;
+        let lo = Infinity;
+        let hi = -Infinity;
+        if ((dy0 <= yc + eps && dy1 >= yc - eps) || (dy1 <= yc + eps && dy0 >= yc - eps)) {
+          const d = dy1 - dy0;
+          if (Math.abs(d) < 1e-9) {
+            lo = Math.min(lo, dx0, dx1);
+            hi = Math.max(hi, dx0, dx1);
+          } else {
+            const x = dx0 + ((yc - dy0) * (dx1 - dx0)) / d;
+            lo = Math.min(lo, x);
+            hi = Math.max(hi, x);
+          }
+        }
+        if ((dy1 <= yc + eps && dy2 >= yc - eps) || (dy2 <= yc + eps && dy1 >= yc - eps)) {
+          const d = dy2 - dy1;
+          if (Math.abs(d) < 1e-9) {
+            lo = Math.min(lo, dx1, dx2);
+            hi = Math.max(hi, dx1, dx2);
+          } else {
+            const x = dx1 + ((yc - dy1) * (dx2 - dx1)) / d;
+            lo = Math.min(lo, x);
+            hi = Math.max(hi, x);
+          }
+        }
+        if ((dy2 <= yc + eps && dy0 >= yc - eps) || (dy0 <= yc + eps && dy2 >= yc - eps)) {
+          const d = dy0 - dy2;
+          if (Math.abs(d) < 1e-9) {
+            lo = Math.min(lo, dx2, dx0);
+            hi = Math.max(hi, dx2, dx0);
+          } else {
+            const x = dx2 + ((yc - dy2) * (dx0 - dx2)) / d;
+            lo = Math.min(lo, x);
+            hi = Math.max(hi, x);
+          }
+        }
+        if (lo > hi) continue;
+        const from = Math.max(0, Math.ceil(lo - 0.5 - eps));
+        const to = Math.min(W - 1, Math.floor(hi - 0.5 + eps));
+        if (from > to) continue;
         const px = from + 0.5 - dx0;
-        const py = j + 0.5 - dy0;
+        const py = yc - dy0;
         let sx = sx0 + ax * px + bx * py;
         let sy = sy0 + ay * px + by * py;
         let o = 2 * (j * W + from);
@@ -150,7 +196,7 @@ export class FieldRasterizer {
           sx += ax;
           sy += ay;
         }
-      });
+      }
     }
   }
 }
