@@ -5,8 +5,9 @@
  * whatever the execution provider: one official DDIM step over N = 100 frames (8 windows: gather, CFG, averaging,
  * update), one LCM sequence step (incl. fresh noise), x_T noise, and one live tick's per-frame work at K = 4.
  *
- * `pack` (when a pack directory is given with `--pack DIR`, or the tiny pack is built from the shared conformance
- * set): per-graph times, offline sampler and live pipeline figures — see runPack below.
+ * `compare`: the live context policies against the offline samplers on the real driving clip (runPack below).
+ *
+ * `npm run bench -- xportrait [--xp-part host|compare] [--xp-pack DIR] [--xp-frames N] [--xp-steps K]`
  */
 import type { BenchContext } from '../index.ts';
 import { DdimScheduler } from '../../src/engine/xportrait/ddim.ts';
@@ -79,6 +80,143 @@ export async function runHost(ctx: BenchContext): Promise<Record<string, unknown
   };
 }
 
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+function psnr(a: Uint8Array, b: Uint8Array): number {
+  let se = 0;
+  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2;
+  const mse = se / a.length;
+  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+}
+
+function mad(a: Uint8Array, b: Uint8Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - b[i]);
+  return s / a.length;
+}
+
+const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / Math.max(1, v.length);
+
+/**
+ * The live context policies against the offline samplers on the same driving clip (the real driving video, the
+ * real portrait, real face tracking): per-frame picture difference (mean |diff| on 0-255, PSNR) of each live policy
+ * against (1) the offline sampler with the same LCM steps and guidance (isolates what causality costs) and (2) the
+ * official sampler (DDIM 30 -> 31 steps, CFG 5). Plus time per output frame, lag and time to first frame.
+ * `--xp-pack DIR` (with context.safetensors) uses a real pack; by default the tiny pack is built from xp-tiny-64 (random
+ * weights: the figures then measure the code paths, not picture quality). `--xp-frames N` (default 32), `--xp-steps K` (4).
+ */
+export async function runPack(ctx: BenchContext): Promise<Record<string, unknown>> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const os = await import('node:os');
+  const sharp = (await import('sharp')).default;
+  const { buildPack } = await import('../../src/model/pack/index.ts');
+  const { writeSafetensors, float32ToBytes } = await import('../../src/model/checkpoint/index.ts');
+  const { loadXPortraitEngine } = await import('../../src/engine/xportrait/engine.ts');
+  const { createFaceTracker, createPortraitAnalyzer } = await import('../../src/face/node/index.ts');
+  const { readVideoFrames } = await import('../../src/media/ffmpeg.ts');
+  const { silentLogger } = await import('../../src/util/log.ts');
+  const shared = join(process.cwd(), '..', 'shared');
+  const N = Number(argValue(ctx.args, '--xp-frames') ?? 32);
+  const K = Number(argValue(ctx.args, '--xp-steps') ?? 4);
+  let packDir = argValue(ctx.args, '--xp-pack');
+  let tmp: string | undefined;
+  if (!packDir) {
+    tmp = mkdtempSync(join(os.tmpdir(), 'xp-bench-'));
+    packDir = join(tmp, 'pack');
+    ctx.log('pack: building the tiny pack from xp-tiny-64');
+    const t0 = performance.now();
+    await buildPack({ checkpoint: join(shared, 'conformance/xp-tiny-64/checkpoint.th'), config: join(shared, 'conformance/xp-tiny-64/config.yaml'), out: packDir });
+    ctx.log(`pack: built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const ctxCase = join(shared, 'conformance/xp-tiny-64/cases/context.safetensors');
+    const { openCheckpoint } = await import('../../src/model/checkpoint/index.ts');
+    const r = await openCheckpoint(ctxCase);
+    const data = await r.readFloat32('context');
+    const shape = r.info('context').shape;
+    await r.close();
+    await writeSafetensors(join(packDir, 'context.safetensors'), [{ name: 'context', dtype: 'float32', shape, data: float32ToBytes(data, 'float32') }]);
+  }
+  try {
+    const { data, info } = await sharp(join(shared, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+    const analyzer = await createPortraitAnalyzer();
+    const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
+    await analyzer.close();
+    const tracker = await createFaceTracker();
+    const driving: Array<{ frame: import('../../src/media/frame.ts').VideoFrame; face: import('../../src/face/types.ts').FaceObservation }> = [];
+    for await (const rgb of readVideoFrames(join(shared, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
+      const frame = { id: driving.length, width: 256, height: 256, format: 'rgb' as const, data: rgb, times: {} };
+      driving.push({ frame, face: await tracker.track(frame) });
+      if (driving.length === N) break;
+    }
+    await tracker.close();
+    const logger = silentLogger();
+    const run = async (name: string, options: Record<string, unknown>) => {
+      ctx.log(`pack: ${name}`);
+      const engine = await loadXPortraitEngine({ logger, options: { pack: packDir, threads: os.availableParallelism(), ...options } });
+      try {
+        const size = engine.pack.imageSize;
+        const s = await engine.createSession({ portrait, portraitFace, outputWidth: size, outputHeight: size, logger });
+        const t0 = performance.now();
+        const out = [];
+        for (const d of driving) out.push(...(await s.process({ frame: { ...d.frame, times: {} }, face: d.face })));
+        out.push(...(await s.flush()));
+        const ms = performance.now() - t0;
+        const st = s.stats();
+        await s.close();
+        return { frames: out.sort((a, b) => a.id - b.id).map((f) => f.data), msPerFrame: ms / driving.length, stats: st };
+      } finally {
+        await engine.close();
+      }
+    };
+    const offlineLcm = await run('offline LCM (official windows, same steps)', { sampler: 'official', scheduler: 'lcm', steps: K, guidance: 1 });
+    const official = await run('official DDIM 30 (31 steps), CFG 5', { sampler: 'official' });
+    const result: Record<string, unknown> = {
+      pack: tmp ? 'tiny (xp-tiny-64, random weights)' : packDir,
+      frames: driving.length,
+      steps: K,
+      offlineLcmMsPerFrame: +offlineLcm.msPerFrame.toFixed(1),
+      officialMsPerFrame: +official.msPerFrame.toFixed(1),
+    };
+    const policies: Record<string, unknown> = {};
+    for (const [policy, options] of [
+      ['window', { policy: 'window', window: 16 }],
+      ['kvcache', { policy: 'kvcache', window: 16, sinkFrames: 2 }],
+    ] as const) {
+      const live = await run(`live ${policy}`, { sampler: 'live', steps: K, ...options });
+      const vsLcm = live.frames.map((f, i) => mad(f, offlineLcm.frames[i]));
+      const vsOfficial = live.frames.map((f, i) => mad(f, official.frames[i]));
+      const extra = live.stats.extra ?? {};
+      policies[policy] = {
+        meanAbsDiffVsOfflineLcm: +mean(vsLcm).toFixed(2),
+        psnrVsOfflineLcm: +mean(live.frames.map((f, i) => psnr(f, offlineLcm.frames[i]))).toFixed(2),
+        meanAbsDiffVsOfficial: +mean(vsOfficial).toFixed(2),
+        psnrVsOfficial: +mean(live.frames.map((f, i) => psnr(f, official.frames[i]))).toFixed(2),
+        perFrameMeanAbsDiffVsOfflineLcm: vsLcm.map((v) => +v.toFixed(1)),
+        msPerFrame: +live.msPerFrame.toFixed(1),
+        stageMeanMs: Object.fromEntries(Object.entries(live.stats.stages).map(([k, v]) => [k, +v.meanMs.toFixed(1)])),
+        lagFrames: extra.lagFrames,
+        timeToFirstFrameMs: extra.timeToFirstFrameMs,
+        unetRuns: extra['runs.unet_cond'] ?? extra['runs.unet_cond_kv'],
+        kvCacheMiB: extra['cache.kv.MiB'],
+      };
+    }
+    result.policies = policies;
+    // Reference point: how far the two offline samplers are from each other.
+    result.offlineLcmVsOfficialMeanAbsDiff = +mean(offlineLcm.frames.map((f, i) => mad(f, official.frames[i]))).toFixed(2);
+    return result;
+  } finally {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
-  return { host: await runHost(ctx) };
+  const only = argValue(ctx.args, '--xp-part');
+  const out: Record<string, unknown> = {};
+  if (!only || only === 'host') out.host = await runHost(ctx);
+  if (!only || only === 'compare') out.compare = await runPack(ctx);
+  return out;
 }

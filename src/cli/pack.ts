@@ -15,6 +15,7 @@ const buildSchema = z.object({
   fp16: z.boolean().default(false),
   lcmLora: z.string().min(1).optional(),
   lcmLoraScale: z.coerce.number().finite().default(1),
+  clip: z.string().min(1).optional(),
   attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).default('mha'),
   groupNorm: z.enum(['decomposed', 'onnx'], { message: '--group-norm must be decomposed or onnx' }).default('decomposed'),
   motionWindow: z
@@ -68,6 +69,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--fp16', 'float16 weights and activations (GroupNorm, LayerNorm and softmax in float32; graph I/O float32)').env('XPORTRAIT_PACK_FP16'))
     .addOption(new Option('--lcm-lora <file>', 'merge an SD-1.5 LCM-LoRA (safetensors) into the UNet').env('XPORTRAIT_LCM_LORA'))
     .addOption(new Option('--lcm-lora-scale <x>', 'LoRA merge strength').env('XPORTRAIT_LCM_LORA_SCALE').default('1'))
+    .addOption(new Option('--clip <file>', 'CLIP text model (e.g. clip-vit-large-patch14 model.safetensors) for the text context when the checkpoint has no cond_stage_model weights').env('XPORTRAIT_CLIP'))
     .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU) or matmul (plain MatMul/Softmax, any provider)').env('XPORTRAIT_PACK_ATTENTION').default('mha'))
     .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (accurate two-pass) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
@@ -109,6 +111,7 @@ export function addPackCommand(program: Command): void {
           precision: o.fp16 ? 'float16' : 'float32',
           lcmLora: o.lcmLora,
           lcmLoraScale: o.lcmLoraScale,
+          clip: o.clip,
           attention: o.attention,
           groupNorm: o.groupNorm,
           window: o.motionWindow,

@@ -3,7 +3,8 @@
  * once, with progress, and shared by every engine session), the text context, the noise schedule and the sizes.
  *
  * The text context CLIP("") [1, 77, C] is a constant (spec 2.3). A pack carries it as `context.safetensors`
- * (tensor `context`) beside pack.json; `contextFile` overrides it.
+ * (tensor `context`) beside pack.json — `pack build` writes it from the checkpoint's CLIP weights or `--clip FILE`
+ * (src/model/graphs/clip-text.ts); `contextFile` overrides it.
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -83,7 +84,8 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
   if (!existsSync(contextPath)) {
     throw new Error(
       `${dir}: the pack has no text context (${CONTEXT_FILE} with the CLIP("") embedding [1, 77, ${manifest.layout.contextDim}]); ` +
-        'give one with --context FILE (a safetensors file holding a tensor named "context")',
+        'rebuild the pack with `pack build --clip FILE` (a CLIP text model, e.g. clip-vit-large-patch14 model.safetensors) ' +
+        'or give one with --context FILE (a safetensors file holding a tensor named "context")',
     );
   }
   const context = await readContext(contextPath);

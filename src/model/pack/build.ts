@@ -14,10 +14,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { openCheckpoint, type CheckpointReader, type WeightSource } from '../checkpoint/index.ts';
+import { float32ToBytes, openCheckpoint, writeSafetensors, type CheckpointReader, type WeightSource } from '../checkpoint/index.ts';
 import { defaultConfigPath, parseXPortraitConfig, type XPortraitConfig } from '../config.ts';
 import { GRAPHS, type BuildOptions, type GraphDef } from '../graphs/index.ts';
 import { KVCACHE_GRAPHS } from '../graphs/motion-kvcache.ts';
+import { emptyPromptContext, findClipText } from '../graphs/clip-text.ts';
 
 /** Every graph a pack can hold: the official networks and the streaming UNet variants of the live kvcache policy. */
 const CATALOGUE: GraphDef[] = [...GRAPHS, ...KVCACHE_GRAPHS];
@@ -38,6 +39,11 @@ export interface PackBuildOptions {
   precision?: Precision;
   lcmLora?: string;
   lcmLoraScale?: number;
+  /**
+   * A CLIP text model file (e.g. openai/clip-vit-large-patch14 model.safetensors) for the text context when the
+   * checkpoint has no `cond_stage_model.*` weights. The context CLIP("") is written as context.safetensors.
+   */
+  clip?: string;
   attention?: AttentionImpl;
   groupNorm?: GroupNormImpl;
   window?: WindowMode;
@@ -222,9 +228,24 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     }
     for (const f of dataFiles.values()) await f.close();
     await writeFile(join(tmp, 'config.yaml'), configText);
+    // The constant text context CLIP("") (spec 2.3), from the checkpoint's CLIP weights or a given CLIP file.
+    let contextFile: string | null = null;
+    {
+      const clipReader = o.clip ? await openCheckpoint(o.clip) : null;
+      if (clipReader) closers.push(() => clipReader.close());
+      const clipSource = clipReader ?? base;
+      if (findClipText(clipSource)) {
+        const ctx = await emptyPromptContext(clipSource);
+        if (ctx.dims[2] !== cfg.unet.contextDim) throw new Error(`the CLIP text model gives a ${ctx.dims[2]}-wide context, the config's networks take ${cfg.unet.contextDim}`);
+        contextFile = 'context.safetensors';
+        await writeSafetensors(join(tmp, contextFile), [{ name: 'context', dtype: 'float32', shape: ctx.dims, data: float32ToBytes(ctx.data, 'float32') }]);
+      } else if (o.clip) {
+        throw new Error(`${o.clip}: no CLIP text model in this file (looked for text_model.* and cond_stage_model.transformer.text_model.*)`);
+      }
+    }
 
     const files: PackManifest['files'] = {};
-    const names = ['config.yaml', ...Object.values(entries).map((e) => e.file), ...[...dataFiles.values()].map((f) => f.location)];
+    const names = ['config.yaml', ...(contextFile ? [contextFile] : []), ...Object.values(entries).map((e) => e.file), ...[...dataFiles.values()].map((f) => f.location)];
     for (const name of names) {
       o.signal?.throwIfAborted();
       o.onProgress?.({ kind: 'hashing', file: name });
