@@ -11,6 +11,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BlazeFaceDetector } from '../../src/face/detector.ts';
+import { FACE_MODELS } from '../../src/face/models.ts';
 import { ensureFaceModels } from '../../src/face/node/model-files.ts';
 import { defaultFaceThreads, ortRunnerFactory } from '../../src/face/node/ort-runner.ts';
 import { FaceTracker, type FaceTrackerOptions, type TrackInput } from '../../src/face/tracker.ts';
@@ -190,7 +191,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   // Conversion time, measured into a scratch directory so the shared models/ is not rewritten.
   const scratch = mkdtempSync(join(os.tmpdir(), 'face-bench-'));
   const t0 = performance.now();
-  const conv = ensureFaceModels({ dir: scratch, force: true });
+  const conv = ensureFaceModels({ dir: scratch, force: true, ids: FACE_MODELS.map((m) => m.id) });
   const conversion = { totalMs: round(performance.now() - t0, 0), models: Object.fromEntries(conv.map((c) => [c.id, { ms: round(c.ms, 0), bytes: c.entry.bytes }])) };
   rmSync(scratch, { recursive: true, force: true });
 
