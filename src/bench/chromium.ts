@@ -58,7 +58,7 @@ export interface BenchBrowser {
   close(): Promise<void>;
 }
 
-export async function launchBenchBrowser(opts: { fakeVideo: string; executable?: string; viewport?: { width: number; height: number } }): Promise<BenchBrowser> {
+export async function launchBenchBrowser(opts: { fakeVideo?: string; executable?: string; viewport?: { width: number; height: number } }): Promise<BenchBrowser> {
   const executable = findChromium(opts.executable);
   let chromium: typeof import('playwright-core').chromium;
   try {
@@ -71,7 +71,7 @@ export async function launchBenchBrowser(opts: { fakeVideo: string; executable?:
     const context = await chromium.launchPersistentContext(profileDir, {
       executablePath: executable,
       headless: true,
-      args: [...FLAGS, `--use-file-for-fake-video-capture=${opts.fakeVideo}`],
+      args: [...FLAGS, ...(opts.fakeVideo ? [`--use-file-for-fake-video-capture=${opts.fakeVideo}`] : [])],
       viewport: opts.viewport ?? { width: 640, height: 480 },
     });
     return {

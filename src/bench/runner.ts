@@ -102,16 +102,20 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
   let server: ServerProcess | undefined;
   let browser: BenchBrowser | undefined;
   let sampler: ResourceSampler | undefined;
+  let browserReady: Promise<unknown> | undefined;
   try {
     log(`making the fake camera (${opts.size}x${opts.size} @ ${opts.fps} fps, ${video ?? 'synthetic pattern'})`);
     const camera = await makeCameraFile({ video, width: opts.size, height: opts.size, fps: opts.fps, seconds: 5, out: join(scratch, 'camera.y4m') });
 
+    // the server and the browser start at the same time (each takes seconds on a busy machine)
+    browserReady = launchBenchBrowser({ fakeVideo: camera.path, executable: opts.chromium }).then((b) => (browser = b));
+    browserReady.catch(() => {}); // awaited below
     let url = opts.url?.replace(/\/$/, '');
     if (!url) {
       const webRoot = await benchWebRoot(opts.webRoot, scratch, log);
       const args = [...(webRoot ? ['--web-root', webRoot] : []), ...(opts.serveArgs ?? [])];
       if (opts.pack) args.push('--pack', opts.pack);
-      log(`starting the server (engine ${opts.engine}, output ${opts.size}x${opts.size})`);
+      log(`starting the server (engine ${opts.engine}, output ${opts.size}x${opts.size}) and chromium`);
       server = await ServerProcess.start({ engine: opts.engine, outputSize: opts.size, args, logFile: join(opts.out, 'server.log') }).catch((err: Error) => {
         if (opts.pack && /unknown option '--pack'/.test(err.message)) {
           throw new Error(`this build's serve command has no --pack option yet, so the xportrait engine cannot be benchmarked (${err.message})`);
@@ -124,11 +128,12 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     if (!info.engines.some((e) => e.name === opts.engine)) throw new Error(`the server has no engine "${opts.engine}" (it has: ${info.engines.map((e) => e.name).join(', ')})`);
     if (opts.viewers > 0) await checkViewers(url);
     const portraitId = portrait ? await uploadPortrait(url, portrait) : 'sample';
-
-    browser = await launchBenchBrowser({ fakeVideo: camera.path, executable: opts.chromium });
-    sampler = new ResourceSampler({ serverPid: server?.pid, chromiumProfile: browser.profileDir });
+    await browserReady;
+    if (!browser) throw new Error('chromium did not start');
+    const b: BenchBrowser = browser;
+    sampler = new ResourceSampler({ serverPid: server?.pid, chromiumProfile: b.profileDir });
     sampler.start();
-    const page = await browser.context.newPage();
+    const page = await b.context.newPage();
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
     const q = new URLSearchParams({ view: 'compact', auto: '1', engine: opts.engine, size: `${opts.size}x${opts.size}`, fps: String(opts.fps), loop: String(camera.frames), portrait: portraitId, ids: 'camera' });
@@ -186,7 +191,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     }
     await page.evaluate("window.xpBench.stop('stopped')").catch(() => {});
     sampler.stop();
-    const machine = machineRecord(browser.executable, loadAvgStart);
+    const machine = machineRecord(b.executable, loadAvgStart);
     const run: CollectedRun = {
       ...all,
       resources: sampler.samples,
@@ -224,6 +229,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     return { report, jsonPath, htmlPath };
   } finally {
     sampler?.stop();
+    await browserReady?.catch(() => {}); // a launch still under way when something failed: close it too
     await browser?.close();
     await server?.stop();
     rmSync(scratch, { recursive: true, force: true });
