@@ -213,6 +213,8 @@ class BenchPage {
     const settings = camTrack.getSettings();
     const sw = (settings.width ?? w) & ~1;
     const sh = (settings.height ?? h) & ~1;
+    const caption = ui.local.parentElement?.querySelector('figcaption');
+    if (caption) caption.textContent = 'Camera (the id strip is drawn on the copy that is sent)';
     this.stamper = new CameraStamper(ui.local, sw, sh, (id, captureTime) => this.captures.push({ id, t: epoch(captureTime) }));
     return this.stamper.track;
   }
@@ -319,7 +321,9 @@ class BenchPage {
   liveFigures(): { figures: WindowFigures; series: [number[], number[], number[]] } | undefined {
     const now = epoch(performance.now());
     const t1 = now - 1500;
-    const t0 = t1 - this.windowS * 1000;
+    // a young session: the window starts at its first avatar frame (rates over the whole window would be too low)
+    const first = this.displays.items[0]?.shown ?? t1;
+    const t0 = Math.max(t1 - this.windowS * 1000, Math.min(first, t1 - 1000));
     const since = t0 - 65_000;
     const recent = <T>(log: RecordLog<T>, time: (x: T) => number) => log.items.filter((x) => time(x) >= since);
     const input = {
