@@ -1,9 +1,9 @@
 /**
  * Image sampling for the face models, in plain TypeScript on pixel arrays (runs in Node and in a page).
  *
- * One primitive: warp a source image through an affine map into a destination grid, bilinear, with a box
- * pre-filter (k x k taps) when the map shrinks the image, so a 1280x720 frame sampled down to 128x128 does not
- * alias. Reads I420 (WebRTC), RGB (files) and RGBA directly: no whole-frame colour conversion per frame.
+ * One primitive: warp a source image through an affine map into a destination grid, bilinear, after an integer
+ * box pre-filter of the covered region when the map shrinks the image 2x or more, so a 1280x720 frame sampled
+ * down to 128x128 does not alias. Reads I420 (WebRTC), RGB (files) and RGBA directly: no whole-frame colour conversion per frame.
  *
  * Coordinates are continuous: pixel (i, j) covers [i, i+1) x [j, j+1), its centre is (i+0.5, j+0.5). The
  * affine maps a destination point to a source point.
@@ -55,7 +55,7 @@ export function shrinkOf(m: Affine): number {
   return Math.max(Math.hypot(m[0], m[3]), Math.hypot(m[1], m[4]));
 }
 
-/** @deprecated-style helper kept for explicit tap counts: 2 when shrinking >= 1.5x, else 1. */
+/** A tap count for the explicit `taps` option: 2 when shrinking >= 1.5x, else 1. */
 export function tapsFor(m: Affine): number {
   return shrinkOf(m) >= 1.5 ? 2 : 1;
 }
