@@ -225,6 +225,11 @@ const animateSchema = z.object({
   compare: z.boolean().default(false),
   frames: intArg('--frames', 1, 10_000_000).optional(),
   engineOpt: z.array(z.string().regex(/^[A-Za-z][\w.-]*=.*$/, '--engine-opt takes key=value')).default([]),
+  pack: z.string().min(1).optional(),
+  sampler: z.enum(['live', 'official'], { error: '--sampler must be live or official' }).optional(),
+  steps: z.string().regex(/^\d+$/, '--steps must be a whole number').optional(),
+  seed: z.string().regex(/^-?\d+$/, '--seed must be a whole number').optional(),
+  initialVideo: z.string().min(1).optional(),
   json: z.boolean().default(false),
   progress: z.boolean().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -242,6 +247,11 @@ export function addAnimateCommand(program: Command): void {
     .addOption(new Option('--compare', 'write driving | portrait | result side by side'))
     .addOption(new Option('--frames <n>', 'animate only the first n driving frames'))
     .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option, repeatable (e.g. resampler=ort for warp)'))
+    .addOption(new Option('--pack <dir>', 'xportrait: model pack (built with `pack build`)').env('XPORTRAIT_PACK'))
+    .addOption(new Option('--sampler <live|official>', 'xportrait: live causal pipeline (default) or the official offline sampler'))
+    .addOption(new Option('--steps <n>', 'xportrait: LCM steps (live, 1-8) or DDIM steps (official, default 30 = 31 executed)'))
+    .addOption(new Option('--seed <n>', 'xportrait: seed of the noise and of the window offsets'))
+    .addOption(new Option('--initial-video <file>', 'xportrait official sampler: initial frames to q-sample from (e.g. a warp animate output)'))
     .addOption(new Option('--json', 'print the run report as JSON on stdout'))
     .addOption(new Option('--no-progress', 'no progress bar (default: shown when stderr is a terminal, else a line every 2 s)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('warn'))
@@ -256,6 +266,8 @@ export function addAnimateCommand(program: Command): void {
         const i = kv.indexOf('=');
         engineOptions[kv.slice(0, i)] = kv.slice(i + 1);
       }
+      // The xportrait engine's own flags (they override the same keys given with -O).
+      for (const key of ['pack', 'sampler', 'steps', 'seed', 'initialVideo'] as const) if (o[key] !== undefined) engineOptions[key] = o[key];
       const logger = createLogger({ level: o.logLevel, pretty: false });
       const bar =
         o.progress === false

@@ -18,6 +18,8 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('-p, --port <port>', 'TCP port (0 picks a free one)').env('PORT').default('8080'))
     .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default('0.0.0.0'))
     .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('warp'))
+    .addOption(new Option('--pack <dir>', 'model pack for --engine xportrait (built with `pack build`)').env('XPORTRAIT_PACK'))
+    .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option, repeatable (xportrait: sampler, steps, guidance, policy, window, seed, device, threads...)'))
     .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default('4'))
     .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve HTTPS (browsers allow the camera only on https or localhost)').env('XPORTRAIT_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('XPORTRAIT_TLS_KEY'))

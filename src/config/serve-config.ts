@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 
 const intFromString = (min: number, max: number) =>
   z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
@@ -47,6 +48,10 @@ export const serveConfigSchema = z
     host: z.string().trim().min(1).default('0.0.0.0'),
     /** The product's default engine (CPU, no model pack needed); `serve --engine` overrides it. */
     engine: z.string().trim().min(1).default('warp'),
+    /** Model pack directory for the xportrait engine (`pack build` output). */
+    pack: z.string().trim().min(1).optional(),
+    /** Engine options as key=value (e.g. steps=4, policy=kvcache, device=cuda), passed to the engine loaders. */
+    engineOpt: z.array(z.string().regex(/^[A-Za-z][\w.-]*=.*$/, 'takes key=value')).default([]),
     maxSessions: intFromString(1, 1000).default(4),
     tlsCert: fileExists.optional(),
     tlsKey: fileExists.optional(),
@@ -75,12 +80,15 @@ export const serveConfigSchema = z
     metrics: z.enum(['on', 'off']).default('on'),
     /** Bearer token that every /metrics request must carry; lets a remote Prometheus scrape an exposed server. */
     metricsToken: z.string().trim().min(16, 'must be at least 16 characters').optional(),
+    /** Rooms, tokens, viewers and egress (src/config/outputs-config.ts). */
+    ...outputsConfigShape,
   })
   .superRefine((c, ctx) => {
     if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
       ctx.addIssue({ code: 'custom', path: [c.tlsCert ? 'tlsKey' : 'tlsCert'], message: '--tls-cert and --tls-key must be given together' });
     }
     if (c.outputSize % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['outputSize'], message: 'must be even (I420 video)' });
+    refineOutputsConfig(c, (path, message) => ctx.addIssue({ code: 'custom', path: [path], message }));
   });
 
 export type ServeConfig = z.output<typeof serveConfigSchema>;
@@ -97,6 +105,17 @@ export function parseServeConfig(raw: Record<string, unknown>, engineNames?: rea
     throw new Error(`invalid configuration:\n  --engine: unknown engine "${result.data.engine}" (available: ${engineNames.join(', ')})`);
   }
   return result.data;
+}
+
+/** The options every engine loader receives: `--pack` plus each `--engine-opt key=value`. */
+export function engineOptionsOf(c: Pick<ServeConfig, 'pack' | 'engineOpt'>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (c.pack) out.pack = c.pack;
+  for (const kv of c.engineOpt) {
+    const i = kv.indexOf('=');
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
 }
 
 function kebab(s: string): string {
