@@ -22,6 +22,8 @@ export interface BenchOptionsRecord {
   viewers: number;
   soakSeconds?: number;
   pack?: string;
+  /** Extra `serve` arguments (engine options). */
+  serveArgs?: string[];
   video: string;
   portrait: string;
   url?: string;

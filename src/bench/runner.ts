@@ -214,6 +214,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
         viewers: opts.viewers,
         soakSeconds: opts.soakSeconds,
         pack: opts.pack,
+        serveArgs: opts.serveArgs,
         video: camera.source,
         portrait: portrait ?? 'sample',
         url: opts.url,

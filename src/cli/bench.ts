@@ -30,6 +30,7 @@ const benchOptionsSchema = z
     url: z.url({ protocol: /^https?$/ }).optional(),
     webRoot: z.string().min(1).optional(),
     startTimeout: seconds.pipe(z.number().min(5).max(3600)),
+    engineOpt: z.array(z.string().regex(/^[A-Za-z][\w-]*=.*$/, 'must be key=value')).optional(),
   })
   .superRefine((o, ctx) => {
     if (o.size % 2) ctx.addIssue({ code: 'custom', path: ['size'], message: 'must be even (I420 video)' });
@@ -50,6 +51,7 @@ export function addBenchCommand(program: Command): void {
     .addOption(new Option('--soak <seconds>', 'long run (e.g. 600) reporting the drift of latency and memory per minute; replaces --seconds').env('XPORTRAIT_BENCH_SOAK'))
     .addOption(new Option('-o, --out <dir>', 'report directory (default bench-results/<date>-<engine>)').env('XPORTRAIT_BENCH_OUT'))
     .addOption(new Option('--pack <dir>', 'model pack for the xportrait engine').env('XPORTRAIT_PACK'))
+    .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option passed to the server (serve --engine-opt), repeatable, e.g. -O steps=2 -O policy=kvcache'))
     .addOption(new Option('--video <file>', 'camera video (default ../shared/media/xportrait-driving.mp4; a synthetic pattern when absent, passthrough only)').env('XPORTRAIT_BENCH_VIDEO'))
     .addOption(new Option('--portrait <file>', 'portrait image (default ../shared/media/xportrait-source.png, else the bundled sample)').env('XPORTRAIT_BENCH_PORTRAIT'))
     .addOption(new Option('--chromium <path>', 'chromium binary (default /usr/bin/chromium)').env('CHROMIUM_PATH'))
@@ -82,6 +84,7 @@ export function addBenchCommand(program: Command): void {
           url: o.url,
           webRoot: o.webRoot,
           startTimeoutSeconds: o.startTimeout,
+          serveArgs: (o.engineOpt ?? []).flatMap((kv) => ['--engine-opt', kv]),
         },
         log,
       );
