@@ -5,11 +5,15 @@ import { addBenchCommand } from './bench.ts';
 import { addEvalCommand } from './eval.ts';
 import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
+import { addServeOutputOptions } from './serve-outputs.ts';
+import { addTokenCommand } from './token.ts';
 
 export const COMMANDS: Array<(program: Command) => void> = [
   addServeCommand,
+  addServeOutputOptions,
   addPackCommand,
   addAnimateCommand,
   addEvalCommand,
   addBenchCommand,
+  addTokenCommand,
 ];

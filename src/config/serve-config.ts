@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 
 const intFromString = (min: number, max: number) =>
   z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
@@ -79,12 +80,15 @@ export const serveConfigSchema = z
     metrics: z.enum(['on', 'off']).default('on'),
     /** Bearer token that every /metrics request must carry; lets a remote Prometheus scrape an exposed server. */
     metricsToken: z.string().trim().min(16, 'must be at least 16 characters').optional(),
+    /** Rooms, tokens, viewers and egress (src/config/outputs-config.ts). */
+    ...outputsConfigShape,
   })
   .superRefine((c, ctx) => {
     if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
       ctx.addIssue({ code: 'custom', path: [c.tlsCert ? 'tlsKey' : 'tlsCert'], message: '--tls-cert and --tls-key must be given together' });
     }
     if (c.outputSize % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['outputSize'], message: 'must be even (I420 video)' });
+    refineOutputsConfig(c, (path, message) => ctx.addIssue({ code: 'custom', path: [path], message }));
   });
 
 export type ServeConfig = z.output<typeof serveConfigSchema>;

@@ -9,6 +9,7 @@
  *   GET  /api/portraits/sample.png  the bundled sample portrait
  *   GET  /ws                      WebSocket signaling (see signaling.ts)
  *   GET  /metrics                 Prometheus metrics (metrics.ts; loopback only unless --metrics-token)
+ *   /whep/…, /view/…, /obs/…, /api/rooms/…   avatar outputs and access control (outputs.ts)
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -27,6 +28,7 @@ import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
 import { MAX_MESSAGE_BYTES } from './signaling.ts';
+import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 
@@ -50,6 +52,8 @@ export class XportraitServer {
   readonly portraits: PortraitStore;
   readonly webRoot: string;
   readonly metrics: ServerMetrics;
+  /** Rooms, access tokens, WHEP viewers, egress (src/server/outputs.ts). */
+  readonly outputs: Outputs;
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
@@ -66,6 +70,7 @@ export class XportraitServer {
     this.engines = deps.engines ?? new EngineHost(deps.logger, engineOptionsOf(config));
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
+    this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot });
     this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.sessions });
     const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#route(req, res).catch((err) => {
@@ -84,6 +89,11 @@ export class XportraitServer {
       const { pathname } = new URL(req.url ?? '/', 'http://x');
       if (pathname !== '/ws' || this.#closing) {
         socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+        return;
+      }
+      const refused = this.outputs.refuseUpgrade(req);
+      if (refused) {
+        socket.end(refused);
         return;
       }
       this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -108,6 +118,7 @@ export class XportraitServer {
       { event: 'listening', url: server.url, host: a.address, port: a.port, engine: config.engine, maxSessions: config.maxSessions, tls: Boolean(config.tlsCert) },
       `serving on ${server.url}`,
     );
+    await server.outputs.announce(server.url);
     if (!server.webClientBuilt) deps.logger.warn({ webRoot: server.webRoot }, 'web client is not built: run npm run build:web');
     return server;
   }
@@ -143,6 +154,7 @@ export class XportraitServer {
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
       sessions: this.sessions,
       onSessionStarted: (session: LiveSession, engine: string) => this.metrics.trackSession(session, engine),
+      outputs: this.outputs,
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;
@@ -164,6 +176,7 @@ export class XportraitServer {
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { pathname } = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
+    if (await this.outputs.route(req, res, pathname, method)) return;
     if (pathname === '/healthz') return sendJson(res, 200, { ok: true });
     if (pathname === '/metrics' && this.metrics.enabled && (method === 'GET' || method === 'HEAD')) return this.metrics.handle(req, res);
     if (pathname === '/readyz') {
@@ -182,6 +195,7 @@ export class XportraitServer {
         maxSessions: this.config.maxSessions,
         outputSize: this.config.outputSize,
         iceServers: this.config.iceServers,
+        rooms: this.outputs.info(),
         limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
       });
     }
@@ -250,6 +264,7 @@ export class XportraitServer {
       this.#http.close(() => resolve());
       this.#http.closeAllConnections();
     });
+    await this.outputs.close();
     await this.engines.close();
     this.#log.info({ event: 'stopped' }, 'server stopped');
   }

@@ -13,6 +13,9 @@ import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import type { IceServer } from '../config/serve-config.ts';
 import type { EngineHost } from './engine-host.ts';
 import type { PortraitStore } from './portraits.ts';
+import { AccessError } from './auth.ts';
+import type { SessionOutputs } from './outputs.ts';
+import { RoomError } from './rooms.ts';
 import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from './signaling.ts';
 
 export interface SignalingContext {
@@ -34,6 +37,8 @@ export interface SignalingContext {
   sessions: Set<LiveSession>;
   /** Called once per session that started (metrics follow it from here). */
   onSessionStarted?(session: LiveSession, engine: string): void;
+  /** Access control and rooms (src/server/outputs.ts); without it every session is private and unchecked. */
+  outputs?: SessionOutputs;
 }
 
 export class SignalingConnection {
@@ -49,11 +54,13 @@ export class SignalingConnection {
   #offerRefused = false;
   /** The bench's frame-id tap, for sessions whose offer asked for it. */
   #tap: FrameIdTap | undefined;
+  /** The room this connection's session publishes into. */
+  #room: string | undefined;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly ctx: SignalingContext,
-    remote: string,
+    private readonly remote: string,
   ) {
     this.#log = ctx.logger.child({ conn: this.id });
     this.#log.info({ event: 'ws_open', remote }, 'signaling connection opened');
@@ -140,6 +147,15 @@ export class SignalingConnection {
   async #startSession(msg: Extract<ClientMessage, { type: 'offer' }>): Promise<void> {
     if (this.#session || this.#starting) return this.#error('bad_state', 'a session is already running on this connection: send stop first');
     this.#offerRefused = true; // until the answer is sent
+    let room: string | undefined;
+    if (this.ctx.outputs) {
+      try {
+        room = await this.ctx.outputs.authorizePublish({ remoteAddress: this.remote, token: msg.token, room: msg.room });
+      } catch (err) {
+        if (err instanceof AccessError) return this.#error(err.status === 401 ? 'unauthorized' : 'forbidden', err.message);
+        throw err;
+      }
+    }
     const engineName = msg.engine ?? this.ctx.defaultEngine;
     if (!this.ctx.engines.names.includes(engineName)) {
       return this.#error('engine_unavailable', `unknown engine "${engineName}" (available: ${this.ctx.engines.names.join(', ')})`);
@@ -178,10 +194,21 @@ export class SignalingConnection {
       this.#session = session;
       this.ctx.sessions.add(session);
       this.ctx.onSessionStarted?.(session, engineName);
+      this.#room = undefined;
+      if (room) {
+        try {
+          this.ctx.outputs?.publish(room, session, engineName);
+        } catch (err) {
+          if (err instanceof RoomError) throw new StartError('room_busy', err.message);
+          throw err;
+        }
+        this.#room = room;
+      }
       if (this.#closed) throw new StartError('internal', 'connection closed during start');
       const sdp = await session.acceptOffer(msg.sdp);
       this.#offerRefused = false;
       this.send({ type: 'answer', sdp, session: session.engineInfo });
+      this.#pushRoom();
       this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
       this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);
       this.#statsTimer.unref();
@@ -201,7 +228,13 @@ export class SignalingConnection {
     const s = this.#session;
     if (!s || s.closed) return;
     this.send({ type: 'stats', stats: s.stats() });
+    this.#pushRoom();
     if (this.#tap) void this.#pushBench(s, this.#tap);
+  }
+
+  #pushRoom(): void {
+    const room = this.#room ? this.ctx.outputs?.roomStatus(this.#room) : undefined;
+    if (room) this.send({ type: 'room', room });
   }
 
   async #pushBench(s: LiveSession, tap: FrameIdTap): Promise<void> {

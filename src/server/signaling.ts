@@ -8,6 +8,7 @@
  * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
  */
 import { z } from 'zod';
+import type { RoomStatus } from './rooms.ts';
 
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 
@@ -34,6 +35,10 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
      * avatar, and sends per-frame timing records (`bench` messages) with each stats push.
      */
     bench: z.boolean().optional(),
+    /** Publish the avatar into this room (viewers, egress: src/server/outputs.ts). Default: the token's room, else none. */
+    room: z.string().min(1).max(64).optional(),
+    /** Access token (role publish), required when the server runs with --secret. */
+    token: z.string().min(1).max(4096).optional(),
   }),
   /** A null candidate means end-of-candidates. */
   z.object({ type: z.literal('candidate'), candidate: iceCandidateSchema.nullable() }),
@@ -57,6 +62,9 @@ export type ErrorCode =
   | 'engine_failed'
   | 'face_failed'
   | 'webrtc_failed'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'room_busy'
   | 'internal';
 
 export interface SessionInfoMessage {
@@ -74,6 +82,8 @@ export type ServerMessage =
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
   | { type: 'pong'; t?: number; serverTime: number }
+  /** The room this session publishes into (after the answer, then with every stats push). */
+  | { type: 'room'; room: RoomStatus }
   | BenchMessage;
 
 /**

@@ -1,0 +1,330 @@
+/**
+ * Avatar outputs on the HTTP server: access control (loopback-only, or tokens with `--secret`), rooms, WHEP
+ * viewers, the viewer and OBS pages, and the egress configured at start. XportraitServer calls `route` first for
+ * every request and asks `refuseUpgrade` before accepting a WebSocket; the signaling connection calls
+ * `authorizePublish` / `publish` / `roomStatus` (the SessionOutputs interface).
+ *
+ *   POST    /whep/<room>               WHEP (RFC 9725 style): SDP offer in, 201 + SDP answer + Location out
+ *   DELETE  /whep/<room>/<viewer>      end a viewer
+ *   PATCH   /whep/<room>/<viewer>      405: no trickle ICE (the offer must carry its candidates)
+ *   OPTIONS /whep/…                    CORS preflight (players and the browser extension run on other origins)
+ *   GET     /api/rooms/<room>          room status: publishing, viewers, egress states (view token)
+ *   POST    /api/rooms/<room>/view-token   a view token for sharing links (publish token; null without --secret)
+ *   GET     /view/<room>, /obs/<room>  the viewer page and the chrome-less OBS page
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { ServeConfig } from '../config/serve-config.ts';
+import type { Egress } from '../egress/egress.ts';
+import { classifyVirtualCamera, FfmpegEgress, streamSink, virtualCameraSink } from '../egress/ffmpeg-egress.ts';
+import { WhipClient } from '../egress/whip-client.ts';
+import { RelayError } from '../rtc/relay.ts';
+import type { LiveSession } from '../session/live-session.ts';
+import { AccessError, isValidRoomName, parseTtl, RoomAccess, tokenFromRequest, type Grant } from './auth.ts';
+import { RoomError, RoomRegistry, type Room, type RoomStatus } from './rooms.ts';
+import { serveStatic } from './static-files.ts';
+
+/** Paths every client may reach even without a secret (health probes; /metrics has its own rule). */
+const OPEN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+const MAX_SDP_BYTES = 64 * 1024;
+
+/** What the signaling connection needs from the outputs (kept narrow so tests can do without it). */
+export interface SessionOutputs {
+  /**
+   * May this client publish? Resolves the room to publish into (undefined: none), or throws AccessError.
+   * `room` is what the offer asked for; a token's room is used when the offer names none.
+   */
+  authorizePublish(opts: { remoteAddress: string | undefined; token: string | undefined; room: string | undefined }): Promise<string | undefined>;
+  /** Make the session the room's publisher (throws RoomError room_busy). */
+  publish(room: string, session: LiveSession, engine: string): void;
+  roomStatus(room: string): RoomStatus | undefined;
+}
+
+export interface OutputsOptions {
+  config: ServeConfig;
+  logger: Logger;
+  webRoot: string;
+}
+
+export class Outputs implements SessionOutputs {
+  readonly access: RoomAccess;
+  readonly rooms: RoomRegistry;
+  readonly #config: ServeConfig;
+  readonly #log: Logger;
+  readonly #webRoot: string;
+
+  constructor(opts: OutputsOptions) {
+    const c = opts.config;
+    this.#config = c;
+    this.#log = opts.logger;
+    this.#webRoot = opts.webRoot;
+    this.access = new RoomAccess(c.secret);
+    this.rooms = new RoomRegistry({
+      logger: opts.logger,
+      viewerBitrateKbps: c.viewerBitrate,
+      maxViewers: c.maxViewers,
+      maxRooms: c.maxRooms,
+      iceServers: c.iceServers,
+    });
+    const egress = this.#createEgress();
+    if (egress.length) {
+      const room = this.rooms.open(c.room);
+      for (const e of egress) room.addEgress(e);
+    }
+  }
+
+  #createEgress(): Egress[] {
+    const c = this.#config;
+    const size = { width: c.outputSize, height: c.outputSize, fps: c.egressFps };
+    const out: Egress[] = [];
+    const logger = this.#log.child({ room: c.room });
+    if (c.rtmpUrl) {
+      out.push(new FfmpegEgress({ ...size, sink: streamSink(c.rtmpUrl, { ...size, bitrateKbps: c.egressBitrate }), logger }).start());
+    }
+    if (c.v4l2) {
+      out.push(new FfmpegEgress({ ...size, sink: virtualCameraSink(classifyVirtualCamera(c.v4l2)), logger }).start());
+    }
+    if (c.whipUrl) {
+      out.push(new WhipClient({ url: c.whipUrl, token: c.whipToken, logger, iceServers: c.iceServers as RTCIceServer[], maxBitrateKbps: c.egressBitrate }).start());
+    }
+    return out;
+  }
+
+  /** Log, once listening, who may connect and (with a secret) a ready-made publisher link. */
+  async announce(serverUrl: string): Promise<void> {
+    const base = this.#config.publicUrl ?? serverUrl;
+    if (!this.access.tokensRequired) {
+      this.#log.warn(
+        { event: 'local_only' },
+        'no --secret: only clients on this machine (localhost) may connect; start with --secret (or XPORTRAIT_SECRET) to let other machines in with tokens from `xportrait-cam token`',
+      );
+      return;
+    }
+    const room = this.#config.room;
+    const token = await this.access.sign(room, 'publish', 12 * 3600);
+    this.#log.info(
+      { event: 'tokens_required', room, publisherUrl: `${base}/?room=${room}&token=${token}` },
+      `access tokens required; publish to room "${room}" (12 h): ${base}/?room=${room}&token=${token}`,
+    );
+  }
+
+  /** For GET /api/info. */
+  info(): { defaultRoom: string; tokensRequired: boolean; publicUrl?: string } {
+    return { defaultRoom: this.#config.room, tokensRequired: this.access.tokensRequired, publicUrl: this.#config.publicUrl };
+  }
+
+  /** Refuse a WebSocket upgrade from a client that may not connect at all; returns the HTTP response to write. */
+  refuseUpgrade(req: IncomingMessage): string | undefined {
+    try {
+      this.access.checkClient(req.socket.remoteAddress);
+      return undefined;
+    } catch (err) {
+      const body = JSON.stringify({ error: { code: (err as AccessError).code, message: (err as Error).message } });
+      return `HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+    }
+  }
+
+  /** Handle the request if it is ours (or refused by the access gate). Returns true when answered. */
+  async route(req: IncomingMessage, res: ServerResponse, pathname: string, method: string): Promise<boolean> {
+    try {
+      if (!OPEN_PATHS.has(pathname)) this.access.checkClient(req.socket.remoteAddress);
+      if (pathname.startsWith('/whep/')) {
+        await this.#whep(req, res, pathname, method);
+        return true;
+      }
+      const api = /^\/api\/rooms\/([^/]+)(\/view-token)?$/.exec(pathname);
+      if (api) {
+        await this.#roomApi(req, res, decodeSegment(api[1]), Boolean(api[2]), method);
+        return true;
+      }
+      if (pathname === '/api/portraits' && method === 'POST' && this.access.tokensRequired) {
+        // Uploading a portrait is the first step of publishing.
+        await this.access.authorize({ remoteAddress: req.socket.remoteAddress, token: tokenFromRequest(req), room: undefined, need: 'publish' });
+        return false;
+      }
+      const page = /^\/(view|obs)\/([^/]+)\/?$/.exec(pathname);
+      if (page && (method === 'GET' || method === 'HEAD')) {
+        if (!isValidRoomName(decodeSegment(page[2]))) return sendError(res, 404, 'no_such_room', `"${page[2]}" is not a valid room name`), true;
+        if (!(await serveStatic(this.#webRoot, req, res, `/${page[1]}.html`))) {
+          sendError(res, 503, 'not_built', `the web client is not built (no ${join(this.#webRoot, `${page[1]}.html`)}): run npm run build:web`);
+        }
+        return true;
+      }
+      return false;
+    } catch (err) {
+      if (err instanceof AccessError) {
+        this.#log.info({ event: 'access_refused', code: err.code, path: pathname, remote: req.socket.remoteAddress }, err.message);
+        sendError(res, err.status, err.code, err.message, corsHeaders(req, pathname));
+        return true;
+      }
+      throw err;
+    }
+  }
+
+  async #roomApi(req: IncomingMessage, res: ServerResponse, room: string, viewToken: boolean, method: string): Promise<void> {
+    const cors = corsHeaders(req, '/api/rooms/');
+    if (method === 'OPTIONS') return preflight(res, cors, 'GET, POST, OPTIONS');
+    if (!isValidRoomName(room)) return sendError(res, 404, 'no_such_room', `"${room}" is not a valid room name`, cors);
+    if (!viewToken) {
+      if (method !== 'GET') return sendError(res, 405, 'method_not_allowed', `use GET /api/rooms/${room}`, { ...cors, allow: 'GET' });
+      await this.#authorize(req, room, 'view');
+      return sendJson(res, 200, this.roomStatus(room) ?? emptyStatus(room, this.#config.maxViewers), cors);
+    }
+    if (method !== 'POST') return sendError(res, 405, 'method_not_allowed', `use POST /api/rooms/${room}/view-token`, { ...cors, allow: 'POST' });
+    await this.#authorize(req, room, 'publish');
+    if (!this.access.tokensRequired) return sendJson(res, 200, { token: null, expiresAt: null }, cors);
+    let ttl = 24 * 3600;
+    const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('ttl');
+    if (asked) {
+      try {
+        ttl = parseTtl(asked);
+      } catch (err) {
+        return sendError(res, 400, 'bad_ttl', (err as Error).message, cors);
+      }
+    }
+    const token = await this.access.sign(room, 'view', ttl);
+    sendJson(res, 200, { token, expiresAt: new Date(Date.now() + ttl * 1000).toISOString() }, cors);
+  }
+
+  async #whep(req: IncomingMessage, res: ServerResponse, pathname: string, method: string): Promise<void> {
+    const cors = corsHeaders(req, pathname);
+    const m = /^\/whep\/([^/]+)(?:\/([^/]+))?\/?$/.exec(pathname);
+    if (!m) return sendError(res, 404, 'not_found', `not found: ${pathname}`, cors);
+    const room = decodeSegment(m[1]);
+    const viewerId = m[2] ? decodeSegment(m[2]) : undefined;
+    if (!isValidRoomName(room)) return sendError(res, 404, 'no_such_room', `"${room}" is not a valid room name`, cors);
+    if (method === 'OPTIONS') {
+      return preflight(res, { ...cors, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
+    }
+    if (viewerId) {
+      if (method === 'PATCH') {
+        return sendError(res, 405, 'trickle_not_supported', 'trickle ICE and ICE restarts are not supported: send every candidate in the offer (wait for ICE gathering to complete)', { ...cors, allow: 'DELETE' });
+      }
+      if (method !== 'DELETE') return sendError(res, 405, 'method_not_allowed', 'use DELETE to end a WHEP session', { ...cors, allow: 'DELETE' });
+      // The resource URL is an unguessable capability; the local-only rule was checked above.
+      const viewer = this.rooms.get(room)?.relay.getViewer(viewerId);
+      if (!viewer) return sendError(res, 404, 'no_such_viewer', `no WHEP session ${viewerId} in room "${room}" (already ended?)`, cors);
+      viewer.close('DELETE by the player');
+      res.writeHead(200, { ...cors, 'content-length': 0 });
+      res.end();
+      return;
+    }
+    if (method !== 'POST') return sendError(res, 405, 'method_not_allowed', 'POST an SDP offer (application/sdp) to start a WHEP session', { ...cors, allow: 'POST, OPTIONS' });
+    const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/sdp') {
+      req.resume();
+      return sendError(res, 415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`, cors);
+    }
+    await this.#authorize(req, room, 'view');
+    const offer = await readText(req, MAX_SDP_BYTES);
+    if (offer === undefined) return sendError(res, 413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`, cors);
+    let r: Room;
+    try {
+      r = this.rooms.open(room);
+    } catch (err) {
+      if (err instanceof RoomError) return sendError(res, err.status, err.code, err.message, { ...cors, 'retry-after': '10' });
+      throw err;
+    }
+    if (r.viewerCount >= this.#config.maxViewers) {
+      this.rooms.releaseIfIdle(room);
+      return sendError(res, 503, 'room_full', `room "${room}" already has ${this.#config.maxViewers} viewers (--max-viewers)`, { ...cors, 'retry-after': '10' });
+    }
+    try {
+      const { viewer, answer } = await r.relay.addViewer(offer);
+      const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
+      res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
+      res.end(answer);
+    } catch (err) {
+      this.rooms.releaseIfIdle(room);
+      if (err instanceof RelayError) return sendError(res, err.status, 'bad_offer', err.message, cors);
+      throw err;
+    }
+  }
+
+  async #authorize(req: IncomingMessage, room: string, need: 'publish' | 'view'): Promise<Grant> {
+    return this.access.authorize({ remoteAddress: req.socket.remoteAddress, token: tokenFromRequest(req), room, need });
+  }
+
+  // ---- SessionOutputs (signaling) ----
+
+  async authorizePublish(opts: { remoteAddress: string | undefined; token: string | undefined; room: string | undefined }): Promise<string | undefined> {
+    if (opts.room !== undefined && !isValidRoomName(opts.room)) {
+      throw new AccessError(403, 'forbidden', `"${opts.room}" is not a valid room name`);
+    }
+    const grant = await this.access.authorize({ ...opts, need: 'publish' });
+    return grant.room || undefined;
+  }
+
+  publish(room: string, session: LiveSession, engine: string): void {
+    this.rooms.open(room).publish(session, engine);
+  }
+
+  roomStatus(room: string): RoomStatus | undefined {
+    return this.rooms.get(room)?.status();
+  }
+
+  async close(): Promise<void> {
+    await this.rooms.close();
+  }
+}
+
+function emptyStatus(name: string, maxViewers: number): RoomStatus {
+  return { name, publishing: false, viewers: 0, maxViewers, egress: [] };
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** WHEP players and the browser extension call from other origins; tokens travel in headers, never cookies. */
+function corsHeaders(req: IncomingMessage, _path: string): Record<string, string> {
+  const h: Record<string, string> = {
+    'access-control-allow-origin': '*',
+    'access-control-expose-headers': 'Location, Link, Retry-After',
+  };
+  // Chrome's Private Network Access: a public site (a meeting) calling this server on localhost/LAN.
+  if (req.headers['access-control-request-private-network'] === 'true') h['access-control-allow-private-network'] = 'true';
+  return h;
+}
+
+function preflight(res: ServerResponse, cors: Record<string, string>, methods: string): void {
+  res.writeHead(204, {
+    ...cors,
+    'access-control-allow-methods': methods,
+    'access-control-allow-headers': 'Authorization, Content-Type, If-Match',
+    'access-control-max-age': '600',
+    'content-length': 0,
+  });
+  res.end();
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
+  const extra: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer realm="xportrait-cam"' } : {};
+  sendJson(res, status, { error: { code, message } }, { ...extra, ...headers });
+}
+
+function readText(req: IncomingMessage, max: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) over = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}

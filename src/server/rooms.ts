@@ -1,0 +1,213 @@
+/**
+ * Rooms: a live session publishes its avatar into a named room; viewers (WHEP, the /view and /obs pages, the
+ * browser extension) and egress (RTMP/SRT, v4l2, WHIP) take it from there.
+ *
+ *   LiveSession 'frame' ─▶ Room ─▶ RtpRelay (one VP8 encode, RTP forwarded to every viewer)
+ *                               └─▶ each Egress.push (ffmpeg pipes, WHIP peer)
+ *
+ * One publisher per room at a time (a second gets `room_busy`). Viewers may come before the publisher and stay
+ * across publisher restarts: the relay's encoder belongs to the room, so a new publisher continues the same
+ * stream. A room with neither publisher, viewers nor egress is removed.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { Egress, EgressStatus } from '../egress/egress.ts';
+import type { VideoFrame } from '../media/frame.ts';
+import { RtpRelay } from '../rtc/relay.ts';
+import type { LiveSession } from '../session/live-session.ts';
+
+export class RoomError extends Error {
+  constructor(
+    readonly code: 'room_busy' | 'room_full' | 'too_many_rooms',
+    readonly status: 409 | 503,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RoomStatus {
+  name: string;
+  publishing: boolean;
+  publisher?: { session: string; engine: string; since: string };
+  viewers: number;
+  maxViewers: number;
+  egress: EgressStatus[];
+}
+
+export interface RoomOptions {
+  logger: Logger;
+  /** The relay encoder's pinned bitrate (kbit/s). */
+  viewerBitrateKbps: number;
+  maxViewers: number;
+  iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+}
+
+interface Publisher {
+  session: LiveSession;
+  engine: string;
+  since: Date;
+  detach(): void;
+}
+
+export class Room extends EventEmitter<{ changed: [] }> {
+  readonly relay: RtpRelay;
+  readonly egress: Egress[] = [];
+  readonly #log: Logger;
+  #publisher: Publisher | undefined;
+  #closed = false;
+  /** Frames handed on (relay and egress). */
+  frames = 0;
+
+  constructor(
+    readonly name: string,
+    readonly opts: RoomOptions,
+  ) {
+    super();
+    this.#log = opts.logger.child({ room: name });
+    this.relay = new RtpRelay({ logger: this.#log, bitrateKbps: opts.viewerBitrateKbps, iceServers: opts.iceServers });
+    this.relay.on('viewers', () => this.emit('changed'));
+  }
+
+  get publisher(): LiveSession | undefined {
+    return this.#publisher?.session;
+  }
+
+  get viewerCount(): number {
+    return this.relay.viewerCount;
+  }
+
+  /** Nothing uses the room any more. */
+  get idle(): boolean {
+    return !this.#publisher && this.relay.viewerCount === 0 && this.egress.length === 0;
+  }
+
+  /** Make `session` the room's publisher until it closes. Throws RoomError `room_busy` if another one is live. */
+  publish(session: LiveSession, engine: string): void {
+    if (this.#closed) throw new RoomError('room_busy', 409, `room "${this.name}" is closing`);
+    const current = this.#publisher;
+    if (current && current.session !== session && !current.session.closed) {
+      throw new RoomError('room_busy', 409, `room "${this.name}" already has a publisher (since ${current.since.toISOString()}): pick another room, or stop that one first`);
+    }
+    const onFrame = (f: VideoFrame) => this.pushFrame(f);
+    const onClosed = () => this.unpublish(session);
+    session.on('frame', onFrame);
+    session.once('closed', onClosed);
+    this.#publisher = {
+      session,
+      engine,
+      since: new Date(),
+      detach: () => {
+        session.off('frame', onFrame);
+        session.off('closed', onClosed);
+      },
+    };
+    this.#log.info({ event: 'room_published', session: session.id, engine }, 'publisher joined the room');
+    // The viewers' decoders have nothing to continue from if the picture size changed: start with a key frame.
+    this.relay.requestKeyframe();
+    this.emit('changed');
+  }
+
+  unpublish(session: LiveSession): void {
+    if (this.#publisher?.session !== session) return;
+    this.#publisher.detach();
+    this.#publisher = undefined;
+    this.#log.info({ event: 'room_unpublished', session: session.id }, 'publisher left the room');
+    this.emit('changed');
+  }
+
+  pushFrame(frame: VideoFrame): void {
+    if (this.#closed) return;
+    this.frames++;
+    this.relay.pushFrame(frame);
+    for (const e of this.egress) {
+      try {
+        e.push(frame);
+      } catch (err) {
+        this.#log.error({ event: 'egress_push_failed', egress: e.kind, err: (err as Error).message }, 'egress rejected a frame');
+      }
+    }
+  }
+
+  addEgress(e: Egress): void {
+    this.egress.push(e);
+    this.emit('changed');
+  }
+
+  status(): RoomStatus {
+    const p = this.#publisher;
+    return {
+      name: this.name,
+      publishing: Boolean(p),
+      publisher: p ? { session: p.session.id, engine: p.engine, since: p.since.toISOString() } : undefined,
+      viewers: this.relay.viewerCount,
+      maxViewers: this.opts.maxViewers,
+      egress: this.egress.map((e) => e.status()),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#publisher?.detach();
+    this.#publisher = undefined;
+    this.relay.close();
+    await Promise.allSettled(this.egress.map((e) => e.close()));
+  }
+}
+
+export class RoomRegistry {
+  readonly #rooms = new Map<string, Room>();
+
+  constructor(
+    readonly opts: RoomOptions & {
+      /** At most this many rooms at once (viewers can open rooms by watching them). */
+      maxRooms: number;
+    },
+  ) {}
+
+  get(name: string): Room | undefined {
+    return this.#rooms.get(name);
+  }
+
+  get rooms(): Room[] {
+    return [...this.#rooms.values()];
+  }
+
+  /** The room, created when missing. */
+  open(name: string): Room {
+    let room = this.#rooms.get(name);
+    if (room) return room;
+    if (this.#rooms.size >= this.opts.maxRooms) {
+      throw new RoomError('too_many_rooms', 503, `the server already has ${this.opts.maxRooms} rooms open: try again later`);
+    }
+    room = new Room(name, this.opts);
+    const r = room;
+    r.on('changed', () => {
+      // Removed once nothing uses it (after the event settles: a publisher may be re-attaching).
+      setImmediate(() => {
+        if (r.idle && this.#rooms.get(name) === r) {
+          this.#rooms.delete(name);
+          void r.close();
+        }
+      });
+    });
+    this.#rooms.set(name, room);
+    return room;
+  }
+
+  /** Remove the room if nothing uses it (after a viewer's setup failed in a room it opened). */
+  releaseIfIdle(name: string): void {
+    const r = this.#rooms.get(name);
+    if (r?.idle) {
+      this.#rooms.delete(name);
+      void r.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    const rooms = [...this.#rooms.values()];
+    this.#rooms.clear();
+    await Promise.allSettled(rooms.map((r) => r.close()));
+  }
+}
