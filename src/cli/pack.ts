@@ -17,7 +17,7 @@ const buildSchema = z.object({
   lcmLoraScale: z.coerce.number().finite().default(1),
   clip: z.string().min(1).optional(),
   attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).default('mha'),
-  groupNorm: z.enum(['decomposed', 'onnx'], { message: '--group-norm must be decomposed or onnx' }).default('decomposed'),
+  groupNorm: z.enum(['decomposed', 'instance', 'onnx'], { message: '--group-norm must be decomposed, instance or onnx' }).default('decomposed'),
   motionWindow: z
     .string()
     .default('batch')
@@ -71,7 +71,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--lcm-lora-scale <x>', 'LoRA merge strength').env('XPORTRAIT_LCM_LORA_SCALE').default('1'))
     .addOption(new Option('--clip <file>', 'CLIP text model (e.g. clip-vit-large-patch14 model.safetensors) for the text context when the checkpoint has no cond_stage_model weights').env('XPORTRAIT_CLIP'))
     .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU) or matmul (plain MatMul/Softmax, any provider)').env('XPORTRAIT_PACK_ATTENTION').default('mha'))
-    .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (accurate two-pass) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
+    .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (two-pass ReduceMean, accurate), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
     .addOption(new Option('--debug-outputs', 'add the conformance debug intermediates to the UNet graphs'))

@@ -142,7 +142,7 @@ describe('layer helpers against JS references', () => {
         }
       }
     const errs: Record<string, number> = {};
-    for (const impl of ['decomposed', 'onnx'] as const) {
+    for (const impl of ['decomposed', 'instance', 'onnx'] as const) {
       const g = new GraphBuilder('gn', new MemorySink());
       const nn = new Nn(g, new MapSource(new Map([['n.weight', { shape: [C], v: scale }], ['n.bias', { shape: [C], v: bias }]])), { precision: 'float32', attention: 'matmul', groupNorm: impl });
       const xi = g.input('x', 'float32', ['B', C, 1, 1]);
@@ -151,7 +151,7 @@ describe('layer helpers against JS references', () => {
       const { y } = await s.run({ x: new ort.Tensor('float32', x, [2, C, 1, 1]) });
       errs[impl] = maxDiff(y.data as Float32Array, want);
     }
-    process.stdout.write(`GroupNorm max |error| (mean 50, spread 1e-3): decomposed ${errs.decomposed.toExponential(2)}, GroupNormalization-21 ${errs.onnx.toExponential(2)}\n`);
+    process.stdout.write(`GroupNorm max |error| (mean 50, spread 1e-3): decomposed ${errs.decomposed.toExponential(2)}, InstanceNormalization ${errs.instance.toExponential(2)}, GroupNormalization-21 ${errs.onnx.toExponential(2)}\n`);
     expect(errs.decomposed).toBeLessThan(2e-3);
   });
 

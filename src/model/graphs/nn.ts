@@ -17,7 +17,7 @@ export type Precision = 'float32' | 'float16';
 export type AttentionImpl = 'matmul' | 'mha';
 
 /** How GroupNorm is emitted: two-pass ReduceMean decomposition (accurate), or the GroupNormalization-21 op. */
-export type GroupNormImpl = 'decomposed' | 'onnx';
+export type GroupNormImpl = 'decomposed' | 'instance' | 'onnx';
 
 export interface NnOptions {
   precision: Precision;
@@ -171,6 +171,13 @@ export class Nn {
       const scale = await this.weight(`${key}.weight`, [channels], { dtype: 'float32' });
       const bias = await this.weight(`${key}.bias`, [channels], { dtype: 'float32' });
       y = g.op('GroupNormalization', [xf, scale, bias], { num_groups: attr.i(groups), epsilon: attr.f(eps) });
+    } else if (this.opts.groupNorm === 'instance') {
+      // The pattern torch's exporter writes: groups as InstanceNormalization channels, then the per-channel affine.
+      const scale = await this.weight(`${key}.weight`, [channels], { dtype: 'float32', shape: [channels, 1, 1] });
+      const bias = await this.weight(`${key}.bias`, [channels], { dtype: 'float32', shape: [channels, 1, 1] });
+      const xr = g.op('Reshape', [xf, g.constI64([0, groups, -1])]);
+      const n = g.op('InstanceNormalization', [xr, g.constFloat(new Float32Array(groups).fill(1), [groups]), g.constFloat(new Float32Array(groups), [groups])], { epsilon: attr.f(eps) });
+      y = g.op('Add', [g.op('Mul', [g.op('Reshape', [n, g.op('Shape', [xf])]), scale]), bias]);
     } else {
       const scale = await this.weight(`${key}.weight`, [channels], { dtype: 'float32', shape: [channels, 1, 1] });
       const bias = await this.weight(`${key}.bias`, [channels], { dtype: 'float32', shape: [channels, 1, 1] });

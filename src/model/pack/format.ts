@@ -60,7 +60,7 @@ export const packSchema = z.object({
   options: z.object({
     precision: z.enum(['float32', 'float16']),
     attention: z.enum(['matmul', 'mha']),
-    groupNorm: z.enum(['decomposed', 'onnx']),
+    groupNorm: z.enum(['decomposed', 'instance', 'onnx']),
     opset: z.number(),
     debugOutputs: z.boolean(),
   }),
