@@ -135,6 +135,7 @@ async function optionTimings(log: (m: string) => void) {
   const variants = [
     { attention: 'matmul', groupNorm: 'decomposed' },
     { attention: 'mha', groupNorm: 'decomposed' },
+    { attention: 'mha', groupNorm: 'instance' },
     { attention: 'matmul', groupNorm: 'onnx' },
   ] as const;
   // All sessions first, then the variants' runs interleaved, so load from other work on this shared machine falls
