@@ -16,10 +16,13 @@ export const DEFAULT_OUTDIR = join(client, 'dist');
 export async function buildWeb({ outdir = DEFAULT_OUTDIR, watch = false, quiet = false } = {}) {
   mkdirSync(outdir, { recursive: true });
   for (const f of ['index.html', 'bench.html', 'style.css']) copyFileSync(join(client, f), join(outdir, f));
+  // avatar outputs: the viewer page (/view/<room>) and the OBS page (/obs/<room>) share view.js
+  for (const f of ['view.html', 'obs.html', 'view.css']) copyFileSync(join(client, f), join(outdir, f));
   const options = {
     entryPoints: [
       { in: join(client, 'src', 'main.ts'), out: 'app' },
       { in: join(client, 'src', 'bench-page.ts'), out: 'bench' },
+      { in: join(client, 'src', 'view-page.ts'), out: 'view' },
     ],
     outdir,
     bundle: true,

@@ -8,6 +8,7 @@
 import { FrameProbe, percentile } from './frame-probe.ts';
 import { RtcStatsReader, type RtcFigures } from './rtc-stats.ts';
 import { SignalingSocket, type ServerMessage, type ServerStats } from './signaling.ts';
+import { SharePanel, type RoomsInfo } from './share-panel.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -28,7 +29,9 @@ const ui = {
 
 const params = new URLSearchParams(location.search);
 /** Errors that end the attempt: retrying would fail the same way. (Protocol errors are shown but not fatal.) */
-const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed']);
+const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'unauthorized', 'forbidden']);
+/** Avatar outputs: room, links, viewers, egress states (share-panel.ts). */
+const share = new SharePanel(document.getElementById('share') as HTMLElement);
 
 type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error';
 
@@ -80,7 +83,8 @@ class App {
     try {
       const res = await fetch('/api/info');
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const info = (await res.json()) as { engines: { name: string }[]; defaultEngine: string };
+      const info = (await res.json()) as { engines: { name: string }[]; defaultEngine: string; rooms?: RoomsInfo };
+      share.configure(info.rooms);
       ui.engine.replaceChildren(
         ...info.engines.map((e) => new Option(e.name + (e.name === info.defaultEngine ? ' (default)' : ''), e.name, false, e.name === info.defaultEngine)),
       );
@@ -189,7 +193,7 @@ class App {
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     this.engineInUse = ui.engine.value || hello.defaultEngine;
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id });
+    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id, ...share.offerFields() });
     this.statsTimer = window.setInterval(() => void this.updateStats(), 1000);
   }
 
@@ -209,6 +213,9 @@ class App {
         return;
       case 'stats':
         this.serverStats = m.stats;
+        return;
+      case 'room':
+        share.update(m.room);
         return;
       case 'error':
         return this.onServerError(m.code, m.message);
@@ -234,6 +241,7 @@ class App {
     if (code === 'server_full') {
       return this.connectionLost('the server is full (maximum sessions reached)');
     }
+    if (code === 'room_busy') return this.connectionLost(message);
     if (FATAL_CODES.has(code) || code === 'portrait_not_found') {
       this.wanted = false;
       this.teardown();
@@ -352,6 +360,7 @@ class App {
     ui.start.disabled = this.wanted || !this.portrait;
     ui.stop.disabled = !this.wanted && !this.camera;
     ui.engine.disabled = this.wanted;
+    share.lock(this.wanted);
     ui.resetNeutral.disabled = this.phase !== 'live';
     this.renderStats();
   }
@@ -369,7 +378,7 @@ class App {
 }
 
 async function uploadPortrait(file: File): Promise<string> {
-  const res = await fetch('/api/portraits', { method: 'POST', body: file, headers: { 'content-type': file.type || 'application/octet-stream' } });
+  const res = await fetch('/api/portraits', { method: 'POST', body: file, headers: { 'content-type': file.type || 'application/octet-stream', ...share.authHeaders() } });
   const body = (await res.json().catch(() => ({}))) as { id?: string; error?: { message?: string } };
   if (!res.ok || !body.id) throw new Error(body.error?.message ?? `HTTP ${res.status}`);
   return body.id;

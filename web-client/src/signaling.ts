@@ -1,4 +1,5 @@
 /** The `/ws` signaling socket: JSON messages in and out (protocol: src/server/signaling.ts). */
+import type { RoomStatus } from './share-panel.ts';
 
 export interface ServerError {
   type: 'error';
@@ -14,6 +15,7 @@ export type ServerMessage =
   | ServerError
   | { type: 'ended'; reason: string }
   | { type: 'pong'; t?: number; serverTime: number }
+  | { type: 'room'; room: RoomStatus }
   | BenchMessage;
 
 /** Per-frame records of a bench session (src/server/signaling.ts BenchMessage). */
@@ -48,7 +50,7 @@ export interface ServerStats {
 }
 
 export type ClientMessage =
-  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean }
+  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean; room?: string; token?: string }
   | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
   | { type: 'control'; command: { type: string } }
   | { type: 'stop' }

@@ -1,0 +1,192 @@
+/**
+ * The main page's "Share" panel (avatar outputs): which room this page publishes into, the links others need
+ * (viewer page, OBS Browser Source, WHEP endpoint + token), copy buttons, the viewer count and the state of each
+ * egress (RTMP/SRT, v4l2, WHIP). The room comes from `?room=` (else the server's --room); the publish token from
+ * `?token=` (kept for the tab's life in sessionStorage, so the address bar can drop it). With --secret, the links
+ * carry a *view* token minted by the server for this publisher, never the publish token.
+ */
+
+export interface EgressStatus {
+  kind: string;
+  target: string;
+  state: 'starting' | 'live' | 'restarting' | 'failed' | 'stopped';
+  restarts: number;
+  lastError?: string;
+  retryInMs?: number;
+}
+
+export interface RoomStatus {
+  name: string;
+  publishing: boolean;
+  viewers: number;
+  maxViewers: number;
+  egress: EgressStatus[];
+}
+
+export interface RoomsInfo {
+  defaultRoom: string;
+  tokensRequired: boolean;
+  publicUrl?: string;
+}
+
+const ROOM_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+export class SharePanel {
+  room = 'main';
+  /** Publish token (only with --secret). */
+  token: string | undefined;
+  tokensRequired = false;
+  #base = location.origin;
+  #viewToken: string | null | undefined;
+  #status: RoomStatus | undefined;
+  #locked = false;
+  readonly #el: Record<string, HTMLElement>;
+
+  constructor(readonly root: HTMLElement) {
+    const q = <T extends HTMLElement>(sel: string) => root.querySelector(sel) as T;
+    this.#el = {
+      room: q('#share-room'),
+      viewers: q('#share-viewers'),
+      links: q('#share-links'),
+      egress: q('#share-egress'),
+      note: q('#share-note'),
+    };
+    const params = new URLSearchParams(location.search);
+    const t = params.get('token');
+    if (t) sessionStorage.setItem('xp-token', t);
+    this.token = t ?? sessionStorage.getItem('xp-token') ?? undefined;
+    const r = params.get('room');
+    if (r && ROOM_NAME.test(r)) this.room = r;
+    (this.#el.room as HTMLInputElement).addEventListener('change', () => {
+      const v = (this.#el.room as HTMLInputElement).value.trim();
+      if (ROOM_NAME.test(v)) {
+        this.room = v;
+        this.#viewToken = undefined;
+        this.#status = undefined;
+        void this.render();
+      } else (this.#el.room as HTMLInputElement).value = this.room;
+    });
+  }
+
+  /** From GET /api/info: the default room and whether tokens are needed. */
+  configure(info: RoomsInfo | undefined): void {
+    if (!info) return;
+    this.tokensRequired = info.tokensRequired;
+    if (!new URLSearchParams(location.search).get('room')) this.room = info.defaultRoom;
+    if (info.publicUrl) this.#base = info.publicUrl;
+    (this.#el.room as HTMLInputElement).value = this.room;
+    this.root.hidden = false;
+    void this.render();
+  }
+
+  /** Fields the offer carries. */
+  offerFields(): { room: string; token?: string } {
+    return { room: this.room, token: this.token };
+  }
+
+  /** Headers for uploads (a publish step). */
+  authHeaders(): Record<string, string> {
+    return this.token ? { authorization: `Bearer ${this.token}` } : {};
+  }
+
+  /** While a session runs the room cannot change. */
+  lock(locked: boolean): void {
+    if (this.#locked === locked) return;
+    this.#locked = locked;
+    (this.#el.room as HTMLInputElement).disabled = locked;
+    if (!locked) {
+      this.#status = undefined;
+      void this.render();
+    }
+  }
+
+  update(status: RoomStatus): void {
+    this.#status = status;
+    void this.render();
+  }
+
+  async #ensureViewToken(): Promise<string | null> {
+    if (!this.tokensRequired) return null;
+    if (this.#viewToken !== undefined) return this.#viewToken;
+    if (!this.token) return null;
+    try {
+      const res = await fetch(`/api/rooms/${encodeURIComponent(this.room)}/view-token?ttl=24h`, { method: 'POST', headers: this.authHeaders() });
+      const body = (await res.json()) as { token?: string | null; error?: { message?: string } };
+      if (!res.ok) throw new Error(body.error?.message ?? `HTTP ${res.status}`);
+      this.#viewToken = body.token ?? null;
+    } catch (err) {
+      this.#el.note.textContent = `Could not make a viewer token: ${(err as Error).message}`;
+      this.#viewToken = null;
+    }
+    return this.#viewToken;
+  }
+
+  async render(): Promise<void> {
+    const room = encodeURIComponent(this.room);
+    const viewToken = await this.#ensureViewToken();
+    const q = viewToken ? `?token=${encodeURIComponent(viewToken)}` : '';
+    const links: [string, string, string][] = [
+      ['Viewer page', `${this.#base}/view/${room}${q}`, 'share-view'],
+      ['OBS Browser Source', `${this.#base}/obs/${room}${q}`, 'share-obs'],
+      ['WHEP endpoint', `${this.#base}/whep/${room}`, 'share-whep'],
+    ];
+    if (viewToken) links.push(['WHEP bearer token (view)', viewToken, 'share-token']);
+    this.#el.links.replaceChildren(...links.map(([label, value, id]) => linkRow(label, value, id)));
+    const notes: string[] = [];
+    if (this.tokensRequired && !this.token) {
+      notes.push('This server requires a token: open the publisher link the server printed at start, or make one with `xportrait-cam token --role publish`.');
+    } else if (this.tokensRequired) {
+      notes.push('The links carry a viewer token (24 h) that cannot publish.');
+    } else {
+      notes.push('No --secret: only this machine can open these links. Start the server with --secret to share them.');
+    }
+    this.#el.note.textContent = notes.join(' ');
+    const s = this.#status;
+    this.#el.viewers.textContent = s ? `${s.viewers} of ${s.maxViewers}` : '–';
+    this.#el.egress.replaceChildren(
+      ...(s?.egress.length
+        ? s.egress.map((e) => {
+            const li = document.createElement('li');
+            li.dataset.state = e.state;
+            const retry = e.state === 'restarting' && e.retryInMs !== undefined ? `, retry in ${Math.ceil(e.retryInMs / 1000)} s` : '';
+            const restarts = e.restarts ? ` · ${e.restarts} restart${e.restarts === 1 ? '' : 's'}` : '';
+            li.textContent = `${e.kind.toUpperCase()} → ${e.target}: ${e.state}${retry}${restarts}${e.lastError && e.state !== 'live' ? ` (${e.lastError})` : ''}`;
+            return li;
+          })
+        : [Object.assign(document.createElement('li'), { textContent: s ? 'none configured (--rtmp-url, --v4l2, --whip-url)' : '–' })]),
+    );
+  }
+}
+
+function linkRow(label: string, value: string, id: string): HTMLElement {
+  const row = document.createElement('div');
+  row.className = 'share-row';
+  const name = document.createElement('span');
+  name.textContent = label;
+  const input = document.createElement('input');
+  input.readOnly = true;
+  input.value = value;
+  input.id = id;
+  input.addEventListener('focus', () => input.select());
+  const copy = document.createElement('button');
+  copy.type = 'button';
+  copy.textContent = 'Copy';
+  copy.addEventListener('click', () => {
+    void copyText(input).then((ok) => {
+      copy.textContent = ok ? 'Copied' : 'Select + Ctrl-C';
+      window.setTimeout(() => (copy.textContent = 'Copy'), 1500);
+    });
+  });
+  row.append(name, input, copy);
+  return row;
+}
+
+async function copyText(input: HTMLInputElement): Promise<boolean> {
+  try {
+    await navigator.clipboard.writeText(input.value);
+    return true;
+  } catch {
+    input.select();
+    return document.execCommand?.('copy') ?? false;
+  }
+}
