@@ -17,7 +17,9 @@
  *
  * Browser and server clocks are joined by `clockOffsetMs` (server - browser, measured by the page with ping/pong;
  * ~0 on one machine). Ids loop (the fake camera's file repeats; the counter wraps at 65536), so each display is
- * joined with the LATEST capture of its id no older than `maxLatencyMs`.
+ * joined with the latest server record of its id sent before it, and that record with the latest capture of the id
+ * before the server received it: uplink and downlink must each stay under `maxLatencyMs` (< the id loop), while the
+ * engine may take any time. Without a server record, the latest capture no older than `maxLatencyMs` is taken.
  *
  * Pure: the web client's bench tab runs it live on a sliding window, the CLI on the whole run.
  */
@@ -71,7 +73,7 @@ export interface GlassFrame {
 export interface JoinOptions {
   /** Server clock minus browser clock (ms). */
   clockOffsetMs?: number;
-  /** Longest plausible glass-to-glass latency; must be shorter than the id loop. Default 3000. */
+  /** Longest plausible uplink or downlink (glass-to-glass without server records); shorter than the id loop. Default 3000. */
   maxLatencyMs?: number;
   /** Length of the camera's id loop (frames in the fake-camera file); default 65536 (the id range). */
   idPeriod?: number;
@@ -156,15 +158,19 @@ export function joinFrames(input: JoinInput, opts: JoinOptions = {}): { frames: 
   const frames: GlassFrame[] = [];
   let unmatched = 0;
   for (const d of input.displays) {
-    const c = latestBetween(caps.get(d.id), (x) => x.t, d.shown - maxLat, d.shown);
+    // The server's record of the frame shown: the latest one with this id sent before the display. Its receive
+    // time then pins the capture (the latest with this id before it), so an engine may hold a frame longer than the
+    // camera's id loop; only the network legs must stay shorter than `maxLatencyMs`.
+    const tx = latestBetween(txs.get(d.id), (x) => (x.times.send ?? x.times.receive) - off, d.shown - maxLat, d.shown + 20);
+    const c = tx
+      ? latestBetween(caps.get(d.id), (x) => x.t, tx.times.receive - off - maxLat, tx.times.receive - off + 20)
+      : latestBetween(caps.get(d.id), (x) => x.t, d.shown - maxLat, d.shown);
     if (!c) {
       unmatched++;
       continue;
     }
     const f: GlassFrame = { id: d.id, capture: c.t, shown: d.shown, glass: d.shown - c.t, stages: {} };
     if (c.interpolated) f.interpolated = true;
-    // the server's record of this camera frame: received after the capture (a few ms of clock slack), before display
-    const tx = latestBetween(txs.get(d.id), (x) => x.times.receive - off, c.t - 20, d.shown);
     if (tx) {
       const t = tx.times;
       const at = (k: string) => (t[k] === undefined ? undefined : t[k] - off);

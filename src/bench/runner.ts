@@ -55,6 +55,8 @@ export interface BenchRunOptions {
   startTimeoutSeconds?: number;
   /** Extra `serve` arguments. */
   serveArgs?: string[];
+  /** Also write every raw record (captures, displays, server rx/tx, counters, samples) to DIR/records.json. */
+  raw?: boolean;
 }
 
 export interface BenchRunResult {
@@ -227,6 +229,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     const htmlPath = join(opts.out, 'bench.html');
     writeFileSync(jsonPath, `${JSON.stringify(report, null, 1)}\n`);
     writeFileSync(htmlPath, renderBenchHtml(report));
+    if (opts.raw) writeFileSync(join(opts.out, 'records.json'), JSON.stringify(run));
     return { report, jsonPath, htmlPath };
   } finally {
     sampler?.stop();

@@ -30,6 +30,7 @@ const benchOptionsSchema = z
     url: z.url({ protocol: /^https?$/ }).optional(),
     webRoot: z.string().min(1).optional(),
     startTimeout: seconds.pipe(z.number().min(5).max(3600)),
+    raw: z.boolean().optional(),
     engineOpt: z.array(z.string().regex(/^[A-Za-z][\w-]*=.*$/, 'must be key=value')).optional(),
   })
   .superRefine((o, ctx) => {
@@ -57,6 +58,7 @@ export function addBenchCommand(program: Command): void {
     .addOption(new Option('--chromium <path>', 'chromium binary (default /usr/bin/chromium)').env('CHROMIUM_PATH'))
     .addOption(new Option('--url <url>', 'bench a server that is already running (its CPU is then not measured)').env('XPORTRAIT_BENCH_URL'))
     .addOption(new Option('--web-root <dir>', 'built web client to serve (default web-client/dist)').env('XPORTRAIT_WEB_ROOT'))
+    .addOption(new Option('--raw', 'also write every per-frame record to DIR/records.json'))
     .addOption(new Option('--start-timeout <seconds>', 'how long the first avatar frame may take (engine load)').env('XPORTRAIT_BENCH_START_TIMEOUT').default('90'))
     .action(async (raw: Record<string, unknown>) => {
       const parsed = benchOptionsSchema.safeParse(raw);
@@ -84,6 +86,7 @@ export function addBenchCommand(program: Command): void {
           url: o.url,
           webRoot: o.webRoot,
           startTimeoutSeconds: o.startTimeout,
+          raw: o.raw,
           serveArgs: (o.engineOpt ?? []).flatMap((kv) => ['--engine-opt', kv]),
         },
         log,

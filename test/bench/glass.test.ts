@@ -41,7 +41,7 @@ interface Sim {
  * n camera frames: the preview misses every 7th capture (i % 7 === 3); the browser never encodes i % 50 === 11;
  * the server drops i % 10 === 5 in its mailbox; the renderer skips i % 25 === 17; frame 40's picture is shown twice.
  */
-function simulate(n: number, latencyExtra = (_i: number) => 0): Sim {
+function simulate(n: number, latencyExtra = (_i: number) => 0, engineExtra = 0): Sim {
   const s: Sim = { captures: [], displays: [], rx: [], tx: [], presentations: [], n };
   for (let i = 0; i < n; i++) {
     const id = i % PERIOD;
@@ -53,7 +53,7 @@ function simulate(n: number, latencyExtra = (_i: number) => 0): Sim {
     if (i % 10 === 5) continue;
     const trackStart = recv + QUEUE;
     const engineStart = trackStart + TRACK;
-    const engineEnd = engineStart + ENGINE;
+    const engineEnd = engineStart + ENGINE + engineExtra;
     const send = engineEnd + OUTPUT;
     s.tx.push({ cam: id, seq: i, stamped: true, times: { receive: recv, trackStart, trackEnd: engineStart, engineStart, 'x.a': engineStart + 1.5, 'x.b': engineStart + 3, engineEnd, send } });
     if (i % 25 === 17) continue;
@@ -111,6 +111,18 @@ describe('glass-to-glass join', () => {
     }
     // ids loop every PERIOD frames: each display still finds the capture of ITS loop, not an older one
     expect(Math.max(...frames.map((f) => f.glass))).toBeLessThan(GLASS + 6);
+  });
+
+  it('an engine that holds frames longer than the id loop (7 s vs a 5 s loop) is still measured right', () => {
+    const sim = simulate(901, () => 0, 7000); // 901: the last capture the preview skipped (899) has a neighbour after it
+    const { frames, unmatched } = joinFrames(sim, { clockOffsetMs: OFFSET, idPeriod: PERIOD });
+    expect(unmatched).toBe(0);
+    expect(frames.length).toBe(sim.displays.length);
+    for (const f of frames.filter((x) => !(x.id === 40 && x.glass > GLASS + 7001))) {
+      expect(f.glass).toBeCloseTo(GLASS + 7000, 3);
+      expect(f.stages.engine).toBeCloseTo(ENGINE + 7000, 3);
+      expect(f.stages.uplink).toBeCloseTo(UPLINK, 3);
+    }
   });
 
   it('a wrong clock offset shows up as a shift between uplink and downlink, not in glass-to-glass', () => {
