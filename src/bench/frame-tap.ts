@@ -48,8 +48,9 @@ export class FrameIdTap implements FrameTap {
   #overflow = 0;
   #unreadable = 0;
 
-  onReceive(frame: VideoFrame): void {
-    const cam = frame.format === 'i420' ? decodeLuma(frame.data, frame.width, frame.height) : null;
+  onReceive(frame: VideoFrame, cameraId?: number): void {
+    // a landmark-only frame (the page tracked the camera and sent landmarks, no picture) comes with its camera id
+    const cam = cameraId !== undefined ? (cameraId >= 0 ? cameraId : null) : frame.format === 'i420' ? decodeLuma(frame.data, frame.width, frame.height) : null;
     if (cam === null) this.#unreadable++;
     this.#camBySeq.set(frame.id, cam ?? -1);
     if (this.#camBySeq.size > MAX_PENDING) this.#camBySeq.delete(this.#camBySeq.keys().next().value as number);

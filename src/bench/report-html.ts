@@ -125,7 +125,7 @@ th{font-weight:600;color:#555}
 </style></head><body>
 <h1>xportrait-cam bench — ${esc(o.engine)} at ${o.size}×${o.size}, ${o.fps} fps</h1>
 <p class="meta">${esc(r.createdAt)} · ${esc(r.machine.cpuModel)} ×${r.machine.cpus}, ${r.machine.memGiB} GiB · load average ${r.machine.loadAvgStart.map((x) => x.toFixed(2)).join(' / ')} at the start, ${r.machine.loadAvgEnd.map((x) => x.toFixed(2)).join(' / ')} at the end ·
-node ${esc(r.machine.node)} · ${esc(r.machine.chromium)} · xportrait-cam ${esc(r.machine.packageVersion)}${r.machine.gitCommit ? ` (${esc(r.machine.gitCommit)})` : ''}<br>
+node ${esc(r.machine.node)} · ${esc(r.machine.chromium)} · xportrait-cam ${esc(r.machine.packageVersion)}${r.machine.gitCommit ? ` (${esc(r.machine.gitCommit)})` : ''}${Object.entries(r.machine.libraries ?? {}).map(([k, v]) => ` · ${esc(k)} ${esc(v)}`).join('')}<br>
 camera: ${esc(o.video)} · portrait: ${esc(o.portrait)} · frame ids: ${esc(r.method.idMode)} (loop of ${r.method.idPeriod}) ·
 warm-up ${f(r.method.warmupSeconds, 1)} s excluded (first avatar frame ${f(r.method.firstAvatarFrameMs, 0)} ms after the page opened), measured ${f(r.method.measuredSeconds, 1)} s ·
 clock offset server−browser ${f(r.method.clockOffsetMs, 2)} ± ${f(r.method.clockUncertaintyMs, 2)} ms</p>

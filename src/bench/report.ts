@@ -39,6 +39,8 @@ export interface MachineRecord {
   chromium: string;
   packageVersion: string;
   gitCommit?: string;
+  /** Versions of the libraries on the measured path (WebRTC, inference, browser driver, metrics). */
+  libraries?: Record<string, string>;
   /** 1/5/15-minute load averages when the run started and ended (other work on the machine skews figures). */
   loadAvgStart: number[];
   loadAvgEnd: number[];

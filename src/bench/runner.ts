@@ -306,6 +306,14 @@ export function machineRecord(chromium: string, loadAvgStart: number[]): Machine
     gitCommit = undefined;
   }
   const round2 = (v: number) => Math.round(v * 100) / 100;
+  const libraries: Record<string, string> = {};
+  for (const name of ['@roamhq/wrtc', 'onnxruntime-node', 'sharp', 'playwright-core', 'prom-client']) {
+    try {
+      libraries[name] = (JSON.parse(readFileSync(join(REPO_ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      libraries[name] = 'not installed';
+    }
+  }
   return {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
@@ -316,6 +324,7 @@ export function machineRecord(chromium: string, loadAvgStart: number[]): Machine
     chromium: chromiumVersion(chromium),
     packageVersion: pkg.version,
     gitCommit,
+    libraries,
     loadAvgStart: loadAvgStart.map(round2),
     loadAvgEnd: os.loadavg().map(round2),
   };
