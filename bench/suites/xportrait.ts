@@ -174,6 +174,8 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
     };
     const offlineLcm = await run('offline LCM (official windows, same steps)', { sampler: 'official', scheduler: 'lcm', steps: K, guidance: 1 });
     const official = await run('official DDIM 30 (31 steps), CFG 5', { sampler: 'official' });
+    // The floor: the same offline sampler with another seed (how much the pictures differ from noise alone).
+    const reseeded = await run('offline LCM, another seed', { sampler: 'official', scheduler: 'lcm', steps: K, guidance: 1, seed: 1000 });
     const result: Record<string, unknown> = {
       pack: tmp ? 'tiny (xp-tiny-64, random weights)' : packDir,
       frames: driving.length,
@@ -205,8 +207,10 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
       };
     }
     result.policies = policies;
-    // Reference point: how far the two offline samplers are from each other.
+    // Reference points: how far the two offline samplers are from each other, and a seed from another seed.
     result.offlineLcmVsOfficialMeanAbsDiff = +mean(offlineLcm.frames.map((f, i) => mad(f, official.frames[i]))).toFixed(2);
+    result.offlineLcmSeedToSeedMeanAbsDiff = +mean(offlineLcm.frames.map((f, i) => mad(f, reseeded.frames[i]))).toFixed(2);
+    result.offlineLcmSeedToSeedPsnr = +mean(offlineLcm.frames.map((f, i) => psnr(f, reseeded.frames[i]))).toFixed(2);
     return result;
   } finally {
     if (tmp) rmSync(tmp, { recursive: true, force: true });

@@ -49,7 +49,7 @@ describe('animate --engine xportrait', () => {
     expect(existsSync(out)).toBe(true);
     const probe = await probeVideo(out);
     expect([probe.width, probe.height]).toEqual([128, 128]);
-    expect(probe.frames ?? 64).toBe(64);
+    expect(probe.frameCount).toBe(64);
   }, 900_000);
 
   it('says what is missing without a pack', async () => {

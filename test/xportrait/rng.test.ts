@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PyRandom, RecordedGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
+import { FastGaussian, PyRandom, RecordedGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
 
 // Expected values printed by CPython 3.11 (`random.Random(seed)`), the generator the official sampler draws its
 // window offsets from.
@@ -61,6 +61,30 @@ describe('Gaussian sources', () => {
     expect(Math.abs(m)).toBeLessThan(0.01);
     expect(Math.abs(v - 1)).toBeLessThan(0.01);
     expect(new SeededGaussian(8).fill(new Float32Array(4))).not.toEqual(a.subarray(0, 4));
+  });
+
+  it('FastGaussian is reproducible, seed-dependent and standard normal (mean, variance, kurtosis, tails)', () => {
+    const a = new FastGaussian(7).fill(new Float32Array(400_000));
+    const b = new FastGaussian(7).fill(new Float32Array(400_000));
+    expect(a.every((v, i) => v === b[i])).toBe(true);
+    expect(new FastGaussian(8).fill(new Float32Array(4))).not.toEqual(a.subarray(0, 4));
+    let m = 0;
+    for (const x of a) m += x;
+    m /= a.length;
+    let v = 0;
+    let k = 0;
+    let tail = 0;
+    for (const x of a) {
+      v += (x - m) ** 2;
+      k += (x - m) ** 4;
+      if (Math.abs(x) > 1.96) tail++;
+    }
+    v /= a.length;
+    k /= a.length;
+    expect(Math.abs(m)).toBeLessThan(0.01);
+    expect(Math.abs(v - 1)).toBeLessThan(0.01);
+    expect(Math.abs(k / (v * v) - 3)).toBeLessThan(0.05);
+    expect(Math.abs(tail / a.length - 0.05)).toBeLessThan(0.003);
   });
 
   it('RecordedGaussian replays blocks in order and refuses a wrong size or an extra draw', () => {

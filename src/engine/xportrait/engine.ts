@@ -41,7 +41,7 @@ import { OnnxNetworks, type F32 } from './networks.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
 import { acquirePack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
 import { DEVICES } from './providers.ts';
-import { SeededGaussian } from './rng.ts';
+import { FastGaussian, SeededGaussian } from './rng.ts';
 import { schedulerTimesteps } from './sampler.ts';
 import { SeededOffsets } from './windows.ts';
 
@@ -393,7 +393,7 @@ class LiveSession extends BaseSession {
       sinkFrames: o.sinkFrames,
       contextTimestep: o.contextTimestep,
       guidance,
-      noise: new SeededGaussian(o.seed),
+      noise: new FastGaussian(o.seed),
     });
     this.info = { engine: 'xportrait', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: this.#pipeline.lagFrames };
     engine.logger.info({ policy: o.policy, steps: this.#steps, guidance, window: o.window, lag: this.info.lagFrames }, 'xportrait live session');

@@ -188,3 +188,74 @@ export class RecordedGaussian implements GaussianSource {
     return out;
   }
 }
+
+/**
+ * Fast seeded N(0, 1) noise for the live pipeline, where a frame of noise is drawn per frame per step (16384 values
+ * at 512²): xoshiro128** (seeded through splitmix32) and Marsaglia's polar method, both values of each pair used.
+ * Not CPython-compatible (use `SeededGaussian` where a Python cross-check matters), about 3-4x faster.
+ */
+export class FastGaussian implements GaussianSource {
+  #s0: number;
+  #s1: number;
+  #s2: number;
+  #s3: number;
+  #spare = 0;
+  #hasSpare = false;
+
+  constructor(seed: number) {
+    if (!Number.isSafeInteger(seed)) throw new RangeError(`FastGaussian: seed must be a safe integer, got ${seed}`);
+    let x = (seed ^ Math.floor(seed / 2 ** 32)) >>> 0;
+    const next = (): number => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.#s0 = next();
+    this.#s1 = next();
+    this.#s2 = next();
+    this.#s3 = next();
+    if ((this.#s0 | this.#s1 | this.#s2 | this.#s3) === 0) this.#s0 = 1;
+  }
+
+  /** Uniform in (-1, 1) from the top 24 bits of xoshiro128**. */
+  #uniform(): number {
+    const r = Math.imul(((Math.imul(this.#s1, 5) << 7) | (Math.imul(this.#s1, 5) >>> 25)) >>> 0, 9) >>> 0;
+    const t = (this.#s1 << 9) >>> 0;
+    this.#s2 ^= this.#s0;
+    this.#s3 ^= this.#s1;
+    this.#s1 ^= this.#s2;
+    this.#s0 ^= this.#s3;
+    this.#s2 ^= t;
+    this.#s3 = ((this.#s3 << 11) | (this.#s3 >>> 21)) >>> 0;
+    this.#s0 >>>= 0;
+    this.#s1 >>>= 0;
+    this.#s2 >>>= 0;
+    return ((r >>> 8) + 0.5) / 8388608 - 1;
+  }
+
+  next(): number {
+    if (this.#hasSpare) {
+      this.#hasSpare = false;
+      return this.#spare;
+    }
+    let u: number;
+    let v: number;
+    let s: number;
+    do {
+      u = this.#uniform();
+      v = this.#uniform();
+      s = u * u + v * v;
+    } while (s >= 1 || s === 0);
+    const m = Math.sqrt((-2 * Math.log(s)) / s);
+    this.#spare = v * m;
+    this.#hasSpare = true;
+    return u * m;
+  }
+
+  fill(out: Float32Array): Float32Array {
+    for (let i = 0; i < out.length; i++) out[i] = this.next();
+    return out;
+  }
+}
