@@ -20,8 +20,6 @@ import { GRAPHS, type BuildOptions, type GraphDef } from '../graphs/index.ts';
 import { KVCACHE_GRAPHS } from '../graphs/motion-kvcache.ts';
 import { emptyPromptContext, findClipText } from '../graphs/clip-text.ts';
 
-/** Every graph a pack can hold: the official networks and the streaming UNet variants of the live kvcache policy. */
-const CATALOGUE: GraphDef[] = [...GRAPHS, ...KVCACHE_GRAPHS];
 import { unetLayout } from '../graphs/layout.ts';
 import type { WindowMode } from '../graphs/motion.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
@@ -30,6 +28,9 @@ import { mergeLoraLazily } from '../lora.ts';
 import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
 import { BUILDER_VERSION, PACK_FORMAT, PACK_FORMAT_VERSION, PACK_JSON, configValues, type PackGraph, type PackManifest } from './format.ts';
+
+/** Every graph a pack can hold: the official networks and the streaming UNet variants of the live kvcache policy. */
+const CATALOGUE: GraphDef[] = [...GRAPHS, ...KVCACHE_GRAPHS];
 
 export interface PackBuildOptions {
   checkpoint: string;
