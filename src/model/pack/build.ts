@@ -19,7 +19,6 @@ import { defaultConfigPath, parseXPortraitConfig, type XPortraitConfig } from '.
 import { GRAPHS, type BuildOptions, type GraphDef } from '../graphs/index.ts';
 import { KVCACHE_GRAPHS } from '../graphs/motion-kvcache.ts';
 import { emptyPromptContext, findClipText } from '../graphs/clip-text.ts';
-
 import { unetLayout } from '../graphs/layout.ts';
 import type { WindowMode } from '../graphs/motion.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
