@@ -166,6 +166,12 @@ ${r.metrics ? `<tr><td>/metrics over the window: received / sent / dropped</td><
 <tr><td>browser (camera out, avatar in)</td><td>${f(wb.encodeMs, 2)}</td><td>${f(wb.decodeMs, 2)}</td><td>${f(wb.jitterBufferMs, 1)}</td><td>${f(wb.sendKbps, 0)}</td><td>${f(wb.recvKbps, 0)}</td><td>${f(wb.framesDropped, 0)}</td></tr>
 <tr><td>server (avatar out, camera in)</td><td>${f(ws.encodeMs, 2)}</td><td>${f(ws.decodeMs, 2)}</td><td>${f(ws.jitterBufferMs, 1)}</td><td>${f(ws.sendKbps, 0)}</td><td>${f(ws.recvKbps, 0)}</td><td>${f(ws.framesDropped, 0)}</td></tr>
 </tbody></table>
+<p class="meta">Where the network legs go (means, ms; from the codec figures above, the rest by difference):</p>
+<table><tbody>
+${Object.entries(r.legs ?? {})
+  .map(([leg, parts]) => `<tr><td>${esc(leg)} (mean ${f(r.stages[leg as Stage]?.mean)})</td><td>${Object.entries(parts).map(([k, v]) => `${esc(k)} ${f(v)}`).join(' · ')}</td></tr>`)
+  .join('')}
+</tbody></table>
 <h2>CPU (% of one core) and memory per process</h2>
 <table><thead><tr><th>process</th><th>CPU mean</th><th>CPU p95</th><th>RSS start MiB</th><th>RSS end MiB</th><th>RSS max MiB</th><th>processes</th></tr></thead><tbody>${proc}</tbody></table>
 <h2>Server CPU by stage (threads, % of one core)</h2>

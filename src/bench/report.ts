@@ -123,6 +123,11 @@ export interface BenchReport {
   fps: Record<string, number | null>;
   frames: FrameAccounting;
   webrtc: { browser: CodecMeans; server: CodecMeans };
+  /**
+   * Where the mean uplink, downlink and display times go, from the WebRTC codec means (getStats of both sides):
+   * encode, jitter buffer and decode; the rest is packetisation, network, pacing and rendering.
+   */
+  legs: Record<'uplink' | 'downlink' | 'display', Record<string, number | null>>;
   cpu: {
     processes: Record<string, ProcessFigures>;
     serverThreads: Record<string, { cpuMean: number | null; label: string }>;
@@ -207,6 +212,26 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
   const sB = nearest(run.serverCounters, t1 + run.clockOffsetMs)?.c;
   const webrtc = { browser: roundMeans(codecMeans(bA, bB, seconds)), server: roundMeans(codecMeans(sA, sB, seconds)) };
 
+  const legMean = (s: Stage) => w.stages[s]?.mean ?? NaN;
+  const rest = (total: number, parts: (number | undefined)[]) => r(total - parts.reduce<number>((a, b) => a + (b ?? 0), 0));
+  const legs: BenchReport['legs'] = {
+    uplink: {
+      'browser encode': r(webrtc.browser.encodeMs),
+      'server jitter buffer': r(webrtc.server.jitterBufferMs),
+      'server decode': r(webrtc.server.decodeMs),
+      'packetisation, network, pacing': rest(legMean('uplink'), [webrtc.browser.encodeMs, webrtc.server.jitterBufferMs, webrtc.server.decodeMs]),
+    },
+    downlink: {
+      'server encode': r(webrtc.server.encodeMs),
+      'packetisation, network, pacing': rest(legMean('downlink'), [webrtc.server.encodeMs]),
+    },
+    display: {
+      'browser jitter buffer': r(webrtc.browser.jitterBufferMs),
+      'browser decode': r(webrtc.browser.decodeMs),
+      'render, compositing': rest(legMean('display'), [webrtc.browser.jitterBufferMs, webrtc.browser.decodeMs]),
+    },
+  };
+
   // series
   const shown = frames.filter((f) => f.shown >= t0 && f.shown < t1).sort((a, b) => a.shown - b.shown);
   const stageSeries = Object.fromEntries(STAGES.map((s) => [s, shown.map((f) => r(f.stages[s], 2))])) as Record<Stage, (number | null)[]>;
@@ -265,6 +290,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     fps: Object.fromEntries(Object.entries(w.fps).map(([k, v]) => [k, r(v)])),
     frames: w.frames,
     webrtc,
+    legs,
     cpu: { processes, serverThreads, rendererThreads, serverStageBusy },
     metrics,
     series,
