@@ -351,7 +351,7 @@ describe('warp engine session', () => {
     face /= faceN;
     back /= backN;
     expect(face).toBeGreaterThan(2);
-    expect(back).toBeLessThan(0.5);
+    expect(back).toBeLessThan(0.8);
     expect(face).toBeGreaterThan(10 * back);
   });
 

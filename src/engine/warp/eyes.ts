@@ -1,12 +1,12 @@
 /**
- * Closing eyelids. The warp alone closes an eye by squeezing the eyeball between the lids, which shows the iris
- * and the white as a jagged dark band (a 20-pixel-tall eye resampled into 2 rows aliases). Instead, as the eye
- * closes, the space between the lids is covered with the portrait's own eyelid skin colour (sampled once, above
- * the upper lid), so a shut eye reads as skin with the lash line of the upper lid on top: how both photos and
- * cartoons draw it. Written straight into the I420 output (pure TypeScript).
+ * Shut eyelids. The warp closes an eye by squeezing it (and the skin around it, ./motion.ts closeEye) towards the
+ * line where the lids meet; squeezed into a few rows, the lashes, the iris and the white alias into a jagged band.
+ * So as the eye nears shut, a lid is drawn over it: a lens of the portrait's own lid skin colour (sampled once,
+ * above and below the eye) spanning the eye's real extent, with a smooth lash line in the portrait's lash colour
+ * along the closing curve: how both photos and cartoons show a shut eye. Written straight into the I420 output
+ * (pure TypeScript).
  */
-import { scanTriangle } from './field.ts';
-import { LEFT_EYE, RIGHT_EYE } from './landmark-sets.ts';
+import { LEFT_EYE, RIGHT_EYE, type EyeSet } from './landmark-sets.ts';
 import type { WarpMesh } from './mesh.ts';
 import type { I420Image } from './resample.ts';
 
@@ -15,43 +15,79 @@ const smooth = (e0: number, e1: number, x: number): number => {
   return t * t * (3 - 2 * t);
 };
 
-/** Y, U, V of the lid skin of each eye (right, left): the mean above the central part of the upper lid. */
-export function eyelidSkinColours(mesh: WarpMesh, portrait: I420Image): [Float32Array, Float32Array] {
-  const { width: w, height: h, data } = portrait;
+export interface EyelidLook {
+  /** Y, U, V of the skin above and below the eye, and of the lash line. */
+  above: Float32Array;
+  below: Float32Array;
+  lash: Float32Array;
+  /** Half height of the eye's real extent (at least the lid gap, at least 0.6 iris), portrait pixels. */
+  extent: number;
+}
+
+function sampleYuv(img: I420Image, x: number, y: number): [number, number, number] {
+  const { width: w, height: h, data } = img;
   const cw = Math.ceil(w / 2);
   const ch = Math.ceil(h / 2);
+  const xi = Math.min(w - 1, Math.max(0, Math.round(x - 0.5)));
+  const yi = Math.min(h - 1, Math.max(0, Math.round(y - 0.5)));
+  return [data[yi * w + xi], data[w * h + (yi >> 1) * cw + (xi >> 1)], data[w * h + cw * ch + (yi >> 1) * cw + (xi >> 1)]];
+}
+
+function eyeExtent(rest: Float32Array, eye: EyeSet): number {
+  const [u, l] = eye.lidPairs[3];
+  const halfGap = Math.hypot(rest[3 * l] - rest[3 * u], rest[3 * l + 1] - rest[3 * u + 1]) / 2;
+  const [, e1, e2, e3, e4] = eye.iris;
+  const iris = (Math.hypot(rest[3 * e2] - rest[3 * e4], rest[3 * e2 + 1] - rest[3 * e4 + 1]) + Math.hypot(rest[3 * e1] - rest[3 * e3], rest[3 * e1 + 1] - rest[3 * e3 + 1])) / 2;
+  const halfW = Math.hypot(rest[3 * eye.corners[0]] - rest[3 * eye.corners[1]], rest[3 * eye.corners[0] + 1] - rest[3 * eye.corners[1] + 1]) / 2;
+  return Math.min(Math.max(halfGap, 0.6 * iris, 1), 0.5 * halfW);
+}
+
+/** The lid look of each eye (right, left), sampled once from the portrait. */
+export function eyelidLooks(mesh: WarpMesh, portrait: I420Image): [EyelidLook, EyelidLook] {
+  const rest = mesh.rest;
   return [RIGHT_EYE, LEFT_EYE].map((eye) => {
-    const acc = new Float64Array(3);
+    const extent = eyeExtent(rest, eye);
+    const above = new Float64Array(3);
+    const below = new Float64Array(3);
     let n = 0;
+    let lash: [number, number, number] = [255, 128, 128];
     for (const [u, l] of eye.lidPairs.slice(1, 6)) {
-      const ux = mesh.rest[3 * u];
-      const uy = mesh.rest[3 * u + 1];
-      const open = Math.max(2, Math.hypot(mesh.rest[3 * l] - ux, mesh.rest[3 * l + 1] - uy));
-      // Skin a little above the lid margin (past the lashes), along the lower->upper direction.
-      const dx = (ux - mesh.rest[3 * l]) / open;
-      const dy = (uy - mesh.rest[3 * l + 1]) / open;
-      for (const k of [0.5, 0.7, 0.9]) {
-        const x = Math.min(w - 1, Math.max(0, Math.round(ux + dx * open * k - 0.5)));
-        const y = Math.min(h - 1, Math.max(0, Math.round(uy + dy * open * k - 0.5)));
-        acc[0] += data[y * w + x];
-        acc[1] += data[w * h + (y >> 1) * cw + (x >> 1)];
-        acc[2] += data[w * h + cw * ch + (y >> 1) * cw + (x >> 1)];
-        n++;
+      const ux = rest[3 * u];
+      const uy = rest[3 * u + 1];
+      const lx = rest[3 * l];
+      const ly = rest[3 * l + 1];
+      const len = Math.max(1, Math.hypot(ux - lx, uy - ly));
+      const dx = (ux - lx) / len;
+      const dy = (uy - ly) / len;
+      const cx = (ux + lx) / 2;
+      const cy = (uy + ly) / 2;
+      // Skin: past the eye's extent, above and below.
+      const a = sampleYuv(portrait, cx + dx * extent * 1.6, cy + dy * extent * 1.6);
+      const b = sampleYuv(portrait, cx - dx * extent * 1.5, cy - dy * extent * 1.5);
+      for (let k = 0; k < 3; k++) {
+        above[k] += a[k];
+        below[k] += b[k];
+      }
+      n++;
+      // Lashes: the darkest pixel on the way up from the centre through the upper lid to the extent.
+      for (let t = 0; t <= 1.4; t += 0.05) {
+        const p = sampleYuv(portrait, cx + dx * extent * t, cy + dy * extent * t);
+        if (p[0] < lash[0]) lash = p;
       }
     }
-    return Float32Array.from(acc, (v) => v / n);
-  }) as [Float32Array, Float32Array];
+    return { above: Float32Array.from(above, (v) => v / n), below: Float32Array.from(below, (v) => v / n), lash: Float32Array.from(lash), extent };
+  }) as [EyelidLook, EyelidLook];
 }
 
 /**
- * Cover the space between the lids of each eye with its skin colour, in proportion to how closed it is
- * (`closure` 1 = as in the portrait, 0 = shut). Returns the pixels painted.
+ * Draw shut lids over nearly shut eyes (`closure` 1 = as in the portrait, 0 = shut; nothing is drawn above 0.35).
+ * `target` holds the mesh's target positions (x, y, z per vertex). Returns the pixels painted.
  */
 export function paintEyelids(
   mesh: WarpMesh,
   target: Float32Array,
   closure: { right: number; left: number },
-  skin: [Float32Array, Float32Array],
+  looks: [EyelidLook, EyelidLook],
   dst: Uint8Array,
   width: number,
   height: number,
@@ -59,48 +95,95 @@ export function paintEyelids(
   const cw = Math.ceil(width / 2);
   const uOff = width * height;
   const vOff = uOff + cw * Math.ceil(height / 2);
+  const restIod = Math.hypot(mesh.rest[3 * 33] - mesh.rest[3 * 263], mesh.rest[3 * 33 + 1] - mesh.rest[3 * 263 + 1]);
+  const iod = Math.hypot(target[3 * 33] - target[3 * 263], target[3 * 33 + 1] - target[3 * 263 + 1]);
+  const scale = iod / Math.max(restIod, 1e-6);
   let painted = 0;
-  const { triangles, eyeV } = mesh;
-  for (let e = 0; e < 2; e++) {
-    const cover = 1 - smooth(0.15, 0.8, e === 0 ? closure.right : closure.left);
-    if (cover <= 0.01) continue;
-    const [cy, cu, cv] = skin[e];
-    for (const t of mesh.eyeTriangles[e]) {
-      const ia = triangles[3 * t];
-      const ib = triangles[3 * t + 1];
-      const ic = triangles[3 * t + 2];
-      const x0 = target[3 * ia];
-      const y0 = target[3 * ia + 1];
-      const x1 = target[3 * ib];
-      const y1 = target[3 * ib + 1];
-      const x2 = target[3 * ic];
-      const y2 = target[3 * ic + 1];
-      const det = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0);
-      if (Math.abs(det) < 1e-6) continue;
-      const v0 = eyeV[ia];
-      const dv1 = eyeV[ib] - v0;
-      const dv2 = eyeV[ic] - v0;
-      scanTriangle(x0, y0, x1, y1, x2, y2, width, height, (j, from, to) => {
-        const py = j + 0.5 - y0;
-        for (let x = from; x <= to; x++) {
-          const px = x + 0.5 - x0;
-          const l1 = (px * (y2 - y0) - py * (x2 - x0)) / det;
-          const l2 = (py * (x1 - x0) - px * (y1 - y0)) / det;
-          const v = v0 + dv1 * l1 + dv2 * l2;
-          // The upper lid's lash line stays visible: full cover only below it.
-          const a = cover * smooth(0, 0.25, v);
-          if (a <= 0) continue;
-          const o = j * width + x;
-          dst[o] = (dst[o] + (cy - dst[o]) * a + 0.5) | 0;
-          if ((x & 1) === 0 && (j & 1) === 0) {
-            const c = (j >> 1) * cw + (x >> 1);
-            dst[uOff + c] = (dst[uOff + c] + (cu - dst[uOff + c]) * a + 0.5) | 0;
-            dst[vOff + c] = (dst[vOff + c] + (cv - dst[vOff + c]) * a + 0.5) | 0;
-          }
-          painted++;
-        }
-      });
+  [RIGHT_EYE, LEFT_EYE].forEach((eye, e) => {
+    const cover = 1 - smooth(0.05, 0.35, e === 0 ? closure.right : closure.left);
+    if (cover <= 0.01) return;
+    const look = looks[e];
+    // The closing curve: outer corner, the lid pairs' midpoints, inner corner.
+    const curve: number[] = [target[3 * eye.corners[0]], target[3 * eye.corners[0] + 1]];
+    for (const [u, l] of eye.lidPairs) curve.push((target[3 * u] + target[3 * l]) / 2, (target[3 * u + 1] + target[3 * l + 1]) / 2);
+    curve.push(target[3 * eye.corners[1]], target[3 * eye.corners[1] + 1]);
+    // Extended a little past both corners, where a drawn eye's lashes often reach.
+    const n0 = curve.length / 2;
+    const ext = (a: number, b: number) => [curve[2 * a] + 0.35 * (curve[2 * a] - curve[2 * b]), curve[2 * a + 1] + 0.35 * (curve[2 * a + 1] - curve[2 * b + 1])];
+    curve.unshift(...ext(0, 1));
+    curve.push(...ext(n0, n0 - 1));
+    const segs = curve.length / 2 - 1;
+    const cum = [0];
+    for (let k = 0; k < segs; k++) cum.push(cum[k] + Math.hypot(curve[2 * k + 2] - curve[2 * k], curve[2 * k + 3] - curve[2 * k + 1]));
+    const total = cum[segs] || 1;
+    const extent = look.extent * scale;
+    const lashW = Math.max(1.2, 0.2 * extent);
+    let x0 = Infinity;
+    let x1 = -Infinity;
+    let y0 = Infinity;
+    let y1 = -Infinity;
+    for (let k = 0; k <= segs; k++) {
+      x0 = Math.min(x0, curve[2 * k]);
+      x1 = Math.max(x1, curve[2 * k]);
+      y0 = Math.min(y0, curve[2 * k + 1]);
+      y1 = Math.max(y1, curve[2 * k + 1]);
     }
-  }
+    const bx0 = Math.max(0, Math.floor(x0 - 2));
+    const bx1 = Math.min(width - 1, Math.ceil(x1 + 2));
+    const by0 = Math.max(0, Math.floor(y0 - extent - 2));
+    const by1 = Math.min(height - 1, Math.ceil(y1 + extent + 2));
+    for (let y = by0; y <= by1; y++) {
+      for (let x = bx0; x <= bx1; x++) {
+        const px = x + 0.5;
+        const py = y + 0.5;
+        // Nearest point of the curve: distance (signed: + below) and position along it (0..1).
+        let best = Infinity;
+        let signed = 0;
+        let along = 0;
+        for (let k = 0; k < segs; k++) {
+          const ax = curve[2 * k];
+          const ay = curve[2 * k + 1];
+          const vx = curve[2 * k + 2] - ax;
+          const vy = curve[2 * k + 3] - ay;
+          const vv = vx * vx + vy * vy || 1;
+          const t = Math.min(1, Math.max(0, ((px - ax) * vx + (py - ay) * vy) / vv));
+          const qx = ax + t * vx;
+          const qy = ay + t * vy;
+          const d = Math.hypot(px - qx, py - qy);
+          if (d < best) {
+            best = d;
+            // Sign from the side of the segment, oriented so that + is towards the lower lid (image down).
+            const cross = vx * (py - ay) - vy * (px - ax);
+            signed = Math.sign(vx || 1) * Math.sign(cross) * d;
+            along = (cum[k] + t * Math.sqrt(vv)) / total;
+          }
+        }
+        const lens = Math.sin(Math.PI * Math.min(1, Math.max(0, along)));
+        // Taller above the line than below: the upper lid's lashes sit above the eye's extent.
+        const half = (signed < 0 ? 1.4 : 0.9) * extent * Math.pow(lens, 0.4) + 0.5;
+        // Soft edge over the outer 45% of the lens, so the painted lid melts into the warped skin around it.
+        const skinA = cover * (1 - smooth(0.55 * half, half + 0.5, Math.abs(signed)));
+        const thick = lashW * (0.3 + 0.7 * Math.sqrt(lens));
+        const lashA = cover * Math.min(1, Math.max(0, thick / 2 + 0.5 - Math.abs(signed + 0.25 * thick)));
+        if (skinA <= 0 && lashA <= 0) continue;
+        const wBelow = smooth(-1, 1, signed);
+        const o = y * width + x;
+        for (let c = 0; c < 3; c++) {
+          const skin = look.above[c] + (look.below[c] - look.above[c]) * wBelow;
+          if (c === 0) {
+            let v = dst[o] + (skin - dst[o]) * skinA;
+            v += (look.lash[0] - v) * lashA;
+            dst[o] = (v + 0.5) | 0;
+          } else if ((x & 1) === 0 && (y & 1) === 0) {
+            const ci = (c === 1 ? uOff : vOff) + (y >> 1) * cw + (x >> 1);
+            let v = dst[ci] + (skin - dst[ci]) * skinA;
+            v += (look.lash[c] - v) * lashA;
+            dst[ci] = (v + 0.5) | 0;
+          }
+        }
+        painted++;
+      }
+    }
+  });
   return painted;
 }

@@ -112,6 +112,7 @@ export class FieldRasterizer {
     const W = field.width;
     const H = field.height;
     const eps = 1e-3;
+    const faceCount = this.#mesh.faceCount;
     for (let k = 0; k < n; k++) {
       const t = order[k];
       const ia = triangles[3 * t];
@@ -132,6 +133,9 @@ export class FieldRasterizer {
       const ey1 = rest[3 * ib + 1] - 0.5 - sy0;
       const ex2 = rest[3 * ic] - 0.5 - sx0;
       const ey2 = rest[3 * ic + 1] - 0.5 - sy0;
+      // A face triangle turned over (its orientation flipped) is the far side of a fold, e.g. the far cheek of a
+      // turned head: the near surface covers that place, so it is not drawn (back-face culling).
+      if (ia < faceCount && ib < faceCount && ic < faceCount && det * (ex1 * ey2 - ex2 * ey1) < 0) continue;
       // Barycentrics l1, l2 are affine in the destination point; so is the source point s0 + l1·e1 + l2·e2.
       const l1x = (dy2 - dy0) / det;
       const l1y = -(dx2 - dx0) / det;

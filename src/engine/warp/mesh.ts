@@ -10,8 +10,7 @@
  */
 import ConstrainautorImport from '@kninnug/constrainautor';
 import Delaunator from 'delaunator';
-import { CANONICAL_FACE } from '../../face/canonical-face.ts';
-import type { HeadPose } from '../../face/pose.ts';
+import { frontalize, type HeadPose } from '../../face/pose.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { FACE_OVAL, FACE_POINTS, INNER_LIP_LOWER, INNER_LIP_RING, INNER_LIP_UPPER, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from './landmark-sets.ts';
 import { jawWeights, pointInPolygon2d as pointInPolygon, polylineYAt, type Similarity2d } from './motion.ts';
@@ -37,10 +36,14 @@ export interface WarpMesh {
   width: number;
   height: number;
   vertexCount: number;
+  /** The first faceCount vertices are the face landmarks (478); ring and border points follow. */
+  faceCount: number;
   /** Rest (source) position of every vertex: x, y in portrait pixels, z depth (face points only; 0 elsewhere). */
   rest: Float32Array;
   /** Per vertex: 1 for face points (they have their own targets), the follow weight for ring points, 0 on the border. */
   follow: Float32Array;
+  /** Per vertex: the face point a ring-0 point moves with (its offset turned and scaled like the outline), else -1. */
+  anchor: Int32Array;
   triangles: Uint32Array;
   /** Per triangle: TRIANGLE_SKIN, TRIANGLE_MOUTH or TRIANGLE_EYE. */
   kind: Uint8Array;
@@ -77,16 +80,20 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   const innerFollow = opts.innerFollow ?? 0.9;
   const outerFollow = opts.outerFollow ?? 0.35;
 
-  // Layout (topology only): the canonical face (a real, open-eyed face with parted lips; src/face/canonical-face.ts)
-  // with the mouth opened a little more, iris points placed in its eyes, turned and placed like the portrait's face.
-  // The portrait's own landmarks would do for most of the face, but a closed mouth has coincident or crossing lip
-  // points, which give sliver triangles and no clean mouth interior.
-  const f = new Float32Array(3 * FACE_POINTS);
-  f.set(CANONICAL_FACE.subarray(0, 3 * 468));
+  // Layout (topology only): the portrait's own landmarks in its canonical frame, with the mouth opened to a clean
+  // ring (a closed mouth has coincident or crossing lip points), the lips' body kept clear of it, shut eyes opened
+  // and the iris put inside its eye, then projected back. Close to the real positions, so the rings around the
+  // outline triangulate against the real outline.
+  const f = frontalize(lm, pose, FACE_POINTS);
   const jaw = jawWeights(f);
   const gap = f[3 * MOUTH_CORNERS.innerLower + 1] - f[3 * MOUTH_CORNERS.innerUpper + 1];
   const open = Math.max(0, 0.15 - gap);
   for (let i = 0; i < 468; i++) f[3 * i + 1] += jaw[i] * open;
+  // Inner lips in a clean order: each lower point at least a little below the upper lip line.
+  for (const i of INNER_LIP_LOWER) {
+    if (i === MOUTH_CORNERS.innerLeft || i === MOUTH_CORNERS.innerRight) continue;
+    f[3 * i + 1] = Math.max(f[3 * i + 1], polylineYAt(f, INNER_LIP_UPPER, f[3 * i]) + 0.02);
+  }
   // Keep the lips' body points clear of the inner-lip ring, so the ring bounds an empty opening.
   const innerSet = new Set(INNER_LIP_RING);
   for (let i = 0; i < 468; i++) {
@@ -97,6 +104,26 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
     else if (f[3 * i + 1] > f[3 * MOUTH_CORNERS.innerUpper + 1]) f[3 * i + 1] = Math.max(f[3 * i + 1], polylineYAt(f, INNER_LIP_LOWER, x) + 0.012);
   }
   for (const eye of [RIGHT_EYE, LEFT_EYE]) {
+    for (const [u, l] of eye.lidPairs) {
+      if (f[3 * l + 1] - f[3 * u + 1] < 0.06) {
+        const m = (f[3 * u + 1] + f[3 * l + 1]) / 2;
+        f[3 * u + 1] = m - 0.03;
+        f[3 * l + 1] = m + 0.03;
+      }
+    }
+    // Points of the mesh that fall inside the lid ring (a cartoon's big eyes cover the mesh's eye-socket rows) go
+    // to the nearer side of it, so the ring bounds an empty opening.
+    const upper = [eye.corners[0], ...eye.lidPairs.map(([u]) => u), eye.corners[1]];
+    const lower = [eye.corners[0], ...eye.lidPairs.map(([, l]) => l), eye.corners[1]];
+    const ringSet = new Set([...eye.ring, ...eye.iris]);
+    const poly = eye.ring.flatMap((i) => [f[3 * i], f[3 * i + 1]]);
+    for (let i = 0; i < 468; i++) {
+      if (ringSet.has(i) || !pointInPolygon(f[3 * i], f[3 * i + 1], poly)) continue;
+      const yu = polylineYAt(f, upper, f[3 * i]);
+      const yl = polylineYAt(f, lower, f[3 * i]);
+      f[3 * i + 1] = f[3 * i + 1] - yu < yl - f[3 * i + 1] ? yu - 0.015 : yl + 0.015;
+    }
+    // The iris inside the opening: a small cross around the eye's centre (the real iris may sit under a lid).
     let cx = 0;
     let cy = 0;
     let cz = 0;
@@ -106,7 +133,7 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
       cz += f[3 * i + 2] / eye.ring.length;
     }
     const [u, l] = eye.lidPairs[3];
-    const r = 0.4 * (f[3 * l + 1] - f[3 * u + 1]);
+    const r = 0.3 * (f[3 * l + 1] - f[3 * u + 1]);
     [[0, 0], [r, 0], [0, -r], [-r, 0], [0, r]].forEach(([dx, dy], k) => f.set([cx + dx, cy + dy, cz], 3 * eye.iris[k]));
   }
   const R = pose.rotation;
@@ -134,7 +161,8 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   }
   cx /= FACE_OVAL.length;
   cy /= FACE_OVAL.length;
-  const extra: Array<[number, number, number]> = [];
+  /** x, y, follow weight, anchor face point (or -1), layout x, y. */
+  const extra: Array<[number, number, number, number, number, number]> = [];
   const minGap = Math.max(4, 0.015 * Math.max(width, height));
   const border: Array<[number, number]> = [];
   const steps = 4;
@@ -151,24 +179,36 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
     const ux = dx / len;
     const uy = dy / len;
     const toBorder = rayToBorder(cx, cy, ux, uy, width, height);
-    const r1 = Math.min(len * innerRing, len + 0.8 * Math.max(0, toBorder - len));
+    // Ring 0 hugs the outline (a tenth of the radius out) and moves with its face point, so the jaw line, the
+    // cheeks' edge and the hair line just outside the landmarks keep their shape; rings 1 and 2 ease the motion
+    // out to the fixed border.
+    const r0 = Math.min(len * 1.1, len + 0.4 * Math.max(0, toBorder - len));
+    const r1 = Math.max(r0 + 0.05 * len, Math.min(len * innerRing, len + 0.8 * Math.max(0, toBorder - len)));
     const r2 = r1 + 0.5 * Math.max(0, toBorder - r1);
+    if (r0 > len + 1 && !nearBorder(cx + ux * r0, cy + uy * r0)) {
+      const ox = ux * (r0 - len);
+      const oy = uy * (r0 - len);
+      extra.push([lm[3 * i] + ox, lm[3 * i + 1] + oy, 1, i, lm[3 * i] + ox, lm[3 * i + 1] + oy]);
+    }
     for (const [r, w] of [[r1, innerFollow], [r2, outerFollow]] as const) {
-      if (r <= len + 1) continue;
+      if (r <= r0 + 1) continue;
       const x = cx + ux * r;
       const y = cy + uy * r;
       if (nearBorder(x, y)) continue;
-      extra.push([x, y, w]);
+      extra.push([x, y, w, -1, x, y]);
     }
   }
-  for (const [x, y, w] of extra) {
+  const anchor: number[] = new Array<number>(FACE_POINTS).fill(-1);
+  for (const [x, y, w, a, lx, ly] of extra) {
     rest.push(x, y, 0);
     follow.push(w);
-    layout.push(x, y);
+    anchor.push(a);
+    layout.push(lx, ly);
   }
   for (const [x, y] of border) {
     rest.push(x, y, 0);
     follow.push(0);
+    anchor.push(-1);
     layout.push(x, y);
   }
   const vertexCount = rest.length / 3;
@@ -177,7 +217,14 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
   // Constrained: the inner-lip and eye rings must be edges, so the openings are triangulated on their own.
   const con = new Constrainautor(del);
   for (const ring of [INNER_LIP_RING, RIGHT_EYE.ring, LEFT_EYE.ring]) {
-    for (let k = 0; k < ring.length; k++) con.constrainOne(ring[k], ring[(k + 1) % ring.length]);
+    for (let k = 0; k < ring.length; k++) {
+      try {
+        con.constrainOne(ring[k], ring[(k + 1) % ring.length]);
+      } catch {
+        // A degenerate layout (a point on the ring's edge): that edge stays as Delaunay made it; the opening is
+        // then only partly classified, which costs the painted interior there, nothing else.
+      }
+    }
   }
   const triangles = del.triangles;
   const kind = new Uint8Array(triangles.length / 3);
@@ -250,8 +297,10 @@ export function buildWarpMesh(face: FaceObservation, width: number, height: numb
     width,
     height,
     vertexCount,
+    faceCount: FACE_POINTS,
     rest: Float32Array.from(rest),
     follow: Float32Array.from(follow),
+    anchor: Int32Array.from(anchor),
     triangles,
     kind,
     mouthUV,
@@ -274,9 +323,17 @@ export function meshTargets(mesh: WarpMesh, facePoints: Float32Array, outline: S
   for (let i = FACE_POINTS; i < mesh.vertexCount; i++) {
     const x = mesh.rest[3 * i];
     const y = mesh.rest[3 * i + 1];
-    const w = mesh.follow[i];
-    out[3 * i] = x + w * (a * x - b * y + tx - x);
-    out[3 * i + 1] = y + w * (b * x + a * y + ty - y);
+    const k = mesh.anchor[i];
+    if (k >= 0) {
+      const ox = x - mesh.rest[3 * k];
+      const oy = y - mesh.rest[3 * k + 1];
+      out[3 * i] = facePoints[3 * k] + a * ox - b * oy;
+      out[3 * i + 1] = facePoints[3 * k + 1] + b * ox + a * oy;
+    } else {
+      const w = mesh.follow[i];
+      out[3 * i] = x + w * (a * x - b * y + tx - x);
+      out[3 * i + 1] = y + w * (b * x + a * y + ty - y);
+    }
     out[3 * i + 2] = far + 1e4;
   }
   return out;

@@ -18,6 +18,7 @@
  * The neutral reference is the first confident, roughly frontal frame; `resetNeutral()` makes the next one the new
  * reference (the client's "re-set neutral" button).
  */
+import { CANONICAL_FACE } from '../../face/canonical-face.ts';
 import { anglesFromRotation, frontalize, rotationFromAngles, type HeadPose } from '../../face/pose.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import {
@@ -244,11 +245,89 @@ export function jawWeights(f: Float32Array): Float32Array {
 }
 
 /**
+ * How much of the driver's displacement from the neutral each landmark takes (canonical frame of one face): 0 on
+ * the face outline, rising to 1 a quarter of an inter-ocular distance inside it. The outline points of the mesh
+ * model follow the visible silhouette, so when the driver turns they slide over the face; copied, that slide
+ * folds the portrait's jaw and cheeks into a saw-tooth. The outline moves with the head (and the jaw) only.
+ */
+export function expressionWeights(f: Float32Array): Float32Array {
+  const w = new Float32Array(FACE_POINTS).fill(1);
+  for (let i = 0; i < 468; i++) {
+    let d = Infinity;
+    for (const o of FACE_OVAL) d = Math.min(d, Math.hypot(f[3 * i] - f[3 * o], f[3 * i + 1] - f[3 * o + 1]));
+    const t = Math.min(1, d / 0.25);
+    w[i] = t * t * (3 - 2 * t);
+  }
+  return w;
+}
+
+/**
+ * A smooth depth for each landmark: a quadratic surface z(x, y) fitted (least squares) to the canonical face
+ * (src/face/canonical-face.ts), evaluated at the portrait's canonical x, y and shifted to its mean depth. Turning the
+ * head about a smooth surface moves neighbouring points alike; the mesh's own depth (nose, lips, eye sockets, and
+ * noisy silhouette points) would kink sharp edges that cross its triangles, e.g. the jaw line into a saw-tooth.
+ */
+export function smoothDepth(f: Float32Array): Float32Array {
+  // Normal equations for z = c0 + c1 x + c2 y + c3 x² + c4 xy + c5 y².
+  const A = new Float64Array(36);
+  const b = new Float64Array(6);
+  const basis = (x: number, y: number) => [1, x, y, x * x, x * y, y * y];
+  for (let i = 0; i < 468; i++) {
+    const v = basis(CANONICAL_FACE[3 * i], CANONICAL_FACE[3 * i + 1]);
+    const z = CANONICAL_FACE[3 * i + 2];
+    for (let r = 0; r < 6; r++) {
+      b[r] += v[r] * z;
+      for (let c = 0; c < 6; c++) A[6 * r + c] += v[r] * v[c];
+    }
+  }
+  const coef = solve6(A, b);
+  const z = new Float32Array(FACE_POINTS);
+  let own = 0;
+  let fitted = 0;
+  for (let i = 0; i < FACE_POINTS; i++) {
+    const v = basis(f[3 * i], f[3 * i + 1]);
+    z[i] = v.reduce((acc, t, k) => acc + t * coef[k], 0);
+    if (i < 468) {
+      own += f[3 * i + 2] / 468;
+      fitted += z[i] / 468;
+    }
+  }
+  for (let i = 0; i < FACE_POINTS; i++) z[i] += own - fitted;
+  return z;
+}
+
+/** Gaussian elimination with partial pivoting for a 6x6 system (row-major A). */
+function solve6(A: Float64Array, b: Float64Array): Float64Array {
+  const n = 6;
+  const m = Float64Array.from(A);
+  const x = Float64Array.from(b);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(m[6 * r + c]) > Math.abs(m[6 * p + c])) p = r;
+    if (p !== c) {
+      for (let k = 0; k < n; k++) [m[6 * c + k], m[6 * p + k]] = [m[6 * p + k], m[6 * c + k]];
+      [x[c], x[p]] = [x[p], x[c]];
+    }
+    for (let r = c + 1; r < n; r++) {
+      const k = m[6 * r + c] / m[6 * c + c];
+      for (let j = c; j < n; j++) m[6 * r + j] -= k * m[6 * c + j];
+      x[r] -= k * x[c];
+    }
+  }
+  for (let r = n - 1; r >= 0; r--) {
+    let acc = x[r];
+    for (let j = r + 1; j < n; j++) acc -= m[6 * r + j] * x[j];
+    x[r] = acc / m[6 * r + r];
+  }
+  return x;
+}
+
+/**
  * Scale the eye's lid gap about its closing line (70% of the way from the upper to the lower lid, where a blink
  * meets) by `c`, in place, in a canonical frame (eyes horizontal, y down). The iris follows, so a shut eye has
  * no iris showing.
  */
-export function closeEye(f: Float32Array, eye: EyeSet, c: number): void {
+export function closeEye(f: Float32Array, eye: EyeSet, c: number, neighbours: ReadonlyArray<readonly [number, number]> = []): void {
   let mid = 0;
   for (const [u, l] of eye.lidPairs) {
     const yu = f[3 * u + 1];
@@ -260,6 +339,48 @@ export function closeEye(f: Float32Array, eye: EyeSet, c: number): void {
   }
   mid /= eye.lidPairs.length;
   for (const i of eye.iris) f[3 * i + 1] = mid + c * (f[3 * i + 1] - mid);
+  // The points around the eye follow part of the way: a drawn eye can be larger than the mesh's lid ring (the lashes
+  // and the white above it would stay open otherwise), and real lids fold the skin around them.
+  for (const [i, w] of neighbours) f[3 * i + 1] = mid + (1 - w * (1 - c)) * (f[3 * i + 1] - mid);
+}
+
+/**
+ * Mesh points around each eye (not the lid ring, iris or brows) with how much they follow its closing (canonical
+ * frame). The eye's real extent is taken as at least the iris (a drawn eye is often taller than the mesh's lid
+ * ring, whose points then sit on the iris: its lashes and white would stay open): points within that extent follow
+ * fully, fading out within 1.7 times it, and across 1.1 to 1.5 half eye widths.
+ */
+export function eyeNeighbourhoods(f: Float32Array): [Array<[number, number]>, Array<[number, number]>] {
+  const brows = new Set<number>([70, 63, 105, 66, 107, 46, 53, 52, 65, 55, 300, 293, 334, 296, 336, 276, 283, 282, 295, 285]);
+  const smooth = (t: number) => {
+    const x = Math.min(1, Math.max(0, t));
+    return x * x * (3 - 2 * x);
+  };
+  return [RIGHT_EYE, LEFT_EYE].map((eye) => {
+    const own = new Set([...eye.ring, ...eye.iris]);
+    let cx = 0;
+    let cy = 0;
+    for (const i of eye.ring) {
+      cx += f[3 * i] / eye.ring.length;
+      cy += f[3 * i + 1] / eye.ring.length;
+    }
+    const [o, n] = eye.corners;
+    const halfW = Math.abs(f[3 * o] - f[3 * n]) / 2;
+    const [u, l] = eye.lidPairs[3];
+    const halfGap = Math.abs(f[3 * l + 1] - f[3 * u + 1]) / 2;
+    const [, e1, e2, e3, e4] = eye.iris;
+    const iris = (Math.abs(f[3 * e2 + 1] - f[3 * e4 + 1]) + Math.abs(f[3 * e1] - f[3 * e3])) / 2;
+    const extent = Math.min(Math.max(halfGap, 0.6 * iris, 0.03), 0.5 * halfW);
+    const out: Array<[number, number]> = [];
+    for (let i = 0; i < 468; i++) {
+      if (own.has(i) || brows.has(i)) continue;
+      const v = Math.abs(f[3 * i + 1] - cy) / extent;
+      const h = Math.abs(f[3 * i] - cx) / halfW;
+      const w = (1 - smooth((v - 1) / 0.7)) * (1 - smooth((h - 1.1) / 0.4));
+      if (w > 0.01) out.push([i, w]);
+    }
+    return out;
+  }) as [Array<[number, number]>, Array<[number, number]>];
 }
 
 export class MotionTransfer {
@@ -269,6 +390,10 @@ export class MotionTransfer {
   /** Portrait landmarks in its canonical frame. */
   readonly #fp: Float32Array;
   readonly #jaw: Float32Array;
+  readonly #expressionWeight: Float32Array;
+  readonly #eyeNeighbours: [Array<[number, number]>, Array<[number, number]>];
+  /** Canonical-face depth per landmark (canonical units), for turning the head. */
+  readonly #smoothDepth: Float32Array;
   readonly #portraitGap: number;
   readonly #portraitFaceHeight: number;
   #neutral: { pose: HeadPose; f: Float32Array; gap: number } | undefined;
@@ -291,7 +416,10 @@ export class MotionTransfer {
     };
     this.#eyeHistory = { left: new RunningQuantile(this.#opts.calibrationFrames), right: new RunningQuantile(this.#opts.calibrationFrames) };
     this.#fp = frontalize(portrait.landmarks, portrait.pose, FACE_POINTS);
+    this.#smoothDepth = smoothDepth(this.#fp);
+    this.#eyeNeighbours = eyeNeighbourhoods(this.#fp);
     this.#jaw = jawWeights(this.#fp);
+    this.#expressionWeight = expressionWeights(this.#fp);
     this.#portraitGap = innerLipGap(this.#fp);
     this.#portraitFaceHeight = portrait.box.height;
     this.#last = this.#rest();
@@ -358,11 +486,14 @@ export class MotionTransfer {
     // Expression: relative displacement in the canonical frame, with the mouth opening re-based to absolute.
     const dGap = innerLipGap(fd);
     const targetGap = clamp(Math.max(0, dGap - 0.015) * this.#opts.mouthGain, 0, 0.7);
-    const openingFix = targetGap - this.#portraitGap - (dGap - neutral.gap);
+    const ew = this.#expressionWeight;
     for (let i = 0; i < FACE_POINTS; i++) {
-      f[3 * i] = fp[3 * i] + (fd[3 * i] - fn[3 * i]);
-      f[3 * i + 1] = fp[3 * i + 1] + (fd[3 * i + 1] - fn[3 * i + 1]) + this.#jaw[i] * openingFix;
-      f[3 * i + 2] = fp[3 * i + 2] + (fd[3 * i + 2] - fn[3 * i + 2]);
+      const e = ew[i];
+      // The jaw carries the re-based opening: what ΔF brings of the driver's own opening is taken out again.
+      const openingFix = targetGap - this.#portraitGap - e * (dGap - neutral.gap);
+      f[3 * i] = fp[3 * i] + e * (fd[3 * i] - fn[3 * i]);
+      f[3 * i + 1] = fp[3 * i + 1] + e * (fd[3 * i + 1] - fn[3 * i + 1]) + this.#jaw[i] * openingFix;
+      f[3 * i + 2] = fp[3 * i + 2] + e * (fd[3 * i + 2] - fn[3 * i + 2]);
     }
 
     // Eyes: the portrait's own eye shape, moved with the eye's mean displacement, closed by the driver's ratio.
@@ -397,7 +528,7 @@ export class MotionTransfer {
         f[3 * i] += gx;
         f[3 * i + 1] += gy;
       }
-      closeEye(f, eye, c);
+      closeEye(f, eye, c, this.#eyeNeighbours[side === 'right' ? 0 : 1]);
     }
 
     // Head: rotation, zoom and shift relative to the neutral, clamped, applied from the portrait's own pose.
@@ -420,14 +551,20 @@ export class MotionTransfer {
     const ty = pp.translation.y + shiftY;
     const tz = pp.translation.z;
 
+    // The turn acts on a smooth depth (the canonical face's, plus the expression's depth change): the mesh's own
+    // depth of the outline points is noisy from point to point, and turned by it the jaw line zigzags. What the
+    // portrait's own depth differs by is carried along unturned, so with no turn the portrait is reproduced exactly.
+    const Rp = pp.rotation;
+    const depth = this.#smoothDepth;
     const out = new Float32Array(3 * FACE_POINTS);
     for (let i = 0; i < FACE_POINTS; i++) {
       const x = f[3 * i];
       const y = f[3 * i + 1];
-      const z = f[3 * i + 2];
-      out[3 * i] = s * (R[0] * x + R[1] * y + R[2] * z) + tx;
-      out[3 * i + 1] = s * (R[3] * x + R[4] * y + R[5] * z) + ty;
-      out[3 * i + 2] = s * (R[6] * x + R[7] * y + R[8] * z) + tz;
+      const zs = depth[i] + (f[3 * i + 2] - fp[3 * i + 2]);
+      const dz = f[3 * i + 2] - zs;
+      out[3 * i] = s * (R[0] * x + R[1] * y + R[2] * zs + Rp[2] * dz) + tx;
+      out[3 * i + 1] = s * (R[3] * x + R[4] * y + R[5] * zs + Rp[5] * dz) + ty;
+      out[3 * i + 2] = s * (R[6] * x + R[7] * y + R[8] * zs + Rp[8] * dz) + tz;
     }
     return {
       points: out,

@@ -18,7 +18,7 @@ import type { PortraitAnalyzer } from '../../face/portrait.ts';
 import { byteLength, mark, type RgbImage, type VideoFrame } from '../../media/frame.ts';
 import { StageTimer } from '../../util/timing.ts';
 import { FieldRasterizer, identityField, type SamplingField } from './field.ts';
-import { eyelidSkinColours, paintEyelids } from './eyes.ts';
+import { eyelidLooks, paintEyelids, type EyelidLook } from './eyes.ts';
 import { MOUTH_CORNERS } from './landmark-sets.ts';
 import { buildWarpMesh, meshTargets, type WarpMesh } from './mesh.ts';
 import { MotionTransfer, type MotionFrame, type MotionOptions } from './motion.ts';
@@ -51,6 +51,8 @@ export function parseWarpOptions(raw: Record<string, unknown>): WarpEngineOption
 export class WarpEngine implements Engine {
   readonly name = 'warp';
   readonly needsFace = true;
+  /** Animates from landmarks alone (frame size, id and times; never the camera's pixels). */
+  readonly landmarkDriven = true;
   readonly #opts: WarpEngineOptions;
   readonly #logger: Logger | undefined;
   #analyzer: Promise<PortraitAnalyzer> | undefined;
@@ -124,7 +126,7 @@ export class WarpSession implements EngineSession {
   readonly #resampler: Resampler;
   readonly #timer = new StageTimer();
   readonly #logger: Logger;
-  readonly #lidSkin: [Float32Array, Float32Array];
+  readonly #lids: [EyelidLook, EyelidLook];
   #target: Float32Array;
   #framesIn = 0;
   #framesOut = 0;
@@ -144,7 +146,7 @@ export class WarpSession implements EngineSession {
     this.#field = identityField(width, height);
     this.#target = new Float32Array(3 * this.mesh.vertexCount);
     this.#resampler = resampler;
-    this.#lidSkin = eyelidSkinColours(this.mesh, portrait.i420);
+    this.#lids = eyelidLooks(this.mesh, portrait.i420);
     this.#logger = logger;
     logger.info(
       { event: 'warp_session', width, height, vertices: this.mesh.vertexCount, triangles: this.mesh.triangles.length / 3, mouthTriangles: this.mesh.mouthTriangles.length, resampler: resampler.kind },
@@ -180,7 +182,7 @@ export class WarpSession implements EngineSession {
       data = new Uint8Array(byteLength('i420', width, height));
       await this.#resampler.resample(this.#field, data);
       const t3 = performance.now();
-      paintEyelids(this.mesh, this.#target, motion.params.eyeClosure, this.#lidSkin, data, width, height);
+      paintEyelids(this.mesh, this.#target, motion.params.eyeClosure, this.#lids, data, width, height);
       const p = motion.points;
       const gap = Math.hypot(p[3 * MOUTH_CORNERS.innerUpper] - p[3 * MOUTH_CORNERS.innerLower], p[3 * MOUTH_CORNERS.innerUpper + 1] - p[3 * MOUTH_CORNERS.innerLower + 1]);
       paintMouth(this.mesh, this.#target, gap, data, width, height);
