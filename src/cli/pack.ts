@@ -16,7 +16,7 @@ const buildSchema = z.object({
   lcmLora: z.string().min(1).optional(),
   lcmLoraScale: z.coerce.number().finite().default(1),
   clip: z.string().min(1).optional(),
-  attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).default('mha'),
+  attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).optional(),
   groupNorm: z.enum(['decomposed', 'instance', 'onnx'], { message: '--group-norm must be decomposed, instance or onnx' }).default('decomposed'),
   motionWindow: z
     .string()
@@ -70,7 +70,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--lcm-lora <file>', 'merge an SD-1.5 LCM-LoRA (safetensors) into the UNet').env('XPORTRAIT_LCM_LORA'))
     .addOption(new Option('--lcm-lora-scale <x>', 'LoRA merge strength').env('XPORTRAIT_LCM_LORA_SCALE').default('1'))
     .addOption(new Option('--clip <file>', 'CLIP text model (e.g. clip-vit-large-patch14 model.safetensors) for the text context when the checkpoint has no cond_stage_model weights').env('XPORTRAIT_CLIP'))
-    .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU) or matmul (plain MatMul/Softmax, any provider)').env('XPORTRAIT_PACK_ATTENTION').default('mha'))
+    .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU; the float32 default) or matmul (plain MatMul/Softmax with a float32 softmax, any provider; the --fp16 default)').env('XPORTRAIT_PACK_ATTENTION'))
     .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (two-pass ReduceMean, accurate), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
