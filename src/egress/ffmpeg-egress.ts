@@ -46,7 +46,8 @@ export function streamSink(url: string, s: EncodeSettings): FfmpegSink {
     '-profile:v', 'main', '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0',
     '-b:v', `${s.bitrateKbps}k`, '-maxrate', `${s.bitrateKbps}k`, '-bufsize', `${s.bitrateKbps * 2}k`,
   ];
-  const audio = ['-map', '1:a', '-c:a', 'aac', '-b:a', '64k', '-ar', '44100', '-ac', '2'];
+  // -shortest: the silent track never ends by itself; the stream ends with the pictures (stdin closed)
+  const audio = ['-map', '1:a', '-c:a', 'aac', '-b:a', '64k', '-ar', '44100', '-ac', '2', '-shortest'];
   const silence = ['-re', '-f', 'lavfi', '-i', 'anullsrc=channel_layout=stereo:sample_rate=44100'];
   if (u.protocol === 'rtmp:' || u.protocol === 'rtmps:') {
     return { kind: 'rtmp', target: maskUrl(url), extraInputs: silence, output: [...video, ...audio, '-f', 'flv', '-flvflags', 'no_duration_filesize', url] };
