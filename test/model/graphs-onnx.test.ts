@@ -243,3 +243,34 @@ describe('layer helpers against JS references', () => {
     expect(err).toBeLessThan(5e-3);
   });
 });
+
+describe('graph structure', () => {
+  it('the reference net stops at the last LayerNorm-1: later layers are neither built nor stored', async () => {
+    const { openCheckpoint } = await import('../../src/model/checkpoint/index.ts');
+    const { loadXPortraitConfig } = await import('../../src/model/config.ts');
+    const { graphDef, unetLayout } = await import('../../src/model/graphs/index.ts');
+    const { CountingSink } = await import('../../src/model/onnx/graph.ts');
+    const set = join(import.meta.dirname, '..', '..', '..', 'shared', 'conformance', 'xp-tiny-64');
+    const cfg = loadXPortraitConfig(join(set, 'config.yaml'));
+    const ckpt = await openCheckpoint(join(set, 'checkpoint.th'));
+    try {
+      const sink = new CountingSink();
+      const g = new GraphBuilder('refnet_bank', sink);
+      await graphDef('refnet_bank').build(g, ckpt, cfg, { precision: 'float32', attention: 'matmul', groupNorm: 'decomposed', window: { kind: 'batch' } });
+      const layout = unetLayout(cfg.refnet);
+      const last = layout.output[layout.output.length - 1];
+      const st = `appearance_control_model.output_blocks.${last.index}.1.`;
+      expect(g.outputs.map((o) => o.name)).toEqual(layout.transformers.map((t) => `bank.${String(t.bankIndex).padStart(2, '0')}`));
+      expect(sink.names).toContain(`${st}transformer_blocks.0.norm1.weight`);
+      const after = sink.names.filter((n) => n.startsWith(`${st}transformer_blocks.0.attn1`) || n.startsWith(`${st}transformer_blocks.0.ff`) || n.startsWith(`${st}proj_out`) || n.startsWith('appearance_control_model.out.'));
+      expect(after).toEqual([]);
+      // the unused hint encoder of the reference net is not built either
+      expect(sink.names.some((n) => n.includes('input_hint_block'))).toBe(false);
+      // while the stored tensors are a strict subset of the net's checkpoint tensors
+      const all = ckpt.list().filter((t) => t.name.startsWith('appearance_control_model.')).length;
+      expect(sink.count).toBeLessThan(all);
+    } finally {
+      await ckpt.close();
+    }
+  });
+});
