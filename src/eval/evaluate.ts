@@ -64,8 +64,8 @@ export interface EvalThresholds {
 
 /**
  * Thresholds set from measurement (README `warp` section): the warp
- * engine's result on ../shared/media measured eye r 0.875 / error 0.158, mouth r 0.93 / error 0.043, pose r 0.955 /
- * error 0.88°, identity 0.865 (driving baseline 0.11), jitter ratio 0.70, no face lost; a still image of the
+ * engine's result on ../shared/media measured eye r 0.91 / error 0.138, mouth r 0.96 / error 0.041, pose r 0.95 /
+ * error 0.94°, identity 0.858 (driving baseline 0.11), jitter ratio 0.73, no face lost; a still image of the
  * portrait repeated 60 times measured eye r 0 / error 0.251, mouth r -0.02 / error 0.069, pose r 0.20 / error
  * 2.48°. Each threshold leaves the warp result a margin and fails the still on all six expression and pose checks.
  */
