@@ -53,6 +53,20 @@ function summaryRow(name: string, s: Rounded | undefined, d = 1): string {
   return `<tr><td>${esc(name)}</td><td>${f(s.p50, d)}</td><td>${f(s.p95, d)}</td><td>${f(s.p99, d)}</td><td>${f(s.max, d)}</td><td>${f(s.mean, d)}</td><td>${s.n}</td></tr>`;
 }
 
+function viewersTable(r: BenchReport): string {
+  const v = r.viewers;
+  if (!v) return '';
+  const rows = v.perViewer
+    .map(
+      (x, i) =>
+        `<tr><td>viewer ${i + 1}</td><td>${f(x.glass.p50)}</td><td>${f(x.glass.p95)}</td><td>${f(x.glass.p99)}</td><td>${f(x.fpsDelivered)}</td><td>${x.notShown}</td><td>${f(x.downlink?.p50 ?? null)}</td><td>${f(x.display?.p50 ?? null)}</td></tr>`,
+    )
+    .join('');
+  return `<h2>Viewers (${v.count}, watching the room over WHEP)</h2>
+<table><thead><tr><th></th><th>glass p50 ms</th><th>p95</th><th>p99</th><th>fps</th><th>sent, not shown</th><th>downlink p50</th><th>display p50</th></tr></thead><tbody>
+<tr><td>all viewers</td><td>${f(v.glass.p50)}</td><td>${f(v.glass.p95)}</td><td>${f(v.glass.p99)}</td><td></td><td></td><td></td><td></td></tr>${rows}</tbody></table>`;
+}
+
 function engineOwnTable(r: BenchReport): string {
   const e = r.engineOwn;
   if (!e || !Object.keys(e.stages ?? {}).length) return '';
@@ -161,6 +175,7 @@ ${engineOwnTable(r)}
 <tr><td>capture times interpolated (preview skipped the frame)</td><td>${frames.capturesInterpolated}</td></tr>
 ${r.metrics ? `<tr><td>/metrics over the window: received / sent / dropped</td><td>${f(r.metrics.framesReceived, 0)} / ${f(r.metrics.framesSent, 0)} / ${f(r.metrics.framesDropped, 0)}</td></tr>` : ''}
 </tbody></table>
+${viewersTable(r)}
 <h2>WebRTC codecs (means over the window)</h2>
 <table><thead><tr><th></th><th>encode ms/frame</th><th>decode ms/frame</th><th>jitter buffer ms</th><th>send kbit/s</th><th>receive kbit/s</th><th>decoder drops</th></tr></thead><tbody>
 <tr><td>browser (camera out, avatar in)</td><td>${f(wb.encodeMs, 2)}</td><td>${f(wb.decodeMs, 2)}</td><td>${f(wb.jitterBufferMs, 1)}</td><td>${f(wb.sendKbps, 0)}</td><td>${f(wb.recvKbps, 0)}</td><td>${f(wb.framesDropped, 0)}</td></tr>

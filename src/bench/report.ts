@@ -73,6 +73,19 @@ export interface CollectedRun {
   overflow: number;
   unreadable: number;
   sessionInfo?: unknown;
+  /** Viewer pages watching the session's room (`bench --viewers K`): what each showed. */
+  viewers?: { displays: DisplayRecord[]; presentations: number[]; browserCounters: { t: number; c: CodecCounters }[] }[];
+}
+
+export interface ViewerFigures {
+  glass: Rounded;
+  fpsDelivered: number | null;
+  /** Frames the publisher's session sent that this viewer never showed (relay, network, decoder, renderer). */
+  notShown: number;
+  downlink: Rounded | null;
+  display: Rounded | null;
+  decodeMs: number | null;
+  jitterBufferMs: number | null;
 }
 
 export interface ProcessFigures {
@@ -136,6 +149,8 @@ export interface BenchReport {
     serverStageBusy: Record<string, number | null>;
   };
   metrics?: { framesReceived: number | null; framesSent: number | null; framesDropped: number | null };
+  /** Glass-to-glass at K viewers (camera capture -> the viewer's display): all viewers together and each. */
+  viewers?: { count: number; glass: Rounded; perViewer: ViewerFigures[] };
   soak?: SoakFigures;
   series: {
     /** Per shown frame: seconds since the window start, glass-to-glass and each stage (ms; null when unknown). */
@@ -262,6 +277,28 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     metrics = { framesReceived: d('xportrait_frames_received_total'), framesSent: d('xportrait_frames_sent_total'), framesDropped: d('xportrait_frames_dropped_total') };
   }
 
+  let viewers: BenchReport['viewers'];
+  if (run.viewers?.length) {
+    const pooled: number[] = [];
+    const perViewer = run.viewers.map((v): ViewerFigures => {
+      const vin = { ...run, displays: v.displays, presentations: v.presentations };
+      const { frames: vf } = joinFrames(vin, joinOpts);
+      const vw = analyzeWindow(vin, vf, t0, t1, joinOpts);
+      pooled.push(...vf.filter((f) => f.shown >= t0 && f.shown < t1).map((f) => f.glass));
+      const m = codecMeans(nearest(v.browserCounters, t0)?.c, nearest(v.browserCounters, t1)?.c, seconds);
+      return {
+        glass: roundSummary(vw.glass),
+        fpsDelivered: r(vw.fps.delivered),
+        notShown: vw.frames.droppedAfterServer,
+        downlink: vw.stages.downlink ? roundSummary(vw.stages.downlink) : null,
+        display: vw.stages.display ? roundSummary(vw.stages.display) : null,
+        decodeMs: r(m.decodeMs, 2),
+        jitterBufferMs: r(m.jitterBufferMs),
+      };
+    });
+    viewers = { count: run.viewers.length, glass: roundSummary(summarize(pooled)), perViewer };
+  }
+
   const report: BenchReport = {
     schema: REPORT_SCHEMA,
     createdAt: new Date().toISOString(),
@@ -293,6 +330,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     legs,
     cpu: { processes, serverThreads, rendererThreads, serverStageBusy },
     metrics,
+    viewers,
     series,
     warnings,
   };

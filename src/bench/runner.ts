@@ -9,13 +9,14 @@
  * window's edges, then builds the report (report.ts) and writes DIR/bench.json and DIR/bench.html.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { makeCameraFile } from './camera-file.ts';
 import { chromiumVersion, launchBenchBrowser, type BenchBrowser } from './chromium.ts';
+import type { Page } from 'playwright-core';
 import type { CaptureRecord, DisplayRecord, RxRecord, TxRecord } from './glass.ts';
 import { ResourceSampler } from './proc-sampler.ts';
 import { buildReport, type BenchReport, type CollectedRun, type MachineRecord } from './report.ts';
@@ -87,6 +88,15 @@ interface PageStatus {
   displays: number;
 }
 
+/** The room a bench publishes into when it has viewers. */
+export const BENCH_ROOM = 'bench';
+
+interface ViewerRecords {
+  displays: DisplayRecord[];
+  presentations: number[];
+  browserCounters: { t: number; c: CodecCounters }[];
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runBench(opts: BenchRunOptions, log: (msg: string) => void = () => {}): Promise<BenchRunResult> {
@@ -126,9 +136,12 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
       });
       url = server.url;
     }
-    const info = (await (await fetch(`${url}/api/info`)).json()) as { engines: { name: string }[]; outputSize?: number };
+    const info = (await (await fetch(`${url}/api/info`)).json()) as { engines: { name: string }[]; rooms?: { tokensRequired?: boolean } };
     if (!info.engines.some((e) => e.name === opts.engine)) throw new Error(`the server has no engine "${opts.engine}" (it has: ${info.engines.map((e) => e.name).join(', ')})`);
-    if (opts.viewers > 0) await checkViewers(url);
+    if (opts.viewers > 0) {
+      if (!info.rooms) throw new Error('--viewers needs rooms and viewer pages (WHEP), which this server does not have: bench without --viewers');
+      if (info.rooms.tokensRequired) throw new Error('--viewers: the server requires room tokens (--secret); bench a server without one, or on this machine');
+    }
     const portraitId = portrait ? await uploadPortrait(url, portrait) : 'sample';
     await browserReady;
     if (!browser) throw new Error('chromium did not start');
@@ -139,6 +152,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
     const q = new URLSearchParams({ view: 'compact', auto: '1', engine: opts.engine, size: `${opts.size}x${opts.size}`, fps: String(opts.fps), loop: String(camera.frames), portrait: portraitId, ids: 'camera' });
+    if (opts.viewers > 0) q.set('room', BENCH_ROOM);
     const pageOpenedAt = Date.now();
     await page.goto(`${url}/bench.html?${q}`);
 
@@ -172,6 +186,35 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     }
     await drain();
     const firstDisplayAt = all.displays.length ? all.displays[0].shown : Date.now();
+    // viewers: pages of the same browser watching the room over WHEP (the relay encodes once for all of them)
+    const viewers: { page: Page; rec: ViewerRecords }[] = [];
+    if (opts.viewers > 0) {
+      log(`opening ${opts.viewers} viewer page(s) on room "${BENCH_ROOM}"`);
+      for (let i = 0; i < opts.viewers; i++) {
+        const vp = await b.context.newPage();
+        vp.on('pageerror', (e) => pageErrors.push(`viewer ${i + 1}: ${e.message}`));
+        await vp.goto(`${url}/bench.html?${new URLSearchParams({ view: 'compact', viewer: BENCH_ROOM, loop: String(camera.frames) })}`);
+        viewers.push({ page: vp, rec: { displays: [], presentations: [], browserCounters: [] } });
+      }
+      const t = Date.now();
+      for (const [i, v] of viewers.entries()) {
+        for (;;) {
+          const st = (await v.page.evaluate('window.xpBench.status()')) as PageStatus;
+          if (st.phase === 'error') throw new Error(`viewer ${i + 1} stopped: ${st.error}`);
+          if (st.displays > 0) break;
+          if (Date.now() - t > 30_000) throw new Error(`viewer ${i + 1} showed no avatar frame with a readable id within 30 s`);
+          await sleep(250);
+        }
+      }
+    }
+    const drainViewers = async () => {
+      for (const v of viewers) {
+        const d = (await v.page.evaluate('window.xpBench.drain()')) as Drain;
+        v.rec.displays.push(...d.displays);
+        v.rec.presentations.push(...d.presentations);
+        v.rec.browserCounters.push(...d.browserCounters);
+      }
+    };
     const windowStart = firstDisplayAt + opts.warmupSeconds * 1000;
     const windowEnd = windowStart + measureSeconds * 1000;
     log(`first avatar frame after ${Math.round(firstDisplayAt - pageOpenedAt)} ms; warm-up ${opts.warmupSeconds} s, then measuring ${measureSeconds} s`);
@@ -183,6 +226,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
       await sleep(1000);
       await checkPage();
       await drain();
+      await drainViewers();
       if (!metricsStart && Date.now() >= windowStart) metricsStart = await scrapeMetrics(url);
       if (!metricsEnd && Date.now() >= windowEnd) metricsEnd = await scrapeMetrics(url);
       if (Date.now() - lastLog >= (opts.soakSeconds ? 60_000 : 5000) && Date.now() > windowStart) {
@@ -204,6 +248,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
       windowEnd,
       metricsStart,
       metricsEnd,
+      viewers: viewers.map((v) => v.rec),
     };
     const report = buildReport(
       run,
@@ -247,8 +292,9 @@ async function benchWebRoot(given: string | undefined, scratch: string, log: (m:
     return given;
   }
   const { DEFAULT_WEB_ROOT } = await import('../server/web-root.ts');
-  if (existsSync(join(DEFAULT_WEB_ROOT, 'bench.html')) && existsSync(join(DEFAULT_WEB_ROOT, 'bench.js'))) return undefined;
-  log('the built web client has no bench page: building it into a temp dir');
+  const built = join(DEFAULT_WEB_ROOT, 'bench.js');
+  if (existsSync(join(DEFAULT_WEB_ROOT, 'bench.html')) && existsSync(built) && newestSource() <= statSync(built).mtimeMs) return undefined;
+  log('the built web client is missing or older than its sources: building it into a temp dir');
   try {
     const { buildWeb } = await import('../../scripts/build-web.mjs');
     return await buildWeb({ outdir: join(scratch, 'web'), quiet: true });
@@ -257,20 +303,26 @@ async function benchWebRoot(given: string | undefined, scratch: string, log: (m:
   }
 }
 
+/** Newest modification time (ms) of the web client's sources and of the shared code it bundles. */
+function newestSource(): number {
+  let newest = 0;
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (e.name !== 'dist' && e.name !== 'node_modules') walk(p);
+      } else newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  for (const d of [join(REPO_ROOT, 'web-client'), join(REPO_ROOT, 'src', 'bench')]) if (existsSync(d)) walk(d);
+  return newest;
+}
+
 async function uploadPortrait(url: string, file: string): Promise<string> {
   const res = await fetch(`${url}/api/portraits`, { method: 'POST', body: readFileSync(file), headers: { 'content-type': 'application/octet-stream' } });
   const body = (await res.json().catch(() => ({}))) as { id?: string; error?: { message?: string } };
   if (!res.ok || !body.id) throw new Error(`the portrait ${file} was refused: ${body.error?.message ?? `HTTP ${res.status}`}`);
   return body.id;
-}
-
-/** Viewers need the rooms and viewer pages of the outputs work; refuse clearly when the server has none. */
-async function checkViewers(url: string): Promise<void> {
-  const res = await fetch(`${url}/view/bench`, { method: 'GET' }).catch(() => undefined);
-  if (!res || res.status === 404) {
-    throw new Error('--viewers needs viewer pages (/view/<room>), which this server does not serve yet: bench without --viewers');
-  }
-  throw new Error('--viewers is not implemented by the bench yet: the server has viewer pages, but the bench does not drive them');
 }
 
 /** The xportrait_* counters (summed over labels) from /metrics, or undefined when it does not answer. */

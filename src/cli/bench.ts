@@ -48,7 +48,7 @@ export function addBenchCommand(program: Command): void {
     .addOption(new Option('--warmup <n>', 'seconds after the first avatar frame left out of the figures').env('XPORTRAIT_BENCH_WARMUP').default('3'))
     .addOption(new Option('--size <n>', 'camera and avatar size in pixels (square)').env('XPORTRAIT_BENCH_SIZE').default('512'))
     .addOption(new Option('--fps <n>', 'camera frame rate').env('XPORTRAIT_BENCH_FPS').default('30'))
-    .addOption(new Option('--viewers <k>', 'viewers watching the avatar (needs viewer pages on the server)').env('XPORTRAIT_BENCH_VIEWERS').default('0'))
+    .addOption(new Option('--viewers <k>', 'viewer pages watching the avatar over WHEP (the session publishes into room "bench"); glass-to-glass is measured at each').env('XPORTRAIT_BENCH_VIEWERS').default('0'))
     .addOption(new Option('--soak <seconds>', 'long run (e.g. 600) reporting the drift of latency and memory per minute; replaces --seconds').env('XPORTRAIT_BENCH_SOAK'))
     .addOption(new Option('-o, --out <dir>', 'report directory (default bench-results/<date>-<engine>)').env('XPORTRAIT_BENCH_OUT'))
     .addOption(new Option('--pack <dir>', 'model pack for the xportrait engine').env('XPORTRAIT_PACK'))
@@ -104,6 +104,10 @@ export function addBenchCommand(program: Command): void {
           `soak ${s.minutes} min: latency ${s.latencySlopeMsPerMin ?? '–'} ms/min, server RSS ${s.serverRssSlopeMiBPerMin ?? '–'} MiB/min: ${s.flat.latency && s.flat.serverRss ? 'flat' : 'NOT flat'}\n`,
         );
         if (!(s.flat.latency && s.flat.serverRss)) process.exitCode = 1;
+      }
+      if (report.viewers) {
+        const v = report.viewers;
+        process.stdout.write(`${v.count} viewer(s): glass-to-glass p50 ${ms(v.glass.p50)}, p95 ${ms(v.glass.p95)}; fps ${v.perViewer.map((x) => x.fpsDelivered ?? '–').join(' / ')}\n`);
       }
       process.stdout.write(`report: ${jsonPath}\n        ${htmlPath}\n`);
       // libwebrtc-free here, but playwright and timers may linger: leave once the report is out

@@ -12,7 +12,8 @@
  *
  * URL parameters (all optional; the CLI sets them): engine, portrait (an uploaded id; default the sample),
  * size=WxH (exact camera size), fps, ids=auto|camera|stamp, loop=N (id period of a looping fake camera),
- * window=S (live window), auto=1 (start at once).
+ * window=S (live window), auto=1 (start at once), room=NAME (publish the avatar into a room), viewer=ROOM (no
+ * camera: watch the room over WHEP as a viewer and record the ids shown, for `bench --viewers K`).
  * `window.xpBench` exposes the records to the CLI: drain(), status().
  */
 import uPlot from 'uplot';
@@ -22,6 +23,7 @@ import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, ty
 import { codecCounters, type CodecCounters } from '../../src/bench/rtc-counters.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
 import { SignalingSocket, type ServerMessage } from './signaling.ts';
+import { WhepSession } from './whep.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -99,6 +101,7 @@ class BenchPage {
   stamper: CameraStamper | undefined;
   socket: SignalingSocket | undefined;
   pc: RTCPeerConnection | undefined;
+  whep: WhepSession | undefined;
   stops: (() => void)[] = [];
   /** Server candidates that arrived before its answer. */
   pendingCandidates: RTCIceCandidateInit[] = [];
@@ -149,7 +152,44 @@ class BenchPage {
       return this.fail(`Cannot reach the server (${(err as Error).message}). Is xportrait-cam serve running?`);
     }
     this.render();
-    if (params.get('auto') === '1') await this.start();
+    const viewerRoom = params.get('viewer');
+    if (viewerRoom) await this.watch(viewerRoom);
+    else if (params.get('auto') === '1') await this.start();
+  }
+
+  /** Viewer mode: the room's avatar over WHEP; every shown frame's id is recorded like the publisher's avatar. */
+  async watch(room: string): Promise<void> {
+    this.setPhase('starting');
+    try {
+      this.whep = await WhepSession.start(`/whep/${encodeURIComponent(room)}`, params.get('token') ?? undefined, (track) => {
+        ui.avatar.srcObject = new MediaStream([track]);
+        void ui.avatar.play().catch(() => {});
+      });
+      this.pc = this.whep.pc;
+      this.pc.onconnectionstatechange = () => {
+        if (this.pc?.connectionState === 'connected') this.setPhase('live');
+        else if (this.pc?.connectionState === 'failed') this.stop('error', 'The viewer connection failed.');
+      };
+      this.#recordAvatar();
+      this.timers.push(window.setInterval(() => void this.tick(), 1000));
+    } catch (err) {
+      this.teardown();
+      this.fail(`Could not watch room "${room}": ${(err as Error).message}`);
+    }
+  }
+
+  /** Record every avatar frame shown: its id, receive and expected display times. */
+  #recordAvatar(): void {
+    const reader = new StripReader();
+    this.stops.push(
+      everyFrame(ui.avatar, (now, meta) => {
+        this.presentations.push(epoch(now));
+        const id = reader.read(ui.avatar);
+        if (id === null) return;
+        this.lastAvatarId = id;
+        this.displays.push({ id, shown: epoch(meta.expectedDisplayTime), received: meta.receiveTime === undefined ? undefined : epoch(meta.receiveTime) });
+      }),
+    );
   }
 
   async start(): Promise<void> {
@@ -241,19 +281,10 @@ class BenchPage {
       if (pc.connectionState === 'connected') this.setPhase('live');
       else if (pc.connectionState === 'failed') this.stop('error', 'The WebRTC connection failed.');
     };
-    const reader = new StripReader();
-    this.stops.push(
-      everyFrame(ui.avatar, (now, meta) => {
-        this.presentations.push(epoch(now));
-        const id = reader.read(ui.avatar);
-        if (id === null) return;
-        this.lastAvatarId = id;
-        this.displays.push({ id, shown: epoch(meta.expectedDisplayTime), received: meta.receiveTime === undefined ? undefined : epoch(meta.receiveTime) });
-      }),
-    );
+    this.#recordAvatar();
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true });
+    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true, room: params.get('room') ?? undefined });
     // clock offset: ping a few times now, then every 5 s; keep the minimum-RTT sample
     for (let i = 0; i < 8; i++) this.timers.push(window.setTimeout(() => this.ping(), 100 + i * 120));
     this.timers.push(window.setInterval(() => this.ping(), 5000));
@@ -468,7 +499,10 @@ class BenchPage {
     socket?.close();
     const pc = this.pc;
     this.pc = undefined;
-    pc?.close();
+    if (this.whep) {
+      this.whep.stop();
+      this.whep = undefined;
+    } else pc?.close();
     for (const t of this.camera?.getTracks() ?? []) t.stop();
     this.camera = undefined;
     ui.local.srcObject = null;
