@@ -20,16 +20,22 @@ let out: string;
 let report: BenchReport;
 const log: string[] = [];
 
+const plausible = (r: BenchReport) => r.glass.p50 !== null && r.glass.p50 > 10 && r.glass.p50 < 1000 && (r.fps.delivered ?? 0) > 15;
+
 beforeAll(async () => {
   out = mkdtempSync(join(tmpdir(), 'xp-bench-test-'));
+  const webRoot = await builtWebClient();
   // 320x320 keeps the headless browser's software compositing light on a 2-core machine; the README's figures are
-  // the 512x512 runs of `xportrait-cam bench`
-  const result = await runBench(
-    { engine: 'passthrough', seconds: 10, warmupSeconds: 1, size: 320, fps: 30, viewers: 0, out, webRoot: await builtWebClient() },
-    (m) => log.push(m),
-  );
-  report = result.report;
-}, 150_000);
+  // the 512x512 runs of `xportrait-cam bench`. On a machine that other work keeps overloaded (load average above
+  // the core count when the run started) a second run is allowed; CI runs alone and passes with the first.
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    const result = await runBench({ engine: 'passthrough', seconds: 10, warmupSeconds: 1, size: 320, fps: 30, viewers: 0, out, webRoot }, (m) => log.push(m));
+    report = result.report;
+    const busy = report.machine.loadAvgStart[0] > report.machine.cpus;
+    if (plausible(report) || !busy || attempt === 2) break;
+    console.log(`[bench] run ${attempt} at load ${report.machine.loadAvgStart[0]}: p50 ${report.glass.p50} ms, ${report.fps.delivered} fps; the machine is overloaded, running again`);
+  }
+}, 240_000);
 
 afterAll(() => {
   if (out) rmSync(out, { recursive: true, force: true });
