@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Builds the web client: bundles web-client/src/main.ts (app.js) and the bench tab web-client/src/bench-page.ts
-// (bench.js + bench.css) with esbuild (ES2022, source maps) and copies the static files (index.html, bench.html,
+// Builds the web client: bundles web-client/src/main.ts (app.js), the bench tab web-client/src/bench-page.ts
+// (bench.js + bench.css) and the face-tracking worker web-client/src/tracking/worker.ts (tracking-worker.js)
+// with esbuild (ES2022, source maps) and copies the static files (index.html, bench.html,
 // style.css) into the output directory (default web-client/dist, git-ignored).
 // Usage: node scripts/build-web.mjs [--outdir DIR] [--watch]
 import { build, context } from 'esbuild';
@@ -23,7 +24,12 @@ export async function buildWeb({ outdir = DEFAULT_OUTDIR, watch = false, quiet =
       { in: join(client, 'src', 'main.ts'), out: 'app' },
       { in: join(client, 'src', 'bench-page.ts'), out: 'bench' },
       { in: join(client, 'src', 'view-page.ts'), out: 'view' },
+      // the face-tracking worker (onnxruntime-web + src/face/), loaded by the pages only when they track
+      { in: join(client, 'src', 'tracking', 'worker.ts'), out: 'tracking-worker' },
     ],
+    // onnxruntime-web: its build that loads the .wasm and its .mjs loader from env.wasm.wasmPaths (our /ort/),
+    // so WASM threads start their workers from that loader, not from our bundle
+    conditions: ['onnxruntime-web-use-extern-wasm'],
     outdir,
     bundle: true,
     format: 'esm',

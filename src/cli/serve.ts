@@ -32,6 +32,11 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(String(4096 * 4096)))
     .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default('512'))
     .addOption(new Option('--web-root <dir>', 'directory of the built web client').env('XPORTRAIT_WEB_ROOT'))
+    .addOption(
+      new Option('--tracking <mode>', 'who tracks faces: client (the browser, onnxruntime-web), server, or auto (the browser when it sends landmarks, else the server)')
+        .env('XPORTRAIT_TRACKING')
+        .default('auto'),
+    )
     .addOption(new Option('--metrics <on|off>', 'Prometheus metrics at /metrics (loopback clients only unless --metrics-token is set)').env('XPORTRAIT_METRICS').default('on'))
     .addOption(new Option('--metrics-token <token>', 'bearer token required for /metrics (lets a remote Prometheus scrape an exposed server)').env('XPORTRAIT_METRICS_TOKEN'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('info'))

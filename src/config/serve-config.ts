@@ -76,6 +76,11 @@ export const serveConfigSchema = z
     /** Directory of the built web client (default web-client/dist). */
     webRoot: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /**
+     * Who tracks faces (src/session/client-tracking.ts): `client` (the page, with onnxruntime-web), `server` (our
+     * tracker on the decoded video), `auto` (the page's landmarks while it sends them, else the server).
+     */
+    tracking: z.enum(['client', 'server', 'auto']).default('auto'),
     /** Prometheus metrics at GET /metrics (src/server/metrics.ts): on (loopback only unless a token is set) or off. */
     metrics: z.enum(['on', 'off']).default('on'),
     /** Bearer token that every /metrics request must carry; lets a remote Prometheus scrape an exposed server. */

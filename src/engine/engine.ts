@@ -74,6 +74,11 @@ export interface Engine {
   readonly name: string;
   /** True when inputs must carry face observations (the session then runs the tracker first). */
   readonly needsFace: boolean;
+  /**
+   * True when the engine reads only `face` and the frame's size, id and times, never its pixels: it can run on
+   * landmarks the browser sends, as they arrive, even with no video at all (src/session/client-tracking.ts).
+   */
+  readonly landmarkDriven?: boolean;
   createSession(opts: EngineSessionOptions): Promise<EngineSession>;
   close(): Promise<void>;
 }

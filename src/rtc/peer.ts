@@ -32,6 +32,8 @@ export interface RtcPeerEvents {
   state: [PeerState];
   /** The peer is gone for good (ICE failed, or disconnected past the grace period). */
   lost: [string];
+  /** A data channel the browser opened (e.g. `landmarks`: src/session/client-tracking.ts). */
+  datachannel: [RTCDataChannel];
 }
 
 interface SinkFrameEvent {
@@ -66,13 +68,20 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
       this.#attachSink(e.track);
     };
     this.#pc.onconnectionstatechange = () => this.#onState(this.#pc.connectionState as PeerState);
+    this.#pc.ondatachannel = (e: RTCDataChannelEvent) => {
+      if (this.#closed) e.channel.close();
+      else this.emit('datachannel', e.channel);
+    };
   }
 
   get state(): PeerState {
     return this.#closed ? 'closed' : (this.#pc.connectionState as PeerState);
   }
 
-  /** Apply the browser's offer; returns the answer SDP. The offer must carry a video m-line. */
+  /**
+   * Apply the browser's offer; returns the answer SDP. The offer must carry a video m-line: `sendrecv` (camera in,
+   * avatar out) or `recvonly` (a page that sends only landmarks still gets the avatar: the answer is `sendonly`).
+   */
   async acceptOffer(offerSdp: string): Promise<string> {
     if (this.#closed) throw new Error('peer is closed');
     await this.#pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
@@ -120,6 +129,7 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     this.#pc.onicecandidate = null;
     this.#pc.ontrack = null;
     this.#pc.onconnectionstatechange = null;
+    this.#pc.ondatachannel = null;
     this.#pc.close();
     this.emit('state', 'closed');
   }

@@ -10,6 +10,7 @@
  *   GET  /ws                      WebSocket signaling (see signaling.ts)
  *   GET  /metrics                 Prometheus metrics (metrics.ts; loopback only unless --metrics-token)
  *   /whep/…, /view/…, /obs/…, /api/rooms/…   avatar outputs and access control (outputs.ts)
+ *   GET  /models/<id>.onnx, /ort/<file>   face models and onnxruntime-web for pages that track (tracking-assets.ts)
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -30,6 +31,7 @@ import { SignalingConnection } from './signaling-connection.ts';
 import { MAX_MESSAGE_BYTES } from './signaling.ts';
 import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
+import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 
 export { DEFAULT_WEB_ROOT };
@@ -54,6 +56,8 @@ export class XportraitServer {
   readonly metrics: ServerMetrics;
   /** Rooms, access tokens, WHEP viewers, egress (src/server/outputs.ts). */
   readonly outputs: Outputs;
+  /** Face models and onnxruntime-web for pages that track faces themselves. */
+  readonly trackingAssets = new TrackingAssets();
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
@@ -150,6 +154,7 @@ export class XportraitServer {
       defaultEngine: this.config.engine,
       iceServers: this.config.iceServers,
       outputSize: this.config.outputSize,
+      tracking: this.config.tracking,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
       sessions: this.sessions,
@@ -212,6 +217,7 @@ export class XportraitServer {
     if (pathname.startsWith('/api/') || pathname === '/ws') {
       return sendJson(res, 404, { error: { code: 'not_found', message: `no such endpoint: ${method} ${pathname}` } });
     }
+    if (await this.trackingAssets.route(req, res, pathname)) return;
     if ((method === 'GET' || method === 'HEAD') && (await serveStatic(this.webRoot, req, res, pathname))) return;
     if (pathname === '/' || pathname === '/index.html') {
       res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });

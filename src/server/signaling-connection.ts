@@ -10,6 +10,7 @@ import { FrameIdTap } from '../bench/frame-tap.ts';
 import { serverCodecCounters } from '../bench/rtc-counters.ts';
 import { LiveSession, SessionError } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
+import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';
 import type { IceServer } from '../config/serve-config.ts';
 import type { EngineHost } from './engine-host.ts';
 import type { PortraitStore } from './portraits.ts';
@@ -39,6 +40,8 @@ export interface SignalingContext {
   onSessionStarted?(session: LiveSession, engine: string): void;
   /** Access control and rooms (src/server/outputs.ts); without it every session is private and unchecked. */
   outputs?: SessionOutputs;
+  /** `serve --tracking` (default server: the server tracks, client landmarks are ignored). */
+  tracking?: TrackingMode;
 }
 
 export class SignalingConnection {
@@ -92,6 +95,7 @@ export class SignalingConnection {
       defaultEngine: ctx.defaultEngine,
       iceServers: ctx.iceServers,
       maxMessageBytes: MAX_MESSAGE_BYTES,
+      tracking: { mode: ctx.tracking ?? 'server', landmarkOnlyEngines: ctx.engines.names.filter((n) => LANDMARK_DRIVEN_ENGINES.includes(n)), models: '/models/', runtime: '/ort/' },
     });
   }
 
@@ -187,6 +191,7 @@ export class SignalingConnection {
         iceServers: this.ctx.iceServers as RTCIceServer[],
         analyzerFactory,
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
+        tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
@@ -207,7 +212,7 @@ export class SignalingConnection {
       if (this.#closed) throw new StartError('internal', 'connection closed during start');
       const sdp = await session.acceptOffer(msg.sdp);
       this.#offerRefused = false;
-      this.send({ type: 'answer', sdp, session: session.engineInfo });
+      this.send({ type: 'answer', sdp, session: session.engineInfo, tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking } });
       this.#pushRoom();
       this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
       this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);

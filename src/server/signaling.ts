@@ -39,6 +39,11 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
     room: z.string().min(1).max(64).optional(),
     /** Access token (role publish), required when the server runs with --secret. */
     token: z.string().min(1).max(4096).optional(),
+    /**
+     * The page tracks faces itself and sends landmarks on its `landmarks` data channel
+     * (src/session/landmark-wire.ts): `client` beside its video, `landmarks` instead of any video (warp engine).
+     */
+    tracking: z.enum(['client', 'landmarks']).optional(),
   }),
   /** A null candidate means end-of-candidates. */
   z.object({ type: z.literal('candidate'), candidate: iceCandidateSchema.nullable() }),
@@ -67,6 +72,17 @@ export type ErrorCode =
   | 'room_busy'
   | 'internal';
 
+/** Face tracking on this server (src/session/client-tracking.ts), so a page knows whether to track itself. */
+export interface TrackingHello {
+  /** `serve --tracking`: client, server or auto. */
+  mode: 'client' | 'server' | 'auto';
+  /** Engines that can run on landmarks alone (landmark-only mode: no video from the page). */
+  landmarkOnlyEngines: string[];
+  /** Where the page loads the models and onnxruntime-web from. */
+  models: string;
+  runtime: string;
+}
+
 export interface SessionInfoMessage {
   engine: string;
   outputWidth: number;
@@ -75,8 +91,8 @@ export interface SessionInfoMessage {
 }
 
 export type ServerMessage =
-  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: unknown[]; maxMessageBytes: number }
-  | { type: 'answer'; sdp: string; session: SessionInfoMessage }
+  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: unknown[]; maxMessageBytes: number; tracking?: TrackingHello }
+  | { type: 'answer'; sdp: string; session: SessionInfoMessage; tracking?: { mode: 'client' | 'server' | 'auto'; offer?: 'client' | 'landmarks' } }
   | { type: 'candidate'; candidate: IceCandidateMessage | null }
   | { type: 'stats'; stats: unknown }
   | { type: 'error'; code: ErrorCode; message: string }

@@ -42,6 +42,11 @@ export async function serveStatic(root: string, req: IncomingMessage, res: Serve
     // index.html must pick up a rebuilt bundle at once; the bundle itself is small
     'cache-control': 'no-cache',
     'x-content-type-options': 'nosniff',
+    // cross-origin isolation: lets the page's tracking worker run onnxruntime-web with WASM threads
+    // (SharedArrayBuffer); every resource the pages load is same-origin
+    'cross-origin-opener-policy': 'same-origin',
+    'cross-origin-embedder-policy': 'require-corp',
+    'cross-origin-resource-policy': 'same-origin',
   });
   if (req.method === 'HEAD') {
     res.end();

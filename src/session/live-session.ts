@@ -19,6 +19,7 @@ import { RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../engine/engine.ts';
+import { ClientTracking, LANDMARK_DRIVEN_ENGINES, type ClientTrackingOffer, type ClientTrackingStats, type TrackingMode } from './client-tracking.ts';
 import type { FrameAnalyzer, FrameAnalyzerFactory } from './frame-analyzer.ts';
 
 export type SessionErrorCode = 'engine_failed' | 'face_failed' | 'face_unavailable' | 'webrtc_failed';
@@ -46,6 +47,11 @@ export interface LiveSessionOptions {
   disconnectGraceMs?: number;
   /** Observer of every frame at receive and just before send (the bench's frame-id tap, src/bench/frame-tap.ts). */
   frameTap?: FrameTap;
+  /**
+   * Who tracks faces (./client-tracking.ts): `--tracking` of the server (default 'server') and what the page
+   * offered ('client': it sends landmarks beside its video; 'landmarks': landmarks only, no video).
+   */
+  tracking?: { mode: TrackingMode; offer?: ClientTrackingOffer };
 }
 
 /**
@@ -53,7 +59,8 @@ export interface LiveSessionOptions {
  * draw into the output's pixels, e.g. a frame-id strip). Must be cheap: it runs on the frame path.
  */
 export interface FrameTap {
-  onReceive(frame: VideoFrame): void;
+  /** `cameraId`: the camera frame id when the caller knows it (a landmark-only frame has no picture to read it from). */
+  onReceive(frame: VideoFrame, cameraId?: number): void;
   beforeSend(frame: VideoFrame): void;
 }
 
@@ -74,6 +81,8 @@ export interface SessionStats {
   /** queue (receive -> first stage), track, engine (the engine call), total (receive -> send). */
   stages: Record<string, StageStats>;
   engineStats: EngineStats;
+  /** Client-side face tracking (sessions of engines that need a face, when the server accepts client landmarks). */
+  tracking?: ClientTrackingStats;
 }
 
 export interface LiveSessionEvents {
@@ -93,6 +102,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   readonly #engineName: string;
   readonly #engineSession: EngineSession;
   readonly #analyzer: FrameAnalyzer | undefined;
+  readonly #client: ClientTracking | undefined;
   readonly #peer: RtcPeer;
   readonly #tap: FrameTap | undefined;
   readonly #mailbox = new Mailbox<VideoFrame>();
@@ -105,7 +115,21 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
 
   /** Open the engine session (and analyzer) first, so a bad portrait or engine fails before any SDP is exchanged. */
   static async open(opts: LiveSessionOptions): Promise<LiveSession> {
-    if (opts.engine.needsFace && !opts.analyzerFactory) {
+    const mode = opts.tracking?.mode ?? 'server';
+    const offer = opts.tracking?.offer;
+    const landmarkDriven = opts.engine.landmarkDriven === true;
+    if (offer === 'landmarks') {
+      // landmark-only: no video comes in, so nothing for the server to track or for an engine to read
+      if (!opts.engine.needsFace || !landmarkDriven) {
+        throw new SessionError('face_unavailable', `engine "${opts.engine.name}" reads the camera pictures: landmark-only mode needs an engine that animates from landmarks alone (${LANDMARK_DRIVEN_ENGINES.join(', ')}); send video`);
+      }
+      if (mode === 'server') {
+        throw new SessionError('face_unavailable', 'this server tracks faces itself (--tracking server): landmark-only mode is off; send video');
+      }
+    }
+    // the server's own tracker: server mode, and auto mode's fallback while the page sends no landmarks
+    const serverTracks = opts.engine.needsFace && (mode === 'server' || (mode === 'auto' && offer !== 'landmarks'));
+    if (serverTracks && !opts.analyzerFactory) {
       throw new SessionError(
         'face_unavailable',
         `engine "${opts.engine.name}" needs face tracking, but no face tracker is available on this server`,
@@ -120,26 +144,46 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     });
     let analyzer: FrameAnalyzer | undefined;
     try {
-      if (opts.engine.needsFace && opts.analyzerFactory) analyzer = await opts.analyzerFactory.create({ logger });
+      if (serverTracks && opts.analyzerFactory) analyzer = await opts.analyzerFactory.create({ logger });
     } catch (err) {
       await engineSession.close().catch(() => {});
       throw new SessionError('face_unavailable', `face tracker "${opts.analyzerFactory?.name}" failed to start: ${(err as Error).message}`);
     }
-    return new LiveSession(opts, engineSession, analyzer);
+    // client landmarks are taken in client and auto modes (server mode counts them as ignored)
+    const client =
+      opts.engine.needsFace && (mode !== 'server' || offer)
+        ? new ClientTracking({ mode, offer, landmarkDriven, serverAnalyzer: analyzer, logger })
+        : undefined;
+    return new LiveSession(opts, engineSession, client ?? analyzer, client);
   }
 
-  private constructor(opts: LiveSessionOptions, engineSession: EngineSession, analyzer: FrameAnalyzer | undefined) {
+  private constructor(opts: LiveSessionOptions, engineSession: EngineSession, analyzer: FrameAnalyzer | undefined, client: ClientTracking | undefined) {
     super();
     this.id = opts.id;
     this.logger = opts.logger;
     this.#engineName = opts.engine.name;
     this.#engineSession = engineSession;
     this.#analyzer = analyzer;
+    this.#client = client;
     this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
     this.#peer.on('frame', (f) => {
+      // a landmark-driven engine fed by the page's landmarks does not need the decoded picture
+      if (this.#client && !this.#client.takeVideoFrame(f)) return;
       this.#tap?.onReceive(f);
       this.#mailbox.put(f);
+    });
+    // landmark-only frames (landmark-driven engines): the message's camera id stands for the picture's
+    client?.on('frame', (f, cameraId) => {
+      this.#tap?.onReceive(f, cameraId);
+      this.#mailbox.put(f);
+    });
+    this.#peer.on('datachannel', (ch) => {
+      if (this.#client) this.#client.attach(ch);
+      else {
+        this.logger.info({ event: 'datachannel_refused', label: ch.label }, 'data channel closed: this session takes no client landmarks');
+        ch.close();
+      }
     });
     this.#peer.on('candidate', (c) => this.emit('candidate', c));
     this.#peer.on('state', (s) => {
@@ -205,6 +249,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       fpsOut: round1(r.fpsOut),
       stages: this.#timer.snapshot(),
       engineStats: this.#engineSession.stats(),
+      ...(this.#client ? { tracking: this.#client.stats() } : {}),
     };
   }
 

@@ -3,12 +3,14 @@
  * avatar that comes back beside the local preview, with live statistics. Reconnects on its own when the connection
  * drops; engine errors stop the session with the server's message.
  *
- * URL options: ?probe=1 keeps picture thumbnails for the end-to-end test (window.xp exposes the probe).
+ * URL options: ?probe=1 keeps picture thumbnails for the end-to-end test (window.xp exposes the probe); face
+ * tracking options: see tracking/page-tracking.ts.
  */
 import { FrameProbe, percentile } from './frame-probe.ts';
 import { RtcStatsReader, type RtcFigures } from './rtc-stats.ts';
 import { SignalingSocket, type ServerMessage, type ServerStats } from './signaling.ts';
 import { SharePanel, type RoomsInfo } from './share-panel.ts';
+import { PageTracking, type ServerTrackingStats } from './tracking/page-tracking.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -32,6 +34,11 @@ const params = new URLSearchParams(location.search);
 const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'unauthorized', 'forbidden']);
 /** Avatar outputs: room, links, viewers, egress states (share-panel.ts). */
 const share = new SharePanel(document.getElementById('share') as HTMLElement);
+/** Face tracking in this browser (tracking/): controls, data channel, stats. */
+const tracking = new PageTracking(
+  { trackLocal: $<HTMLInputElement>('track-local'), landmarksOnly: $<HTMLInputElement>('landmarks-only'), showMesh: $<HTMLInputElement>('show-mesh'), status: $<HTMLElement>('tracking-status') },
+  params,
+);
 
 type Phase = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error';
 
@@ -42,6 +49,8 @@ interface Portrait {
 }
 
 class App {
+  /** Face tracking in this browser (window.xp.tracking for tests). */
+  readonly tracking = tracking;
   portrait: Portrait | undefined;
   phase: Phase = 'idle';
   camera: MediaStream | undefined;
@@ -129,6 +138,7 @@ class App {
     this.wanted = true;
     this.retries = 0;
     this.setPhase('connecting');
+    tracking.prepare(); // the models load while the camera opens
     try {
       this.camera ??= await openCamera();
     } catch (err) {
@@ -147,6 +157,7 @@ class App {
     this.teardown();
     for (const t of this.camera?.getTracks() ?? []) t.stop();
     this.camera = undefined;
+    tracking.stop();
     ui.local.srcObject = null;
     this.hideMessage();
     this.setPhase('idle');
@@ -170,11 +181,18 @@ class App {
     socket.onClose = () => {
       if (this.socket === socket) this.connectionLost('the connection to the server was lost');
     };
+    const engine = ui.engine.value || hello.defaultEngine;
+    const plan = await tracking.decide(hello.tracking, engine);
+    if (plan.note) this.showMessage(plan.note.text, plan.note.kind);
+    if (!this.wanted || this.socket !== socket) return;
     const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
     this.pc = pc;
     this.pendingCandidates = [];
     const track = this.camera.getVideoTracks()[0];
-    pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.camera] });
+    // landmark-only: the avatar still comes back, in a receive-only transceiver; no camera picture leaves the page
+    if (plan.sendVideo) pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.camera] });
+    else pc.addTransceiver('video', { direction: 'recvonly' });
+    tracking.attach(pc);
     pc.ontrack = (e) => {
       ui.avatar.srcObject = new MediaStream([e.track]);
       void ui.avatar.play().catch(() => {});
@@ -185,15 +203,16 @@ class App {
       const s = pc.connectionState;
       if (s === 'connected') {
         this.retries = 0;
-        this.hideMessage();
+        if (!plan.note || plan.note.kind !== 'error') this.hideMessage();
+        tracking.start(ui.local);
         this.setPhase('live');
       } else if (s === 'failed') this.connectionLost('the WebRTC connection failed');
       else if (s === 'disconnected') this.showMessage('The connection is interrupted; waiting for it to come back…', 'info');
     };
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this.engineInUse = ui.engine.value || hello.defaultEngine;
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id, ...share.offerFields() });
+    this.engineInUse = engine;
+    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id, tracking: plan.offer, ...share.offerFields() });
     this.statsTimer = window.setInterval(() => void this.updateStats(), 1000);
   }
 
@@ -273,6 +292,7 @@ class App {
     socket?.close();
     const pc = this.pc;
     this.pc = undefined;
+    tracking.detach();
     if (pc) {
       pc.onconnectionstatechange = null;
       pc.close();
@@ -325,6 +345,7 @@ class App {
       ['Download', `${num(r.recvKbps, 0, ' kbit/s')} · ${r.recvSize ?? '–'}`],
       ['Network RTT · jitter · lost', `${num(r.rttMs, 0, ' ms')} · ${num(r.jitterMs, 1, ' ms')} · ${num(r.packetsLost)} packets`],
       ['Jitter buffer delay', num(r.jitterBufferMs, 0, ' ms')],
+      ...tracking.rows(s as (ServerStats & { tracking?: ServerTrackingStats }) | undefined),
     ];
     const body = ui.stats.tBodies[0];
     body.replaceChildren(
@@ -361,6 +382,7 @@ class App {
     ui.stop.disabled = !this.wanted && !this.camera;
     ui.engine.disabled = this.wanted;
     share.lock(this.wanted);
+    tracking.lock(this.wanted);
     ui.resetNeutral.disabled = this.phase !== 'live';
     this.renderStats();
   }

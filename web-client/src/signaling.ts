@@ -1,4 +1,5 @@
 /** The `/ws` signaling socket: JSON messages in and out (protocol: src/server/signaling.ts). */
+import type { TrackingHello } from './tracking/page-tracking.ts';
 import type { RoomStatus } from './share-panel.ts';
 
 export interface ServerError {
@@ -8,7 +9,7 @@ export interface ServerError {
 }
 
 export type ServerMessage =
-  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: RTCIceServer[] }
+  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: RTCIceServer[]; tracking?: TrackingHello }
   | { type: 'answer'; sdp: string; session: { engine: string; outputWidth: number; outputHeight: number; lagFrames: number } }
   | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
   | { type: 'stats'; stats: ServerStats }
@@ -50,7 +51,7 @@ export interface ServerStats {
 }
 
 export type ClientMessage =
-  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean; room?: string; token?: string }
+  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean; room?: string; token?: string; tracking?: 'client' | 'landmarks' }
   | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
   | { type: 'control'; command: { type: string } }
   | { type: 'stop' }
