@@ -1,12 +1,14 @@
 /**
- * The warp mesh of one portrait (built once per session): the 478 face landmarks, two rings of points around the
- * face (hair, ears, neck) and fixed points on the picture's border, triangulated together (Delaunay) so the dense
- * warp covers the whole frame: the face follows the landmarks, the first ring follows the head's outline motion
- * almost fully, the second ring a little, and the border not at all, so the background stays put.
+ * The warp mesh of one portrait (built once per session): the 478 face landmarks, three rings of points around the
+ * face outline and fixed points on the picture's border, triangulated together so the dense warp covers the whole
+ * frame. The face follows its landmarks; ring 0 (just outside the outline) moves with its outline point, keeping the
+ * jaw and hair lines' shape; ring 1 follows the outline's motion almost fully (hair, ears, neck), ring 2 a little,
+ * and the border not at all, so the background stays put.
  *
- * The triangulation is computed on a "layout" of the portrait's own landmarks with the mouth and eyes opened (a
- * closed mouth has coincident inner lips, which would give sliver triangles); the triangles inside the inner-lip
- * ring are the mouth interior, painted by ./mouth.ts when the mouth opens.
+ * The triangulation (Delaunay, constrained to keep the inner-lip and eye rings as edges) is computed on a "layout"
+ * of the portrait's own landmarks with the mouth and eyes opened: a closed mouth has coincident inner lips, which
+ * would give sliver triangles. The triangles inside the inner-lip ring are the mouth interior (./mouth.ts), those
+ * inside the lid rings the eyes (./eyes.ts).
  */
 import ConstrainautorImport from '@kninnug/constrainautor';
 import Delaunator from 'delaunator';
