@@ -45,6 +45,25 @@ export function threadGroup(comm: string, isMain: boolean): string {
   return 'other';
 }
 
+/** Chromium renderer threads: WebRTC's codecs and media work run on the renderer's thread pool. */
+export function rendererThreadGroup(comm: string, isMain: boolean): string {
+  if (isMain) return 'main';
+  if (/^ThreadPool/.test(comm)) return 'thread pool';
+  if (/^Compositor|^VizCompositor/.test(comm)) return 'compositor';
+  if (/^Chrome_ChildIO/.test(comm)) return 'io';
+  if (/^WebRTC|^WebRtc|^rtc/i.test(comm)) return 'webrtc';
+  return 'other';
+}
+
+export const RENDERER_THREAD_GROUPS: Record<string, string> = {
+  main: 'main thread (page JS: frame-id readback, stats)',
+  'thread pool': 'thread pool (WebRTC VP8 encode and decode, media pipeline)',
+  compositor: 'compositor (video frames to the screen)',
+  io: 'IPC',
+  webrtc: 'WebRTC network and signaling threads',
+  other: 'other threads',
+};
+
 export const SERVER_THREAD_GROUPS: Record<string, string> = {
   main: 'JS main thread (signaling, face tracking, engine, conversion)',
   encode: 'libwebrtc encode (EncoderQueue)',
@@ -119,7 +138,7 @@ export class ResourceSampler {
     if (this.targets.chromiumProfile) {
       for (const { pid, label } of chromiumProcesses(this.targets.chromiumProfile)) {
         add(label, pid);
-        if (label === 'chromium renderer') this.#threads(pid, now, s.rendererThreads);
+        if (label === 'chromium renderer') this.#threads(pid, now, s.rendererThreads, rendererThreadGroup);
       }
     }
     // the first reading only primes the counters (a rate needs two)
@@ -129,7 +148,7 @@ export class ResourceSampler {
   }
   #primed = false;
 
-  #threads(pid: number, now: number, into: Record<string, number>): void {
+  #threads(pid: number, now: number, into: Record<string, number>, group: (comm: string, isMain: boolean) => string = threadGroup): void {
     let tids: string[];
     try {
       tids = readdirSync(`/proc/${pid}/task`);
@@ -141,7 +160,7 @@ export class ResourceSampler {
       if (!st) continue;
       const cpu = this.#rate(`t${pid}/${tid}`, st.ticks, now);
       if (cpu === undefined) continue;
-      const g = threadGroup(st.comm, Number(tid) === pid);
+      const g = group(st.comm, Number(tid) === pid);
       into[g] = (into[g] ?? 0) + cpu;
     }
   }

@@ -105,7 +105,7 @@ export function renderBenchHtml(r: BenchReport): string {
     .map(([, t]) => `<tr><td>${esc(t.label)}</td><td>${f(t.cpuMean)}</td></tr>`)
     .join('');
   const rthreads = Object.entries(r.cpu.rendererThreads)
-    .map(([k, t]) => `<tr><td>${esc(k)}</td><td>${f(t.cpuMean)}</td></tr>`)
+    .map(([k, t]) => `<tr><td>${esc(t.label ?? k)}</td><td>${f(t.cpuMean)}</td></tr>`)
     .join('');
   const busy = Object.entries(r.cpu.serverStageBusy)
     .map(([k, v]) => `<tr><td>${esc(k)}</td><td>${f(v)}</td></tr>`)
@@ -193,7 +193,7 @@ ${Object.entries(r.legs ?? {})
 <table><tbody>${threads}</tbody></table>
 <p class="meta">JS thread busy per stage (wall time of the per-frame marks, % of one core):</p>
 <table><tbody>${busy}</tbody></table>
-<p class="meta">Browser renderer threads (% of one core):</p>
+<p class="meta">Browser renderer threads (% of one core; all renderer processes of the page together):</p>
 <table><tbody>${rthreads}</tbody></table>
 ${soak}
 <h2>Method</h2>

@@ -5,7 +5,7 @@
  */
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type FrameAccounting, type GlassFrame, type RxRecord, type Stage, type TxRecord } from './glass.ts';
 import type { ResourceSample } from './proc-sampler.ts';
-import { SERVER_THREAD_GROUPS } from './proc-sampler.ts';
+import { RENDERER_THREAD_GROUPS, SERVER_THREAD_GROUPS } from './proc-sampler.ts';
 import { codecMeans, type CodecCounters, type CodecMeans } from './rtc-counters.ts';
 import { linearFit, r, roundSummary, summarize, type Summary } from './stats.ts';
 
@@ -144,7 +144,7 @@ export interface BenchReport {
   cpu: {
     processes: Record<string, ProcessFigures>;
     serverThreads: Record<string, { cpuMean: number | null; label: string }>;
-    rendererThreads: Record<string, { cpuMean: number | null }>;
+    rendererThreads: Record<string, { cpuMean: number | null; label: string }>;
     /** Wall-clock share of a core the server's JS thread spent in each stage (from per-frame marks). */
     serverStageBusy: Record<string, number | null>;
   };
@@ -205,7 +205,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     return Object.fromEntries(groups.map((g) => [g, r(mean(res.map((s) => s[key][g] ?? 0)))])) as Record<string, number | null>;
   };
   const serverThreads = Object.fromEntries(Object.entries(threadFigures('serverThreads')).map(([g, v]) => [g, { cpuMean: v, label: SERVER_THREAD_GROUPS[g] ?? g }]));
-  const rendererThreads = Object.fromEntries(Object.entries(threadFigures('rendererThreads')).map(([g, v]) => [g, { cpuMean: v }]));
+  const rendererThreads = Object.fromEntries(Object.entries(threadFigures('rendererThreads')).map(([g, v]) => [g, { cpuMean: v, label: RENDERER_THREAD_GROUPS[g] ?? g }]));
 
   // server JS-thread busy share per stage: sum of the stage's durations over all frames the server processed in
   // the window (tx records), divided by the window
