@@ -110,7 +110,12 @@ export class OnnxNetworks {
     const t0 = performance.now();
     const res = await s.run(feeds, fetches);
     const ms = performance.now() - t0;
-    for (const n of reuse) if (!this.#outBuffers.has(`${key}|${n}`)) this.#outBuffers.set(`${key}|${n}`, res[n]);
+    for (const n of reuse) {
+      if (this.#outBuffers.has(`${key}|${n}`)) continue;
+      // Shapes vary only while a live window fills up: a small bound keeps odd shapes from piling up.
+      if (this.#outBuffers.size >= 256) this.#outBuffers.delete(this.#outBuffers.keys().next().value as string);
+      this.#outBuffers.set(`${key}|${n}`, res[n]);
+    }
     this.counters.runs[graph] = (this.counters.runs[graph] ?? 0) + 1;
     this.counters.ms[graph] = (this.counters.ms[graph] ?? 0) + ms;
     return res;
