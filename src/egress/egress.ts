@@ -30,6 +30,8 @@ export interface EgressStatus {
 export interface Egress {
   readonly kind: EgressKind;
   push(frame: VideoFrame): void;
+  /** The room lost its publisher: stop showing the last avatar frame (a frozen face is worse than black). */
+  idle?(): void;
   status(): EgressStatus;
   close(): Promise<void>;
 }
@@ -37,6 +39,29 @@ export interface Egress {
 /** Exponential backoff: 1 s, 2 s, 4 s … capped at `maxMs`. `attempt` counts from 0. */
 export function backoffMs(attempt: number, initialMs = 1000, maxMs = 30_000): number {
   return Math.min(maxMs, initialMs * 2 ** Math.max(0, Math.min(attempt, 30)));
+}
+
+/** The secret parts of a URL (password, stream key, secret query values), for scrubbing tool output. */
+export function urlSecrets(raw: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return [raw];
+  }
+  const out = [raw];
+  if (u.password) out.push(u.password, decodeURIComponent(u.password));
+  for (const [k, v] of u.searchParams) if (v && /pass|key|token|secret|streamid/i.test(k)) out.push(v, encodeURIComponent(v));
+  const segments = u.pathname.split('/').filter(Boolean);
+  if ((u.protocol === 'rtmp:' || u.protocol === 'rtmps:') && segments.length >= 2) out.push(segments[segments.length - 1]);
+  return [...new Set(out.filter((x) => x.length >= 3))].sort((a, b) => b.length - a.length);
+}
+
+/** `text` with every secret replaced by ****. */
+export function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) out = out.split(s).join('****');
+  return out;
 }
 
 /**

@@ -5,8 +5,9 @@
  *
  * Timing: ffmpeg gets a constant frame rate, which ingest servers and cameras want. A ticker writes the newest
  * avatar frame every 1/fps s (repeating it while the engine is slower, catching up after a stalled event loop),
- * and black before the first frame, so a virtual camera exists as soon as the server runs. The canvas size is
- * fixed; other sizes are fitted in with black bars. A pipe that is not keeping up drops frames, never queues.
+ * and black before the first frame and after the publisher leaves, so a virtual camera exists as soon as the server
+ * runs. The canvas size is fixed; other sizes are fitted in with black bars. A pipe that is not keeping up drops
+ * frames, never queues.
  *
  * If ffmpeg exits (crash, killed, network gone), it is started again after 1, 2, 4 … 30 s; the count starts over
  * once a run lasted `stableMs`. The live session never notices.
@@ -16,13 +17,15 @@ import { statSync } from 'node:fs';
 import type { Writable, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
-import { backoffMs, maskUrl, type Egress, type EgressKind, type EgressState, type EgressStatus } from './egress.ts';
+import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressKind, type EgressState, type EgressStatus } from './egress.ts';
 import { blackI420, fitI420, fitPlan, type FitPlan } from './frame-fit.ts';
 
 export interface FfmpegSink {
   kind: EgressKind;
   /** For display and logs (secrets masked). */
   target: string;
+  /** Strings never to show (stream keys, passwords), scrubbed from ffmpeg's messages. */
+  secrets?: string[];
   /** Extra inputs placed after the raw video input (e.g. a silent audio source). */
   extraInputs: string[];
   /** Everything after the inputs: codecs, format, destination. */
@@ -50,10 +53,10 @@ export function streamSink(url: string, s: EncodeSettings): FfmpegSink {
   const audio = ['-map', '1:a', '-c:a', 'aac', '-b:a', '64k', '-ar', '44100', '-ac', '2', '-shortest'];
   const silence = ['-re', '-f', 'lavfi', '-i', 'anullsrc=channel_layout=stereo:sample_rate=44100'];
   if (u.protocol === 'rtmp:' || u.protocol === 'rtmps:') {
-    return { kind: 'rtmp', target: maskUrl(url), extraInputs: silence, output: [...video, ...audio, '-f', 'flv', '-flvflags', 'no_duration_filesize', url] };
+    return { kind: 'rtmp', target: maskUrl(url), secrets: urlSecrets(url), extraInputs: silence, output: [...video, ...audio, '-f', 'flv', '-flvflags', 'no_duration_filesize', url] };
   }
   if (u.protocol === 'srt:') {
-    return { kind: 'srt', target: maskUrl(url), extraInputs: silence, output: [...video, ...audio, '-f', 'mpegts', url] };
+    return { kind: 'srt', target: maskUrl(url), secrets: urlSecrets(url), extraInputs: silence, output: [...video, ...audio, '-f', 'mpegts', url] };
   }
   throw new Error(`unsupported stream URL scheme "${u.protocol}" (use rtmp://, rtmps:// or srt://)`);
 }
@@ -180,6 +183,10 @@ export class FfmpegEgress implements Egress {
     this.#latest = fitI420(frame.data, this.#plan, new Uint8Array(this.#frameBytes));
   }
 
+  idle(): void {
+    this.#latest = this.#black;
+  }
+
   status(): EgressStatus {
     return {
       kind: this.kind,
@@ -222,7 +229,8 @@ export class FfmpegEgress implements Egress {
     if (child && this.#child !== child) return; // already handled ('error' then 'exit')
     this.#child = undefined;
     if (this.#closed) return;
-    const detail = this.#stderr.trim().split('\n').slice(-2).join(' | ');
+    // ffmpeg names the URL in its errors: never let a stream key reach the logs or the page
+    const detail = scrub(this.#stderr.trim().split('\n').slice(-2).join(' | '), this.#o.sink.secrets ?? []);
     this.#lastError = detail ? `${reason}: ${detail}` : reason;
     const ranMs = performance.now() - this.#startedAt;
     if (ranMs >= this.#o.stableMs) this.#attempt = 0;

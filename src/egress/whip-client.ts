@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, pinVideoBitrate } from '../rtc/sdp.ts';
 import { RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
-import { backoffMs, maskUrl, type Egress, type EgressState, type EgressStatus } from './egress.ts';
+import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressState, type EgressStatus } from './egress.ts';
 
 export interface WhipClientOptions {
   url: string;
@@ -195,18 +195,19 @@ export class WhipClient implements Egress {
     if (this.#attempt !== attempt || this.#closed) return;
     clearTimeout(this.#connectTimer);
     this.#attempt = undefined;
-    this.#lastError = err.message;
+    // a server may echo what it was sent: never show the token or URL secrets
+    this.#lastError = scrub(err.message, [...(this.#o.token ? [this.#o.token] : []), ...urlSecrets(this.#o.url).slice(1)]);
     void this.#drop(attempt);
     if (err.fatal) {
       this.#state = 'failed';
-      this.#log.error({ event: 'whip_failed', status: err.status, reason: err.message }, 'WHIP publishing failed: not retrying');
+      this.#log.error({ event: 'whip_failed', status: err.status, reason: this.#lastError }, 'WHIP publishing failed: not retrying');
       return;
     }
     const delay = backoffMs(this.#failures++, this.#o.initialBackoffMs, this.#o.maxBackoffMs);
     this.#state = 'restarting';
     this.#restarts++;
     this.#retryAt = performance.now() + delay;
-    this.#log.warn({ event: 'whip_retry', reason: err.message, retryInMs: delay }, 'WHIP publishing interrupted: retrying');
+    this.#log.warn({ event: 'whip_retry', reason: this.#lastError, retryInMs: delay }, 'WHIP publishing interrupted: retrying');
     this.#retryTimer = setTimeout(() => void this.#connect(), delay);
     this.#retryTimer.unref();
   }

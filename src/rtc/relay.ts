@@ -131,9 +131,10 @@ class EncoderLink {
   readonly #track = this.source.createTrack();
   readonly #pc = new RTCPeerConnection({ iceServers: [] });
   readonly ingest = new WeriftPeerConnection({
+    // Host candidates of this machine's interfaces, IPv4 only: libwebrtc (the offerer here) ignores loopback, and
+    // a werift loopback candidate only adds pairs that fail.
     iceServers: [],
     iceUseIpv6: false,
-    iceAdditionalHostAddresses: ['127.0.0.1'],
     codecs: { video: [useVP8({ rtcpFeedback: [useNACK(), usePLI()] })], audio: [] },
   });
   /** The encoder's SSRC once its first packet arrived. */

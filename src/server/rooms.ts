@@ -112,6 +112,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
     if (this.#publisher?.session !== session) return;
     this.#publisher.detach();
     this.#publisher = undefined;
+    for (const e of this.egress) e.idle?.();
     this.#log.info({ event: 'room_unpublished', session: session.id }, 'publisher left the room');
     this.emit('changed');
   }

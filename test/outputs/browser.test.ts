@@ -17,6 +17,7 @@ import { chromiumPath, launchChromium, type LaunchedBrowser } from '../helpers/b
 import { startTestServer } from '../helpers/server.ts';
 import { waitFor } from '../helpers/signaling-client.ts';
 import { matchAgainst, startVideoPublisher, type VideoPublisher } from './helpers/publisher.ts';
+import { NodeWhepViewer } from './helpers/whep-viewer.ts';
 
 const SECRET = 'browser-outputs-secret-0123456789abcdef0123';
 const EXTENSION = new URL('../../web-client/extension', import.meta.url).pathname;
@@ -43,7 +44,8 @@ async function startMeetingSite(): Promise<Server> {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ secret: SECRET });
+  // egress of room "page" (the main page's test) goes to an RTMP port where nothing listens: it keeps restarting
+  server = await startTestServer({ secret: SECRET, room: 'page', rtmpUrl: 'rtmp://127.0.0.1:9/live/the-stream-key', outputSize: 256 });
   const publishToken = await signToken(SECRET, { room: 'live', role: 'publish', ttlSeconds: 600 });
   viewToken = await signToken(SECRET, { room: 'live', role: 'view', ttlSeconds: 600 });
   publisher = await startVideoPublisher(server, { room: 'live', token: publishToken });
@@ -172,6 +174,34 @@ describe.runIf(chromiumPath())('avatar in the browser', () => {
       await page.evaluate(() => (window as any).stream.getTracks().forEach((t: MediaStreamTrack) => t.stop()));
       await waitFor(() => server.outputs.rooms.get('live')?.viewerCount === 0, 5000, 'the extension’s WHEP session to end');
     } finally {
+      await page.close();
+    }
+  });
+
+  it('the main page shows the room, share links with a view token, the viewer count and egress states', async () => {
+    const publishToken = await signToken(SECRET, { room: 'page', role: 'publish', ttlSeconds: 600 });
+    const page = await browser.context.newPage();
+    let viewer: NodeWhepViewer | undefined;
+    try {
+      await page.goto(`${server.url}/?token=${publishToken}`);
+      await page.waitForSelector('#share:not([hidden])');
+      // the server's --room is the default
+      expect(await page.inputValue('#share-room')).toBe('page');
+      await expect.poll(() => page.inputValue('#share-view')).toMatch(new RegExp(`^${server.url}/view/page\\?token=ey`));
+      const viewLink = new URL(await page.inputValue('#share-view'));
+      const token = viewLink.searchParams.get('token') as string;
+      expect(JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString())).toMatchObject({ room: 'page', role: 'view' });
+      expect(await page.inputValue('#share-obs')).toBe(`${server.url}/obs/page?token=${token}`);
+      expect(await page.inputValue('#share-whep')).toBe(`${server.url}/whep/page`);
+      await page.click('#start');
+      await expect.poll(() => page.textContent('#share-viewers'), { timeout: 20_000 }).toBe('0 of 16');
+      viewer = await NodeWhepViewer.open(`${server.url}/whep/page`, token);
+      await expect.poll(() => page.textContent('#share-viewers'), { timeout: 10_000 }).toBe('1 of 16');
+      await expect.poll(() => page.textContent('#share-egress'), { timeout: 10_000 }).toMatch(/^RTMP → rtmp:\/\/127\.0\.0\.1:9\/live\/\*\*\*\*: (restarting|starting)/);
+      expect(await page.textContent('#share-egress')).not.toMatch(/the-stream-key/);
+      await page.click('#stop');
+    } finally {
+      viewer?.close();
       await page.close();
     }
   });
