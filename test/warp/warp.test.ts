@@ -20,7 +20,7 @@ import { buildWarpMesh, meshTargets, pointInPolygon } from '../../src/engine/war
 import { IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion.ts';
 import { framePortrait, type FramedPortrait } from '../../src/engine/warp/portrait.ts';
 import { createResampler, resampleI420 } from '../../src/engine/warp/resample.ts';
-import { WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
+import { parseWarpOptions, WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
 
 const SOURCE = new URL('../../../shared/media/xportrait-source.png', import.meta.url).pathname;
 const DRIVING = new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;
@@ -232,6 +232,17 @@ describe('mesh, field and resamplers', () => {
       expect(Math.abs(field.map[2 * (y * SIZE + x)] - x)).toBeLessThan(0.25);
       expect(Math.abs(field.map[2 * (y * SIZE + x) + 1] - y)).toBeLessThan(0.25);
     }
+  });
+
+  it('engine options: resampler and execution provider are validated; a GPU provider that is not installed says how to get it', async () => {
+    expect(parseWarpOptions({})).toMatchObject({ resampler: 'ts', device: 'cpu' });
+    expect(parseWarpOptions({ resampler: 'ort' })).toMatchObject({ resampler: 'ort', device: 'cpu' });
+    expect(parseWarpOptions({ device: 'webgpu' })).toMatchObject({ resampler: 'ort', device: 'webgpu' });
+    expect(() => parseWarpOptions({ resampler: 'sharp' })).toThrow(/unknown resampler "sharp" \(available: ts, ort\)/);
+    expect(() => parseWarpOptions({ device: 'cuda', resampler: 'ts' })).toThrow(/needs the ort resampler/);
+    expect(() => parseWarpOptions({ threads: '0' })).toThrow(/threads must be a positive integer/);
+    // This machine has no CUDA provider libraries (the install skips them): a clear error with the fix.
+    await expect(createResampler('ort', framed.i420, { device: 'cuda' })).rejects.toThrow(/cuda provider is not installed.*ONNXRUNTIME_NODE_INSTALL=cuda12/);
   });
 
   it('the TypeScript and onnxruntime GridSample resamplers give the same picture', async () => {

@@ -2,11 +2,13 @@
  * onnxruntime backend of the resampler: GridSample over the portrait's planes, which live in the graph as float
  * initializers (built once per session), so each frame feeds only the field. The graph normalises the grid
  * (align_corners=1: index 0 -> -1, index n-1 -> +1), subsamples it for the chroma planes, and rounds to uint8, so
- * its outputs are written straight into the I420 destination. On a GPU execution provider the same graph runs
- * there unchanged.
+ * its outputs are written straight into the I420 destination. On a GPU execution provider (`device`: the same
+ * providers as the X-Portrait engine, ../xportrait/providers.ts) the same graph runs there unchanged; measured here
+ * on CPU only (no GPU on these machines).
  */
 import * as ort from 'onnxruntime-node';
 import { attr, encodeModel, GraphBuilder, MemorySink } from '../../model/onnx/graph.ts';
+import { checkDevice, explainProviderError, sessionOptions } from '../xportrait/providers.ts';
 import type { SamplingField } from './field.ts';
 import type { I420Image, Resampler, ResamplerOptions } from './resample.ts';
 
@@ -58,6 +60,7 @@ export class OrtGridSampleResampler implements Resampler {
 
   static async create(source: I420Image, opts: ResamplerOptions = {}): Promise<OrtGridSampleResampler> {
     if (source.width < 2 || source.height < 2) throw new Error('resampler: source must be at least 2x2');
+    checkDevice(opts.device ?? 'cpu');
     return new OrtGridSampleResampler(source, opts);
   }
 
@@ -66,12 +69,12 @@ export class OrtGridSampleResampler implements Resampler {
     if (this.#session && this.#fieldSize === key) return this.#session;
     await this.#session?.release();
     const model = await buildGridSampleModel(this.#source, fw, fh);
-    this.#session = await ort.InferenceSession.create(model, {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: this.opts.threads ?? 2,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-    });
+    const device = this.opts.device ?? 'cpu';
+    try {
+      this.#session = await ort.InferenceSession.create(model, sessionOptions({ device, intraOpThreads: this.opts.threads ?? 2 }));
+    } catch (err) {
+      throw explainProviderError(device, err);
+    }
     this.#fieldSize = key;
     return this.#session;
   }

@@ -12,6 +12,7 @@
  *   as initializers, normalising the grid inside the graph; uint8 out through Round + Cast.
  * sharp/libvips has no general remap (only affine), so it cannot be a backend.
  */
+import type { Device } from '../xportrait/providers.ts';
 import type { SamplingField } from './field.ts';
 
 export interface I420Image {
@@ -113,6 +114,8 @@ export function resampleI420(src: I420Image, field: SamplingField, dst: Uint8Arr
 export interface ResamplerOptions {
   /** Threads for the onnxruntime backend. */
   threads?: number;
+  /** Execution provider of the onnxruntime backend (default cpu). */
+  device?: Device;
 }
 
 export async function createResampler(kind: ResamplerKind, source: I420Image, opts: ResamplerOptions = {}): Promise<Resampler> {

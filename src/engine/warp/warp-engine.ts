@@ -24,11 +24,14 @@ import { buildWarpMesh, meshTargets, type WarpMesh } from './mesh.ts';
 import { MotionTransfer, type MotionFrame, type MotionOptions } from './motion.ts';
 import { paintMouth } from './mouth.ts';
 import { framePortrait, type FramedPortrait } from './portrait.ts';
+import { DEVICES, type Device } from '../xportrait/providers.ts';
 import { createResampler, RESAMPLER_KINDS, type Resampler, type ResamplerKind } from './resample.ts';
 
 export interface WarpEngineOptions {
   /** Resampler backend (default `ts`, the fastest measured on CPU; env XPORTRAIT_WARP_RESAMPLER). */
   resampler?: ResamplerKind;
+  /** Execution provider for the `ort` resampler (cpu, cuda, tensorrt, webgpu; env XPORTRAIT_WARP_DEVICE). A GPU device selects `ort`. */
+  device?: Device;
   /** Threads for the portrait analyzer and the `ort` resampler. */
   threads?: number;
   /** Where the face models are (default models/). */
@@ -39,13 +42,16 @@ export interface WarpEngineOptions {
 }
 
 export function parseWarpOptions(raw: Record<string, unknown>): WarpEngineOptions {
-  const resampler = (raw.resampler ?? process.env.XPORTRAIT_WARP_RESAMPLER ?? 'ts') as string;
+  const device = String(raw.device ?? process.env.XPORTRAIT_WARP_DEVICE ?? 'cpu');
+  if (!(DEVICES as readonly string[]).includes(device)) throw new Error(`warp: unknown device "${device}" (available: ${DEVICES.join(', ')})`);
+  const resampler = String(raw.resampler ?? process.env.XPORTRAIT_WARP_RESAMPLER ?? (device === 'cpu' ? 'ts' : 'ort'));
   if (!RESAMPLER_KINDS.includes(resampler as ResamplerKind)) {
     throw new Error(`warp: unknown resampler "${resampler}" (available: ${RESAMPLER_KINDS.join(', ')})`);
   }
+  if (device !== 'cpu' && resampler !== 'ort') throw new Error(`warp: device ${device} needs the ort resampler (the ts one runs on the CPU)`);
   const threads = raw.threads === undefined ? undefined : Number(raw.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Error(`warp: threads must be a positive integer, got ${String(raw.threads)}`);
-  return { resampler: resampler as ResamplerKind, threads, modelsDir: typeof raw.modelsDir === 'string' ? raw.modelsDir : undefined };
+  return { resampler: resampler as ResamplerKind, device: device as Device, threads, modelsDir: typeof raw.modelsDir === 'string' ? raw.modelsDir : undefined };
 }
 
 export class WarpEngine implements Engine {
@@ -105,7 +111,7 @@ export class WarpEngine implements Engine {
         ? given
         : await this.analyzePortrait(opts.portrait);
     const framed = await framePortrait(opts.portrait, face, w, h);
-    const resampler = await createResampler(this.#opts.resampler ?? 'ts', framed.i420, { threads: this.#opts.threads });
+    const resampler = await createResampler(this.#opts.resampler ?? 'ts', framed.i420, { threads: this.#opts.threads, device: this.#opts.device });
     return new WarpSession(framed, resampler, opts.logger, this.#opts.motion);
   }
 
