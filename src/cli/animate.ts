@@ -83,6 +83,17 @@ async function panelFromI420(frame: VideoFrame, size: number): Promise<Uint8Arra
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+/** A frame scaled to cover w x h (centred), as I420. */
+async function scaleFrame(frame: VideoFrame, w: number, h: number): Promise<VideoFrame> {
+  const rgb = frame.format === 'i420' ? i420ToRgb(frame.data, frame.width, frame.height, 3) : frame.data;
+  const buf = await sharp(rgb, { raw: { width: frame.width, height: frame.height, channels: frame.format === 'rgba' ? 4 : 3 } })
+    .removeAlpha()
+    .resize(w, h, { fit: 'cover' })
+    .raw()
+    .toBuffer();
+  return toI420({ ...frame, width: w, height: h, format: 'rgb', data: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) });
+}
+
 function blit(dst: Uint8Array, dstW: number, src: Uint8Array, w: number, h: number, x0: number): void {
   for (let y = 0; y < h; y++) dst.set(src.subarray(y * w * 3, (y + 1) * w * 3), (y * dstW + x0) * 3);
 }
@@ -138,8 +149,9 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
     const canvas = opts.compare ? new Uint8Array(3 * outW * outH * 3) : undefined;
     let framesOut = 0;
     const writeOutputs = async (outs: VideoFrame[]) => {
-      for (const out of outs) {
-        if (out.width !== outW || out.height !== outH) throw new Error(`engine ${opts.engine} returned a ${out.width}x${out.height} frame, expected ${outW}x${outH}`);
+      for (const raw of outs) {
+        // Engines that keep their input's size (passthrough) are scaled to the output, like the live session shows them.
+        const out = raw.width === outW && raw.height === outH ? raw : await scaleFrame(raw, outW, outH);
         if (canvas && portraitPanel) {
           const drv = drivingPanels.get(out.id);
           drivingPanels.delete(out.id);
