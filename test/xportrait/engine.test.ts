@@ -6,6 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { engineOptionsOf, parseServeConfig } from '../../src/config/serve-config.ts';
+import { parseXPortraitOptions } from '../../src/engine/xportrait/engine.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
 import type { Engine, EngineSession } from '../../src/engine/engine.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
@@ -142,6 +146,30 @@ describe('xportrait engine (tiny pack, real portrait and driving video)', () => 
     expect(st.extra?.['runs.refnet_bank']).toBe(2);
     await s.close();
   }, 600_000);
+
+  it('official sampler with --initial-video: x_T from the video frames (encoded in chunks of 16), refused when too short', async () => {
+    const e = await engine({ sampler: 'official', steps: 2, initialVideo: join(SHARED, 'media/xportrait-driving.mp4') });
+    const s = await e.createSession({ portrait, portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
+    for (let i = 0; i < 20; i++) await s.process({ frame: driving[i].frame, face: driving[i].face });
+    const out = await s.flush();
+    expect(out).toHaveLength(20);
+    // The portrait once, then the video's first 20 frames as 16 + 4.
+    expect(s.stats().extra?.['runs.vae_encoder']).toBe(3);
+    await s.close();
+    const short = join(pack.dir, '..', 'short.mp4');
+    await promisify(execFile)('ffmpeg', ['-v', 'error', '-i', join(SHARED, 'media/xportrait-driving.mp4'), '-frames:v', '10', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', short]);
+    const e2 = await engine({ sampler: 'official', steps: 2, initialVideo: short });
+    const s2 = await e2.createSession({ portrait, portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
+    for (let i = 0; i < 20; i++) await s2.process({ frame: driving[i].frame, face: driving[i].face });
+    await expect(s2.flush()).rejects.toThrow(/has 10 frames, the driving clip has 20/);
+    await s2.close();
+  }, 600_000);
+
+  it('takes serve/animate string options (-O key=value) as numbers', () => {
+    const o = parseXPortraitOptions(engineOptionsOf(parseServeConfig({ pack: pack.dir, engineOpt: ['steps=2', 'guidance=1.5', 'policy=kvcache'] })));
+    expect([o.pack, o.steps, o.guidance, o.policy]).toEqual([pack.dir, 2, 1.5, 'kvcache']);
+    expect(() => parseXPortraitOptions({ pack: pack.dir, steps: 'four' })).toThrow(/--steps/);
+  });
 
   it('refuses bad options and packs with clear errors', async () => {
     await expect(loadEngine('xportrait', { logger: silentLogger(), options: {} })).rejects.toThrow(/--pack DIR/);
