@@ -6,6 +6,8 @@
  * (Frame rates of the tiny pack on a 2-core CPU say nothing about a GPU: the bench and README give those.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { EngineHost } from '../../src/server/engine-host.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { silentLogger } from '../../src/util/log.ts';
@@ -33,6 +35,7 @@ afterAll(async () => {
   await server?.close();
   await engines?.close();
   pack?.remove();
+  if (camera) rmSync(dirname(camera.path), { recursive: true, force: true });
 });
 
 describe('web client in chromium, xportrait engine on the tiny pack', () => {
