@@ -85,7 +85,7 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     throw new Error(
       `${dir}: the pack has no text context (${CONTEXT_FILE} with the CLIP("") embedding [1, 77, ${manifest.layout.contextDim}]); ` +
         'rebuild the pack with `pack build --clip FILE` (a CLIP text model, e.g. clip-vit-large-patch14 model.safetensors) ' +
-        'or give one with --context FILE (a safetensors file holding a tensor named "context")',
+        'or give one with the engine option context=FILE (`-O context=FILE`: a safetensors file holding a tensor named "context")',
     );
   }
   const context = await readContext(contextPath);
