@@ -11,6 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 
 export interface ProcessSample {
   cpu: number;
@@ -27,6 +28,8 @@ export interface ResourceSample {
   serverThreads: Record<string, number>;
   /** Renderer CPU by thread group (percent of one core). */
   rendererThreads: Record<string, number>;
+  /** The machine's 1-minute load average (other work skews every figure). */
+  load1?: number;
 }
 
 interface TickCount {
@@ -119,7 +122,7 @@ export class ResourceSampler {
   sample(): ResourceSample | undefined {
     if (!this.available) return undefined;
     const now = performance.now();
-    const s: ResourceSample = { t: performance.timeOrigin + now, processes: {}, serverThreads: {}, rendererThreads: {} };
+    const s: ResourceSample = { t: performance.timeOrigin + now, processes: {}, serverThreads: {}, rendererThreads: {}, load1: Math.round(os.loadavg()[0] * 100) / 100 };
     const add = (label: string, pid: number) => {
       const st = readStat(`/proc/${pid}/stat`);
       if (!st) return;

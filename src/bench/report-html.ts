@@ -121,8 +121,8 @@ export function renderBenchHtml(r: BenchReport): string {
 <tr><td>browser RSS slope</td><td>${f(r.soak.browserRssSlopeMiBPerMin, 3)} MiB/min</td></tr>
 <tr><td>criteria</td><td>${esc(r.soak.criteria)}</td></tr>
 </tbody></table>
-<table><thead><tr><th>minute</th><th>p50 ms</th><th>p95 ms</th><th>fps</th><th>server RSS MiB</th><th>server CPU %</th></tr></thead><tbody>
-${r.soak.perMinute.map((m) => `<tr><td>${m.minute}</td><td>${f(m.p50)}</td><td>${f(m.p95)}</td><td>${f(m.fps)}</td><td>${f(m.serverRssMiB, 0)}</td><td>${f(m.serverCpu)}</td></tr>`).join('')}
+<table><thead><tr><th>minute</th><th>p50 ms</th><th>p95 ms</th><th>fps</th><th>server RSS MiB</th><th>server CPU %</th><th>machine load</th></tr></thead><tbody>
+${r.soak.perMinute.map((m) => `<tr><td>${m.minute}</td><td>${f(m.p50)}</td><td>${f(m.p95)}</td><td>${f(m.fps)}</td><td>${f(m.serverRssMiB, 0)}</td><td>${f(m.serverCpu)}</td><td>${f(m.load, 2)}</td></tr>`).join('')}
 </tbody></table>`
     : '';
   return `<!doctype html>

@@ -105,7 +105,9 @@ export interface SoakFigures {
   serverRssSlopeMiBPerMin: number | null;
   /** Slope of all chromium processes' RSS together, MiB per minute (after the first minute). */
   browserRssSlopeMiBPerMin: number | null;
-  perMinute: { minute: number; p50: number | null; p95: number | null; fps: number | null; serverRssMiB: number | null; serverCpu: number | null }[];
+  perMinute: { minute: number; p50: number | null; p95: number | null; fps: number | null; serverRssMiB: number | null; serverCpu: number | null; load: number | null }[];
+  /** Lowest and highest 1-minute load average seen during the soak. */
+  loadRange: [number | null, number | null];
   flat: { latency: boolean; serverRss: boolean };
   criteria: string;
 }
@@ -334,7 +336,13 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     series,
     warnings,
   };
-  if (options.soakSeconds) report.soak = soakFigures(shown, res, t0);
+  if (options.soakSeconds) {
+    report.soak = soakFigures(shown, res, t0);
+    const [lo, hi] = report.soak.loadRange;
+    if (hi !== null && lo !== null && hi > machine.cpus && hi > 1.5 * lo) {
+      report.warnings.push(`the machine's load average went from ${lo} to ${hi} during the soak: latency follows the load, so the drift figures measure the machine as much as the product (see the per-minute table)`);
+    }
+  }
   return report;
 }
 
@@ -376,10 +384,13 @@ export function soakFigures(shown: GlassFrame[], res: ResourceSample[], t0: numb
       fps: r(fr.length / Math.max(1e-6, Math.min(60, span))),
       serverRssMiB: r(rs.length ? rs[rs.length - 1].processes.server?.rssMiB : NaN),
       serverCpu: r(mean(rs.map((s) => s.processes.server?.cpu ?? NaN).filter(Number.isFinite))),
+      load: r(mean(rs.map((s) => s.load1 ?? NaN).filter(Number.isFinite)), 2),
     });
   }
   const latencyTolerance = Math.max(10, 0.1 * p50);
+  const loads = res.map((s) => s.load1).filter((x): x is number => x !== undefined);
   return {
+    loadRange: [r(loads.length ? Math.min(...loads) : NaN, 2), r(loads.length ? Math.max(...loads) : NaN, 2)],
     minutes: r(minutes, 2) as number,
     latencySlopeMsPerMin: r(fit.slope, 3),
     serverRssSlopeMiBPerMin: r(serverSlope, 3),

@@ -58,10 +58,18 @@ export interface BenchRunOptions {
   serveArgs?: string[];
   /** Also write every raw record (captures, displays, server rx/tx, counters, samples) to DIR/records.json. */
   raw?: boolean;
+  /**
+   * Where faces are tracked (src/session/client-tracking.ts): `server` (serve --tracking server; the page sends video),
+   * `client` (the page tracks with onnxruntime-web and sends landmarks beside its video; serve --tracking client) or
+   * `landmarks` (landmarks only, no video). Undefined: the server's default, the page sends video only.
+   */
+  tracking?: 'server' | 'client' | 'landmarks';
 }
 
 export interface BenchRunResult {
   report: BenchReport;
+  /** The page's own tracking figures at the end of the window (tracking client/landmarks): fps, ms, backend. */
+  browserTracking?: Record<string, unknown>;
   jsonPath: string;
   htmlPath: string;
 }
@@ -86,6 +94,8 @@ interface PageStatus {
   phase: string;
   error: string;
   displays: number;
+  /** The page's face-tracking figures (tracking=client|landmarks). */
+  tracking?: Record<string, unknown>;
 }
 
 /** The room a bench publishes into when it has viewers. */
@@ -127,6 +137,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
       const webRoot = await benchWebRoot(opts.webRoot, scratch, log);
       const args = [...(webRoot ? ['--web-root', webRoot] : []), ...(opts.serveArgs ?? [])];
       if (opts.pack) args.push('--pack', opts.pack);
+      if (opts.tracking) args.push('--tracking', opts.tracking === 'server' ? 'server' : 'client');
       log(`starting the server (engine ${opts.engine}, output ${opts.size}x${opts.size}) and chromium`);
       server = await ServerProcess.start({ engine: opts.engine, outputSize: opts.size, args, logFile: join(opts.out, 'server.log') }).catch((err: Error) => {
         if (opts.pack && /unknown option '--pack'/.test(err.message)) {
@@ -153,6 +164,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     page.on('pageerror', (e) => pageErrors.push(e.message));
     const q = new URLSearchParams({ view: 'compact', auto: '1', engine: opts.engine, size: `${opts.size}x${opts.size}`, fps: String(opts.fps), loop: String(camera.frames), portrait: portraitId, ids: 'camera' });
     if (opts.viewers > 0) q.set('room', BENCH_ROOM);
+    if (opts.tracking === 'client' || opts.tracking === 'landmarks') q.set('tracking', opts.tracking);
     const pageOpenedAt = Date.now();
     await page.goto(`${url}/bench.html?${q}`);
 
@@ -235,6 +247,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
         log(`  ${Math.min(measureSeconds, Math.round((Date.now() - windowStart) / 1000))}/${measureSeconds} s: avatar ~${(shown / 5).toFixed(0)} fps`);
       }
     }
+    const browserTracking = opts.tracking === 'client' || opts.tracking === 'landmarks' ? (await status().catch(() => undefined))?.tracking : undefined;
     await page.evaluate("window.xpBench.stop('stopped')").catch(() => {});
     sampler.stop();
     const machine = machineRecord(b.executable, loadAvgStart);
@@ -275,7 +288,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     writeFileSync(jsonPath, `${JSON.stringify(report, null, 1)}\n`);
     writeFileSync(htmlPath, renderBenchHtml(report));
     if (opts.raw) writeFileSync(join(opts.out, 'records.json'), JSON.stringify(run));
-    return { report, jsonPath, htmlPath };
+    return { report, jsonPath, htmlPath, browserTracking };
   } finally {
     sampler?.stop();
     await browserReady?.catch(() => {}); // a launch still under way when something failed: close it too
