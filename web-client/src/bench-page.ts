@@ -12,7 +12,8 @@
  *
  * URL parameters (all optional; the CLI sets them): engine, portrait (an uploaded id; default the sample),
  * size=WxH (exact camera size), fps, ids=auto|camera|stamp, loop=N (id period of a looping fake camera),
- * window=S (live window), auto=1 (start at once), room=NAME (publish the avatar into a room), viewer=ROOM (no
+ * window=S (live window), auto=1 (start at once), tracking=client|landmarks (the page tracks faces itself and sends
+ * landmarks, beside its video or instead of it: tracking/bench-tracking.ts), room=NAME (publish the avatar into a room), viewer=ROOM (no
  * camera: watch the room over WHEP as a viewer and record the ids shown, for `bench --viewers K`).
  * `window.xpBench` exposes the records to the CLI: drain(), status().
  */
@@ -23,6 +24,7 @@ import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, ty
 import { codecCounters, type CodecCounters } from '../../src/bench/rtc-counters.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
 import { SignalingSocket, type ServerMessage } from './signaling.ts';
+import { BenchTracking } from './tracking/bench-tracking.ts';
 import { WhepSession } from './whep.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -99,6 +101,10 @@ class BenchPage {
   idMode: 'camera' | 'stamp' | '' = '';
   camera: MediaStream | undefined;
   stamper: CameraStamper | undefined;
+  /** The id the stamper drew last (the page tracks that picture in stamp mode). */
+  lastStampId: number | undefined;
+  /** tracking=client|landmarks: the page tracks faces itself (tracking/bench-tracking.ts). */
+  readonly tracking = BenchTracking.fromParams(params);
   socket: SignalingSocket | undefined;
   pc: RTCPeerConnection | undefined;
   whep: WhepSession | undefined;
@@ -203,6 +209,7 @@ class BenchPage {
       ui.local.srcObject = this.camera;
       await ui.local.play().catch(() => {});
       const track = await this.#sendTrack(w, h);
+      await this.tracking?.prepare();
       await this.#connect(track);
     } catch (err) {
       this.teardown();
@@ -255,7 +262,10 @@ class BenchPage {
     const sh = (settings.height ?? h) & ~1;
     const caption = ui.local.parentElement?.querySelector('figcaption');
     if (caption) caption.textContent = 'Camera (the id strip is drawn on the copy that is sent)';
-    this.stamper = new CameraStamper(ui.local, sw, sh, (id, captureTime) => this.captures.push({ id, t: epoch(captureTime) }));
+    this.stamper = new CameraStamper(ui.local, sw, sh, (id, captureTime) => {
+      this.lastStampId = id;
+      this.captures.push({ id, t: epoch(captureTime) });
+    });
     return this.stamper.track;
   }
 
@@ -270,7 +280,10 @@ class BenchPage {
     const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
     this.pc = pc;
     this.pendingCandidates = [];
-    pc.addTransceiver(track, { direction: 'sendrecv' });
+    // landmark-only (tracking=landmarks): no video leaves the page; the avatar comes back in a receive-only transceiver
+    if (this.tracking?.sendVideo === false) pc.addTransceiver('video', { direction: 'recvonly' });
+    else pc.addTransceiver(track, { direction: 'sendrecv' });
+    this.tracking?.attach(pc);
     pc.ontrack = (e) => {
       ui.avatar.srcObject = new MediaStream([e.track]);
       void ui.avatar.play().catch(() => {});
@@ -278,13 +291,16 @@ class BenchPage {
     pc.onicecandidate = (e) => socket.send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
     pc.onconnectionstatechange = () => {
       if (this.pc !== pc) return;
-      if (pc.connectionState === 'connected') this.setPhase('live');
+      if (pc.connectionState === 'connected') {
+        this.tracking?.start(ui.local, this.stamper ? () => this.lastStampId : undefined);
+        this.setPhase('live');
+      }
       else if (pc.connectionState === 'failed') this.stop('error', 'The WebRTC connection failed.');
     };
     this.#recordAvatar();
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true, room: params.get('room') ?? undefined });
+    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true, room: params.get('room') ?? undefined, tracking: this.tracking?.offer });
     // clock offset: ping a few times now, then every 5 s; keep the minimum-RTT sample
     for (let i = 0; i < 8; i++) this.timers.push(window.setTimeout(() => this.ping(), 100 + i * 120));
     this.timers.push(window.setInterval(() => this.ping(), 5000));
@@ -477,7 +493,7 @@ class BenchPage {
   }
 
   status() {
-    return { phase: this.phase, error: this.error, idMode: this.idMode, displays: this.displays.end, captures: this.captures.end, lastAvatarId: this.lastAvatarId };
+    return { phase: this.phase, error: this.error, idMode: this.idMode, displays: this.displays.end, captures: this.captures.end, lastAvatarId: this.lastAvatarId, tracking: this.tracking?.stats() };
   }
 
   stop(phase: 'stopped' | 'error', message?: string): void {
@@ -494,6 +510,7 @@ class BenchPage {
     this.stops = [];
     this.stamper?.close();
     this.stamper = undefined;
+    this.tracking?.stop();
     const socket = this.socket;
     this.socket = undefined;
     socket?.close();

@@ -114,7 +114,8 @@ export class BrowserTracking {
   #handle = 0;
   #running = false;
   #busy = false;
-  #pending: { frame: VideoFrame; seq: number; captureTime: number; frameId?: number } | undefined;
+  /** A frame was presented while the worker was busy: the newest one's capture time (its picture is taken later). */
+  #pending: { captureTime: number } | undefined;
   #seq = 0;
   readonly #times: number[] = [];
   readonly #trackedAt: number[] = [];
@@ -195,7 +196,6 @@ export class BrowserTracking {
     this.#running = false;
     if (this.#video) this.#video.cancelVideoFrameCallback(this.#handle);
     this.#video = undefined;
-    this.#pending?.frame.close();
     this.#pending = undefined;
     this.overlay.clear();
   }
@@ -242,32 +242,31 @@ export class BrowserTracking {
   }
 
   #onPresented(meta: VideoFrameMeta): void {
+    if (!this.#video) return;
+    this.#stats.presented++;
+    const captureTime = performance.timeOrigin + (meta.captureTime ?? meta.presentationTime);
+    if (this.#busy) {
+      // newest wins: a frame that waited is replaced (its picture is taken only when the worker is free)
+      if (this.#pending) this.#stats.skipped++;
+      this.#pending = { captureTime };
+      return;
+    }
+    this.#send(captureTime);
+  }
+
+  /** Hand the picture the preview shows now to the worker. */
+  #send(captureTime: number): void {
     const video = this.#video;
     if (!video) return;
-    this.#stats.presented++;
     let frame: VideoFrame;
     try {
-      frame = new VideoFrame(video, { timestamp: Math.round(meta.presentationTime * 1000) });
+      frame = new VideoFrame(video, { timestamp: Math.round((captureTime - performance.timeOrigin) * 1000) });
     } catch (err) {
       this.#stats.lastError = `could not read the camera frame: ${(err as Error).message}`;
       return;
     }
-    const item = { frame, seq: this.#seq++, captureTime: performance.timeOrigin + (meta.captureTime ?? meta.presentationTime), frameId: this.frameIdSource?.() };
-    if (this.#busy) {
-      // newest wins: the frame that waited is replaced
-      if (this.#pending) {
-        this.#pending.frame.close();
-        this.#stats.skipped++;
-      }
-      this.#pending = item;
-      return;
-    }
-    this.#send(item);
-  }
-
-  #send(item: { frame: VideoFrame; seq: number; captureTime: number; frameId?: number }): void {
     this.#busy = true;
-    this.#post({ type: 'frame', frame: item.frame, seq: item.seq, captureTime: item.captureTime, frameId: item.frameId }, [item.frame as unknown as Transferable]);
+    this.#post({ type: 'frame', frame, seq: this.#seq++, captureTime, frameId: this.frameIdSource?.() }, [frame as unknown as Transferable]);
   }
 
   #onWorker(m: FromWorker): void {
@@ -323,7 +322,6 @@ export class BrowserTracking {
     this.#busy = false;
     const p = this.#pending;
     this.#pending = undefined;
-    if (p && this.#running) this.#send(p);
-    else p?.frame.close();
+    if (p && this.#running) this.#send(p.captureTime);
   }
 }
