@@ -1,10 +1,13 @@
 /**
  * The web client's Bench tab with a camera whose pictures carry NO frame id (chromium's built-in fake camera, as a
  * real webcam): the page draws an id into each camera picture before sending it, reads it back from the avatar and
- * shows live glass-to-glass latency, frame rate, the stage breakdown and a plot.
+ * shows live glass-to-glass latency, frame rate, the stage breakdown and a plot. Then viewer mode (what
+ * `bench --viewers K` opens): a page watching the publisher's room over WHEP reads the same ids.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBenchBrowser, type BenchBrowser } from '../../src/bench/chromium.ts';
+import { joinFrames } from '../../src/bench/glass.ts';
+import { summarize } from '../../src/bench/stats.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { startTestServer } from '../helpers/server.ts';
 
@@ -53,4 +56,32 @@ describe('Bench tab in chromium, a camera without ids', () => {
     expect(await page.getAttribute('body', 'data-state')).toBe('idle');
     await page.close();
   });
+
+  it('viewer mode: a second page watching the room over WHEP reads the same ids, measured through the server's records', async () => {
+    const pub = await browser.context.newPage();
+    const viewer = await browser.context.newPage();
+    try {
+      await pub.goto(`${server.url}/bench.html?view=compact&auto=1&engine=passthrough&room=tab`);
+      await pub.waitForFunction(() => (window as any).xpBench.status().displays > 10, null, { timeout: 45_000 });
+      await viewer.goto(`${server.url}/bench.html?view=compact&viewer=tab`);
+      await viewer.waitForFunction(() => (window as any).xpBench.status().displays > 20, null, { timeout: 45_000 });
+      const p = (await pub.evaluate('window.xpBench.drain()')) as BenchDrainLike;
+      const v = (await viewer.evaluate('window.xpBench.drain()')) as BenchDrainLike;
+      const atPublisher = joinFrames(p, { clockOffsetMs: p.clockOffsetMs });
+      const atViewer = joinFrames({ ...p, displays: v.displays }, { clockOffsetMs: p.clockOffsetMs });
+      const g = (fr: { glass: number }[]) => summarize(fr.map((f) => f.glass)).p50;
+      console.log(`[bench tab] viewer: ${atViewer.frames.length} frames matched, glass p50 ${g(atViewer.frames).toFixed(0)} ms (publisher's own avatar ${g(atPublisher.frames).toFixed(0)} ms)`);
+      expect(atViewer.frames.length).toBeGreaterThan(15);
+      expect(atViewer.unmatched).toBeLessThan(atViewer.frames.length / 10);
+      expect(g(atViewer.frames)).toBeGreaterThan(10);
+      expect(g(atViewer.frames)).toBeLessThan(2000);
+      // the viewer's frames went through the server: each has its server record (stages up to the send)
+      expect(atViewer.frames.filter((f) => f.stages.queue !== undefined).length).toBeGreaterThan(atViewer.frames.length * 0.9);
+    } finally {
+      await viewer.close();
+      await pub.close();
+    }
+  });
 });
+
+type BenchDrainLike = Parameters<typeof joinFrames>[0] & { clockOffsetMs: number };
