@@ -245,7 +245,7 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
     display: {
       'browser jitter buffer': r(webrtc.browser.jitterBufferMs),
       'browser decode': r(webrtc.browser.decodeMs),
-      'render, compositing': rest(legMean('display'), [webrtc.browser.jitterBufferMs, webrtc.browser.decodeMs]),
+      'render, rest (by difference)': rest(legMean('display'), [webrtc.browser.jitterBufferMs, webrtc.browser.decodeMs]),
     },
   };
 
