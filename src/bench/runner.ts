@@ -64,6 +64,8 @@ export interface BenchRunOptions {
    * `landmarks` (landmarks only, no video). Undefined: the server's default, the page sends video only.
    */
   tracking?: 'server' | 'client' | 'landmarks';
+  /** Extra bench page URL parameters (e.g. ortThreads for the page's tracker). */
+  pageParams?: Record<string, string>;
 }
 
 export interface BenchRunResult {
@@ -165,6 +167,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     const q = new URLSearchParams({ view: 'compact', auto: '1', engine: opts.engine, size: `${opts.size}x${opts.size}`, fps: String(opts.fps), loop: String(camera.frames), portrait: portraitId, ids: 'camera' });
     if (opts.viewers > 0) q.set('room', BENCH_ROOM);
     if (opts.tracking === 'client' || opts.tracking === 'landmarks') q.set('tracking', opts.tracking);
+    for (const [k, v] of Object.entries(opts.pageParams ?? {})) q.set(k, v);
     const pageOpenedAt = Date.now();
     await page.goto(`${url}/bench.html?${q}`);
 

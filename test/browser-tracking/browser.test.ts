@@ -19,8 +19,12 @@ import { launchChromium, type LaunchedBrowser } from '../helpers/browser.ts';
 import { makeFakeCameraY4m, type FakeCamera } from '../helpers/fake-camera.ts';
 import { startTestServer } from '../helpers/server.ts';
 
-/** Measured agreement bars (README "browser-tracking"): px in the 480x360 camera picture. */
-const MAX_P99_DIFF_PX = 0.05;
+/**
+ * Agreement bars, px in the 480x360 camera picture (README "browser-tracking"). Measured: p99 0.0009 px, max 0.003 px
+ * (onnxruntime-web's WASM kernels against onnxruntime-node's, same models, same pictures); the bars leave 10x room.
+ */
+const MAX_P99_DIFF_PX = 0.01;
+const MAX_DIFF_PX = 0.05;
 
 let camera: FakeCamera;
 let server: XportraitServer;
@@ -132,11 +136,13 @@ describe('face tracking in headless chromium', () => {
     };
     console.log(`browser tracking: ${JSON.stringify(report)}`);
     expect(agreement.p99).toBeLessThan(MAX_P99_DIFF_PX);
+    expect(agreement.max).toBeLessThan(MAX_DIFF_PX);
+    expect(agreement.rawMax).toBeLessThan(MAX_DIFF_PX);
     expect(sent).toBeGreaterThanOrEqual(0.95 * records.length);
     expect(t.messages.accepted).toBeGreaterThanOrEqual(0.95 * sent);
     expect(t.messages.refused).toBe(0);
-    // every message the server accepted carried an id it found in a decoded picture (the camera's own id strip)
-    expect(t.pairing.matched).toBeGreaterThanOrEqual(0.95 * t.messages.accepted * Math.min(1, st.framesReceived / Math.max(1, pageStats.presented)));
+    // the server found the frame of (nearly) every accepted message among its decoded pictures, by the id strip
+    expect(t.pairing.matched).toBeGreaterThanOrEqual(0.95 * t.messages.accepted);
     expect(t.engineFrames.server).toBe(0);
     expect(t.engineFrames.client).toBeGreaterThan(0.5 * t.messages.accepted);
   });

@@ -200,6 +200,15 @@ export class BrowserTracking {
     this.overlay.clear();
   }
 
+  /** Time each model alone in the worker (the bench's WASM figures); do not call while tracking. */
+  benchModels(runs = 30, warmup = 5): Promise<Record<string, { p50: number; p95: number; min: number }>> {
+    return new Promise((resolve) => {
+      this.#onBench = resolve;
+      this.#post({ type: 'bench', runs, warmup });
+    });
+  }
+  #onBench: ((r: Record<string, { p50: number; p95: number; min: number }>) => void) | undefined;
+
   /** Forget the tracked face (the camera changed). */
   reset(): void {
     this.#post({ type: 'reset' });
@@ -271,6 +280,11 @@ export class BrowserTracking {
 
   #onWorker(m: FromWorker): void {
     if (m.type === 'ready') return;
+    if (m.type === 'bench') {
+      this.#onBench?.(m.models);
+      this.#onBench = undefined;
+      return;
+    }
     if (m.type === 'error') {
       this.#stats.lastError = m.message;
       this.#next();

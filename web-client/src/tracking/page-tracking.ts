@@ -113,6 +113,12 @@ export class PageTracking {
     );
   }
 
+  /** The tracker once loaded (undefined when it cannot load); starts loading when needed. */
+  async ready(): Promise<BrowserTracking | undefined> {
+    this.prepare();
+    return this.tracker ?? (await this.#loading);
+  }
+
   /** Decide how this connection tracks, from the server's hello and the chosen engine. */
   async decide(hello: TrackingHello | undefined, engine: string): Promise<TrackingPlan> {
     this.#hello = hello;

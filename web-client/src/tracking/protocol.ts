@@ -30,7 +30,14 @@ export interface FrameRequest {
   frameId?: number;
 }
 
-export type ToWorker = InitRequest | FrameRequest | { type: 'reset' } | { type: 'close' };
+/** Time each model alone on a fixed input (`runs` calls after `warmup`): the bench's WASM-vs-native figures. */
+export interface BenchRequest {
+  type: 'bench';
+  runs: number;
+  warmup: number;
+}
+
+export type ToWorker = InitRequest | FrameRequest | BenchRequest | { type: 'reset' } | { type: 'close' };
 
 export interface ReadyReply {
   type: 'ready';
@@ -68,4 +75,10 @@ export interface ResultReply {
   stages?: Record<string, { p50Ms: number; p95Ms: number; count: number }>;
 }
 
-export type FromWorker = ReadyReply | ResultReply | { type: 'error'; message: string; fatal: boolean };
+export interface BenchReply {
+  type: 'bench';
+  /** Per model: p50 / p95 / min ms of one call (model only: no crop sampling). */
+  models: Record<string, { p50: number; p95: number; min: number }>;
+}
+
+export type FromWorker = ReadyReply | ResultReply | BenchReply | { type: 'error'; message: string; fatal: boolean };

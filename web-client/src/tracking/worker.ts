@@ -15,7 +15,7 @@ import { decodeLuma, decodeRgba } from '../../../src/bench/frame-id.ts';
 import { FaceTracker, type TrackInput } from '../../../src/face/tracker.ts';
 import { checkPoints, encodeLandmarkMessage, normalizeLandmarks } from '../../../src/session/landmark-wire.ts';
 import { OrtWebRunner } from './ort-web-runner.ts';
-import type { FromWorker, InitRequest, ToWorker } from './protocol.ts';
+import type { BenchRequest, FromWorker, InitRequest, ToWorker } from './protocol.ts';
 
 type Ort = typeof OrtNs;
 
@@ -28,6 +28,8 @@ interface WorkerScope {
 const scope = self as unknown as WorkerScope;
 
 let tracker: FaceTracker | undefined;
+/** The runners by model id (for the model bench). */
+const runners = new Map<string, OrtWebRunner>();
 let keepLandmarks = false;
 let pixels = new Uint8Array(0);
 let canvas: OffscreenCanvas | undefined;
@@ -56,6 +58,8 @@ async function handle(m: ToWorker): Promise<void> {
     case 'reset':
       tracker?.reset();
       return;
+    case 'bench':
+      return bench(m);
     case 'close':
       await tracker?.close();
       tracker = undefined;
@@ -101,10 +105,35 @@ async function init(m: InitRequest): Promise<void> {
     const t = performance.now();
     const runner = await OrtWebRunner.open(ort, `${m.modelsBase}${id}.onnx`, eps);
     steps[id] = performance.now() - t; // the first one includes fetching and compiling the WASM runtime
+    runners.set(id, runner);
     return runner;
   });
   const threads = isolated ? (ort.env.wasm.numThreads ?? 1) : 1;
   post({ type: 'ready', backend, threads, crossOriginIsolated: isolated, loadMs: performance.now() - t0, models, steps });
+}
+
+/** Input shapes of the tracker's models, as the tracker feeds them (iris: both eyes in one batch). */
+const BENCH_SHAPES: Record<string, number[]> = { 'blazeface-front': [1, 128, 128, 3], 'blazeface-back': [1, 256, 256, 3], facemesh: [1, 192, 192, 3], iris: [2, 64, 64, 3] };
+
+async function bench(m: BenchRequest): Promise<void> {
+  const models: Record<string, { p50: number; p95: number; min: number }> = {};
+  for (const [id, runner] of runners) {
+    const dims = BENCH_SHAPES[id];
+    if (!dims) continue;
+    const data = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < data.length; i++) data[i] = ((i * 7919) % 256) / 255;
+    const feeds = { [runner.inputNames[0]]: { data, dims } };
+    for (let i = 0; i < m.warmup; i++) await runner.run(feeds);
+    const times: number[] = [];
+    for (let i = 0; i < m.runs; i++) {
+      const t0 = performance.now();
+      await runner.run(feeds);
+      times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    models[id] = { p50: times[Math.floor(times.length / 2)], p95: times[Math.min(times.length - 1, Math.floor(times.length * 0.95))], min: times[0] };
+  }
+  post({ type: 'bench', models });
 }
 
 /** Copy the frame's pixels: I420 as they are (what the server decodes too), anything else as RGBA. */
