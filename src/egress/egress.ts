@@ -54,13 +54,13 @@ export function urlSecrets(raw: string): string[] {
   for (const [k, v] of u.searchParams) if (v && /pass|key|token|secret|streamid/i.test(k)) out.push(v, encodeURIComponent(v));
   const segments = u.pathname.split('/').filter(Boolean);
   if ((u.protocol === 'rtmp:' || u.protocol === 'rtmps:') && segments.length >= 2) out.push(segments[segments.length - 1]);
-  return [...new Set(out.filter((x) => x.length >= 3))].sort((a, b) => b.length - a.length);
+  return [...new Set(out.filter((x) => x.length >= 4))].sort((a, b) => b.length - a.length);
 }
 
-/** `text` with every secret replaced by ****. */
+/** `text` with every secret replaced by ****. (Strings under 4 characters are left alone: they would mangle words.) */
 export function scrub(text: string, secrets: readonly string[]): string {
   let out = text;
-  for (const s of secrets) out = out.split(s).join('****');
+  for (const s of [...secrets].sort((a, b) => b.length - a.length)) if (s.length >= 4) out = out.split(s).join('****');
   return out;
 }
 
