@@ -191,7 +191,7 @@ ${Object.entries(r.legs ?? {})
 <table><thead><tr><th>process</th><th>CPU mean</th><th>CPU p95</th><th>RSS start MiB</th><th>RSS end MiB</th><th>RSS max MiB</th><th>processes</th></tr></thead><tbody>${proc}</tbody></table>
 <h2>Server CPU by stage (threads, % of one core)</h2>
 <table><tbody>${threads}</tbody></table>
-<p class="meta">JS thread busy per stage (wall time of the per-frame marks, % of one core):</p>
+<p class="meta">Share of wall time a frame was in each server stage (%, per-frame marks, overlapping frames merged; tracking and engine run on the JS thread):</p>
 <table><tbody>${busy}</tbody></table>
 <p class="meta">Browser renderer threads (% of one core; all renderer processes of the page together):</p>
 <table><tbody>${rthreads}</tbody></table>

@@ -147,7 +147,7 @@ export interface BenchReport {
     processes: Record<string, ProcessFigures>;
     serverThreads: Record<string, { cpuMean: number | null; label: string }>;
     rendererThreads: Record<string, { cpuMean: number | null; label: string }>;
-    /** Wall-clock share of a core the server's JS thread spent in each stage (from per-frame marks). */
+    /** Share of the window's wall time during which a frame was in each server stage (per-frame marks, overlaps merged). */
     serverStageBusy: Record<string, number | null>;
   };
   metrics?: { framesReceived: number | null; framesSent: number | null; framesDropped: number | null };
@@ -212,9 +212,20 @@ export function buildReport(run: CollectedRun, options: BenchOptionsRecord, mach
   // server JS-thread busy share per stage: sum of the stage's durations over all frames the server processed in
   // the window (tx records), divided by the window
   const txIn = run.tx.filter((t) => t.times.send !== undefined && t.times.send - run.clockOffsetMs >= t0 && t.times.send - run.clockOffsetMs < t1);
+  // spans are merged where they overlap: an engine that holds frames (lag) has several in flight at once
   const busy = (a: string, b: string) => {
-    const v = txIn.map((t) => (t.times[a] !== undefined && t.times[b] !== undefined ? t.times[b] - t.times[a] : 0));
-    return r((v.reduce((x, y) => x + y, 0) / (seconds * 1000)) * 100);
+    const spans = txIn
+      .filter((t) => t.times[a] !== undefined && t.times[b] !== undefined)
+      .map((t) => [t.times[a], t.times[b]] as const)
+      .sort((x, y) => x[0] - y[0]);
+    let total = 0;
+    let end = -Infinity;
+    for (const [s0, s1] of spans) {
+      if (s1 <= end) continue;
+      total += s1 - Math.max(s0, end);
+      end = s1;
+    }
+    return r((total / (seconds * 1000)) * 100);
   };
   const serverStageBusy = {
     track: busy('trackStart', 'trackEnd'),
