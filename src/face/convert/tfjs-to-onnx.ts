@@ -62,7 +62,8 @@ const NCHW_TO_NHWC = [0, 2, 3, 1];
 /** Logical NHWC axis -> position in NCHW storage. */
 const AXIS_TO_NCHW = [0, 2, 3, 1];
 
-class OnnxGraphBuilder {
+/** Accumulates ONNX nodes and initializers with unique names (shared with the other builders in this folder). */
+export class OnnxGraphBuilder {
   readonly nodes: INodeProto[] = [];
   readonly initializers: ITensorProto[] = [];
   readonly #names = new Set<string>();
@@ -114,10 +115,10 @@ function toBytes(a: Float32Array | Int32Array | BigInt64Array): Uint8Array {
   return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
 }
 
-const attrI = (name: string, i: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i });
-const attrF = (name: string, f: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f });
-const attrIs = (name: string, ints: number[]): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints });
-const attrS = (name: string, s: string): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(s) });
+export const attrI = (name: string, i: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i });
+export const attrF = (name: string, f: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f });
+export const attrIs = (name: string, ints: number[]): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints });
+export const attrS = (name: string, s: string): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(s) });
 
 function parseInputRef(ref: string): { node: string; index: number } | undefined {
   if (ref.startsWith('^')) return undefined; // control dependency
@@ -680,7 +681,7 @@ function numel(shape: number[]): number {
   return shape.reduce((a, c) => a * c, 1);
 }
 
-function valueInfo(name: string, dtype: 'float32' | 'int32', shape: Array<number | string> | undefined): IValueInfoProto {
+export function valueInfo(name: string, dtype: 'float32' | 'int32', shape: Array<number | string> | undefined): IValueInfoProto {
   const elemType = dtype === 'float32' ? onnx.TensorProto.DataType.FLOAT : onnx.TensorProto.DataType.INT32;
   return {
     name,
