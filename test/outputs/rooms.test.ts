@@ -165,6 +165,35 @@ describe('two viewers, one encode', () => {
   });
 });
 
+describe('viewers and publishers come and go', () => {
+  it('a viewer waiting in an empty room gets the avatar when a publisher arrives, and stays through a publisher change', async () => {
+    const token = await signToken(SECRET, { room: 'r2', role: 'publish', ttlSeconds: 600 });
+    const viewer = await NodeWhepViewer.open(whep('r2'), token);
+    try {
+      const room = server.outputs.rooms.get('r2');
+      expect(room?.status()).toMatchObject({ publishing: false, viewers: 1 });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(viewer.framesDecoded).toBe(0);
+      for (const size of [320, 256]) {
+        // each publisher sends pictures of its own size; the viewer's stream (same relay, same encoder) follows
+        const p = await startNodeSession(server.url, { room: 'r2', token, width: size, height: size });
+        try {
+          await waitFor(() => viewer.pictures.some((f) => f.width === size), 15_000, `${size}x${size} pictures at the waiting viewer`);
+          const since = viewer.pictures.length;
+          await waitFor(() => viewer.pictures.length >= since + 15, 10_000, 'more pictures');
+        } finally {
+          p.close();
+        }
+        await waitFor(() => room?.publisher === undefined, 10_000, 'the publisher to leave');
+        expect(server.outputs.rooms.get('r2')).toBe(room); // the viewer keeps the room open
+      }
+    } finally {
+      await viewer.stop();
+    }
+    await waitFor(() => server.outputs.rooms.get('r2') === undefined, 5000, 'the empty room to be removed');
+  });
+});
+
 describe('tokens', () => {
   it('a viewer token cannot publish; no token cannot publish; a second publisher finds the room busy', async () => {
     const asViewer = await startNodeSession(server.url, { room: 'r1', token: viewToken }).then(
