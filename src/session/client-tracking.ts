@@ -45,8 +45,12 @@ export type ClientTrackingOffer = 'client' | 'landmarks';
 /** Engines whose sessions read only landmarks (their `Engine.landmarkDriven` is true): they can run without video. */
 export const LANDMARK_DRIVEN_ENGINES: readonly string[] = ['warp'];
 
-/** A landmark message counts as "flowing" for this long (auto mode falls back to the server's tracker after). */
-export const ACTIVE_MS = 500;
+/**
+ * A landmark message counts as "flowing" for this long (auto mode falls back to the server's tracker after): long
+ * enough to ride out a busy page's pauses (its tracking p95 reached 300 ms on a loaded 2-core machine), short enough
+ * that a page that stopped tracking leaves the avatar still for a second at most.
+ */
+export const ACTIVE_MS = 1000;
 /** How long a picture-reading engine waits for the landmarks of a decoded frame still in flight. */
 export const PAIR_WAIT_MS = 60;
 /** Landmark messages remembered by frame id (newest wins; the oldest go first). */

@@ -36,7 +36,7 @@ const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable',
 const share = new SharePanel(document.getElementById('share') as HTMLElement);
 /** Face tracking in this browser (tracking/): controls, data channel, stats. */
 const tracking = new PageTracking(
-  { trackLocal: $<HTMLInputElement>('track-local'), landmarksOnly: $<HTMLInputElement>('landmarks-only'), showMesh: $<HTMLInputElement>('show-mesh'), status: $<HTMLElement>('tracking-status') },
+  { mode: $<HTMLSelectElement>('tracking-mode'), showMesh: $<HTMLInputElement>('show-mesh'), status: $<HTMLElement>('tracking-status') },
   params,
 );
 
@@ -429,5 +429,6 @@ async function openCamera(): Promise<MediaStream> {
 }
 
 const app = new App();
+tracking.onNote = (text, kind) => app.showMessage(text, kind);
 (window as unknown as { xp: App }).xp = app;
 void app.init();

@@ -292,7 +292,7 @@ export class BrowserTracking {
     }
     this.#stats.tracked++;
     this.#stats.pixelFormat = m.pixelFormat;
-    if (m.stages) this.#stats.stages = m.stages;
+    if (m.stages) this.#stats.stages = { ...m.stages, read: { p50Ms: m.readMs, p95Ms: m.readMs, count: 1 } };
     this.#stats.idsFromPicture = m.idInPicture;
     if (!m.face) this.#stats.noFace++;
     this.#times.push(m.trackMs);

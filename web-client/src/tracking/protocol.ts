@@ -65,6 +65,8 @@ export interface ResultReply {
   captureTime: number;
   /** Pixel read-out + tracking, ms. */
   trackMs: number;
+  /** Of which the pixel read-out (VideoFrame.copyTo), ms. */
+  readMs: number;
   /** Smoothed landmarks in pixels of the tracked frame (for the mesh overlay), when there is a face. */
   landmarks?: Float32Array;
   /** Landmarks before smoothing (keepLandmarks only). */

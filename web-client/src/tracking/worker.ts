@@ -179,6 +179,7 @@ async function track(frame: VideoFrame, seq: number, captureTime: number, givenI
     frame.close();
   }
   const { width, height, format } = px;
+  const readMs = performance.now() - t0;
   const pictureId = givenId === undefined ? (format === 'i420' ? decodeLuma(pixels, width, height) : decodeRgba(pixels, width, height)) : null;
   const frameId = givenId ?? pictureId ?? seq >>> 0;
   const idInPicture = givenId !== undefined || pictureId !== null;
@@ -196,5 +197,5 @@ async function track(frame: VideoFrame, seq: number, captureTime: number, givenI
   if (landmarks) transfer.push(landmarks.buffer);
   if (raw) transfer.push(raw.buffer);
   const stages = ++results % 30 === 0 ? tracker.timings() : undefined;
-  post({ type: 'result', seq, frameId, idInPicture, message, face, detected: Boolean(obs.detected), width, height, captureTime, trackMs, landmarks, raw, pixelFormat, stages }, transfer);
+  post({ type: 'result', seq, frameId, idInPicture, message, face, detected: Boolean(obs.detected), width, height, captureTime, trackMs, readMs, landmarks, raw, pixelFormat, stages }, transfer);
 }
