@@ -89,6 +89,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
     if (current && current.session !== session && !current.session.closed) {
       throw new RoomError('room_busy', 409, `room "${this.name}" already has a publisher (since ${current.since.toISOString()}): pick another room, or stop that one first`);
     }
+    current?.detach(); // a publisher that closed without its 'closed' reaching us yet
     const onFrame = (f: VideoFrame) => this.pushFrame(f);
     const onClosed = () => this.unpublish(session);
     session.on('frame', onFrame);

@@ -160,9 +160,11 @@ describe.runIf(spawnSync('ffmpeg', ['-version']).status === 0)('egress from a li
     await waitFor(() => egress.status().state === 'live' && egress.framesWritten > 60, 20_000, 'two seconds of RTMP');
     const firstPid = egress.pid as number;
     const sessionBefore = publisher.session.peer.received.length;
+    // the first listener gave up its port when it accepted: the second one waits there for the restart
+    const rtmp2 = listener(rtmpUrl, join(dir, 'part2.flv'), 'flv');
+    await new Promise((r) => setTimeout(r, 500));
     process.kill(firstPid, 'SIGKILL');
     expect(await rtmp1.done).toBe(0); // the listener finished its recording cleanly
-    const rtmp2 = listener(rtmpUrl, join(dir, 'part2.flv'), 'flv');
     await waitFor(() => egress.status().restarts === 1, 5000, 'the restart to be counted');
     expect(egress.status().lastError).toMatch(/killed \(SIGKILL\)/);
     await waitFor(() => egress.status().state === 'live' && egress.pid !== firstPid, 20_000, 'the restarted RTMP egress to be live');
