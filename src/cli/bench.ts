@@ -31,6 +31,7 @@ const benchOptionsSchema = z
     webRoot: z.string().min(1).optional(),
     startTimeout: seconds.pipe(z.number().min(5).max(3600)),
     raw: z.boolean().optional(),
+    tracking: z.enum(['server', 'client', 'landmarks']).optional(),
     engineOpt: z.array(z.string().regex(/^[A-Za-z][\w-]*=.*$/, 'must be key=value')).optional(),
   })
   .superRefine((o, ctx) => {
@@ -59,6 +60,11 @@ export function addBenchCommand(program: Command): void {
     .addOption(new Option('--url <url>', 'bench a server that is already running (its CPU is then not measured)').env('XPORTRAIT_BENCH_URL'))
     .addOption(new Option('--web-root <dir>', 'built web client to serve (default web-client/dist)').env('XPORTRAIT_WEB_ROOT'))
     .addOption(new Option('--raw', 'also write every per-frame record to DIR/records.json'))
+    .addOption(
+      new Option('--tracking <mode>', 'where faces are tracked: server (serve --tracking server), client (the page, landmarks beside its video) or landmarks (landmarks only, no video); default: the server default, the page sends video only').env(
+        'XPORTRAIT_BENCH_TRACKING',
+      ),
+    )
     .addOption(new Option('--start-timeout <seconds>', 'how long the first avatar frame may take (engine load)').env('XPORTRAIT_BENCH_START_TIMEOUT').default('90'))
     .action(async (raw: Record<string, unknown>) => {
       const parsed = benchOptionsSchema.safeParse(raw);
@@ -87,6 +93,7 @@ export function addBenchCommand(program: Command): void {
           webRoot: o.webRoot,
           startTimeoutSeconds: o.startTimeout,
           raw: o.raw,
+          tracking: o.tracking,
           serveArgs: (o.engineOpt ?? []).flatMap((kv) => ['--engine-opt', kv]),
         },
         log,
