@@ -230,7 +230,8 @@ export class FfmpegEgress implements Egress {
     this.#child = undefined;
     if (this.#closed) return;
     // ffmpeg names the URL in its errors: never let a stream key reach the logs or the page
-    const detail = scrub(this.#stderr.trim().split('\n').slice(-2).join(' | '), this.#o.sink.secrets ?? []);
+    const lines = this.#stderr.trim().split('\n').map((l) => l.replace(/^\[[\w-]+ @ 0x[0-9a-f]+\]\s*/, '').trim());
+    const detail = scrub(lines.filter(Boolean).slice(-2).join(' | '), this.#o.sink.secrets ?? []);
     this.#lastError = detail ? `${reason}: ${detail}` : reason;
     const ranMs = performance.now() - this.#startedAt;
     if (ranMs >= this.#o.stableMs) this.#attempt = 0;
