@@ -228,8 +228,8 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
   readonly #opts: Required<Omit<ClientTrackingOptions, 'offer' | 'serverAnalyzer'>> & Pick<ClientTrackingOptions, 'offer' | 'serverAnalyzer'>;
   readonly #log: Logger;
   readonly #buffer = new LandmarkBuffer();
-  /** Landmark-only frames and their observations. */
-  readonly #synthetic = new WeakMap<VideoFrame, FaceObservation>();
+  /** Landmark-only frames and their messages (the observation is made only for frames the engine takes). */
+  readonly #synthetic = new WeakMap<VideoFrame, LandmarkMessage>();
   /** Decoded frames' picture ids still waiting for their landmarks: id -> receive time. */
   readonly #pending = new Map<number, number>();
   readonly #channels = new Set<LandmarkChannel>();
@@ -269,9 +269,9 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
     return this.#opts.landmarkDriven && this.#opts.mode !== 'server' && (this.#opts.mode === 'client' || this.clientActive);
   }
 
-  /** Take the page's `landmarks` data channel (other labels are closed). */
+  /** Take the page's `landmarks` data channel (one per session; other labels and extra channels are closed). */
   attach(channel: LandmarkChannel): void {
-    if (this.#closed || channel.label !== LANDMARK_CHANNEL_LABEL) {
+    if (this.#closed || channel.label !== LANDMARK_CHANNEL_LABEL || this.#channels.size > 0) {
       this.#log.warn({ event: 'datachannel_refused', label: channel.label }, 'unexpected data channel closed');
       channel.close();
       return;
@@ -305,7 +305,7 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
     if (msg.idInPicture && this.#pending.delete(msg.frameId)) this.#stats.pairing.matched++;
     if (this.#drivenByMessages) {
       const frame: VideoFrame = { id: this.#nextFrameId++, width: msg.width, height: msg.height, format: 'i420', data: EMPTY, times: { receive: at } };
-      this.#synthetic.set(frame, clientObservation(msg, msg.width, msg.height, msg.frameId));
+      this.#synthetic.set(frame, msg);
       this.emit('frame', frame, msg.idInPicture ? msg.frameId : -1);
     }
   }
@@ -355,7 +355,7 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
   /** The observation for a frame the engine is about to process. */
   async analyze(frame: VideoFrame): Promise<FaceObservation> {
     const synthetic = this.#synthetic.get(frame);
-    if (synthetic) return this.#count('client', synthetic);
+    if (synthetic) return this.#count('client', clientObservation(synthetic, synthetic.width, synthetic.height, synthetic.frameId));
     const mode = this.#opts.mode;
     if (mode === 'server' || (mode === 'auto' && !this.clientActive)) {
       if (this.#opts.serverAnalyzer) return this.#count('server', await this.#opts.serverAnalyzer.analyze(frame));

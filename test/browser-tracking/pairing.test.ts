@@ -178,11 +178,16 @@ describe('client landmarks for a landmark-driven engine (warp)', () => {
     void ct.close();
   });
 
-  it('closes data channels with another label', () => {
+  it('takes one landmarks channel: another label, or a second channel, is closed', () => {
     const ct = new ClientTracking({ mode: 'client', landmarkDriven: true, logger });
-    const ch = fakeChannel('chat');
-    ct.attach(ch);
-    expect(ch.closed).toBe(true);
+    const chat = fakeChannel('chat');
+    ct.attach(chat);
+    expect(chat.closed).toBe(true);
+    const first = fakeChannel();
+    const second = fakeChannel();
+    ct.attach(first);
+    ct.attach(second);
+    expect([first.closed, second.closed]).toEqual([false, true]);
     void ct.close();
   });
 });
