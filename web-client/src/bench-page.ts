@@ -73,11 +73,17 @@ class RecordLog<T> {
   since(cursor: number): T[] {
     return this.items.slice(Math.max(0, cursor - this.#base));
   }
-  clear(): void {
-    this.#base += this.items.length;
-    this.items = [];
+  /** Forget all but the newest `n` items (after a drain: the CLI holds them; the live view needs the last minute). */
+  keepLast(n: number): void {
+    if (this.items.length <= n) return;
+    const cut = this.items.length - n;
+    this.items.splice(0, cut);
+    this.#base += cut;
   }
 }
+
+/** Items each log keeps after a drain: ~100 s at 30 fps, more than the live view's minute. */
+const KEEP_AFTER_DRAIN = 3000;
 
 export interface BenchDrain {
   captures: CaptureRecord[];
@@ -475,6 +481,10 @@ class BenchPage {
     [tx, c.tx] = take(this.tx, c.tx);
     [browserCounters, c.browserCounters] = take(this.browserCounters, c.browserCounters);
     [serverCounters, c.serverCounters] = take(this.serverCounters, c.serverCounters);
+    // the caller has them now: a long soak must not grow the page's memory
+    for (const log of [this.captures, this.displays, this.presentations, this.rx, this.tx, this.browserCounters, this.serverCounters] as RecordLog<unknown>[]) {
+      log.keepLast(KEEP_AFTER_DRAIN);
+    }
     return {
       captures,
       displays,
