@@ -57,7 +57,7 @@ describe('Bench tab in chromium, a camera without ids', () => {
     await page.close();
   });
 
-  it('viewer mode: a second page watching the room over WHEP reads the same ids, measured through the server's records', async () => {
+  it('viewer mode: a second page watching the room over WHEP reads the same ids, measured through the server records', async () => {
     const pub = await browser.context.newPage();
     const viewer = await browser.context.newPage();
     try {
