@@ -14,6 +14,7 @@ import { lumaThumbnail, meanAbsDiff } from '../../src/media/convert.ts';
 import { signToken } from '../../src/server/auth.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { startTestServer } from '../helpers/server.ts';
+import { pino } from 'pino';
 import WebSocket from 'ws';
 import { startNodeSession, waitFor, type NodeSession } from '../helpers/signaling-client.ts';
 import { NodeWhepViewer, WhepHttpError } from './helpers/whep-viewer.ts';
@@ -268,8 +269,12 @@ describe('without a secret', () => {
     .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
 
   it.runIf(external)('only clients on this machine may connect; others get 403 with the reason', async () => {
-    const open = await startTestServer({ host: '0.0.0.0' });
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    const open = await startTestServer({ host: '0.0.0.0', logLevel: 'info' }, { logger });
     try {
+      // the server says so at start
+      expect(lines.map((l) => JSON.parse(l)).find((l) => l.event === 'local_only')?.msg).toMatch(/no --secret: only clients on this machine \(localhost\) may connect/);
       const port = open.address.port;
       expect((await fetch(`http://127.0.0.1:${port}/api/info`)).status).toBe(200);
       const info = await fetch(`http://127.0.0.1:${port}/api/info`).then((r) => r.json());
