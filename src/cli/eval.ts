@@ -9,6 +9,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { UsageError } from './main.ts';
 import { readPortraitFile } from './animate.ts';
+import { DEFAULT_IDENTITY_MODEL, IDENTITY_MODEL_IDS } from '../eval/identity-models.ts';
 
 export const EVAL_FAILED_EXIT_CODE = 3;
 
@@ -17,7 +18,7 @@ const evalSchema = z.object({
   driving: z.string({ error: '--driving is required' }).min(1),
   result: z.string({ error: '--result is required' }).min(1),
   report: z.string({ error: '--report DIR is required' }).min(1),
-  identityModel: z.enum(['mobileface', 'faceres']),
+  identityModel: z.enum(IDENTITY_MODEL_IDS, { error: `--identity-model must be one of ${IDENTITY_MODEL_IDS.join(', ')}` }),
   thresholds: z.string().optional(),
   strip: z.union([z.number(), z.string().regex(/^\d+$/, '--strip must be a whole number')]).transform(Number).pipe(z.number().int().min(1).max(64)),
   json: z.boolean().default(false),
@@ -34,6 +35,9 @@ const thresholdsSchema = z
     poseMeanAbsErrorDeg: z.number(),
     identity: z.number(),
     identityMargin: z.number(),
+    identityDistance: z.number(),
+    identityWorstDistance: z.number(),
+    identityDistanceMargin: z.number(),
     jitterRatio: z.number(),
     noFaceShare: z.number(),
   })
@@ -48,7 +52,11 @@ export function addEvalCommand(program: Command): void {
     .addOption(new Option('--driving <video>', 'the driving video').env('XPORTRAIT_DRIVING'))
     .addOption(new Option('--result <video>', 'the animated result (e.g. from `animate`)'))
     .addOption(new Option('--report <dir>', 'directory for report.json and index.html (created)'))
-    .addOption(new Option('--identity-model <id>', 'face embedding model: mobileface or faceres').env('XPORTRAIT_IDENTITY_MODEL').default('mobileface'))
+    .addOption(
+      new Option('--identity-model <id>', 'face embedding model: dlib-resnet (public domain); mobileface or faceres have no upstream licence (comparison only)')
+        .env('XPORTRAIT_IDENTITY_MODEL')
+        .default(DEFAULT_IDENTITY_MODEL),
+    )
     .addOption(new Option('--thresholds <file.json>', 'override thresholds (any of the keys in report.json "thresholds")'))
     .addOption(new Option('--strip <n>', 'frames in the report strip').default('8'))
     .addOption(new Option('--json', 'print report.json on stdout'))

@@ -7,7 +7,8 @@
  *   mean absolute error, result against driving;
  * - head pose: yaw/pitch/roll as motion (each series minus its median, since the portrait faces its own way):
  *   mean absolute error in degrees and correlation;
- * - identity: cosine similarity of face embeddings (./identity.ts), result frames against the portrait, and the
+ * - identity: face embeddings (./identity.ts; default dlib's public-domain ResNet), result frames against the
+ *   portrait, by the model's metric (dlib: Euclidean distance, < 0.6 = same person; others: cosine similarity), and the
  *   driving frames against the portrait as the baseline of a different person;
  * - temporal jitter: landmark second differences (./metrics.ts), result over driving;
  * - frames with no face, in each video.
@@ -19,8 +20,8 @@ import type { ImageLike } from '../face/image.ts';
 import { readVideoFrames } from '../media/ffmpeg.ts';
 import type { RgbImage } from '../media/frame.ts';
 import { probeVideo, trackingSize, type VideoProbe } from '../media/video-file.ts';
-import { DEFAULT_IDENTITY_MODEL, IdentityEmbedder } from './identity.ts';
-import { centred, cosine, landmarkJitter, mean, meanAbsError, median, min, pearson } from './metrics.ts';
+import { DEFAULT_IDENTITY_MODEL, embeddingDistance, IdentityEmbedder, type FaceEmbedding } from './identity.ts';
+import { centred, cosine, landmarkJitter, max, mean, meanAbsError, median, min, pearson } from './metrics.ts';
 
 export interface FrameFigures {
   lost: boolean;
@@ -31,6 +32,8 @@ export interface FrameFigures {
   roll: number;
   /** Cosine similarity of this frame's face to the portrait's. */
   identity: number;
+  /** Euclidean distance of the raw embeddings, this frame's face to the portrait's (dlib: < 0.6 = same person). */
+  identityDistance: number;
 }
 
 export interface VideoAnalysis {
@@ -53,9 +56,16 @@ export interface EvalThresholds {
   /** Minimum mean correlation of yaw, pitch and roll motion; maximum mean absolute error (degrees). */
   poseCorrelation: number;
   poseMeanAbsErrorDeg: number;
-  /** Minimum mean cosine similarity, result to portrait, and minimum margin over the driving baseline. */
+  /** Cosine models: minimum mean cosine similarity, result to portrait, and minimum margin over the driving baseline. */
   identity: number;
   identityMargin: number;
+  /**
+   * Distance models (dlib-resnet): maximum mean distance, result to portrait; maximum distance of any result frame;
+   * minimum margin (driving baseline's mean distance minus the result's).
+   */
+  identityDistance: number;
+  identityWorstDistance: number;
+  identityDistanceMargin: number;
   /** Maximum landmark jitter of the result relative to the driving video's. */
   jitterRatio: number;
   /** Maximum share of result frames without a face beyond those of the driving video. */
@@ -78,6 +88,9 @@ export const DEFAULT_THRESHOLDS: EvalThresholds = {
   poseMeanAbsErrorDeg: 1.8,
   identity: 0.7,
   identityMargin: 0.3,
+  identityDistance: 0.4,
+  identityWorstDistance: 0.6,
+  identityDistanceMargin: 0.3,
   jitterRatio: 1.5,
   noFaceShare: 0.02,
 };
@@ -100,7 +113,18 @@ export interface EvalReport {
     mouth: { correlation: number; meanAbsError: number };
   };
   pose: Record<'yaw' | 'pitch' | 'roll', { correlation: number; meanAbsErrorDeg: number }> & { meanCorrelation: number; meanAbsErrorDeg: number };
-  identity: { resultVsPortrait: { mean: number; min: number }; drivingVsPortrait: { mean: number }; margin: number };
+  identity: {
+    resultVsPortrait: { mean: number; min: number; meanDistance: number; maxDistance: number };
+    drivingVsPortrait: { mean: number; meanDistance: number };
+    /** Cosine margin: result mean minus driving mean. */
+    margin: number;
+    /** Distance margin: driving mean distance minus result mean distance. */
+    distanceMargin: number;
+    /** What the identity checks used. */
+    metric: 'distance' | 'cosine';
+    /** The model's same-person distance bound where its authors state one (dlib-resnet: 0.6). */
+    sameIdentityDistance?: number;
+  };
   jitter: { result: number; driving: number; ratio: number };
   noFace: { driving: number; result: number; resultFrames: number[] };
   checks: EvalCheck[];
@@ -142,7 +166,7 @@ export async function analyzeVideo(
   path: string,
   tracker: FaceTracker,
   embedder: IdentityEmbedder,
-  portraitEmbedding: Float32Array,
+  portraitEmbedding: FaceEmbedding,
   strip: Set<number>,
   onFrame?: (done: number, total: number) => void,
 ): Promise<VideoAnalysis> {
@@ -158,12 +182,12 @@ export async function analyzeVideo(
     const img: ImageLike = { width, height, format: 'rgb', data };
     const face = await tracker.track({ ...img, id: i });
     if (face.lost || !face.pose || !face.expression) {
-      frames.push({ lost: true, eyeOpen: NaN, mouth: NaN, yaw: NaN, pitch: NaN, roll: NaN, identity: NaN });
+      frames.push({ lost: true, eyeOpen: NaN, mouth: NaN, yaw: NaN, pitch: NaN, roll: NaN, identity: NaN, identityDistance: NaN });
       landmarks.push(undefined);
       iod.push(NaN);
     } else {
       const e = face.expression;
-      const emb = await embedder.embed(img, face.landmarks);
+      const emb = await embedder.describe(img, face.landmarks);
       frames.push({
         lost: false,
         eyeOpen: (e.eyeOpen.left + e.eyeOpen.right) / 2,
@@ -171,7 +195,8 @@ export async function analyzeVideo(
         yaw: face.pose.yaw,
         pitch: face.pose.pitch,
         roll: face.pose.roll,
-        identity: cosine(emb, portraitEmbedding),
+        identity: cosine(emb.unit, portraitEmbedding.unit),
+        identityDistance: embeddingDistance(emb.raw, portraitEmbedding.raw),
       });
       landmarks.push(face.landmarks);
       const l = face.landmarks;
@@ -194,6 +219,7 @@ export function compareAnalyses(
   driving: Pick<VideoAnalysis, 'frames' | 'landmarks' | 'iod'>,
   result: Pick<VideoAnalysis, 'frames' | 'landmarks' | 'iod'>,
   thresholds: EvalThresholds,
+  identityMetric: 'distance' | 'cosine' = 'cosine',
 ): Omit<EvalReport, 'inputs' | 'identityModel' | 'seconds'> {
   const n = Math.min(driving.frames.length, result.frames.length);
   const d = driving.frames.slice(0, n);
@@ -216,9 +242,26 @@ export function compareAnalyses(
     meanCorrelation: (yaw.correlation + pitch.correlation + roll.correlation) / 3,
     meanAbsErrorDeg: (yaw.meanAbsErrorDeg + pitch.meanAbsErrorDeg + roll.meanAbsErrorDeg) / 3,
   };
-  const idResult = { mean: mean(col(r, 'identity')), min: min(col(r, 'identity')) };
-  const idDriving = { mean: mean(col(d, 'identity')) };
-  const identity = { resultVsPortrait: idResult, drivingVsPortrait: idDriving, margin: idResult.mean - idDriving.mean };
+  const idResult = { mean: mean(col(r, 'identity')), min: min(col(r, 'identity')), meanDistance: mean(col(r, 'identityDistance')), maxDistance: max(col(r, 'identityDistance')) };
+  const idDriving = { mean: mean(col(d, 'identity')), meanDistance: mean(col(d, 'identityDistance')) };
+  const identity = {
+    resultVsPortrait: idResult,
+    drivingVsPortrait: idDriving,
+    margin: idResult.mean - idDriving.mean,
+    distanceMargin: idDriving.meanDistance - idResult.meanDistance,
+    metric: identityMetric,
+  };
+  const identityChecks =
+    identityMetric === 'distance'
+      ? [
+          check('identity: result vs portrait (mean distance)', idResult.meanDistance, thresholds.identityDistance, 'max'),
+          check('identity: farthest result frame from the portrait (distance)', idResult.maxDistance, thresholds.identityWorstDistance, 'max'),
+          check('identity margin over the driving baseline (distance)', identity.distanceMargin, thresholds.identityDistanceMargin, 'min'),
+        ]
+      : [
+          check('identity: result vs portrait', idResult.mean, thresholds.identity, 'min'),
+          check('identity margin over the driving baseline', identity.margin, thresholds.identityMargin, 'min'),
+        ];
   const jd = landmarkJitter(driving.landmarks.slice(0, n), 468, driving.iod);
   const jr = landmarkJitter(result.landmarks.slice(0, n), 468, result.iod);
   const jitter = { driving: median(jd), result: median(jr), ratio: median(jr) / median(jd) };
@@ -232,8 +275,7 @@ export function compareAnalyses(
     check('mouth opening mean abs error', mouth.meanAbsError, thresholds.mouthMeanAbsError, 'max'),
     check('head pose correlation (mean of yaw, pitch, roll)', pose.meanCorrelation, thresholds.poseCorrelation, 'min'),
     check('head pose mean abs error (deg)', pose.meanAbsErrorDeg, thresholds.poseMeanAbsErrorDeg, 'max'),
-    check('identity: result vs portrait', idResult.mean, thresholds.identity, 'min'),
-    check('identity margin over the driving baseline', identity.margin, thresholds.identityMargin, 'min'),
+    ...identityChecks,
     check('jitter ratio (result / driving)', jitter.ratio, thresholds.jitterRatio, 'max'),
     check('share of extra frames without a face', n ? Math.max(0, resultLost.length - lostD) / n : 1, thresholds.noFaceShare, 'max'),
   ];
@@ -262,7 +304,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateOutput> {
   try {
     const portraitImg: ImageLike = { width: opts.portrait.width, height: opts.portrait.height, format: 'rgb', data: opts.portrait.data };
     const portraitFace = (await analyzer.analyze(portraitImg)).face;
-    const portraitEmbedding = await embedder.embed(portraitImg, portraitFace.landmarks);
+    const portraitEmbedding = await embedder.describe(portraitImg, portraitFace.landmarks);
     const dProbe = await probeVideo(opts.driving);
     const rProbe = await probeVideo(opts.result);
     const n = Math.min(dProbe.frameCount, rProbe.frameCount);
@@ -270,11 +312,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateOutput> {
     const strip = new Set(Array.from({ length: k }, (_, i) => Math.round(((i + 0.5) * n) / k - 0.5)));
     const driving = await analyzeVideo(opts.driving, tracker, embedder, portraitEmbedding, strip, (i, t) => opts.onProgress?.('driving', i, t));
     const result = await analyzeVideo(opts.result, tracker, embedder, portraitEmbedding, strip, (i, t) => opts.onProgress?.('result', i, t));
-    const cmp = compareAnalyses(driving, result, thresholds);
+    const cmp = compareAnalyses(driving, result, thresholds, embedder.model.metric);
     const report: EvalReport = {
       inputs: { portrait: opts.portraitPath, driving: opts.driving, result: opts.result },
       identityModel: modelId,
       ...cmp,
+      identity: { ...cmp.identity, sameIdentityDistance: embedder.model.sameIdentityDistance },
       seconds: (performance.now() - t0) / 1000,
     };
     return {

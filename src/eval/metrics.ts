@@ -65,6 +65,11 @@ export function min(values: ArrayLike<number>): number {
   return v.length ? Math.min(...v) : Number.NaN;
 }
 
+export function max(values: ArrayLike<number>): number {
+  const v = Array.from(values).filter(Number.isFinite);
+  return v.length ? Math.max(...v) : Number.NaN;
+}
+
 /** The series minus its median (pose angles are compared as motion, not as absolute direction). */
 export function centred(values: ArrayLike<number>): number[] {
   const m = median(values);

@@ -20,6 +20,19 @@ const dataUrl = (b: Buffer | undefined) => (b ? `data:image/jpeg;base64,${b.toSt
 /** JSON with NaN as null (uPlot draws gaps), safe inside <script>. */
 const json = (v: unknown) => JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x)).replace(/</g, '\\u003c');
 
+/** Identity figures: distance (the checked metric for dlib-resnet) and cosine similarity. */
+function identityRows(r: EvalReport): string {
+  const id = r.identity;
+  const bound = id.sameIdentityDistance !== undefined ? `, &lt; ${fmt(id.sameIdentityDistance, 2)} = same person` : '';
+  const distance = `<tr><td>identity (embedding distance to the portrait${bound})</td><td>result ${fmt(id.resultVsPortrait.meanDistance)} (max ${fmt(id.resultVsPortrait.maxDistance)})</td><td>driving (different person) ${fmt(id.drivingVsPortrait.meanDistance)}</td></tr>`;
+  const cosine = `<tr><td>identity (cosine similarity to the portrait)</td><td>result ${fmt(id.resultVsPortrait.mean)} (min ${fmt(id.resultVsPortrait.min)})</td><td>driving (different person) ${fmt(id.drivingVsPortrait.mean)}</td></tr>`;
+  return id.metric === 'distance' ? `${distance}\n${cosine}` : cosine;
+}
+
+function identityPlotTitle(r: EvalReport): string {
+  return r.identity.metric === 'distance' ? `Identity: embedding distance to the portrait (${r.identityModel})` : `Identity: cosine similarity to the portrait (${r.identityModel})`;
+}
+
 export function renderReportHtml(out: EvaluateOutput): string {
   const r: EvalReport = out.report;
   const { js, css } = uplotAssets();
@@ -33,7 +46,7 @@ export function renderReportHtml(out: EvaluateOutput): string {
     yaw: [d.map((f) => f.yaw), s.map((f) => f.yaw)],
     pitch: [d.map((f) => f.pitch), s.map((f) => f.pitch)],
     roll: [d.map((f) => f.roll), s.map((f) => f.roll)],
-    identity: [s.map((f) => f.identity), d.map((f) => f.identity)],
+    identity: r.identity.metric === 'distance' ? [s.map((f) => f.identityDistance), d.map((f) => f.identityDistance)] : [s.map((f) => f.identity), d.map((f) => f.identity)],
     jitter: [r.perFrame.jitter.driving, r.perFrame.jitter.result],
   };
   const checks = r.checks
@@ -73,7 +86,7 @@ ${checks}
 <tr><td>eye openness</td><td>correlation ${fmt(r.expression.eye.correlation)}</td><td>mean abs error ${fmt(r.expression.eye.meanAbsError)}</td></tr>
 <tr><td>mouth opening</td><td>correlation ${fmt(r.expression.mouth.correlation)}</td><td>mean abs error ${fmt(r.expression.mouth.meanAbsError)}</td></tr>
 <tr><td>yaw / pitch / roll</td><td>correlation ${fmt(r.pose.yaw.correlation, 2)} / ${fmt(r.pose.pitch.correlation, 2)} / ${fmt(r.pose.roll.correlation, 2)}</td><td>mean abs error ${fmt(r.pose.yaw.meanAbsErrorDeg, 2)}° / ${fmt(r.pose.pitch.meanAbsErrorDeg, 2)}° / ${fmt(r.pose.roll.meanAbsErrorDeg, 2)}°</td></tr>
-<tr><td>identity (cosine to the portrait)</td><td>result ${fmt(r.identity.resultVsPortrait.mean)} (min ${fmt(r.identity.resultVsPortrait.min)})</td><td>driving (different person) ${fmt(r.identity.drivingVsPortrait.mean)}</td></tr>
+${identityRows(r)}
 <tr><td>landmark jitter (median, inter-ocular units)</td><td>result ${fmt(r.jitter.result, 4)}</td><td>driving ${fmt(r.jitter.driving, 4)} (ratio ${fmt(r.jitter.ratio, 2)})</td></tr>
 <tr><td>frames without a face</td><td>result ${r.noFace.result}</td><td>driving ${r.noFace.driving}</td></tr>
 </tbody></table>
@@ -92,7 +105,7 @@ const plots = [
   ['Yaw (deg)', S.yaw, ['driving', 'result']],
   ['Pitch (deg)', S.pitch, ['driving', 'result']],
   ['Roll (deg)', S.roll, ['driving', 'result']],
-  ['Identity: cosine similarity to the portrait', S.identity, ['result', 'driving (different person)']],
+  [${json(identityPlotTitle(r))}, S.identity, ['result', 'driving (different person)']],
   ['Landmark jitter (inter-ocular units)', S.jitter, ['driving', 'result']],
 ];
 const colours = ['#1f77b4', '#d62728'];

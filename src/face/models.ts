@@ -9,8 +9,13 @@ export interface FaceModelSpec {
   id: string;
   /** npm package and version range it is read from (the exact version is recorded in models/manifest.json). */
   package: string;
-  /** Path of the TF.js model.json inside the package. */
+  /** Path inside the package: the TF.js model.json, or for `builder: 'dlib-resnet'` the bare weights manifest. */
   file: string;
+  /**
+   * How models/<id>.onnx is made: 'tfjs-graph' (default) converts a TF.js graph model (src/face/convert/tfjs-to-onnx.ts);
+   * 'dlib-resnet' builds dlib's face recognition ResNet from a weights manifest (src/face/convert/dlib-resnet.ts).
+   */
+  builder?: 'tfjs-graph' | 'dlib-resnet';
   /** Licence of the model weights, as stated by their authors. */
   licence: string;
   /** Where the licence statement comes from. */
@@ -76,10 +81,27 @@ export type FaceModelId = 'blazeface-front' | 'blazeface-back' | 'facemesh' | 'i
 const NO_UPSTREAM_LICENCE = 'not stated upstream';
 
 /**
- * Identity embeddings that `xportrait-cam eval` measures with (src/eval/identity.ts): `mobileface` (the default) is
- * converted at install with the tracker's models (INSTALL_MODELS), `faceres` on first use. Their upstream
- * repositories carry no licence file; the npm package they ship in is MIT. They are used to measure, never in the
- * live path.
+ * eval's default identity model: dlib's face recognition ResNet, which Davis King released into the public domain
+ * (github.com/davisking/dlib-models README), as face-api.js ported it to TF.js weights; built at install
+ * (INSTALL_MODELS) by src/face/convert/dlib-resnet.ts.
+ */
+export const DLIB_RESNET_MODEL: FaceModelSpec = {
+  id: 'dlib-resnet',
+  package: '@vladmandic/face-api',
+  file: 'model/face_recognition_model-weights_manifest.json',
+  builder: 'dlib-resnet',
+  licence: 'public domain (dlib-models), MIT package',
+  licenceSource:
+    'dlib_face_recognition_resnet_model_v1 by Davis King, released into the public domain (github.com/davisking/dlib-models README: "anyone can do whatever they want with these model files"); weights ported to TF.js by face-api.js; the npm package @vladmandic/face-api is MIT (its LICENSE file)',
+  upstream: 'dlib face recognition ResNet v1 (29 conv layers), 150x150 aligned face -> 128-d descriptor',
+  inputSize: 150,
+  role: 'identity',
+};
+
+/**
+ * Identity embeddings `xportrait-cam eval` can also measure with (src/eval/identity.ts), converted on first use
+ * only. Their upstream repositories carry NO licence file (the npm package they ship in is MIT): kept as
+ * labelled options for comparison, never the default, never in the live path.
  */
 export const ON_DEMAND_MODELS: readonly FaceModelSpec[] = [
   {
@@ -106,16 +128,18 @@ export const ON_DEMAND_MODELS: readonly FaceModelSpec[] = [
   },
 ];
 
-/** What `npm run build:models` converts at install: the tracker's models and eval's default identity model. */
-export const INSTALL_MODELS: readonly FaceModelSpec[] = [...FACE_MODELS, ON_DEMAND_MODELS[0]];
+/** What `npm run build:models` builds at install: the tracker's models and eval's default identity model. */
+export const INSTALL_MODELS: readonly FaceModelSpec[] = [...FACE_MODELS, DLIB_RESNET_MODEL];
+
+const ALL_MODELS: readonly FaceModelSpec[] = [...FACE_MODELS, DLIB_RESNET_MODEL, ...ON_DEMAND_MODELS];
 
 export function faceModelSpec(id: string): FaceModelSpec {
-  const spec = FACE_MODELS.find((m) => m.id === id) ?? ON_DEMAND_MODELS.find((m) => m.id === id);
-  if (!spec) throw new Error(`unknown face model "${id}" (known: ${[...FACE_MODELS, ...ON_DEMAND_MODELS].map((m) => m.id).join(', ')})`);
+  const spec = ALL_MODELS.find((m) => m.id === id);
+  if (!spec) throw new Error(`unknown face model "${id}" (known: ${ALL_MODELS.map((m) => m.id).join(', ')})`);
   return spec;
 }
 
-/** Bumped when the converter's output for the same source changes (build-models then re-converts). */
+/** Bumped when the TF.js converter's output for the same source changes (build-models then re-converts). */
 export const CONVERTER_VERSION = 1;
 
 export interface ModelManifestEntry {

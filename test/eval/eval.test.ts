@@ -1,7 +1,8 @@
 /**
  * `xportrait-cam eval`: the statistics on their own, then the command on real videos. The warp engine's animation
- * of ../shared/media passes every threshold; the portrait as a still repeated 60 times fails the expression and
- * pose checks (exit status 3); both reports are written as JSON and a self-contained HTML page.
+ * of ../shared/media passes every threshold, identity included (dlib's ResNet: every frame within its same-person
+ * distance of the portrait, the driving person beyond it); the portrait as a still repeated 60 times fails the
+ * expression and pose checks (exit status 3); both reports are written as JSON and a self-contained HTML page.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -56,25 +57,42 @@ describe('eval statistics', () => {
     const n = 40;
     const figures = (k: number, follow: boolean): FrameFigures => {
       const t = follow ? k : 0;
-      return { lost: false, eyeOpen: t % 10 < 2 ? 0.05 : 0.95, mouth: 0.1 + 0.08 * Math.sin(t / 3), yaw: 5 * Math.sin(t / 7), pitch: 3 * Math.cos(t / 5), roll: 2 * Math.sin(t / 4), identity: follow ? 0.85 : 0.9 };
+      return { lost: false, eyeOpen: t % 10 < 2 ? 0.05 : 0.95, mouth: 0.1 + 0.08 * Math.sin(t / 3), yaw: 5 * Math.sin(t / 7), pitch: 3 * Math.cos(t / 5), roll: 2 * Math.sin(t / 4), identity: follow ? 0.85 : 0.9, identityDistance: follow ? 0.2 : 0.01 };
     };
     const lm = (k: number, follow: boolean) => Float32Array.from({ length: 468 * 3 }, (_, i) => (i % 3 === 2 ? 0 : (i % 7) * 10 + (follow ? Math.sin(k / 5) : 0)));
-    const video = (follow: boolean, identity?: number) => ({
-      frames: Array.from({ length: n }, (_, k) => ({ ...figures(k, follow), ...(identity !== undefined ? { identity } : {}) })),
+    const video = (follow: boolean, identity?: number, identityDistance?: number) => ({
+      frames: Array.from({ length: n }, (_, k) => ({ ...figures(k, follow), ...(identity !== undefined ? { identity } : {}), ...(identityDistance !== undefined ? { identityDistance } : {}) })),
       landmarks: Array.from({ length: n }, (_, k) => lm(k, follow)),
       iod: Array.from({ length: n }, () => 60),
     });
-    const driving = video(true, 0.1);
+    const driving = video(true, 0.1, 0.8);
     const good = compareAnalyses(driving, video(true), DEFAULT_THRESHOLDS);
     expect(good.checks.filter((c) => !c.pass)).toEqual([]);
     expect(good.pass).toBe(true);
+    // dlib-resnet's checks are on embedding distance (its own convention): a result as far from the portrait as
+    // another person fails all three; one near it passes.
+    const byDistance = compareAnalyses(driving, video(true), DEFAULT_THRESHOLDS, 'distance');
+    expect(byDistance.pass).toBe(true);
+    expect(byDistance.identity).toMatchObject({ metric: 'distance', distanceMargin: expect.closeTo(0.6, 10) });
+    const stranger = compareAnalyses(driving, video(true, 0.85, 0.7), DEFAULT_THRESHOLDS, 'distance');
+    expect(stranger.checks.filter((c) => !c.pass).map((c) => c.name)).toEqual([
+      'identity: result vs portrait (mean distance)',
+      'identity: farthest result frame from the portrait (distance)',
+      'identity margin over the driving baseline (distance)',
+    ]);
+    // One frame drifting to another person's distance fails the worst-frame check alone.
+    const drift = video(true);
+    drift.frames[7] = { ...drift.frames[7], identityDistance: 0.65 };
+    expect(compareAnalyses(driving, drift, DEFAULT_THRESHOLDS, 'distance').checks.filter((c) => !c.pass).map((c) => c.name)).toEqual([
+      'identity: farthest result frame from the portrait (distance)',
+    ]);
     const still = compareAnalyses(driving, video(false), DEFAULT_THRESHOLDS);
     expect(still.pass).toBe(false);
     const failed = still.checks.filter((c) => !c.pass).map((c) => c.name);
     expect(failed).toEqual(expect.arrayContaining(['eye openness correlation', 'mouth opening correlation', 'head pose correlation (mean of yaw, pitch, roll)']));
     // Lost faces in the result count against it.
     const lossy = video(true);
-    for (let k = 5; k < 10; k++) lossy.frames[k] = { ...lossy.frames[k], lost: true, eyeOpen: NaN, mouth: NaN, yaw: NaN, pitch: NaN, roll: NaN, identity: NaN };
+    for (let k = 5; k < 10; k++) lossy.frames[k] = { ...lossy.frames[k], lost: true, eyeOpen: NaN, mouth: NaN, yaw: NaN, pitch: NaN, roll: NaN, identity: NaN, identityDistance: NaN };
     const lost = compareAnalyses(driving, lossy, DEFAULT_THRESHOLDS);
     expect(lost.noFace).toMatchObject({ result: 5, resultFrames: [5, 6, 7, 8, 9] });
     expect(lost.checks.find((c) => c.name.startsWith('share of extra frames'))!.pass).toBe(false);
@@ -107,10 +125,15 @@ describe('eval command', () => {
     const report = JSON.parse(readFileSync(join(reportDir, 'report.json'), 'utf8')) as EvalReport;
     expect(report.pass).toBe(true);
     expect(report.frames).toEqual({ driving: 60, result: 60, compared: 60 });
-    expect(report.identityModel).toBe('mobileface');
-    // The driving video is a different person: its similarity to the portrait is the low baseline.
-    expect(report.identity.drivingVsPortrait.mean).toBeLessThan(0.4);
-    expect(report.identity.resultVsPortrait.mean).toBeGreaterThan(report.identity.drivingVsPortrait.mean + 0.3);
+    // dlib's public-domain ResNet by default, checked by its own convention (distance < 0.6 = same person).
+    expect(report.identityModel).toBe('dlib-resnet');
+    expect(report.identity).toMatchObject({ metric: 'distance', sameIdentityDistance: 0.6 });
+    // The driving video is a different person: beyond dlib's same-person distance from the portrait...
+    expect(report.identity.drivingVsPortrait.meanDistance).toBeGreaterThan(0.6);
+    // ...while every frame of the animated portrait stays within it.
+    expect(report.identity.resultVsPortrait.maxDistance).toBeLessThan(0.6);
+    expect(report.identity.resultVsPortrait.meanDistance).toBeLessThan(report.identity.drivingVsPortrait.meanDistance - 0.3);
+    expect(report.checks.map((c) => c.name)).toEqual(expect.arrayContaining(['identity: result vs portrait (mean distance)', 'identity margin over the driving baseline (distance)']));
     expect(report.noFace).toMatchObject({ driving: 0, result: 0 });
     expect(report.perFrame.result).toHaveLength(60);
     const html = readFileSync(join(reportDir, 'index.html'), 'utf8');
@@ -139,7 +162,8 @@ describe('eval command', () => {
       ]),
     );
     // Identity alone cannot tell a still from an animation: it is the portrait itself.
-    expect(report.identity.resultVsPortrait.mean).toBeGreaterThan(0.95);
+    expect(report.identity.resultVsPortrait.meanDistance).toBeLessThan(0.05);
+    expect(failed.filter((name) => name.startsWith('identity'))).toEqual([]);
     expect(readFileSync(join(reportDir, 'index.html'), 'utf8')).toMatch(/FAIL/);
   });
 
@@ -150,5 +174,8 @@ describe('eval command', () => {
     const noReport = await cli(['eval', '--portrait', SOURCE, '--driving', DRIVING, '--result', still]);
     expect(noReport.code).toBe(2);
     expect(noReport.stderr).toMatch(/--report DIR is required/);
+    const badModel = await cli(['eval', '--portrait', SOURCE, '--driving', DRIVING, '--result', still, '--report', join(dir, 'r'), '--identity-model', 'arcface']);
+    expect(badModel.code).toBe(2);
+    expect(badModel.stderr).toMatch(/--identity-model must be one of dlib-resnet, mobileface, faceres/);
   });
 });

@@ -1,12 +1,14 @@
 /**
  * Node side of the face models: where models/ is, building missing or stale ONNX files from the npm
  * tarballs (the same work `npm run build:models` does at install), and reading models/manifest.json.
+ * Each entry records which of our builders made it (name + version): a change of builder rebuilds the file.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { convertTfjsModelFile, readTfjsGraphModel, sha256 } from '../convert/files.ts';
+import { DLIB_RESNET_BUILDER_VERSION } from '../convert/dlib-resnet.ts';
+import { buildDlibResnetModelFile, convertTfjsModelFile, readTfjsGraphModel, readTfjsWeightsManifest, sha256 } from '../convert/files.ts';
 import { ONNX_OPSET } from '../convert/tfjs-to-onnx.ts';
 import { CONVERTER_VERSION, faceModelSpec, INSTALL_MODELS, type FaceModelSpec, type ModelManifest, type ModelManifestEntry } from '../models.ts';
 
@@ -53,6 +55,22 @@ export interface BuildReport {
   entry: ModelManifestEntry;
 }
 
+/** Which of our builders makes a model, and the version recorded in models/manifest.json. */
+function builderOf(spec: FaceModelSpec): { name: string; version: number; sourceSha256: (path: string) => string } {
+  if (spec.builder === 'dlib-resnet') {
+    return {
+      name: 'xportrait-cam src/face/convert/dlib-resnet.ts (face-api weights manifest -> dlib ResNet ONNX)',
+      version: DLIB_RESNET_BUILDER_VERSION,
+      sourceSha256: (path) => readTfjsWeightsManifest(path).sourceSha256,
+    };
+  }
+  return {
+    name: 'xportrait-cam src/face/convert (TF.js graph model -> ONNX)',
+    version: CONVERTER_VERSION,
+    sourceSha256: (path) => readTfjsGraphModel(path).sourceSha256,
+  };
+}
+
 /**
  * Make sure models/<id>.onnx exists and matches its source and the converter version; convert otherwise.
  * Returns what was done. Writes models/manifest.json.
@@ -68,17 +86,26 @@ export function ensureFaceModels(opts: { dir?: string; ids?: string[]; force?: b
     const src = packageFile(spec.package, spec.file);
     const out = join(dir, `${spec.id}.onnx`);
     const prev = manifest.models[spec.id];
-    if (!opts.force && prev && existsSync(out) && prev.source.version === src.version && prev.converter.version === CONVERTER_VERSION) {
-      const { sourceSha256 } = readTfjsGraphModel(src.path);
-      if (sourceSha256 === prev.source.sha256 && sha256(readFileSync(out)) === prev.sha256) {
+    const builder = builderOf(spec);
+    if (
+      !opts.force &&
+      prev &&
+      existsSync(out) &&
+      prev.source.package === spec.package &&
+      prev.source.version === src.version &&
+      prev.converter.name === builder.name &&
+      prev.converter.version === builder.version
+    ) {
+      if (builder.sourceSha256(src.path) === prev.source.sha256 && sha256(readFileSync(out)) === prev.sha256) {
         reports.push({ id: spec.id, status: 'up-to-date', ms: performance.now() - t0, entry: prev });
         continue;
       }
     }
-    const res = convertTfjsModelFile(src.path, out, {
+    const buildOpts = {
       name: spec.id,
       metadata: { source: `${spec.package}@${src.version}/${spec.file}`, licence: spec.licence, upstream: spec.upstream },
-    });
+    };
+    const res = spec.builder === 'dlib-resnet' ? buildDlibResnetModelFile(src.path, out, buildOpts) : convertTfjsModelFile(src.path, out, buildOpts);
     const entry: ModelManifestEntry = {
       id: spec.id,
       file: `${spec.id}.onnx`,
@@ -88,7 +115,7 @@ export function ensureFaceModels(opts: { dir?: string; ids?: string[]; force?: b
       licence: spec.licence,
       licenceSource: spec.licenceSource,
       upstream: spec.upstream,
-      converter: { name: 'xportrait-cam src/face/convert (TF.js graph model -> ONNX)', version: CONVERTER_VERSION, opset: ONNX_OPSET },
+      converter: { name: builder.name, version: builder.version, opset: ONNX_OPSET },
       inputs: res.inputs.map((i) => ({ name: i.name, shape: i.shape })),
       outputs: res.outputs,
     };
