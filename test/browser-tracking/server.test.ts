@@ -20,6 +20,7 @@ import { encodeLandmarkMessage, normalizeLandmarks } from '../../src/session/lan
 import { silentLogger } from '../../src/util/log.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { waitFor, WsClient } from '../helpers/signaling-client.ts';
+import { buildTinyPack } from '../xportrait/pack-fixture.ts';
 import { NodeLandmarkClient } from './node-landmark-client.ts';
 import { trackedDrivingFrames, type TrackedFrame } from './fixtures.ts';
 
@@ -201,6 +202,50 @@ describe('landmarks over a real data channel', () => {
     ws.send({ type: 'ping', t: 1 });
     await ws.next('pong');
     ws.close();
+  });
+});
+
+describe('the xportrait engine on client landmarks', () => {
+  it('aligns the driving frames and cuts the eye/mouth patches from the page’s landmarks of each frame', async () => {
+    const pack = await buildTinyPack(['vae_encoder', 'vae_decoder', 'refnet_bank', 'cn_hint_pose', 'cn_body_pose', 'cn_hint_local', 'cn_body_local', 'unet_cond']);
+    const engines = new EngineHost(silentLogger(), { pack: pack.dir, steps: 2, window: 8, threads: 2 });
+    const s3 = await startTestServer({ engine: 'xportrait', outputSize: 256, tracking: 'client' }, { engines, statsIntervalMs: 300 });
+    try {
+      const c = await NodeLandmarkClient.start(s3.url, { sendVideo: true, tracking: 'client', engine: 'xportrait' });
+      try {
+        await c.opened(60_000);
+        for (let i = 0; i < 30; i++) {
+          c.sendFrame(W, H, frames[i].data);
+          c.sendLandmarks(messages[i]);
+          await sleep(1000 / 15);
+        }
+        const session = [...s3.sessions][0];
+        await waitFor(() => session.stats().framesSent >= 5, 30_000, 'xportrait avatar frames');
+        // let the frame in flight finish (no frames come in any more)
+        let last = -1;
+        while (session.stats().framesProcessed !== last) {
+          last = session.stats().framesProcessed;
+          await sleep(1500);
+        }
+        const st = session.stats();
+        const t = st.tracking!;
+        const runs = st.engineStats.extra as Record<string, number>;
+        // every frame the engine took came with the page's landmarks of that very frame (client mode: no server tracker)
+        expect(t.engineFrames).toMatchObject({ server: 0, none: 0 });
+        expect(t.engineFrames.client).toBe(st.framesProcessed);
+        expect(t.pairing.unpaired).toBe(0);
+        // and each one was aligned and had its local (eye/mouth) patches cut: the hint networks ran per frame
+        expect(runs['runs.cn_hint_pose']).toBe(st.framesProcessed);
+        expect(runs['runs.cn_hint_local']).toBe(st.framesProcessed);
+        expect(c.avatarTimes.length).toBeGreaterThanOrEqual(5);
+      } finally {
+        c.close();
+      }
+    } finally {
+      await s3.close();
+      await engines.close();
+      pack.remove();
+    }
   });
 });
 
