@@ -212,8 +212,8 @@ describe('face tracking in headless chromium', () => {
       expect(seen.filter((u) => u.includes('/models/') || u.includes('/ort/') || u.includes('tracking-worker'))).toEqual([]);
       await p2.click('#stop');
 
-      // 8 cores, and a keep-up bar no browser meets (1000 fps): the page tracks first, then hands over
-      await p2.goto(`${auto.url}/?engine=warp&cores=8&keepUpFps=1000`);
+      // 8 cores, and keep-up bars no browser meets (1000 fps, twice the camera's rate): it tracks first, then hands over
+      await p2.goto(`${auto.url}/?engine=warp&cores=8&keepUpFps=1000&keepUpShare=2`);
       await p2.click('#start');
       await p2.waitForFunction(() => ((window as any).xp.tracking.tracker?.stats().sent ?? 0) > 5, null, { timeout: 120_000 });
       await p2.waitForFunction(() => /Face tracking moved to the server/.test(document.getElementById('message')?.textContent ?? ''), null, { timeout: 30_000 });

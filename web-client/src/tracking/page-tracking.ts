@@ -14,8 +14,8 @@
  *  - `landmarks`: this browser tracks and sends no video at all (engines that animate from landmarks alone: warp).
  *  - `server`: the server tracks.
  *
- * Other URL options: mesh=1 (overlay on), ortBackend=auto|wasm|webgpu, ortThreads=N, keepUpFps=N (the auto
- * threshold), trackLog=N (keep the last N results with full-precision landmarks in window.xp.tracking.tracker.records).
+ * Other URL options: mesh=1 (overlay on), ortBackend=auto|wasm|webgpu, ortThreads=N, keepUpFps=N and keepUpShare=X
+ * (the automatic mode's thresholds), trackLog=N (keep the last N results with full-precision landmarks in window.xp.tracking.tracker.records).
  */
 import type { ServerStats } from '../signaling.ts';
 import { BrowserTracking, createLandmarkChannel, trackingSupport } from './browser-tracking.ts';
@@ -71,8 +71,9 @@ export interface TrackingControls {
 
 export class PageTracking {
   tracker: BrowserTracking | undefined;
-  /** Auto mode's keep-up threshold, frames a second (?keepUpFps=, default KEEP_UP_FPS). */
+  /** Auto mode's keep-up thresholds: frames a second (?keepUpFps=) and share of the camera's (?keepUpShare=). */
   keepUpFps: number;
+  keepUpShare: number;
   /** Called with a message for the user (e.g. auto mode handed tracking to the server). */
   onNote: ((text: string, kind: 'error' | 'info') => void) | undefined;
   #loading: Promise<BrowserTracking | undefined> | undefined;
@@ -93,6 +94,7 @@ export class PageTracking {
   ) {
     this.#params = params;
     this.keepUpFps = Number(params.get('keepUpFps')) || KEEP_UP_FPS;
+    this.keepUpShare = Number(params.get('keepUpShare')) || KEEP_UP_SHARE;
     const wanted = params.get('tracking') as PageTrackingMode | null;
     if (wanted && MODES.includes(wanted)) ui.mode.value = wanted;
     if (params.get('mesh') === '1') ui.showMesh.checked = true;
@@ -220,6 +222,7 @@ export class PageTracking {
   #watchKeepUp(t: BrowserTracking): void {
     clearInterval(this.#keepUpTimer);
     const minFps = this.keepUpFps;
+    const minShare = this.keepUpShare;
     let last = t.stats();
     let trackingFor = 0;
     let below = 0;
@@ -230,7 +233,7 @@ export class PageTracking {
       last = now;
       if (tracked > 0) trackingFor++;
       if (trackingFor <= WARM_UP_SECONDS) return;
-      below = tracked < minFps && tracked < KEEP_UP_SHARE * presented ? below + 1 : 0;
+      below = tracked < minFps && tracked < minShare * presented ? below + 1 : 0;
       if (below < KEEP_UP_SECONDS) return;
       clearInterval(this.#keepUpTimer);
       this.#handedOver = `this browser tracked ${tracked} of ${presented} camera frames a second`;
