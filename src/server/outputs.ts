@@ -12,6 +12,7 @@
  *   POST    /api/rooms/<room>/view-token   a view token for sharing links (publish token; null without --secret)
  *   GET     /view/<room>, /obs/<room>  the viewer page and the chrome-less OBS page
  */
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -38,6 +39,11 @@ export interface SessionOutputs {
   authorizePublish(opts: { remoteAddress: string | undefined; token: string | undefined; room: string | undefined }): Promise<string | undefined>;
   /** Make the session the room's publisher (throws RoomError room_busy). */
   publish(room: string, session: LiveSession, engine: string): void;
+  /**
+   * A room for a publisher that named none: the default room (--room) while nobody publishes there, else a fresh
+   * one (`<default>-<4 hex>`), so a second tab or user is never refused for a room they did not ask for.
+   */
+  assignRoom(): string;
   roomStatus(room: string): RoomStatus | undefined;
 }
 
@@ -258,6 +264,15 @@ export class Outputs implements SessionOutputs {
 
   publish(room: string, session: LiveSession, engine: string): void {
     this.rooms.open(room).publish(session, engine);
+  }
+
+  assignRoom(): string {
+    const preferred = this.#config.room;
+    if (!this.rooms.get(preferred)?.status().publishing) return preferred;
+    for (;;) {
+      const candidate = `${preferred.slice(0, 59)}-${randomBytes(2).toString('hex')}`;
+      if (!this.rooms.get(candidate)?.status().publishing) return candidate;
+    }
   }
 
   roomStatus(room: string): RoomStatus | undefined {

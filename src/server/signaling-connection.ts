@@ -200,12 +200,18 @@ export class SignalingConnection {
       this.ctx.sessions.add(session);
       this.ctx.onSessionStarted?.(session, engineName);
       this.#room = undefined;
+      // A publisher that named no room (and whose token names none) gets the default room if it is free, else a
+      // fresh one: two tabs or two users on one server are never refused for a room neither of them chose.
+      const assigned = this.ctx.outputs !== undefined && room === undefined;
+      if (assigned) room = this.ctx.outputs?.assignRoom();
       if (room) {
         try {
           this.ctx.outputs?.publish(room, session, engineName);
         } catch (err) {
-          if (err instanceof RoomError) throw new StartError('room_busy', err.message);
-          throw err;
+          if (!(err instanceof RoomError)) throw err;
+          if (!assigned || err.code !== 'room_busy') throw new StartError('room_busy', err.message);
+          room = this.ctx.outputs?.assignRoom() as string; // lost a race for the default room to another start
+          this.ctx.outputs?.publish(room, session, engineName);
         }
         this.#room = room;
       }

@@ -300,4 +300,34 @@ describe('without a secret', () => {
       await open.close();
     }
   });
+  it('publishers that name no room get the default room while it is free, then rooms of their own; a named busy room is refused', async () => {
+    const open = await startTestServer({});
+    const sessions: NodeSession[] = [];
+    const roomOf = async (s: NodeSession) => ((await s.ws.next(['room'])) as unknown as { room: { name: string; publishing: boolean } }).room;
+    try {
+      sessions.push(await startNodeSession(open.url));
+      const first = await roomOf(sessions[0]);
+      expect(first).toMatchObject({ name: 'main', publishing: true });
+      sessions.push(await startNodeSession(open.url));
+      sessions.push(await startNodeSession(open.url));
+      const names = [first.name, (await roomOf(sessions[1])).name, (await roomOf(sessions[2])).name];
+      expect(names[1]).toMatch(/^main-[0-9a-f]{4}$/);
+      expect(new Set(names).size).toBe(3);
+      for (const name of names) await waitFor(() => (open.outputs.rooms.get(name)?.frames ?? 0) > 5, 10_000, `frames in room ${name}`);
+      // naming a room that is taken is still an error the user sees
+      const named = await startNodeSession(open.url, { room: 'main' }).then(
+        (s) => (s.close(), undefined),
+        (e: { code?: string }) => e,
+      );
+      expect(named?.code).toBe('room_busy');
+      // once the first publisher leaves, the default room is free for the next one
+      sessions.shift()?.close();
+      await waitFor(() => !open.outputs.rooms.get('main')?.status().publishing, 10_000, 'the default room to be free');
+      sessions.push(await startNodeSession(open.url));
+      expect((await roomOf(sessions[sessions.length - 1])).name).toBe('main');
+    } finally {
+      for (const s of sessions) s.close();
+      await open.close();
+    }
+  });
 });

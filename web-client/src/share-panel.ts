@@ -40,6 +40,8 @@ export class SharePanel {
   #viewToken: string | null | undefined;
   #status: RoomStatus | undefined;
   #locked = false;
+  /** The user named the room (?room= or the field); else the server picks one. */
+  #roomChosen = false;
   readonly #el: Record<string, HTMLElement>;
 
   constructor(readonly root: HTMLElement) {
@@ -56,11 +58,15 @@ export class SharePanel {
     if (t) sessionStorage.setItem('xp-token', t);
     this.token = t ?? sessionStorage.getItem('xp-token') ?? undefined;
     const r = params.get('room');
-    if (r && ROOM_NAME.test(r)) this.room = r;
+    if (r && ROOM_NAME.test(r)) {
+      this.room = r;
+      this.#roomChosen = true;
+    }
     (this.#el.room as HTMLInputElement).addEventListener('change', () => {
       const v = (this.#el.room as HTMLInputElement).value.trim();
       if (ROOM_NAME.test(v)) {
         this.room = v;
+        this.#roomChosen = true;
         this.#viewToken = undefined;
         this.#status = undefined;
         void this.render();
@@ -79,9 +85,12 @@ export class SharePanel {
     void this.render();
   }
 
-  /** Fields the offer carries. */
-  offerFields(): { room: string; token?: string } {
-    return { room: this.room, token: this.token };
+  /**
+   * Fields the offer carries. The room only when the user chose one (?room= or the field): otherwise the server
+   * assigns one (its --room while free, else a fresh one) and says which in its `room` message.
+   */
+  offerFields(): { room?: string; token?: string } {
+    return { room: this.#roomChosen ? this.room : undefined, token: this.token };
   }
 
   /** Headers for uploads (a publish step). */
@@ -102,6 +111,12 @@ export class SharePanel {
 
   update(status: RoomStatus): void {
     this.#status = status;
+    if (status.name !== this.room) {
+      // The server assigned another room (the default one was taken): the links follow it.
+      this.room = status.name;
+      this.#viewToken = undefined;
+      (this.#el.room as HTMLInputElement).value = this.room;
+    }
     void this.render();
   }
 
