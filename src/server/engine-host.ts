@@ -46,6 +46,8 @@ export class EngineHost {
   }
 
   async close(): Promise<void> {
+    // A load still running (the start-up preload, say) finishes first, so its engine is closed too, not leaked.
+    await Promise.allSettled([...this.#loading.values()]);
     const engines = [...this.#loaded.values()];
     this.#loaded.clear();
     this.#loading.clear();

@@ -123,8 +123,25 @@ export class XportraitServer {
       `serving on ${server.url}`,
     );
     await server.outputs.announce(server.url);
+    server.#preloadDefaultEngine();
     if (!server.webClientBuilt) deps.logger.warn({ webRoot: server.webRoot }, 'web client is not built: run npm run build:web');
     return server;
+  }
+
+  /**
+   * Load the default engine (and the face models it needs) in the background right after start, so the first user
+   * does not wait for model files and ORT sessions after pressing Start. A failure is only logged: the session that
+   * asks for the engine retries the load and reports the error to its user.
+   */
+  #preloadDefaultEngine(): void {
+    const name = this.config.engine;
+    void this.engines
+      .get(name)
+      .then(async (engine) => {
+        if (engine.needsFace) await this.#signalingContext().analyzerFactory();
+        this.#log.info({ event: 'engine_preloaded', engine: name }, 'default engine ready');
+      })
+      .catch((err: Error) => this.#log.warn({ event: 'engine_preload_failed', engine: name, err: err.message }, 'default engine could not be preloaded; sessions will retry'));
   }
 
   get address(): AddressInfo {
