@@ -192,6 +192,11 @@ export class FaceTracker {
     return this.#timer.snapshot();
   }
 
+  /** Drop the stage timings gathered so far (benchmarks: after the warm-up). */
+  clearTimings(): void {
+    this.#timer.clear();
+  }
+
   /** Forget the tracked face: the next frame runs the detector. */
   reset(): void {
     this.#roi = undefined;

@@ -28,6 +28,11 @@ export class StageTimer {
     }
   }
 
+  /** Forget every sample (after a warm-up, say). */
+  clear(): void {
+    this.#samples.clear();
+  }
+
   snapshot(): Record<string, StageStats> {
     const out: Record<string, StageStats> = {};
     for (const [stage, s] of this.#samples) {
