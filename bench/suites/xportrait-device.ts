@@ -1,0 +1,283 @@
+/**
+ * X-Portrait on an execution provider: the figures the engine issue asks of a GPU (per-graph times, live fps at
+ * 1, 2 and 4 LCM steps), measured the same way on any device so CPU and GPU runs compare.
+ *
+ * - The pack: `--xpd-pack DIR`, or `--xpd-synthetic full|tiny`: a pack built here from a synthetic random-weight
+ *   checkpoint of the default (official, 512²) config written by our torch-zip writer (full: ~3 B parameters, fp16,
+ *   ~6 GB written, then built, ~12 GB of disk in all), or from ../shared's xp-tiny-64 (tiny). A random text context
+ *   stands in for CLIP("") (timing does not depend on it).
+ * - Per graph: the shapes one live tick uses (the window's batch for the UNet and ControlNet bodies, one frame for
+ *   the hint encoders and the VAE), random inputs, 2 warm-up runs, then `--xpd-reps` timed runs: p50/min.
+ * - Live: the engine's live pipeline and runner (live.ts, live-runner.ts), as a session runs them, on random driving
+ *   hints: `--xpd-frames` frames per step count, one frame after the other as fast as the device goes; fps over the
+ *   frames after the pipeline is full (lag + window), tick and decode p50/p95, time to the first output.
+ *
+ *   npm run bench -- xportrait-device [--xpd-pack DIR | --xpd-synthetic full|tiny] [--xpd-device cpu|cuda|tensorrt|webgpu]
+ *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window|kvcache] [--xpd-reps 10] [--xpd-threads N]
+ *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs]
+ *
+ * scripts/device/ bundles this suite with node and onnxruntime-node for a GPU machine that has neither.
+ */
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { float32ToBytes, writeSafetensors, writeTorchZip } from '../../src/model/checkpoint/index.ts';
+import { defaultConfigPath } from '../../src/model/config.ts';
+import { syntheticTensors } from '../synthetic-checkpoint.ts';
+import { buildPack, readPackManifest, resolveDims, type PackManifest } from '../../src/model/pack/index.ts';
+import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
+import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
+import { LivePipeline } from '../../src/engine/xportrait/live.ts';
+import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
+import type { F32 } from '../../src/engine/xportrait/networks.ts';
+import { CONTEXT_FILE, openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
+import { DEVICES, type Device } from '../../src/engine/xportrait/providers.ts';
+import { FastGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
+import { quantile } from '../../src/util/timing.ts';
+
+interface Ctx {
+  args: string[];
+  log: (m: string) => void;
+}
+
+function arg(ctx: Ctx, name: string): string | undefined {
+  const i = ctx.args.indexOf(name);
+  return i >= 0 ? ctx.args[i + 1] : undefined;
+}
+
+const round = (x: number, d = 1) => +x.toFixed(d);
+
+function stats(ms: number[]) {
+  const s = ms.slice().sort((a, b) => a - b);
+  return { n: s.length, p50: round(quantile(s, 0.5)), p95: round(quantile(s, 0.95)), min: round(s[0] ?? NaN), mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)) };
+}
+
+async function writeRandomContext(dir: string, manifest: PackManifest): Promise<void> {
+  const C = manifest.layout.contextDim;
+  const data = new SeededGaussian(7).fill(new Float32Array(77 * C));
+  await writeSafetensors(join(dir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: [1, 77, C], data: float32ToBytes(data, 'float32') }]);
+}
+
+async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']): Promise<{ packDir: string; seconds: Record<string, number> }> {
+  const packDir = join(dir, `xp-${kind}-pack`);
+  const seconds: Record<string, number> = {};
+  let checkpoint: string;
+  let config: string | undefined;
+  if (kind === 'tiny') {
+    const tiny = resolve(process.env.XPORTRAIT_SHARED ?? '../shared', 'conformance/xp-tiny-64');
+    checkpoint = join(tiny, 'checkpoint.th');
+    config = join(tiny, 'config.yaml');
+    if (!existsSync(checkpoint)) throw new Error(`--xpd-synthetic tiny needs ${checkpoint} (set XPORTRAIT_SHARED to the shared folder)`);
+  } else {
+    checkpoint = join(dir, 'xp-synthetic-full-fp16.th');
+    log(`writing a synthetic full-size fp16 checkpoint (default config) to ${checkpoint}`);
+    const t0 = performance.now();
+    await writeTorchZip(checkpoint, syntheticTensors(defaultConfigPath()), { archiveName: 'synthetic' });
+    seconds.checkpointWrite = round((performance.now() - t0) / 1000);
+    log(`  ${(statSync(checkpoint).size / 2 ** 30).toFixed(2)} GiB in ${seconds.checkpointWrite} s`);
+  }
+  log(`building the ${kind} pack (${kind === 'full' ? 'fp16' : 'fp32'}) in ${packDir}`);
+  const t1 = performance.now();
+  let lastLog = 0;
+  await buildPack({
+    checkpoint,
+    config,
+    out: packDir,
+    precision: kind === 'full' ? 'float16' : 'float32',
+    force: true,
+    onProgress: (e) => {
+      if (performance.now() - lastLog > 15_000) {
+        lastLog = performance.now();
+        log(`  build: ${JSON.stringify(e).slice(0, 120)}`);
+      }
+    },
+  });
+  seconds.packBuild = round((performance.now() - t1) / 1000);
+  if (kind === 'full') rmSync(checkpoint, { force: true });
+  await writeRandomContext(packDir, await readPackManifest(packDir));
+  return { packDir, seconds };
+}
+
+/** The shapes one live tick feeds each graph: the window's batch for the bodies and UNet, one frame elsewhere. */
+function tickBatch(graph: string, window: number): number {
+  return /^(cn_body_|unet_)/.test(graph) ? window : 1;
+}
+
+async function graphTimings(pack: LoadedPack, opened: string[], window: number, reps: number, log: Ctx['log']) {
+  const m = pack.manifest;
+  const rnd = new SeededGaussian(3);
+  const out: Record<string, unknown> = {};
+  for (const [name, g] of Object.entries(m.graphs)) {
+    if (name.endsWith('_kv')) continue; // their cache inputs depend on the tick; the live kvcache run times them
+    if (!pack.runtime.manifest.graphs[name] || !opened.includes(name)) continue;
+    const batch = tickBatch(name, window);
+    const dims = resolveDims(m, { batch, latentH: m.layout.latentSize });
+    const feeds: Record<string, ort.Tensor> = {};
+    try {
+      for (const i of g.inputs) {
+        const shape = i.shape.map(dims);
+        const n = shape.reduce((a, b) => a * b, 1);
+        feeds[i.name] =
+          i.type === 'int64'
+            ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % 1000)), shape)
+            : new ort.Tensor('float32', rnd.fill(new Float32Array(n)), shape);
+      }
+      const run = () => pack.runtime.run(name, feeds);
+      await run();
+      await run();
+      const ms: number[] = [];
+      for (let r = 0; r < reps; r++) {
+        const t0 = performance.now();
+        await run();
+        ms.push(performance.now() - t0);
+      }
+      out[name] = { batch, ...stats(ms) };
+      log(`  ${name} (batch ${batch}): p50 ${round(quantile(ms.slice().sort((a, b) => a - b), 0.5))} ms`);
+    } catch (err) {
+      out[name] = { batch, error: (err as Error).message.split('\n')[0] };
+      log(`  ${name}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  return out;
+}
+
+async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; policy: 'window' | 'kvcache'; window: number }) {
+  const net = pack.networks.fork();
+  const S = pack.imageSize;
+  const rnd = new SeededGaussian(11);
+  const portrait = rnd.fill(new Float32Array(3 * S * S)).map((v) => Math.max(-1, Math.min(1, v * 0.5)));
+  const z = await net.encode({ data: portrait, dims: [1, 3, S, S] });
+  const zRef: F32 = { data: z.data.slice(), dims: z.dims };
+  const caches = {
+    bank: new CountingCache<F32[]>('bank', { sizeOf: bytesOf }),
+    hint: new CountingCache<F32>('hint', { sizeOf: bytesOf }),
+    sourceLatent: new CountingCache<F32>('sourceLatent', { sizeOf: bytesOf }),
+  };
+  const denoiser = new LiveNetworkDenoiser({ net, caches, policy: o.policy, portraitKey: 'bench', zRef, latentDims: pack.latentDims, kvSites: pack.kvSites });
+  const pipeline = new LivePipeline<number>({
+    schedule: pack.schedule,
+    frameSize: zRef.data.length,
+    timesteps: lcmTimesteps(o.steps, pack.schedule.alphasCumprod.length),
+    policy: o.policy,
+    window: o.window,
+    sinkFrames: 2,
+    contextTimestep: 0,
+    guidance: 1,
+    noise: new FastGaussian(5),
+  });
+  // a few distinct driving hints, cycled (hint encoders run per frame regardless)
+  const hintSets = Array.from({ length: 4 }, () => ({
+    pose: { data: rnd.fill(new Float32Array(3 * S * S)), dims: [1, 3, S, S] },
+    local: { data: rnd.fill(new Float32Array(3 * S * S)), dims: [1, 3, S, S] },
+  }));
+  const full = pipeline.lagFrames + o.window; // from here on every tick is steady state
+  const t0 = performance.now();
+  let ttff = -1;
+  let outputs = 0;
+  let steadyStart = 0;
+  let steadyOutputs = 0;
+  const tick: number[] = [];
+  const decode: number[] = [];
+  const frame: number[] = [];
+  for (let i = 0; i < o.frames; i++) {
+    if (i === full) {
+      steadyStart = performance.now();
+      steadyOutputs = 0;
+    }
+    const f0 = performance.now();
+    await denoiser.addFrame(pipeline.nextSeq, hintSets[i % hintSets.length] as never);
+    const out = await pipeline.push(i, zRef.data, denoiser);
+    const f1 = performance.now();
+    if (out) {
+      await net.decode({ data: out.latent, dims: [1, ...pack.latentDims] });
+      decode.push(performance.now() - f1);
+      outputs++;
+      steadyOutputs++;
+      if (ttff < 0) ttff = performance.now() - t0;
+    }
+    if (i >= full) {
+      tick.push(f1 - f0);
+      frame.push(performance.now() - f0);
+    }
+  }
+  const steadyS = (performance.now() - steadyStart) / 1000;
+  pipeline.reset(denoiser);
+  return {
+    steps: o.steps,
+    policy: o.policy,
+    window: o.window,
+    lagFrames: pipeline.lagFrames,
+    frames: o.frames,
+    outputs,
+    steadyFrames: frame.length,
+    fps: frame.length ? round(steadyOutputs / steadyS) : null,
+    timeToFirstOutputMs: round(ttff, 0),
+    tickMs: stats(tick),
+    decodeMs: stats(decode),
+    frameMs: stats(frame),
+    graphMs: Object.fromEntries(Object.entries(net.counters.ms).map(([g, v]) => [g, round(v / Math.max(1, net.counters.runs[g] ?? 1), 1)])),
+    graphRuns: net.counters.runs,
+  };
+}
+
+export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
+  const device = (arg(ctx, '--xpd-device') ?? 'cpu') as Device;
+  if (!DEVICES.includes(device)) throw new Error(`--xpd-device must be one of ${DEVICES.join(', ')}`);
+  const steps = (arg(ctx, '--xpd-steps') ?? '1,2,4').split(',').map(Number);
+  const frames = Number(arg(ctx, '--xpd-frames') ?? 48);
+  const reps = Number(arg(ctx, '--xpd-reps') ?? 10);
+  const policy = (arg(ctx, '--xpd-policy') ?? 'window') as 'window' | 'kvcache';
+  const threads = arg(ctx, '--xpd-threads') ? Number(arg(ctx, '--xpd-threads')) : undefined;
+  const synthetic = arg(ctx, '--xpd-synthetic') as 'full' | 'tiny' | undefined;
+  let packDir = arg(ctx, '--xpd-pack');
+  if (!packDir && !synthetic) throw new Error('give --xpd-pack DIR or --xpd-synthetic full|tiny');
+  const workDir = arg(ctx, '--xpd-dir') ?? mkdtempSync(join(os.tmpdir(), 'xp-device-'));
+  const res: Record<string, unknown> = { device, policy, steps, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) } };
+  try {
+    if (!packDir) {
+      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log);
+      packDir = built.packDir;
+      res.synthetic = { kind: synthetic, seconds: built.seconds };
+    }
+    ctx.log(`opening ${packDir} on ${device}`);
+    const load: Record<string, number> = {};
+    const t0 = performance.now();
+    // The graphs a live session at guidance 1 opens (as the engine's graphsFor): each UNet variant is another full
+    // UNet session (~5 GB as float32 on CPU), so the unconditional one only with --xpd-uncond (CFG figures).
+    const manifest = await readPackManifest(packDir);
+    const unet = policy === 'kvcache' ? 'unet_cond_kv' : 'unet_cond';
+    const uncond = ctx.args.includes('--xpd-uncond') ? [unet.replace('cond', 'uncond')] : [];
+    const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || g === unet || uncond.includes(g));
+    res.graphsOpened = graphs;
+    const pack = await openPack(packDir, { device, intraOpThreads: threads, graphs, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
+    res.pack = { dir: packDir, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
+    try {
+      const mw = pack.manifest.motion?.window;
+      const window = arg(ctx, '--xpd-window') ? Number(arg(ctx, '--xpd-window')) : typeof mw === 'number' ? mw : (pack.manifest.motion?.officialWindow ?? 16);
+      res.window = window;
+      if (!ctx.args.includes('--xpd-skip-graphs')) {
+        ctx.log(`per-graph times (${reps} runs after 2 warm-ups)`);
+        res.graphs = await graphTimings(pack, graphs, window, reps, ctx.log);
+      }
+      const live: unknown[] = [];
+      for (const k of steps) {
+        ctx.log(`live pipeline: ${k} step(s), ${frames} frames, policy ${policy}`);
+        try {
+          const r = await liveRun(pack, { steps: k, frames, policy, window });
+          ctx.log(`  ${r.fps ?? '–'} fps steady, tick p50 ${r.tickMs.p50} ms, decode p50 ${r.decodeMs.p50} ms, first output after ${r.timeToFirstOutputMs} ms`);
+          live.push(r);
+        } catch (err) {
+          ctx.log(`  failed: ${(err as Error).message.split('\n')[0]}`);
+          live.push({ steps: k, error: (err as Error).message.split('\n')[0] });
+        }
+      }
+      res.live = live;
+    } finally {
+      await pack.close();
+    }
+  } finally {
+    if (!ctx.args.includes('--xpd-keep') && !arg(ctx, '--xpd-dir')) rmSync(workDir, { recursive: true, force: true });
+  }
+  return res;
+}

@@ -1,0 +1,25 @@
+/**
+ * Entry point of the device bundle (scripts/device/make-carry.mjs): runs the xportrait-device bench suite with the
+ * command line's arguments and writes its JSON to `--json FILE` (and stdout).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import os from 'node:os';
+import { run } from '../../bench/suites/xportrait-device.ts';
+
+const args = process.argv.slice(2);
+const jsonAt = args.indexOf('--json');
+const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;
+const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, platform: `${os.platform()}-${os.arch()}`, args };
+try {
+  report.result = await run({ args, log: (m) => process.stderr.write(`${m}\n`) });
+} catch (err) {
+  report.error = (err as Error).stack ?? String(err);
+  process.exitCode = 1;
+}
+const json = JSON.stringify(report, null, 2);
+if (jsonFile) {
+  mkdirSync(dirname(jsonFile), { recursive: true });
+  writeFileSync(jsonFile, json);
+}
+process.stdout.write(`${json}\n`, () => process.exit(process.exitCode ?? 0));
