@@ -205,4 +205,33 @@ describe.runIf(chromiumPath())('avatar in the browser', () => {
       await page.close();
     }
   });
+
+  it('a second main page that names no room gets a room of its own, and its links follow it', async () => {
+    const anyRoom = await signToken(SECRET, { room: '*', role: 'publish', ttlSeconds: 600 });
+    const first = await browser.context.newPage();
+    const second = await browser.context.newPage();
+    try {
+      await waitFor(() => !server.outputs.rooms.get('page')?.status().publishing, 10_000, 'room "page" to be free');
+      for (const page of [first, second]) {
+        await page.goto(`${server.url}/?token=${anyRoom}`);
+        await page.waitForSelector('#share:not([hidden])');
+      }
+      await first.click('#start');
+      await expect.poll(() => server.outputs.rooms.get('page')?.status().publishing ?? false, { timeout: 20_000 }).toBe(true);
+      await second.click('#start');
+      // the second page is not refused: the server gives it "page-xxxx" and its Share panel shows it
+      await expect.poll(() => second.inputValue('#share-room'), { timeout: 20_000 }).toMatch(/^page-[0-9a-f]{4}$/);
+      const room = await second.inputValue('#share-room');
+      await expect.poll(() => second.inputValue('#share-whep')).toBe(`${server.url}/whep/${room}`);
+      await expect.poll(() => second.inputValue('#share-view')).toMatch(new RegExp(`^${server.url}/view/${room}\\?token=ey`));
+      expect(await first.inputValue('#share-room')).toBe('page');
+      expect((await second.textContent('#message')) ?? '').not.toMatch(/room_busy|already has a publisher/);
+      await expect.poll(() => server.outputs.rooms.get(room)?.frames ?? 0, { timeout: 20_000 }).toBeGreaterThan(10);
+      await first.click('#stop');
+      await second.click('#stop');
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
 });
