@@ -49,6 +49,8 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
   #closed = false;
   #graceTimer: NodeJS.Timeout | undefined;
   readonly #graceMs: number;
+  #stateWatch: NodeJS.Timeout;
+  #lastState: PeerState = 'new';
   framesReceived = 0;
   framesSent = 0;
   inputWidth = 0;
@@ -67,7 +69,11 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
       if (e.track.kind !== 'video' || this.#sink) return;
       this.#attachSink(e.track);
     };
-    this.#pc.onconnectionstatechange = () => this.#onState(this.#pc.connectionState as PeerState);
+    this.#pc.onconnectionstatechange = () => this.#checkState();
+    // The binding does not always deliver 'connectionstatechange' (seen: a peer that went 'failed' with no event, so
+    // its session lived on for good): read the state once a second as well.
+    this.#stateWatch = setInterval(() => this.#checkState(), 1000);
+    this.#stateWatch.unref();
     this.#pc.ondatachannel = (e: RTCDataChannelEvent) => {
       if (this.#closed) e.channel.close();
       else this.emit('datachannel', e.channel);
@@ -123,6 +129,7 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#graceTimer);
+    clearInterval(this.#stateWatch);
     this.#sink?.stop();
     this.#sink = undefined;
     this.#track.stop();
@@ -149,6 +156,13 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
       const frame: VideoFrame = { id: this.#nextId++, width, height, format: 'i420', data, times: {} };
       this.emit('frame', mark(frame, 'receive', t));
     };
+  }
+
+  #checkState(): void {
+    const state = this.#pc.connectionState as PeerState;
+    if (this.#closed || state === this.#lastState) return;
+    this.#lastState = state;
+    this.#onState(state);
   }
 
   #onState(state: PeerState): void {

@@ -1,7 +1,8 @@
 /**
  * The server over TLS (a self-signed certificate made by openssl at test time, as the README tells users) and the
  * signaling heartbeat: a peer whose TCP connection stops answering (half-open, a laptop lid closed) is dropped after
- * missed pings, its session cleaned up, while a live peer beside it keeps streaming.
+ * missed pings, its session cleaned up, while a live peer beside it keeps streaming; and a WebRTC connection that
+ * dies while the signaling socket lives on (ICE disconnected past the grace period) ends the session with a message.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -78,6 +79,33 @@ describe('heartbeat', () => {
     } finally {
       live.close();
       silent.close();
+      await server.close();
+    }
+  });
+});
+
+describe('ICE', () => {
+  it('a peer whose WebRTC connection dies while its signaling socket stays open is ended with a message, the slot freed', async () => {
+    const server = await startTestServer({});
+    const s = await startNodeSession(server.url);
+    try {
+      await waitFor(() => s.peer.received.length > 10, 10_000, 'frames flowing');
+      // the browser's peer connection goes away (tab crashed, network changed) but the WebSocket lives on
+      s.peer.stopSending();
+      s.peer.close();
+      const t0 = Date.now();
+      const ended = await s.ws.next(['error', 'ended'], () => true, 40_000);
+      const lostAfterMs = Date.now() - t0;
+      console.log(`[ice] session ended ${lostAfterMs} ms after the client's peer connection closed: ${JSON.stringify(ended)}`);
+      expect(JSON.stringify(ended)).toMatch(/disconnected|ICE|connection/i);
+      await waitFor(() => server.sessions.size === 0 && server.activeSessions === 0, 5000, 'the slot to be freed');
+      expect(s.ws.ws.readyState).toBe(WebSocket.OPEN);
+      // the same signaling connection can start again
+      const again = await startNodeSession(server.url, { ws: s.ws });
+      await waitFor(() => again.peer.received.length > 5, 10_000, 'frames on the new peer connection');
+      again.close();
+    } finally {
+      s.close();
       await server.close();
     }
   });
