@@ -33,7 +33,8 @@ export function chromiumVersion(path: string): string {
   }
 }
 
-const FLAGS = [
+/** Flags measured to work on these machines (headless, no GPU, WebRTC on loopback); shared with the tests' launcher. */
+export const CHROMIUM_FLAGS = [
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',
@@ -43,12 +44,13 @@ const FLAGS = [
   '--disable-sync',
   '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--autoplay-policy=no-user-gesture-required',
+  // Keep timers and rendering running in a background/occluded headless page.
   '--disable-background-timer-throttling',
   '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows',
-  '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
 ];
+
+const FLAGS = [...CHROMIUM_FLAGS, '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'];
 
 export interface BenchBrowser {
   context: BrowserContext;

@@ -7,30 +7,15 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
+import { CHROMIUM_CANDIDATES, CHROMIUM_FLAGS } from '../../src/bench/chromium.ts';
 
-export const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
+export { CHROMIUM_CANDIDATES, CHROMIUM_FLAGS } from '../../src/bench/chromium.ts';
 
 export function chromiumPath(): string | undefined {
   const fromEnv = process.env.CHROMIUM_PATH;
   if (fromEnv) return existsSync(fromEnv) ? fromEnv : undefined;
   return CHROMIUM_CANDIDATES.find((p) => existsSync(p));
 }
-
-export const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-  // Keep timers and rendering running in a background/occluded headless page.
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
 
 export interface LaunchOptions {
   /** .y4m file for the fake camera; without it the fake device shows chromium's built-in pattern. */
