@@ -17,11 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { makeCameraFile } from './camera-file.ts';
 import { chromiumVersion, launchBenchBrowser, type BenchBrowser } from './chromium.ts';
 import type { Page } from 'playwright-core';
-import type { CaptureRecord, DisplayRecord, RxRecord, TxRecord } from './glass.ts';
 import { ResourceSampler } from './proc-sampler.ts';
 import { buildReport, type BenchReport, type CollectedRun, type MachineRecord } from './report.ts';
 import { renderBenchHtml } from './report-html.ts';
-import type { CodecCounters } from './rtc-counters.ts';
 import { ServerProcess } from './server-process.ts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -76,21 +74,11 @@ export interface BenchRunResult {
   htmlPath: string;
 }
 
-interface Drain {
-  captures: CaptureRecord[];
-  displays: DisplayRecord[];
-  presentations: number[];
-  rx: RxRecord[];
-  tx: TxRecord[];
-  browserCounters: { t: number; c: CodecCounters }[];
-  serverCounters: { t: number; c: CodecCounters }[];
-  serverStats: unknown;
-  clockOffsetMs: number;
-  clockRttMs: number;
-  idMode: string;
+/** What the page's `xpBench.drain()` hands over: the run's records so far, plus its own counters. */
+type Drain = Pick<CollectedRun, 'captures' | 'displays' | 'presentations' | 'rx' | 'tx' | 'browserCounters' | 'serverCounters' | 'serverStats' | 'clockOffsetMs' | 'clockRttMs' | 'idMode'> & {
   overflow: number;
   unreadable: number;
-}
+};
 
 interface PageStatus {
   phase: string;
@@ -103,11 +91,7 @@ interface PageStatus {
 /** The room a bench publishes into when it has viewers. */
 export const BENCH_ROOM = 'bench';
 
-interface ViewerRecords {
-  displays: DisplayRecord[];
-  presentations: number[];
-  browserCounters: { t: number; c: CodecCounters }[];
-}
+type ViewerRecords = Pick<CollectedRun, 'displays' | 'presentations' | 'browserCounters'>;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, pinVideoBitrate } from '../rtc/sdp.ts';
-import { RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
+import { iceGathered, RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressState, type EgressStatus } from './egress.ts';
 
 export interface WhipClientOptions {
@@ -130,7 +130,7 @@ export class WhipClient implements Egress {
       pc.addTransceiver(track, { direction: 'sendonly' });
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
-      await gathered(pc, this.#o.gatherTimeoutMs);
+      await iceGathered(pc, this.#o.gatherTimeoutMs);
       const sdp = pc.localDescription?.sdp ?? '';
       if (candidateCount(sdp) === 0) throw new WhipError('no ICE candidates were gathered for the offer (no usable network interface?)', false);
       const { answer, resource } = await this.#post(sdp);
@@ -240,17 +240,4 @@ export class WhipClient implements Egress {
     this.#attempt = undefined;
     if (a) await this.#drop(a);
   }
-}
-
-function gathered(pc: RTCPeerConnection, timeoutMs: number): Promise<void> {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
 }

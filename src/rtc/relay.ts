@@ -33,7 +33,7 @@ import {
 } from 'werift';
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, hasVideoCodec, pinVideoBitrate, withoutBandwidthFeedback, isVp8KeyframeStart } from './sdp.ts';
-import { RTCPeerConnection, RTCVideoSource } from './wrtc.ts';
+import { iceGathered, RTCPeerConnection, RTCVideoSource } from './wrtc.ts';
 
 export interface RelayOptions {
   logger: Logger;
@@ -165,7 +165,7 @@ class EncoderLink {
     });
     const offer = await this.#pc.createOffer();
     await this.#pc.setLocalDescription(offer);
-    await gathered(this.#pc, gatherTimeoutMs);
+    await iceGathered(this.#pc, gatherTimeoutMs);
     await this.ingest.setRemoteDescription({ type: 'offer', sdp: this.#pc.localDescription?.sdp ?? '' });
     const answer = await this.ingest.createAnswer();
     await this.ingest.setLocalDescription(answer);
@@ -397,20 +397,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
   }
 }
 
-/** Wait until a wrtc peer has gathered all its candidates (trickle-less SDP). */
-function gathered(pc: RTCPeerConnection, timeoutMs: number): Promise<void> {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-}
-
+/** Wait until a werift peer has gathered all its candidates (trickle-less SDP), or `timeoutMs` passed. */
 function weriftGathered(pc: WeriftPeerConnection, timeoutMs: number): Promise<void> {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
   return new Promise((resolve) => {

@@ -10,3 +10,17 @@ const wrtc = require('@roamhq/wrtc') as typeof Wrtc;
 
 export const { RTCPeerConnection, MediaStream } = wrtc;
 export const { RTCVideoSink, RTCVideoSource, i420ToRgba, rgbaToI420 } = wrtc.nonstandard;
+
+/** Wait until a wrtc peer has gathered all its candidates (trickle-less SDP), or `timeoutMs` passed. */
+export function iceGathered(pc: InstanceType<typeof RTCPeerConnection>, timeoutMs: number): Promise<void> {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}

@@ -138,10 +138,19 @@ export class XportraitServer {
     void this.engines
       .get(name)
       .then(async (engine) => {
-        if (engine.needsFace) await this.#signalingContext().analyzerFactory();
+        if (engine.needsFace) await this.#analyzerFactory();
         this.#log.info({ event: 'engine_preloaded', engine: name }, 'default engine ready');
       })
       .catch((err: Error) => this.#log.warn({ event: 'engine_preload_failed', engine: name, err: err.message }, 'default engine could not be preloaded; sessions will retry'));
+  }
+
+  /** The face-tracking stage, loaded once per process (a failed load is not kept, so a later session retries). */
+  #analyzerFactory(): Promise<FrameAnalyzerFactory | undefined> {
+    this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log })))().catch((err) => {
+      this.#analyzer = undefined;
+      throw err;
+    });
+    return this.#analyzer;
   }
 
   get address(): AddressInfo {
@@ -185,13 +194,7 @@ export class XportraitServer {
       releaseSlot: () => {
         this.#slots = Math.max(0, this.#slots - 1);
       },
-      analyzerFactory: () => {
-        this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log })))().catch((err) => {
-          this.#analyzer = undefined;
-          throw err;
-        });
-        return this.#analyzer;
-      },
+      analyzerFactory: () => this.#analyzerFactory(),
     };
   }
 

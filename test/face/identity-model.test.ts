@@ -19,6 +19,7 @@ import { createFaceTracker, createPortraitAnalyzer, ensureFaceModels, faceModelP
 import { packageFile, readManifest } from '../../src/face/node/model-files.ts';
 import { dlibChipTemplate, dlibFaceChipAffine, DLIB_FIVE_POINT_MESH_INDICES, fitSimilarity2d } from '../../src/eval/face-chip.ts';
 import { embeddingDistance, IdentityEmbedder, type FaceEmbedding } from '../../src/eval/identity.ts';
+import { cosine } from '../../src/eval/metrics.ts';
 import { describeWithFaceApi, FACE_API_MANIFEST, FACE_API_PACKAGE } from './faceapi-oracle.ts';
 import { DRIVING_VIDEO, readVideoFrames, SOURCE_PORTRAIT } from './media.ts';
 
@@ -37,18 +38,6 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
-}
-
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i] * b[i];
-    aa += a[i] * a[i];
-    bb += b[i] * b[i];
-  }
-  return ab / Math.sqrt(aa * bb);
 }
 
 const quantile = (v: number[], q: number) => [...v].sort((x, y) => x - y)[Math.min(v.length - 1, Math.floor(q * v.length))];
