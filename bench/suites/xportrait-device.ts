@@ -14,7 +14,7 @@
  *
  *   npm run bench -- xportrait-device [--xpd-pack DIR | --xpd-synthetic full|tiny] [--xpd-device cpu|cuda|tensorrt|webgpu]
  *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window|kvcache] [--xpd-reps 10] [--xpd-threads N]
- *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs]
+ *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
  *
  * scripts/device/ bundles this suite with node and onnxruntime-node for a GPU machine that has neither.
  */
@@ -32,7 +32,7 @@ import { LivePipeline } from '../../src/engine/xportrait/live.ts';
 import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
 import type { F32 } from '../../src/engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
-import { DEVICES, type Device } from '../../src/engine/xportrait/providers.ts';
+import { DEVICES, type Device, type MemArenaChoice } from '../../src/engine/xportrait/providers.ts';
 import { FastGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
 import { quantile } from '../../src/util/timing.ts';
 
@@ -211,7 +211,7 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     frames: o.frames,
     outputs,
     steadyFrames: frame.length,
-    fps: frame.length ? round(steadyOutputs / steadyS) : null,
+    fps: frame.length ? round(steadyOutputs / steadyS, steadyOutputs / steadyS < 1 ? 4 : 1) : null,
     timeToFirstOutputMs: round(ttff, 0),
     tickMs: stats(tick),
     decodeMs: stats(decode),
@@ -250,8 +250,8 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     const uncond = ctx.args.includes('--xpd-uncond') ? [unet.replace('cond', 'uncond')] : [];
     const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || g === unet || uncond.includes(g));
     res.graphsOpened = graphs;
-    const pack = await openPack(packDir, { device, intraOpThreads: threads, graphs, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
-    res.pack = { dir: packDir, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
+    const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
+    res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
     try {
       const mw = pack.manifest.motion?.window;
       const window = arg(ctx, '--xpd-window') ? Number(arg(ctx, '--xpd-window')) : typeof mw === 'number' ? mw : (pack.manifest.motion?.officialWindow ?? 16);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
-import { checkDevice, DeviceUnavailableError, explainProviderError, providerLibraries, sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { checkDevice, cpuMemArenaFor, DeviceUnavailableError, explainProviderError, providerLibraries, sessionOptions } from '../../src/engine/xportrait/providers.ts';
 import { GraphBuilder, MemorySink, encodeModel } from '../../src/model/onnx/graph.ts';
 
 describe('CountingCache', () => {
@@ -45,6 +45,20 @@ describe('execution providers', () => {
     expect(o.executionProviders).toEqual(['cpu']);
     expect(() => sessionOptions({ device: 'cpu', intraOpThreads: 0 })).toThrow(/threads/);
     expect(sessionOptions({ device: 'tensorrt', fp16: true, trtCacheDir: '/tmp/x' }).executionProviders?.[0]).toMatchObject({ name: 'tensorrt', trt_fp16_enable: true });
+  });
+
+  it("the CPU memory arena: 'auto' drops it only where a pack's float32 weights crowd the machine's memory", () => {
+    const GiB = 2 ** 30;
+    const fullPack = 2 * 5.5 * GiB; // the default config's fp16 pack held as float32 by the CPU provider
+    expect(cpuMemArenaFor('auto', 'cpu', fullPack, 24 * GiB)).toBe(false); // ran out of memory here with it
+    expect(cpuMemArenaFor(undefined, 'cpu', fullPack, 24 * GiB)).toBe(false);
+    expect(cpuMemArenaFor('auto', 'cpu', fullPack, 128 * GiB)).toBe(true);
+    expect(cpuMemArenaFor('auto', 'cpu', 3e6, 24 * GiB)).toBe(true); // tiny pack
+    expect(cpuMemArenaFor('auto', 'webgpu', fullPack, 24 * GiB)).toBe(true);
+    expect(cpuMemArenaFor('on', 'cpu', fullPack, 24 * GiB)).toBe(true);
+    expect(cpuMemArenaFor('off', 'cpu', 3e6, 24 * GiB)).toBe(false);
+    expect(sessionOptions({ device: 'cpu', cpuMemArena: false }).enableCpuMemArena).toBe(false);
+    expect(sessionOptions({ device: 'cpu' }).enableCpuMemArena).toBe(true);
   });
 
   it('--device cuda/tensorrt without the provider libraries fails with the install command', () => {

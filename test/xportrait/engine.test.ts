@@ -166,9 +166,11 @@ describe('xportrait engine (tiny pack, real portrait and driving video)', () => 
   }, 600_000);
 
   it('takes serve/animate string options (-O key=value) as numbers', () => {
-    const o = parseXPortraitOptions(engineOptionsOf(parseServeConfig({ pack: pack.dir, engineOpt: ['steps=2', 'guidance=1.5', 'policy=kvcache'] })));
-    expect([o.pack, o.steps, o.guidance, o.policy]).toEqual([pack.dir, 2, 1.5, 'kvcache']);
+    const o = parseXPortraitOptions(engineOptionsOf(parseServeConfig({ pack: pack.dir, engineOpt: ['steps=2', 'guidance=1.5', 'policy=kvcache', 'memArena=off'] })));
+    expect([o.pack, o.steps, o.guidance, o.policy, o.memArena]).toEqual([pack.dir, 2, 1.5, 'kvcache', 'off']);
+    expect(parseXPortraitOptions({ pack: pack.dir }).memArena).toBe('auto');
     expect(() => parseXPortraitOptions({ pack: pack.dir, steps: 'four' })).toThrow(/--steps/);
+    expect(() => parseXPortraitOptions({ pack: pack.dir, memArena: 'maybe' })).toThrow(/--mem-arena/);
   });
 
   it('refuses bad options and packs with clear errors', async () => {

@@ -88,6 +88,20 @@ describe('tiny pack: official sampler', () => {
     const img = await decodeInChunks(net, { data: f32(c, 'x_final'), dims: [20, 4, 8, 8] });
     expect(relL2(img.data, f32(c, 'decoded'))).toBeLessThan(2e-5);
   }, 600_000);
+
+  it("keeps the CPU memory arena for a small pack ('auto'), and gives the same pictures without it", async () => {
+    expect(loaded.provider.cpuMemArena).toBe(true);
+    const noArena = await openPack(pack.dir, { device: 'cpu', intraOpThreads: 2, cpuMemArena: 'off', graphs: ['vae_decoder'] });
+    try {
+      expect(noArena.provider.cpuMemArena).toBe(false);
+      const z = { data: f32(c, 'x_final').slice(0, 4 * FS), dims: [4, 4, 8, 8] };
+      const a = (await loaded.networks.fork().decode(z)).data.slice();
+      const b = (await noArena.networks.decode(z)).data;
+      expect(relL2(b, a)).toBe(0);
+    } finally {
+      await noArena.close();
+    }
+  }, 600_000);
 });
 
 describe('tiny pack: live streaming', () => {

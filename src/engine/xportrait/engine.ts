@@ -66,6 +66,8 @@ export const xportraitOptionsSchema = z.object({
   seed: num(z.number().int()).default(999),
   device: z.enum(DEVICES).default('cpu'),
   threads: num(z.number().int().min(1)).optional(),
+  /** CPU provider's memory arena: auto = off when the pack's float32 weights exceed a quarter of the memory. */
+  memArena: z.enum(['auto', 'on', 'off']).default('auto'),
   context: z.string().optional(),
   initialVideo: z.string().optional(),
   /** official: driving frame whose landmarks fix the alignment (-1 searches, -2 disables alignment). */
@@ -96,6 +98,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
   const pack = await acquirePack(o.pack, {
     device: o.device,
     intraOpThreads: o.threads,
+    cpuMemArena: o.memArena,
     contextFile: o.context,
     graphs: graphsFor(o),
     onProgress: (p) => {
@@ -106,7 +109,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
   if (o.sampler === 'live' && !pack.manifest.source.lcmLora) {
     log.warn('the pack has no LCM-LoRA merged: live LCM sampling of a plain X-Portrait UNet gives blurry frames (build the pack with --lcm-lora)');
   }
-  log.info({ pack: o.pack, device: o.device, precision: pack.manifest.options.precision, ms: Math.round(performance.now() - t0) }, 'xportrait engine ready');
+  log.info({ pack: o.pack, device: o.device, precision: pack.manifest.options.precision, cpuMemArena: pack.provider.cpuMemArena, ms: Math.round(performance.now() - t0) }, 'xportrait engine ready');
   return new XPortraitEngine(pack, o, log);
 }
 

@@ -7,6 +7,7 @@
  * (src/model/graphs/clip-text.ts); `contextFile` overrides it.
  */
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../../model/checkpoint/index.ts';
 import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
@@ -14,7 +15,7 @@ import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
 import type { XPortraitConfig } from '../../model/config.ts';
 import type { KvSiteShape } from './live-runner.ts';
 import { OnnxNetworks, type F32, type GraphSession } from './networks.ts';
-import { checkDevice, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
+import { checkDevice, cpuMemArenaFor, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
 import { makeNoiseSchedule, type NoiseSchedule } from './schedule.ts';
 
 export const CONTEXT_FILE = 'context.safetensors';
@@ -37,6 +38,7 @@ export interface LoadedPack {
   imageSize: number;
   /** kvcache: streaming sites with their token counts at the default size (empty when the pack has no kv graphs). */
   kvSites: KvSiteShape[];
+  /** The options the sessions were created with (`cpuMemArena` resolved to a boolean). */
   provider: ProviderOptions;
   /** The pack runtime holding the sessions (e.g. for the conformance runner). */
   runtime: PackRuntime;
@@ -92,11 +94,17 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
   if (context.dims[2] !== manifest.layout.contextDim) {
     throw new Error(`${contextPath}: context has width ${context.dims[2]}, the pack's networks take ${manifest.layout.contextDim}`);
   }
-  const so = sessionOptions(opts);
+  // The weights as the CPU provider holds them (float32: an fp16 pack's weights double in memory).
+  const weightBytes = Object.entries(manifest.files)
+    .filter(([name]) => /\.(onnx|weights)$/.test(name))
+    .reduce((a, [, f]) => a + f.bytes, 0) * (manifest.options.precision === 'float16' ? 2 : 1);
+  const provider: ProviderOptions = { ...opts, cpuMemArena: cpuMemArenaFor(opts.cpuMemArena, opts.device, weightBytes, os.totalmem()) };
+  const so = sessionOptions(provider);
   const rt = await PackRuntime.open(dir, {
     threads: so.intraOpNumThreads,
     executionProviders: so.executionProviders,
     graphOptimizationLevel: so.graphOptimizationLevel,
+    cpuMemArena: so.enableCpuMemArena,
   });
   const available = (names: string[]) => names.filter((g) => g in manifest.graphs);
   const sessions = new Map<string, GraphSession>();
@@ -124,7 +132,7 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     latentDims,
     imageSize: L.latentSize * L.vaeDownscale,
     kvSites: sites,
-    provider: opts,
+    provider,
     ensureGraphs: (names, onProgress) => loadSessions(rt, sessions, available(names), { ...opts, onProgress }),
     // The runtime owns the sessions (it releases each once).
     close: () => rt.close(),
@@ -138,7 +146,7 @@ const shared = new Map<string, { pack: Promise<LoadedPack>; refs: number }>();
  * (each engine adds the graphs it needs), closed when the last holder releases it.
  */
 export async function acquirePack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
-  const key = [resolve(dir), opts.device, opts.intraOpThreads ?? '', opts.contextFile ? resolve(opts.contextFile) : ''].join('|');
+  const key = [resolve(dir), opts.device, opts.intraOpThreads ?? '', opts.contextFile ? resolve(opts.contextFile) : '', String(opts.cpuMemArena ?? 'auto')].join('|');
   let entry = shared.get(key);
   if (!entry) {
     entry = { pack: openPack(dir, opts), refs: 0 };

@@ -42,6 +42,28 @@ export interface ProviderOptions {
   trtCacheDir?: string;
   /** TensorRT: build fp16 engines. */
   fp16?: boolean;
+  /**
+   * onnxruntime's CPU memory arena: true/false, or 'auto' (openPack decides from the pack's size, see
+   * `cpuMemArenaFor`). Default: 'auto' in openPack, on elsewhere.
+   */
+  cpuMemArena?: boolean | MemArenaChoice;
+}
+
+export type MemArenaChoice = 'auto' | 'on' | 'off';
+
+/**
+ * Whether the CPU provider keeps its memory arena. Each ORT session has its own arena, which keeps the largest
+ * activations it ever held; with the eight sessions of a full-size pack (512²: attention maps of hundreds of MB) the
+ * arenas alone outgrow a 24 GiB machine, where the float32 weights already take ~12 GiB (measured: a full-size pack
+ * ran out of memory with the arena, peaked at 18.7 GiB without it). So 'auto' turns it off on CPU when the pack's
+ * float32 weights exceed a quarter of the machine's memory, and keeps it otherwise (small packs: no cost; without the
+ * arena every run maps and faults in fresh pages, up to ~3x slower at full size).
+ */
+export function cpuMemArenaFor(choice: MemArenaChoice | boolean | undefined, device: Device, float32WeightBytes: number, totalMemBytes: number): boolean {
+  if (choice === true || choice === 'on') return true;
+  if (choice === false || choice === 'off') return false;
+  if (device !== 'cpu') return true; // a GPU provider's activations live on the device; the CPU arena holds little
+  return float32WeightBytes <= totalMemBytes / 4;
 }
 
 /** Where onnxruntime-node keeps its native libraries on this platform. */
@@ -111,6 +133,7 @@ export function sessionOptions(opts: ProviderOptions): InferenceSession.SessionO
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    enableCpuMemArena: opts.cpuMemArena !== false && opts.cpuMemArena !== 'off',
     logSeverityLevel: 3,
   };
 }

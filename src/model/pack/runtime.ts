@@ -12,6 +12,8 @@ export interface PackRuntimeOptions {
   threads?: number;
   executionProviders?: ort.InferenceSession.SessionOptions['executionProviders'];
   graphOptimizationLevel?: ort.InferenceSession.SessionOptions['graphOptimizationLevel'];
+  /** onnxruntime's CPU memory arena (default on). */
+  cpuMemArena?: boolean;
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -58,6 +60,7 @@ export class PackRuntime {
         interOpNumThreads: 1,
         executionProviders: this.opts.executionProviders ?? ['cpu'],
         graphOptimizationLevel: this.opts.graphOptimizationLevel ?? 'all',
+        enableCpuMemArena: this.opts.cpuMemArena ?? true,
       }).catch((err: Error) => {
         this.sessions.delete(name);
         throw new Error(`${path}: onnxruntime cannot load the graph (${err.message.split('\n')[0]})`);
