@@ -103,6 +103,10 @@ describe('xportrait engine (tiny pack, real portrait and driving video)', () => 
     expect(st.extra?.['runs.cn_body_pose']).toBe(FRAMES + 3);
     expect(st.extra?.['runs.vae_encoder']).toBe(1);
     expect(st.extra?.['cache.contextControl.hitRate']).toBeGreaterThan(0.9);
+    // The per-item bank batch: built once per timestep signature, reused every steady-state tick; the warm-up's
+    // signatures never recur and are not kept.
+    expect(st.extra?.['cache.bankBatch.entries']).toBeLessThanOrEqual(2);
+    expect(st.extra?.['cache.bankBatch.hitRate']).toBeGreaterThan(0.3);
     expect(st.extra?.timeToFirstFrameMs).toBeGreaterThan(0);
     await s.close();
 

@@ -461,7 +461,7 @@ class LiveSession extends BaseSession {
       lagFrames: this.info.lagFrames,
       timeToFirstFrameMs: this.#ttffMs === null ? -1 : Math.round(this.#ttffMs),
       'cache.kv.MiB': +(this.#denoiser.kvBytes() / 2 ** 20).toFixed(2),
-      ...cacheExtra([this.#denoiser.contextControl.stats()]),
+      ...cacheExtra([this.#denoiser.contextControl.stats(), this.#denoiser.bankBatches.stats()]),
       graphMsTotal: Math.round(graphMs(this.net, ['']))
     });
   }

@@ -38,8 +38,12 @@ export class LiveNetworkDenoiser implements LiveDenoiser {
   readonly #o: LiveRunnerOptions;
   /** Summed ControlNet residuals of clean context frames, per frame. */
   readonly contextControl = new CountingCache<F32[]>('contextControl', { sizeOf: bytesOf });
-  /** Bank batches per timestep signature (a handful: warm-up and steady state). */
-  readonly #bankBatches = new CountingCache<F32[]>('bankBatch', { sizeOf: bytesOf, maxEntries: 16 });
+  /**
+   * Bank batches per timestep signature. In steady state every tick has the same signature; the warm-up's (one per
+   * tick while the window fills) never recur, and at 512² a 16-frame batch is 740 MB of float32, so holding them all
+   * would park ~6 GB. Two entries keep the steady one (used every tick) and the one being replaced.
+   */
+  readonly bankBatches = new CountingCache<F32[]>('bankBatch', { sizeOf: bytesOf, maxEntries: 2 });
   /** kvcache: `${branch}|${seq}|${level}` -> one Float32Array [tokens·dim] per site (keys then values). */
   readonly kv = new Map<string, { k: Float32Array[]; v: Float32Array[] }>();
   #control: F32[] | undefined;
@@ -105,7 +109,7 @@ export class LiveNetworkDenoiser implements LiveDenoiser {
     const ts = items.map((it) => it.t);
     const bankAt = (t: number) => caches.bank.getOrCompute(`${portraitKey}|${t}`, () => net.referenceBank(zRef, t));
     if (ts.every((t) => t === ts[0])) return bankAt(ts[0]);
-    return this.#bankBatches.getOrCompute(`${portraitKey}|${ts.join(',')}`, async () => {
+    return this.bankBatches.getOrCompute(`${portraitKey}|${ts.join(',')}`, async () => {
       const per = await Promise.all(ts.map(bankAt));
       return per[0].map((b0, i) => {
         const n = b0.data.length;
