@@ -13,8 +13,9 @@
  *   frames after the pipeline is full (lag + window), tick and decode p50/p95, time to the first output.
  *
  *   npm run bench -- xportrait-device [--xpd-pack DIR | --xpd-synthetic full|tiny] [--xpd-device cpu|cuda|tensorrt|webgpu]
- *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window|kvcache] [--xpd-reps 10] [--xpd-threads N]
+ *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window,kvcache] [--xpd-reps 10] [--xpd-threads N]
  *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
+ *     [--xpd-kv-window W (kvcache's window, default min(W, 4))]
  *
  * scripts/device/ bundles this suite with node and onnxruntime-node for a GPU machine that has neither.
  */
@@ -39,6 +40,9 @@ import { quantile } from '../../src/util/timing.ts';
 interface Ctx {
   args: string[];
   log: (m: string) => void;
+  /** Called with the report so far after every stage (the device entry saves it: a run cut off by its time limit
+   *  still brings back what it measured). */
+  partial?: (res: Record<string, unknown>) => void;
 }
 
 function arg(ctx: Ctx, name: string): string | undefined {
@@ -99,9 +103,13 @@ async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']
   return { packDir, seconds };
 }
 
-/** The shapes one live tick feeds each graph: the window's batch for the bodies and UNet, one frame elsewhere. */
-function tickBatch(graph: string, window: number): number {
-  return /^(cn_body_|unet_)/.test(graph) ? window : 1;
+/**
+ * The batches timed per graph: one frame everywhere, plus the window's batch for the ControlNet bodies and the UNet
+ * (what one live tick feeds them). Single-frame figures come first so a device that cannot hold the window's
+ * activations (at 512², W = 16, the matmul attention's scores alone are ~17 GB in float32) still reports them.
+ */
+function tickBatches(graph: string, window: number): number[] {
+  return /^(cn_body_|unet_)/.test(graph) && window > 1 ? [1, window] : [1];
 }
 
 async function graphTimings(pack: LoadedPack, opened: string[], window: number, reps: number, log: Ctx['log']) {
@@ -111,32 +119,34 @@ async function graphTimings(pack: LoadedPack, opened: string[], window: number, 
   for (const [name, g] of Object.entries(m.graphs)) {
     if (name.endsWith('_kv')) continue; // their cache inputs depend on the tick; the live kvcache run times them
     if (!opened.includes(name)) continue;
-    const batch = tickBatch(name, window);
-    const dims = resolveDims(m, { batch, latentH: m.layout.latentSize });
-    const feeds: Record<string, ort.Tensor> = {};
-    try {
-      for (const i of g.inputs) {
-        const shape = i.shape.map(dims);
-        const n = shape.reduce((a, b) => a * b, 1);
-        feeds[i.name] =
-          i.type === 'int64'
-            ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % 1000)), shape)
-            : new ort.Tensor('float32', rnd.fill(new Float32Array(n)), shape);
-      }
-      const run = () => pack.runtime.run(name, feeds);
-      await run();
-      await run();
-      const ms: number[] = [];
-      for (let r = 0; r < reps; r++) {
-        const t0 = performance.now();
+    for (const batch of tickBatches(name, window)) {
+      const key = batch === 1 ? name : `${name}@${batch}`;
+      const dims = resolveDims(m, { batch, latentH: m.layout.latentSize });
+      const feeds: Record<string, ort.Tensor> = {};
+      try {
+        for (const i of g.inputs) {
+          const shape = i.shape.map(dims);
+          const n = shape.reduce((a, b) => a * b, 1);
+          feeds[i.name] =
+            i.type === 'int64'
+              ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % 1000)), shape)
+              : new ort.Tensor('float32', rnd.fill(new Float32Array(n)), shape);
+        }
+        const run = () => pack.runtime.run(name, feeds);
         await run();
-        ms.push(performance.now() - t0);
+        await run();
+        const ms: number[] = [];
+        for (let r = 0; r < reps; r++) {
+          const t0 = performance.now();
+          await run();
+          ms.push(performance.now() - t0);
+        }
+        out[key] = { batch, ...stats(ms) };
+        log(`  ${name} (batch ${batch}): p50 ${round(quantile(ms.slice().sort((a, b) => a - b), 0.5))} ms`);
+      } catch (err) {
+        out[key] = { batch, error: (err as Error).message.split('\n')[0] };
+        log(`  ${name} (batch ${batch}): ${(err as Error).message.split('\n')[0]}`);
       }
-      out[name] = { batch, ...stats(ms) };
-      log(`  ${name} (batch ${batch}): p50 ${round(quantile(ms.slice().sort((a, b) => a - b), 0.5))} ms`);
-    } catch (err) {
-      out[name] = { batch, error: (err as Error).message.split('\n')[0] };
-      log(`  ${name}: ${(err as Error).message.split('\n')[0]}`);
     }
   }
   return out;
@@ -227,18 +237,20 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
   const steps = (arg(ctx, '--xpd-steps') ?? '1,2,4').split(',').map(Number);
   const frames = Number(arg(ctx, '--xpd-frames') ?? 48);
   const reps = Number(arg(ctx, '--xpd-reps') ?? 10);
-  const policy = (arg(ctx, '--xpd-policy') ?? 'window') as 'window' | 'kvcache';
+  const policies = (arg(ctx, '--xpd-policy') ?? 'window').split(',') as ('window' | 'kvcache')[];
+  for (const p of policies) if (p !== 'window' && p !== 'kvcache') throw new Error(`--xpd-policy: window and/or kvcache, got ${p}`);
   const threads = arg(ctx, '--xpd-threads') ? Number(arg(ctx, '--xpd-threads')) : undefined;
   const synthetic = arg(ctx, '--xpd-synthetic') as 'full' | 'tiny' | undefined;
   let packDir = arg(ctx, '--xpd-pack');
   if (!packDir && !synthetic) throw new Error('give --xpd-pack DIR or --xpd-synthetic full|tiny');
   const workDir = arg(ctx, '--xpd-dir') ?? mkdtempSync(join(os.tmpdir(), 'xp-device-'));
-  const res: Record<string, unknown> = { device, policy, steps, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) } };
+  const res: Record<string, unknown> = { device, policies, steps, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) } };
   try {
     if (!packDir) {
       const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log);
       packDir = built.packDir;
       res.synthetic = { kind: synthetic, seconds: built.seconds };
+      ctx.partial?.(res);
     }
     ctx.log(`opening ${packDir} on ${device}`);
     const load: Record<string, number> = {};
@@ -246,33 +258,43 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     // The graphs a live session at guidance 1 opens (as the engine's graphsFor): each UNet variant is another full
     // UNet session (~5 GB as float32 on CPU), so the unconditional one only with --xpd-uncond (CFG figures).
     const manifest = await readPackManifest(packDir);
-    const unet = policy === 'kvcache' ? 'unet_cond_kv' : 'unet_cond';
-    const uncond = ctx.args.includes('--xpd-uncond') ? [unet.replace('cond', 'uncond')] : [];
-    const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || g === unet || uncond.includes(g));
+    const unets: string[] = policies.map((p) => (p === 'kvcache' ? 'unet_cond_kv' : 'unet_cond'));
+    const uncond = ctx.args.includes('--xpd-uncond') ? unets.map((u) => u.replace('cond', 'uncond')) : [];
+    const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || unets.includes(g) || uncond.includes(g));
     res.graphsOpened = graphs;
     const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
     res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
+    ctx.partial?.(res);
     try {
       const mw = pack.manifest.motion?.window;
       const window = arg(ctx, '--xpd-window') ? Number(arg(ctx, '--xpd-window')) : typeof mw === 'number' ? mw : (pack.manifest.motion?.officialWindow ?? 16);
+      // kvcache: every tick uploads the cached keys/values of the frames it attends to (at 512², 241 MB per frame and
+      // level), so it runs with a short window unless told otherwise.
+      const kvWindow = arg(ctx, '--xpd-kv-window') ? Number(arg(ctx, '--xpd-kv-window')) : Math.min(window, 4);
       res.window = window;
+      res.kvWindow = kvWindow;
       if (!ctx.args.includes('--xpd-skip-graphs')) {
         ctx.log(`per-graph times (${reps} runs after 2 warm-ups)`);
         res.graphs = await graphTimings(pack, graphs, window, reps, ctx.log);
+        ctx.partial?.(res);
       }
       const live: unknown[] = [];
-      for (const k of steps) {
-        ctx.log(`live pipeline: ${k} step(s), ${frames} frames, policy ${policy}`);
-        try {
-          const r = await liveRun(pack, { steps: k, frames, policy, window });
-          ctx.log(`  ${r.fps ?? '–'} fps steady, tick p50 ${r.tickMs.p50} ms, decode p50 ${r.decodeMs.p50} ms, first output after ${r.timeToFirstOutputMs} ms`);
-          live.push(r);
-        } catch (err) {
-          ctx.log(`  failed: ${(err as Error).message.split('\n')[0]}`);
-          live.push({ steps: k, error: (err as Error).message.split('\n')[0] });
+      res.live = live;
+      for (const policy of policies) {
+        const w = policy === 'kvcache' ? kvWindow : window;
+        for (const k of steps) {
+          ctx.log(`live pipeline: ${k} step(s), ${frames} frames, policy ${policy}, window ${w}`);
+          try {
+            const r = await liveRun(pack, { steps: k, frames, policy, window: w });
+            ctx.log(`  ${r.fps ?? '–'} fps steady, tick p50 ${r.tickMs.p50} ms, decode p50 ${r.decodeMs.p50} ms, first output after ${r.timeToFirstOutputMs} ms`);
+            live.push(r);
+          } catch (err) {
+            ctx.log(`  failed: ${(err as Error).message.split('\n')[0]}`);
+            live.push({ steps: k, policy, window: w, error: (err as Error).message.split('\n')[0] });
+          }
+          ctx.partial?.(res);
         }
       }
-      res.live = live;
     } finally {
       await pack.close();
     }

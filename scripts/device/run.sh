@@ -3,7 +3,8 @@
 #   bash .device/run.sh [webgpu|cuda|tensorrt|cpu] [extra bench arguments...]
 # Unpacks node and onnxruntime (python3's lzma: the image has python3, maybe not xz), installs the carried Vulkan
 # loader when the machine has none, and measures a synthetic full-size fp16 pack (default config, 512²): per-graph
-# times and live fps at 1, 2 and 4 LCM steps. Figures go to $OUT/xpd-<device>.json (or ./xpd-<device>.json).
+# times and live fps at 1, 2 and 4 LCM steps, window policy then kvcache. Figures go to $OUT/xpd-<device>.json (or
+# ./xpd-<device>.json), rewritten after every stage, so a run cut off by the time limit still returns its figures.
 set -uo pipefail
 cd "$(dirname "$0")"
 DEV="${1:-webgpu}"; shift || true
@@ -24,6 +25,7 @@ WORK="${XPD_WORK:-/tmp/xpd}"
 mkdir -p "$WORK"
 ./node xportrait-device.mjs --xpd-synthetic "${XPD_SYNTHETIC:-full}" --xpd-device "$DEV" --xpd-dir "$WORK" \
   --xpd-steps "${XPD_STEPS:-1,2,4}" --xpd-frames "${XPD_FRAMES:-40}" --xpd-reps "${XPD_REPS:-5}" --xpd-threads "$(nproc)" \
+  --xpd-policy "${XPD_POLICY:-window,kvcache}" \
   --json "$OUTDIR/xpd-$DEV.json" "$@" > /dev/null
 status=$?
 echo "run.sh: exit $status, figures in $OUTDIR/xpd-$DEV.json"
