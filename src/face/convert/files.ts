@@ -44,14 +44,19 @@ export interface ConvertedFile extends Omit<ConvertResult, 'bytes'> {
   sourceSha256: string;
 }
 
+/** Writes beside the target, then renames: a reader never sees half a model, a crash leaves no truncated file. */
+function writeAtomically(outPath: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(outPath), { recursive: true });
+  const tmp = `${outPath}.tmp-${process.pid}`;
+  writeFileSync(tmp, bytes);
+  renameSync(tmp, outPath);
+}
+
 /** Convert `jsonPath` to ONNX at `outPath` (written atomically). */
 export function convertTfjsModelFile(jsonPath: string, outPath: string, opts: ConvertOptions = {}): ConvertedFile {
   const { graph, sourceSha256 } = readTfjsGraphModel(jsonPath);
   const res = convertTfjsGraphToOnnx(graph, opts);
-  mkdirSync(dirname(outPath), { recursive: true });
-  const tmp = `${outPath}.tmp-${process.pid}`;
-  writeFileSync(tmp, res.bytes);
-  renameSync(tmp, outPath);
+  writeAtomically(outPath, res.bytes);
   const { bytes, ...rest } = res;
   return { ...rest, path: outPath, sha256: sha256(bytes), bytes: bytes.byteLength, sourceSha256 };
 }
@@ -94,10 +99,7 @@ export interface BuiltDlibResnetFile extends Omit<DlibResnetBuildResult, 'bytes'
 export function buildDlibResnetModelFile(manifestPath: string, outPath: string, opts: DlibResnetBuildOptions = {}): BuiltDlibResnetFile {
   const { manifest, bytes: weights, sourceSha256 } = readTfjsWeightsManifest(manifestPath);
   const res = buildDlibResnetOnnx(manifest, weights, opts);
-  mkdirSync(dirname(outPath), { recursive: true });
-  const tmp = `${outPath}.tmp-${process.pid}`;
-  writeFileSync(tmp, res.bytes);
-  renameSync(tmp, outPath);
+  writeAtomically(outPath, res.bytes);
   const { bytes, ...rest } = res;
   return { ...rest, path: outPath, sha256: sha256(bytes), bytes: bytes.byteLength, sourceSha256 };
 }
