@@ -21,7 +21,9 @@ if [ "$DEV" = webgpu ] && [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.j
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
 echo "run.sh: $(./node --version), device $DEV, $(nproc) cores, $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
-WORK="${XPD_WORK:-/tmp/xpd}"
+# In the repository copy (an ignored folder): kept between calls on the same warm machine, so a second call reuses
+# the pack the first one built.
+WORK="${XPD_WORK:-$(cd .. && pwd)/.xpd-work}"
 mkdir -p "$WORK"
 ./node xportrait-device.mjs --xpd-synthetic "${XPD_SYNTHETIC:-full}" --xpd-device "$DEV" --xpd-dir "$WORK" \
   --xpd-steps "${XPD_STEPS:-1,2,4}" --xpd-frames "${XPD_FRAMES:-40}" --xpd-reps "${XPD_REPS:-5}" --xpd-threads "$(nproc)" \
