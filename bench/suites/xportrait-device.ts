@@ -219,6 +219,7 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     }
   }
   const steadyS = (performance.now() - steadyStart) / 1000;
+  const fps = steadyOutputs / steadyS;
   pipeline.reset(denoiser);
   return {
     steps: o.steps,
@@ -228,7 +229,7 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     frames: o.frames,
     outputs,
     steadyFrames: frame.length,
-    fps: frame.length ? round(steadyOutputs / steadyS, steadyOutputs / steadyS < 1 ? 4 : 1) : null,
+    fps: frame.length ? round(fps, fps < 1 ? 4 : 1) : null, // slow devices (CPU at 512²) keep their digits
     timeToFirstOutputMs: round(ttff, 0),
     tickMs: stats(tick),
     decodeMs: stats(decode),

@@ -99,13 +99,7 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     .filter(([name]) => /\.(onnx|weights)$/.test(name))
     .reduce((a, [, f]) => a + f.bytes, 0) * (manifest.options.precision === 'float16' ? 2 : 1);
   const provider: ProviderOptions = { ...opts, cpuMemArena: cpuMemArenaFor(opts.cpuMemArena, opts.device, weightBytes, os.totalmem()) };
-  const so = sessionOptions(provider);
-  const rt = await PackRuntime.open(dir, {
-    threads: so.intraOpNumThreads,
-    executionProviders: so.executionProviders,
-    graphOptimizationLevel: so.graphOptimizationLevel,
-    cpuMemArena: so.enableCpuMemArena,
-  });
+  const rt = await PackRuntime.open(dir, { sessionOptions: sessionOptions(provider) });
   const available = (names: string[]) => names.filter((g) => g in manifest.graphs);
   const sessions = new Map<string, GraphSession>();
   try {

@@ -10,10 +10,8 @@ import { readPackManifest, type PackManifest } from './format.ts';
 export interface PackRuntimeOptions {
   /** intraOpNumThreads (default: 2; onnxruntime's own default detection gave 1 thread on the 2-core CI machines). */
   threads?: number;
-  executionProviders?: ort.InferenceSession.SessionOptions['executionProviders'];
-  graphOptimizationLevel?: ort.InferenceSession.SessionOptions['graphOptimizationLevel'];
-  /** onnxruntime's CPU memory arena (default on). */
-  cpuMemArena?: boolean;
+  /** The whole session options (the engine's, from its provider choice): used as given, `threads` ignored. */
+  sessionOptions?: ort.InferenceSession.SessionOptions;
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -55,13 +53,10 @@ export class PackRuntime {
     let s = this.sessions.get(name);
     if (!s) {
       const path = join(this.dir, this.graph(name).file);
-      s = ort.InferenceSession.create(path, {
-        intraOpNumThreads: this.opts.threads ?? 2,
-        interOpNumThreads: 1,
-        executionProviders: this.opts.executionProviders ?? ['cpu'],
-        graphOptimizationLevel: this.opts.graphOptimizationLevel ?? 'all',
-        enableCpuMemArena: this.opts.cpuMemArena ?? true,
-      }).catch((err: Error) => {
+      s = ort.InferenceSession.create(
+        path,
+        this.opts.sessionOptions ?? { intraOpNumThreads: this.opts.threads ?? 2, interOpNumThreads: 1, executionProviders: ['cpu'], graphOptimizationLevel: 'all' },
+      ).catch((err: Error) => {
         this.sessions.delete(name);
         throw new Error(`${path}: onnxruntime cannot load the graph (${err.message.split('\n')[0]})`);
       });
