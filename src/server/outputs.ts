@@ -23,7 +23,8 @@ import { WhipClient } from '../egress/whip-client.ts';
 import { RelayError } from '../rtc/relay.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { AccessError, isValidRoomName, parseTtl, RoomAccess, tokenFromRequest, type Grant } from './auth.ts';
-import { RoomError, RoomRegistry, type Room, type RoomStatus } from './rooms.ts';
+import type { RoomStatus } from '../protocol/signaling.ts';
+import { RoomError, RoomRegistry, type Room } from './rooms.ts';
 import { serveStatic } from './static-files.ts';
 
 /** Paths every client may reach even without a secret (health probes; /metrics has its own rule). */

@@ -11,9 +11,10 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Egress, EgressStatus } from '../egress/egress.ts';
+import type { Egress } from '../egress/egress.ts';
 import type { VideoFrame } from '../media/frame.ts';
 import { RtpRelay } from '../rtc/relay.ts';
+import type { RoomStatus } from '../protocol/signaling.ts';
 import type { LiveSession } from '../session/live-session.ts';
 
 export class RoomError extends Error {
@@ -24,15 +25,6 @@ export class RoomError extends Error {
   ) {
     super(message);
   }
-}
-
-export interface RoomStatus {
-  name: string;
-  publishing: boolean;
-  publisher?: { session: string; engine: string; since: string };
-  viewers: number;
-  maxViewers: number;
-  egress: EgressStatus[];
 }
 
 export interface RoomOptions {

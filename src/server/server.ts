@@ -28,7 +28,7 @@ import { ServerMetrics } from './metrics.ts';
 import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
-import { MAX_MESSAGE_BYTES } from './signaling.ts';
+import { MAX_MESSAGE_BYTES } from '../protocol/signaling.ts';
 import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
 import { TrackingAssets } from './tracking-assets.ts';

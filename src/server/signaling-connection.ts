@@ -17,7 +17,7 @@ import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
 import type { SessionOutputs } from './outputs.ts';
 import { RoomError } from './rooms.ts';
-import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from './signaling.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from '../protocol/signaling.ts';
 
 export interface SignalingContext {
   logger: Logger;

@@ -13,7 +13,7 @@ import type { FaceObservation } from '../../src/face/types.ts';
 import { lumaThumbnail, meanAbsDiff } from '../../src/media/convert.ts';
 import { EngineHost } from '../../src/server/engine-host.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
-import { MAX_MESSAGE_BYTES } from '../../src/server/signaling.ts';
+import { MAX_MESSAGE_BYTES } from '../../src/protocol/signaling.ts';
 import type { FrameAnalyzerFactory } from '../../src/session/frame-analyzer.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { SOURCE_PORTRAIT } from '../helpers/fake-camera.ts';

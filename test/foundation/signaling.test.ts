@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_MESSAGE_BYTES, parseClientMessage } from '../../src/server/signaling.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage } from '../../src/protocol/signaling.ts';
 
 describe('signaling message validation', () => {
   it('accepts each well-formed client message', () => {

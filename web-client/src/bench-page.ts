@@ -23,7 +23,8 @@ import './bench.css';
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type RxRecord, type TxRecord, type WindowFigures } from '../../src/bench/glass.ts';
 import { codecCounters, type CodecCounters } from '../../src/bench/rtc-counters.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
-import { SignalingSocket, type ServerMessage } from './signaling.ts';
+import { Publisher } from './publisher.ts';
+import type { ServerMessage } from './signaling.ts';
 import { BenchTracking } from './tracking/bench-tracking.ts';
 import { WhepSession } from './whep.ts';
 
@@ -111,12 +112,11 @@ class BenchPage {
   lastStampId: number | undefined;
   /** tracking=client|landmarks: the page tracks faces itself (tracking/bench-tracking.ts). */
   readonly tracking = BenchTracking.fromParams(params);
-  socket: SignalingSocket | undefined;
-  pc: RTCPeerConnection | undefined;
+  /** Publishing the camera (signaling socket, peer connection)... */
+  publisher: Publisher | undefined;
+  /** ...or, viewer mode, watching a room. */
   whep: WhepSession | undefined;
   stops: (() => void)[] = [];
-  /** Server candidates that arrived before its answer. */
-  pendingCandidates: RTCIceCandidateInit[] = [];
   timers: number[] = [];
   readonly captures = new RecordLog<CaptureRecord>();
   readonly displays = new RecordLog<DisplayRecord>();
@@ -136,6 +136,10 @@ class BenchPage {
   readonly windowS = Math.max(2, Number(params.get('window') ?? 10) || 10);
   /** view=compact (the CLI): small videos, no live plot or tables, so the page costs the machine little. */
   readonly compact = params.get('view') === 'compact';
+
+  get pc(): RTCPeerConnection | undefined {
+    return this.publisher?.pc ?? this.whep?.pc;
+  }
 
   async init(): Promise<void> {
     ui.windowS.textContent = String(this.windowS);
@@ -177,10 +181,10 @@ class BenchPage {
         ui.avatar.srcObject = new MediaStream([track]);
         void ui.avatar.play().catch(() => {});
       });
-      this.pc = this.whep.pc;
-      this.pc.onconnectionstatechange = () => {
-        if (this.pc?.connectionState === 'connected') this.setPhase('live');
-        else if (this.pc?.connectionState === 'failed') this.stop('error', 'The viewer connection failed.');
+      const pc = this.whep.pc;
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === 'connected') this.setPhase('live');
+        else if (pc.connectionState === 'failed') this.stop('error', 'The viewer connection failed.');
       };
       this.#recordAvatar();
       this.timers.push(window.setInterval(() => void this.tick(), 1000));
@@ -276,37 +280,30 @@ class BenchPage {
   }
 
   async #connect(track: MediaStreamTrack): Promise<void> {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const { socket, hello } = await SignalingSocket.open(`${proto}//${location.host}/ws`);
-    this.socket = socket;
-    socket.onMessage = (m) => void this.onServerMessage(m);
-    socket.onClose = () => {
-      if (this.socket === socket) this.stop('error', 'The connection to the server was lost.');
+    const publisher = await Publisher.open(Publisher.pageUrl());
+    this.publisher = publisher;
+    publisher.onMessage = (m) => this.onServerMessage(m);
+    publisher.onClose = () => {
+      if (this.publisher === publisher) this.stop('error', 'The connection to the server was lost.');
     };
-    const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
-    this.pc = pc;
-    this.pendingCandidates = [];
-    // landmark-only (tracking=landmarks): no video leaves the page; the avatar comes back in a receive-only transceiver
-    if (this.tracking?.sendVideo === false) pc.addTransceiver('video', { direction: 'recvonly' });
-    else pc.addTransceiver(track, { direction: 'sendrecv' });
-    this.tracking?.attach(pc);
-    pc.ontrack = (e) => {
-      ui.avatar.srcObject = new MediaStream([e.track]);
+    publisher.onAvatar = (avatar) => {
+      ui.avatar.srcObject = new MediaStream([avatar]);
       void ui.avatar.play().catch(() => {});
     };
-    pc.onicecandidate = (e) => socket.send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
-    pc.onconnectionstatechange = () => {
-      if (this.pc !== pc) return;
-      if (pc.connectionState === 'connected') {
+    publisher.onConnectionState = (s) => {
+      if (s === 'connected') {
         this.tracking?.start(ui.local, this.stamper ? () => this.lastStampId : undefined);
         this.setPhase('live');
       }
-      else if (pc.connectionState === 'failed') this.stop('error', 'The WebRTC connection failed.');
+      else if (s === 'failed') this.stop('error', 'The WebRTC connection failed.');
     };
     this.#recordAvatar();
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true, room: params.get('room') ?? undefined, tracking: this.tracking?.offer });
+    // landmark-only (tracking=landmarks): no video leaves the page; the avatar comes back in a receive-only transceiver
+    await publisher.publish({
+      track: this.tracking?.sendVideo === false ? undefined : track,
+      offer: { engine: ui.engine.value || undefined, portraitId: params.get('portrait') ?? 'sample', bench: true, room: params.get('room') ?? undefined, tracking: this.tracking?.offer },
+      beforeOffer: (pc) => this.tracking?.attach(pc),
+    });
     // clock offset: ping a few times now, then every 5 s; keep the minimum-RTT sample
     for (let i = 0; i < 8; i++) this.timers.push(window.setTimeout(() => this.ping(), 100 + i * 120));
     this.timers.push(window.setInterval(() => this.ping(), 5000));
@@ -314,23 +311,11 @@ class BenchPage {
   }
 
   ping(): void {
-    this.socket?.send({ type: 'ping', t: performance.now() });
+    this.publisher?.send({ type: 'ping', t: performance.now() });
   }
 
-  async onServerMessage(m: ServerMessage): Promise<void> {
-    const pc = this.pc;
-    const pending = this.pendingCandidates;
+  onServerMessage(m: ServerMessage): void {
     switch (m.type) {
-      case 'answer':
-        if (!pc) return;
-        await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
-        for (const c of pending.splice(0)) await pc.addIceCandidate(c).catch(() => {});
-        return;
-      case 'candidate':
-        if (!pc || !m.candidate) return;
-        if (!pc.remoteDescription) pending.push(m.candidate);
-        else await pc.addIceCandidate(m.candidate).catch(() => {});
-        return;
       case 'pong': {
         if (m.t === undefined) return;
         const now = performance.now();
@@ -507,7 +492,7 @@ class BenchPage {
   }
 
   stop(phase: 'stopped' | 'error', message?: string): void {
-    this.socket?.send({ type: 'stop' });
+    this.publisher?.send({ type: 'stop' });
     this.teardown();
     if (phase === 'error') this.fail(message ?? 'stopped');
     else this.setPhase('idle');
@@ -521,15 +506,10 @@ class BenchPage {
     this.stamper?.close();
     this.stamper = undefined;
     this.tracking?.stop();
-    const socket = this.socket;
-    this.socket = undefined;
-    socket?.close();
-    const pc = this.pc;
-    this.pc = undefined;
-    if (this.whep) {
-      this.whep.stop();
-      this.whep = undefined;
-    } else pc?.close();
+    this.publisher?.close();
+    this.publisher = undefined;
+    this.whep?.stop();
+    this.whep = undefined;
     for (const t of this.camera?.getTracks() ?? []) t.stop();
     this.camera = undefined;
     ui.local.srcObject = null;

@@ -8,9 +8,10 @@
  */
 import { FrameProbe, percentile } from './frame-probe.ts';
 import { RtcStatsReader, type RtcFigures } from './rtc-stats.ts';
-import { SignalingSocket, type ServerMessage, type ServerStats } from './signaling.ts';
+import { Publisher } from './publisher.ts';
+import type { ServerMessage, SessionStats } from './signaling.ts';
 import { SharePanel, type RoomsInfo } from './share-panel.ts';
-import { PageTracking, type ServerTrackingStats } from './tracking/page-tracking.ts';
+import { PageTracking } from './tracking/page-tracking.ts';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -54,21 +55,24 @@ class App {
   portrait: Portrait | undefined;
   phase: Phase = 'idle';
   camera: MediaStream | undefined;
-  socket: SignalingSocket | undefined;
-  pc: RTCPeerConnection | undefined;
+  /** The signaling socket and peer connection of the current attempt. */
+  publisher: Publisher | undefined;
   /** The user wants a session (Start pressed, Stop not): drives reconnection. */
   wanted = false;
   retries = 0;
   retryTimer: number | undefined;
   statsTimer: number | undefined;
-  serverStats: ServerStats | undefined;
+  serverStats: SessionStats | undefined;
   rtc: RtcFigures = {};
   rtcReader = new RtcStatsReader();
   probe: FrameProbe | undefined = FrameProbe.supported() ? new FrameProbe({ thumbnails: params.get('probe') === '1' }) : undefined;
   engineInUse = '';
   lastPresented = { local: 0, avatar: 0, at: performance.now() };
   fps = { local: NaN, avatar: NaN };
-  pendingCandidates: RTCIceCandidateInit[] = [];
+
+  get pc(): RTCPeerConnection | undefined {
+    return this.publisher?.pc;
+  }
 
   async init(): Promise<void> {
     ui.file.addEventListener('change', () => {
@@ -79,7 +83,7 @@ class App {
     ui.start.addEventListener('click', () => void this.start());
     ui.stop.addEventListener('click', () => this.stop());
     // Engines that animate relative to a neutral pose (warp) take it again from the next confident frame.
-    ui.resetNeutral.addEventListener('click', () => this.socket?.send({ type: 'control', command: { type: 'resetNeutral' } }));
+    ui.resetNeutral.addEventListener('click', () => this.publisher?.send({ type: 'control', command: { type: 'resetNeutral' } }));
     window.addEventListener('online', () => {
       if (this.wanted && this.phase === 'reconnecting') this.reconnectNow();
     });
@@ -153,7 +157,7 @@ class App {
   stop(): void {
     this.wanted = false;
     clearTimeout(this.retryTimer);
-    this.socket?.send({ type: 'stop' });
+    this.publisher?.send({ type: 'stop' });
     this.teardown();
     for (const t of this.camera?.getTracks() ?? []) t.stop();
     this.camera = undefined;
@@ -167,40 +171,27 @@ class App {
     if (!this.wanted || !this.camera || !this.portrait) return;
     this.teardown();
     this.setPhase(this.retries ? 'reconnecting' : 'connecting');
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    let socket: SignalingSocket;
-    let hello;
+    let publisher: Publisher;
     try {
-      ({ socket, hello } = await SignalingSocket.open(`${proto}//${location.host}/ws`));
+      publisher = await Publisher.open(Publisher.pageUrl());
     } catch (err) {
       return this.connectionLost((err as Error).message);
     }
-    if (!this.wanted) return socket.close();
-    this.socket = socket;
-    socket.onMessage = (m) => void this.onServerMessage(m);
-    socket.onClose = () => {
-      if (this.socket === socket) this.connectionLost('the connection to the server was lost');
+    if (!this.wanted) return publisher.close();
+    this.publisher = publisher;
+    publisher.onMessage = (m) => void this.onServerMessage(m);
+    publisher.onClose = () => {
+      if (this.publisher === publisher) this.connectionLost('the connection to the server was lost');
     };
-    const engine = ui.engine.value || hello.defaultEngine;
-    const plan = await tracking.decide(hello.tracking, engine);
+    const engine = ui.engine.value || publisher.hello.defaultEngine;
+    const plan = await tracking.decide(publisher.hello.tracking, engine);
     if (plan.note) this.showMessage(plan.note.text, plan.note.kind);
-    if (!this.wanted || this.socket !== socket) return;
-    const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
-    this.pc = pc;
-    this.pendingCandidates = [];
-    const track = this.camera.getVideoTracks()[0];
-    // landmark-only: the avatar still comes back, in a receive-only transceiver; no camera picture leaves the page
-    if (plan.sendVideo) pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.camera] });
-    else pc.addTransceiver('video', { direction: 'recvonly' });
-    tracking.attach(pc);
-    pc.ontrack = (e) => {
-      ui.avatar.srcObject = new MediaStream([e.track]);
+    if (!this.wanted || this.publisher !== publisher) return;
+    publisher.onAvatar = (track) => {
+      ui.avatar.srcObject = new MediaStream([track]);
       void ui.avatar.play().catch(() => {});
     };
-    pc.onicecandidate = (e) => socket.send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
-    pc.onconnectionstatechange = () => {
-      if (this.pc !== pc) return;
-      const s = pc.connectionState;
+    publisher.onConnectionState = (s) => {
       if (s === 'connected') {
         this.retries = 0;
         if (!plan.note || plan.note.kind !== 'error') this.hideMessage();
@@ -209,26 +200,21 @@ class App {
       } else if (s === 'failed') this.connectionLost('the WebRTC connection failed');
       else if (s === 'disconnected') this.showMessage('The connection is interrupted; waiting for it to come back…', 'info');
     };
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
     this.engineInUse = engine;
-    socket.send({ type: 'offer', sdp: pc.localDescription?.sdp ?? offer.sdp ?? '', engine: this.engineInUse, portraitId: this.portrait.id, tracking: plan.offer, ...share.offerFields() });
+    // landmark-only: the avatar still comes back, in a receive-only transceiver; no camera picture leaves the page
+    await publisher.publish({
+      track: plan.sendVideo ? this.camera.getVideoTracks()[0] : undefined,
+      stream: this.camera,
+      offer: { engine, portraitId: this.portrait.id, tracking: plan.offer, ...share.offerFields() },
+      beforeOffer: (pc) => tracking.attach(pc),
+    });
     this.statsTimer = window.setInterval(() => void this.updateStats(), 1000);
   }
 
   async onServerMessage(m: ServerMessage): Promise<void> {
-    const pc = this.pc;
     switch (m.type) {
       case 'answer':
-        if (!pc) return;
         this.engineInUse = m.session.engine;
-        await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
-        for (const c of this.pendingCandidates.splice(0)) await pc.addIceCandidate(c).catch(() => {});
-        return;
-      case 'candidate':
-        if (!pc || !m.candidate) return;
-        if (!pc.remoteDescription) this.pendingCandidates.push(m.candidate);
-        else await pc.addIceCandidate(m.candidate).catch(() => {});
         return;
       case 'stats':
         this.serverStats = m.stats;
@@ -287,16 +273,10 @@ class App {
 
   teardown(): void {
     clearInterval(this.statsTimer);
-    const socket = this.socket;
-    this.socket = undefined;
-    socket?.close();
-    const pc = this.pc;
-    this.pc = undefined;
+    const publisher = this.publisher;
+    this.publisher = undefined;
     tracking.detach();
-    if (pc) {
-      pc.onconnectionstatechange = null;
-      pc.close();
-    }
+    publisher?.close();
     ui.avatar.srcObject = null;
     this.serverStats = undefined;
     this.rtc = {};
@@ -345,7 +325,7 @@ class App {
       ['Download', `${num(r.recvKbps, 0, ' kbit/s')} · ${r.recvSize ?? '–'}`],
       ['Network RTT · jitter · lost', `${num(r.rttMs, 0, ' ms')} · ${num(r.jitterMs, 1, ' ms')} · ${num(r.packetsLost)} packets`],
       ['Jitter buffer delay', num(r.jitterBufferMs, 0, ' ms')],
-      ...tracking.rows(s as (ServerStats & { tracking?: ServerTrackingStats }) | undefined),
+      ...tracking.rows(s),
     ];
     const body = ui.stats.tBodies[0];
     body.replaceChildren(

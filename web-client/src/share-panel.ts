@@ -6,22 +6,7 @@
  * carry a *view* token minted by the server for this publisher, never the publish token.
  */
 
-export interface EgressStatus {
-  kind: string;
-  target: string;
-  state: 'starting' | 'live' | 'restarting' | 'failed' | 'stopped';
-  restarts: number;
-  lastError?: string;
-  retryInMs?: number;
-}
-
-export interface RoomStatus {
-  name: string;
-  publishing: boolean;
-  viewers: number;
-  maxViewers: number;
-  egress: EgressStatus[];
-}
+import type { RoomStatus } from './signaling.ts';
 
 export interface RoomsInfo {
   defaultRoom: string;

@@ -1,61 +1,11 @@
-/** The `/ws` signaling socket: JSON messages in and out (protocol: src/server/signaling.ts). */
-import type { TrackingHello } from './tracking/page-tracking.ts';
-import type { RoomStatus } from './share-panel.ts';
+/**
+ * The `/ws` signaling socket: JSON messages in and out. The messages are typed once, in src/protocol/signaling.ts,
+ * for the server and this page alike (imported as types only: nothing of it is bundled).
+ */
+import type { ClientMessage, HelloMessage, ServerMessage } from '../../src/protocol/signaling.ts';
 
-export interface ServerError {
-  type: 'error';
-  code: string;
-  message: string;
-}
-
-export type ServerMessage =
-  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: RTCIceServer[]; tracking?: TrackingHello }
-  | { type: 'answer'; sdp: string; session: { engine: string; outputWidth: number; outputHeight: number; lagFrames: number } }
-  | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
-  | { type: 'stats'; stats: ServerStats }
-  | ServerError
-  | { type: 'ended'; reason: string }
-  | { type: 'pong'; t?: number; serverTime: number }
-  | { type: 'room'; room: RoomStatus }
-  | BenchMessage;
-
-/** Per-frame records of a bench session (src/server/signaling.ts BenchMessage). */
-export interface BenchMessage {
-  type: 'bench';
-  rx: [number, number, number][];
-  tx: { cam: number; seq: number; stamped: boolean; times: Record<string, number> }[];
-  overflow: number;
-  unreadable: number;
-  serverTime: number;
-  rtc?: Record<string, number>;
-}
-
-export interface StageStats {
-  count: number;
-  meanMs: number;
-  p50Ms: number;
-  p95Ms: number;
-  maxMs: number;
-}
-
-export interface ServerStats {
-  engine: string;
-  framesReceived: number;
-  framesDropped: number;
-  framesProcessed: number;
-  framesSent: number;
-  fpsIn: number;
-  fpsOut: number;
-  stages: Record<string, StageStats>;
-  input: { width: number; height: number };
-}
-
-export type ClientMessage =
-  | { type: 'offer'; sdp: string; engine?: string; portraitId: string; bench?: boolean; room?: string; token?: string; tracking?: 'client' | 'landmarks' }
-  | { type: 'candidate'; candidate: RTCIceCandidateInit | null }
-  | { type: 'control'; command: { type: string } }
-  | { type: 'stop' }
-  | { type: 'ping'; t: number };
+export type { RoomStatus, ServerMessage, TrackingHello } from '../../src/protocol/signaling.ts';
+export type { SessionStats } from '../../src/session/live-session.ts';
 
 export class SignalingSocket {
   readonly #ws: WebSocket;
@@ -78,7 +28,7 @@ export class SignalingSocket {
   }
 
   /** Open the socket and wait for the server's hello. */
-  static open(url: string, timeoutMs = 8000): Promise<{ socket: SignalingSocket; hello: Extract<ServerMessage, { type: 'hello' }> }> {
+  static open(url: string, timeoutMs = 8000): Promise<{ socket: SignalingSocket; hello: HelloMessage }> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       const socket = new SignalingSocket(ws);

@@ -9,6 +9,7 @@
  */
 import { FrameProbe } from './frame-probe.ts';
 import { WhepError, WhepSession } from './whep.ts';
+import type { RoomStatus } from './signaling.ts';
 
 const mode = document.body.dataset.mode === 'obs' ? 'obs' : 'view';
 const room = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] ?? 'main');
@@ -24,12 +25,6 @@ if (titleEl) titleEl.textContent = room;
 document.title = `${room} · xportrait-cam`;
 
 type State = 'connecting' | 'waiting' | 'live' | 'reconnecting' | 'refused';
-
-interface RoomStatus {
-  publishing: boolean;
-  viewers: number;
-  maxViewers: number;
-}
 
 class Viewer {
   state: State = 'connecting';

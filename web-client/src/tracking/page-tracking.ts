@@ -17,27 +17,9 @@
  * Other URL options: mesh=1 (overlay on), ortBackend=auto|wasm|webgpu, ortThreads=N, keepUpFps=N and keepUpShare=X
  * (the automatic mode's thresholds), trackLog=N (keep the last N results with full-precision landmarks in window.xp.tracking.tracker.records).
  */
-import type { ServerStats } from '../signaling.ts';
+import type { SessionStats, TrackingHello } from '../signaling.ts';
 import { BrowserTracking, createLandmarkChannel, trackingSupport } from './browser-tracking.ts';
 import type { TrackingBackend } from './protocol.ts';
-
-/** The server's `tracking` field of its hello (src/server/signaling.ts TrackingHello). */
-export interface TrackingHello {
-  mode: 'client' | 'server' | 'auto';
-  landmarkOnlyEngines: string[];
-  models: string;
-  runtime: string;
-}
-
-/** Client tracking figures in the server's stats (src/session/client-tracking.ts ClientTrackingStats). */
-export interface ServerTrackingStats {
-  mode: string;
-  source: string;
-  landmarkDriven: boolean;
-  messages: { received: number; accepted: number; refused: number; refusedBy: Record<string, number>; noFace: number; fps: number; lastRefusal?: string };
-  pairing: { frames: number; matched: number; missing: number; noId: number; unpaired: number };
-  engineFrames: { client: number; server: number; none: number };
-}
 
 export type PageTrackingMode = 'auto' | 'browser' | 'landmarks' | 'server';
 const MODES: readonly PageTrackingMode[] = ['auto', 'browser', 'landmarks', 'server'];
@@ -282,7 +264,7 @@ export class PageTracking {
   }
 
   /** Rows for the page's live statistics table. */
-  rows(server: (ServerStats & { tracking?: ServerTrackingStats }) | undefined): [string, string][] {
+  rows(server: SessionStats | undefined): [string, string][] {
     const st = server?.tracking;
     const plan = this.#plan;
     if (!plan) return [['Face tracking', '–']];

@@ -1,5 +1,7 @@
 /**
  * The signaling protocol on `/ws`: JSON messages, one per WebSocket frame, each validated against a zod schema.
+ * Shared by the server (src/server/signaling-connection.ts parses with it) and the page (web-client/src/signaling.ts
+ * imports its types only, so neither zod nor this file's code lands in the page bundle).
  *
  * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping
  * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong
@@ -8,7 +10,9 @@
  * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
  */
 import { z } from 'zod';
-import type { RoomStatus } from './rooms.ts';
+import type { EgressStatus } from '../egress/egress.ts';
+import type { EngineSessionInfo } from '../engine/engine.ts';
+import type { SessionStats } from '../session/live-session.ts';
 
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 
@@ -83,18 +87,31 @@ export interface TrackingHello {
   runtime: string;
 }
 
-export interface SessionInfoMessage {
-  engine: string;
-  outputWidth: number;
-  outputHeight: number;
-  lagFrames: number;
+/** A room's state: in the `room` message and from GET /api/rooms/<room> (src/server/rooms.ts makes it). */
+export interface RoomStatus {
+  name: string;
+  publishing: boolean;
+  publisher?: { session: string; engine: string; since: string };
+  viewers: number;
+  maxViewers: number;
+  egress: EgressStatus[];
 }
 
+export type HelloMessage = {
+  type: 'hello';
+  sessionId: string;
+  engines: string[];
+  defaultEngine: string;
+  iceServers: RTCIceServer[];
+  maxMessageBytes: number;
+  tracking?: TrackingHello;
+};
+
 export type ServerMessage =
-  | { type: 'hello'; sessionId: string; engines: string[]; defaultEngine: string; iceServers: unknown[]; maxMessageBytes: number; tracking?: TrackingHello }
-  | { type: 'answer'; sdp: string; session: SessionInfoMessage; tracking?: { mode: 'client' | 'server' | 'auto'; offer?: 'client' | 'landmarks' } }
+  | HelloMessage
+  | { type: 'answer'; sdp: string; session: EngineSessionInfo; tracking?: { mode: 'client' | 'server' | 'auto'; offer?: 'client' | 'landmarks' } }
   | { type: 'candidate'; candidate: IceCandidateMessage | null }
-  | { type: 'stats'; stats: unknown }
+  | { type: 'stats'; stats: SessionStats }
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
   | { type: 'pong'; t?: number; serverTime: number }
