@@ -17,7 +17,7 @@ import { silentLogger } from '../../src/util/log.ts';
 import { FieldRasterizer, identityField } from '../../src/engine/warp/field.ts';
 import { FACE_OVAL, INNER_LIP_RING, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from '../../src/engine/warp/landmark-sets.ts';
 import { buildWarpMesh, meshTargets, pointInPolygon } from '../../src/engine/warp/mesh.ts';
-import { IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion.ts';
+import { EYE_WIDEN_DEAD_BAND, eyeClosureFor, IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion.ts';
 import { framePortrait, type FramedPortrait } from '../../src/engine/warp/portrait.ts';
 import { createResampler, resampleI420 } from '../../src/engine/warp/resample.ts';
 import { parseWarpOptions, WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
@@ -150,15 +150,32 @@ describe('motion transfer', () => {
     const gaps: number[] = [];
     for (let i = 0; i < 48; i++) {
       const r = m.update(faces[i]);
-      gaps.push(lidGap(r.points, RIGHT_EYE) / portraitGap);
+      // The eye's opening relative to the face: the head's zoom (the driver leaning in, up to 1.075 in these frames)
+      // scales the whole face, eyes included, and is not an eye opening.
+      gaps.push(lidGap(r.points, RIGHT_EYE) / portraitGap / r.params.scale);
     }
-    // Open-eyed frames keep about the portrait's own eye (not wide open because the neutral blinked) ...
+    // Open-eyed frames keep about the portrait's own eye (not wide open because the neutral blinked) ... Measured
+    // on frames 10/12/20/36, both eyes, 3 runs with threads on (the tracker's ROI feedback makes runs differ):
+    // 0.91-1.00, where the old open level and gain gave up to 1.15 here and 1.236 on another CPU; bound 0.8-1.2.
+    // Shut frames measured 0.08-0.13 against a bound of 0.2.
     for (const i of [10, 12, 20, 36]) {
       expect(gaps[i]).toBeGreaterThan(0.8);
       expect(gaps[i]).toBeLessThan(1.2);
     }
     // ... shut frames shut it.
     for (const i of [28, 44]) expect(gaps[i]).toBeLessThan(0.2);
+  });
+
+  it('widens the eye only past landmark noise above the open level, and shuts it below', () => {
+    expect(eyeClosureFor(1)).toBe(1);
+    // Open-eyed frames of the driving video spread up to 1.10 over the open level: no widening there.
+    expect(eyeClosureFor(1 + EYE_WIDEN_DEAD_BAND)).toBe(1);
+    expect(eyeClosureFor(1.2)).toBeCloseTo(1.2 - EYE_WIDEN_DEAD_BAND, 6);
+    expect(eyeClosureFor(1.6)).toBe(1.15);
+    expect(eyeClosureFor(0.35)).toBe(0);
+    expect(eyeClosureFor(0.675)).toBeCloseTo(0.5, 6);
+    // Continuous where the two gains meet.
+    expect(Math.abs(eyeClosureFor(0.999) - eyeClosureFor(1.001))).toBeLessThan(0.01);
   });
 
   it('opens the mouth by the driver’s inner-lip gap in inter-ocular units', () => {

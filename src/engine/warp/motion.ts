@@ -98,6 +98,32 @@ export interface MotionFrame {
 
 const clamp = (v: number, lo: number, hi: number): number => (v < lo ? lo : v > hi ? hi : v);
 
+/**
+ * Eye closure applied to the portrait (0 shut, 1 its own eye, up to 1.15 wide) from the driver's lid-gap ratio over
+ * its running "open" level, r. Below the open level the gap closes with gain 1/0.65 (r <= 0.35 is shut: a blink's lids
+ * never quite meet in the landmarks). Above it the eye widens with gain 1, and only past a dead band: measured on the
+ * driving video, open-eyed frames spread r over 0.94-1.10 around the open level (landmark noise, and an open level
+ * learnt from a history that still holds the neutral's blink), and the old mapping, (r - 0.35) / 0.65 all the way up,
+ * amplified that noise by 1.5x into wide eyes (c hit its 1.15 clamp on an ordinary open frame).
+ */
+export function eyeClosureFor(r: number): number {
+  if (r <= 1) return clamp((r - 0.35) / 0.65, 0, 1);
+  return Math.min(1.15, 1 + Math.max(0, r - 1 - EYE_WIDEN_DEAD_BAND));
+}
+
+/**
+ * The driver's "open" lid ratio: the upper quantile of the recent frames that are not blinks (below 60% of the
+ * 90th percentile). Taken over all frames, a history that starts with a blink (the driving video's first 9 frames
+ * shut and re-open: ratios 0.09-0.33 against an open level of ~0.38) drags the level down and every open frame
+ * after it reads as wide-eyed (measured: r = 1.27 at frame 10).
+ */
+function openLevel(hist: RunningQuantile): number {
+  return hist.quantile(0.8, 0.6 * hist.quantile(0.9));
+}
+
+/** How far above its open level the driver's eye must open before the portrait's widens (see eyeClosureFor). */
+export const EYE_WIDEN_DEAD_BAND = 0.12;
+
 /** A bounded history of one signal with quantiles over it. */
 export class RunningQuantile {
   readonly #ring: Float64Array;
@@ -114,9 +140,12 @@ export class RunningQuantile {
   get count(): number {
     return this.#n;
   }
-  quantile(q: number): number {
-    if (this.#n === 0) return Number.NaN;
-    const s = Array.from(this.#ring.subarray(0, this.#n)).sort((a, b) => a - b);
+  /** The q-quantile of the values held (of those >= `atLeast` only, when given; NaN when none). */
+  quantile(q: number, atLeast = -Infinity): number {
+    const s = Array.from(this.#ring.subarray(0, this.#n))
+      .filter((v) => v >= atLeast)
+      .sort((a, b) => a - b);
+    if (s.length === 0) return Number.NaN;
     const pos = (s.length - 1) * q;
     const lo = Math.floor(pos);
     const hi = Math.min(s.length - 1, lo + 1);
@@ -167,7 +196,7 @@ export function fitSimilarity2d(p: ArrayLike<number>, q: ArrayLike<number>, indi
   return { a, b, tx: mqx - (a * mpx - b * mpy), ty: mqy - (b * mpx + a * mpy) };
 }
 
-function eyeRatio(f: Float32Array, eye: EyeSet): number {
+export function eyeRatio(f: Float32Array, eye: EyeSet): number {
   const [o, i] = eye.corners;
   const width = Math.hypot(f[3 * o] - f[3 * i], f[3 * o + 1] - f[3 * i + 1]);
   let gap = 0;
@@ -503,8 +532,8 @@ export class MotionTransfer {
       const ratio = eyeRatio(fd, eye);
       const hist = this.#eyeHistory[side];
       hist.push(ratio);
-      const open = hist.count >= 10 ? Math.max(0.16, hist.quantile(0.8)) : Math.max(0.22, hist.max());
-      const c = clamp((ratio / open - 0.35) / 0.65, 0, 1.15);
+      const open = hist.count >= 10 ? Math.max(0.16, openLevel(hist)) : Math.max(0.22, hist.max());
+      const c = eyeClosureFor(ratio / open);
       closure[side] = c;
       const pts = [...eye.ring, ...eye.iris];
       let mx = 0;
