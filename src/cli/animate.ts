@@ -14,6 +14,7 @@ import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import sharp from 'sharp';
 import { z } from 'zod';
+import { wholeNumber } from '../config/whole-number.ts';
 import type { Logger } from 'pino';
 import type { EngineSession } from '../engine/engine.ts';
 import type { FaceObservation } from '../face/types.ts';
@@ -225,17 +226,14 @@ export function describeFrames(ids: number[], show = 12): string {
   return ids.length > show ? `${head}, … (${ids.length} in all)` : head;
 }
 
-const intArg = (name: string, min: number, max: number) =>
-  z.union([z.number(), z.string().trim().regex(/^\d+$/, `${name} must be a whole number`)]).transform(Number).pipe(z.number().int().min(min, `${name} must be at least ${min}`).max(max, `${name} must be at most ${max}`));
-
 const animateSchema = z.object({
   portrait: z.string({ error: '--portrait is required' }).min(1),
   driving: z.string({ error: '--driving is required' }).min(1),
   output: z.string({ error: '-o/--output is required' }).min(1).refine((p) => /\.mp4$/i.test(p), '-o/--output must name an .mp4 file'),
   engine: z.string().min(1),
-  size: intArg('--size', 64, 2048).refine((v) => v % 2 === 0, '--size must be even (H.264 4:2:0)'),
+  size: wholeNumber(64, 2048, '--size').refine((v) => v % 2 === 0, '--size must be even (H.264 4:2:0)'),
   compare: z.boolean().default(false),
-  frames: intArg('--frames', 1, 10_000_000).optional(),
+  frames: wholeNumber(1, 10_000_000, '--frames').optional(),
   engineOpt: z.array(z.string().regex(/^[A-Za-z][\w.-]*=.*$/, '--engine-opt takes key=value')).default([]),
   pack: z.string().min(1).optional(),
   sampler: z.enum(['live', 'official'], { error: '--sampler must be live or official' }).optional(),

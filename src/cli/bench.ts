@@ -6,11 +6,10 @@
  */
 import { Command, Option } from 'commander';
 import { z } from 'zod';
+import { wholeNumber } from '../config/whole-number.ts';
 import { ENGINE_NAMES } from '../engine/registry.ts';
 import { UsageError } from './main.ts';
 
-const int = (min: number, max: number) =>
-  z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
 const seconds = z.union([z.number(), z.string().trim().regex(/^\d+(\.\d+)?$/, 'must be a number of seconds')]).transform(Number);
 
 const benchOptionsSchema = z
@@ -18,9 +17,9 @@ const benchOptionsSchema = z
     engine: z.string().trim().min(1),
     seconds: seconds.pipe(z.number().min(2).max(86_400)),
     warmup: seconds.pipe(z.number().min(0).max(3600)),
-    size: int(104, 2048),
-    fps: int(1, 120),
-    viewers: int(0, 64),
+    size: wholeNumber(104, 2048),
+    fps: wholeNumber(1, 120),
+    viewers: wholeNumber(0, 64),
     soak: seconds.pipe(z.number().min(60).max(86_400)).optional(),
     out: z.string().min(1).optional(),
     pack: z.string().min(1).optional(),

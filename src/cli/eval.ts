@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
+import { wholeNumber } from '../config/whole-number.ts';
 import { UsageError } from './main.ts';
 import { readPortraitFile } from './animate.ts';
 import { DEFAULT_IDENTITY_MODEL, IDENTITY_MODEL_IDS } from '../eval/identity-models.ts';
@@ -20,7 +21,7 @@ const evalSchema = z.object({
   report: z.string({ error: '--report DIR is required' }).min(1),
   identityModel: z.enum(IDENTITY_MODEL_IDS, { error: `--identity-model must be one of ${IDENTITY_MODEL_IDS.join(', ')}` }),
   thresholds: z.string().optional(),
-  strip: z.union([z.number(), z.string().regex(/^\d+$/, '--strip must be a whole number')]).transform(Number).pipe(z.number().int().min(1).max(64)),
+  strip: wholeNumber(1, 64, '--strip'),
   json: z.boolean().default(false),
   fail: z.boolean().default(true),
 });

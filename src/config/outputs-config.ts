@@ -4,11 +4,10 @@
  */
 import { Option } from 'commander';
 import { z } from 'zod';
+import { wholeNumber } from './whole-number.ts';
 import { MIN_SECRET_LENGTH, ROOM_NAME, ROOM_NAME_RULE } from '../server/auth.ts';
 import { classifyVirtualCamera } from '../egress/ffmpeg-egress.ts';
 
-const intFromString = (min: number, max: number) =>
-  z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
 
 const urlWithScheme = (schemes: string[], example: string) =>
   z
@@ -30,17 +29,17 @@ export const outputsConfigShape = {
   secret: z.string().min(MIN_SECRET_LENGTH, `must be at least ${MIN_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)`).optional(),
   /** The room the web client publishes into by default, and the one egress streams. */
   room: z.string().trim().regex(ROOM_NAME, `must be ${ROOM_NAME_RULE}`).default('main'),
-  maxViewers: intFromString(1, 1000).default(16),
-  maxRooms: intFromString(1, 1000).default(16),
+  maxViewers: wholeNumber(1, 1000).default(16),
+  maxRooms: wholeNumber(1, 1000).default(16),
   /** The relay encoder's pinned bitrate, kbit/s. */
-  viewerBitrate: intFromString(100, 20_000).default(1500),
+  viewerBitrate: wholeNumber(100, 20_000).default(1500),
   whipUrl: urlWithScheme(['http:', 'https:'], 'https://sfu.example.org/whip/live').optional(),
   whipToken: z.string().min(1).optional(),
   rtmpUrl: urlWithScheme(['rtmp:', 'rtmps:', 'srt:'], 'rtmp://a.rtmp.youtube.com/live2/STREAM-KEY').optional(),
   v4l2: z.string().trim().min(1).optional(),
   /** Encoder bitrate for RTMP/SRT and WHIP, kbit/s. */
-  egressBitrate: intFromString(100, 50_000).default(2500),
-  egressFps: intFromString(1, 60).default(30),
+  egressBitrate: wholeNumber(100, 50_000).default(2500),
+  egressFps: wholeNumber(1, 60).default(30),
   /** How others reach this server (links in logs and the page), e.g. https://cam.example.org. */
   publicUrl: z
     .string()

@@ -4,10 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 
-const intFromString = (min: number, max: number) =>
-  z.union([z.number(), z.string().trim().regex(/^\d+$/, 'must be a whole number')]).transform(Number).pipe(z.number().int().min(min).max(max));
 
 const fileExists = z.string().min(1).refine((p) => existsSync(p), { message: 'file does not exist' });
 
@@ -44,7 +43,7 @@ export function parseIceServers(text: string): IceServer[] {
 
 export const serveConfigSchema = z
   .object({
-    port: intFromString(0, 65535).default(8080),
+    port: wholeNumber(0, 65535).default(8080),
     host: z.string().trim().min(1).default('0.0.0.0'),
     /** The product's default engine (CPU, no model pack needed); `serve --engine` overrides it. */
     engine: z.string().trim().min(1).default('warp'),
@@ -52,7 +51,7 @@ export const serveConfigSchema = z
     pack: z.string().trim().min(1).optional(),
     /** Engine options as key=value (e.g. steps=4, policy=kvcache, device=cuda), passed to the engine loaders. */
     engineOpt: z.array(z.string().regex(/^[A-Za-z][\w.-]*=.*$/, 'takes key=value')).default([]),
-    maxSessions: intFromString(1, 1000).default(4),
+    maxSessions: wholeNumber(1, 1000).default(4),
     tlsCert: fileExists.optional(),
     tlsKey: fileExists.optional(),
     iceServers: z
@@ -68,11 +67,11 @@ export const serveConfigSchema = z
         }
       }),
     /** Largest portrait upload accepted, bytes. */
-    maxUploadBytes: intFromString(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
+    maxUploadBytes: wholeNumber(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
     /** Largest portrait accepted, pixels (width x height), checked before decoding. */
-    maxPortraitPixels: intFromString(64, 100_000_000).default(4096 * 4096),
+    maxPortraitPixels: wholeNumber(64, 100_000_000).default(4096 * 4096),
     /** Avatar output size (engines that render at their own size scale to it; passthrough keeps the camera size). */
-    outputSize: intFromString(64, 2048).default(512),
+    outputSize: wholeNumber(64, 2048).default(512),
     /** Directory of the built web client (default web-client/dist). */
     webRoot: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
