@@ -18,7 +18,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { encodeI420 } from '../../src/bench/frame-id.ts';
+import { encodeI420 } from '../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { RtpRelay, type RelayViewer } from '../../src/rtc/relay.ts';
 import { RTCPeerConnection, RTCVideoSource } from '../../src/rtc/wrtc.ts';

@@ -5,7 +5,7 @@
  * mailbox and engine), and the server's own receive -> send time.
  * Args: --seconds N (default 10), --size WxH (default 640x480), --fps N (default 30).
  */
-import { decodeLuma } from '../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../src/media/frame-id.ts';
 import { quantile } from '../../src/util/timing.ts';
 import { startTestServer } from '../../test/helpers/server.ts';
 import { startNodeSession, testPicture, waitFor } from '../../test/helpers/signaling-client.ts';

@@ -1,6 +1,6 @@
 /**
  * The bench's fake camera: a .y4m file (chromium's --use-file-for-fake-video-capture plays it in a loop) whose
- * every frame carries its index as a frame id (src/bench/frame-id.ts). Made from a real video with ffmpeg, or —
+ * every frame carries its index as a frame id (src/media/frame-id.ts). Made from a real video with ffmpeg, or —
  * when no video is given — from a synthetic moving pattern (fine for passthrough; engines that need a face need a
  * video with one).
  */
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { readVideoFrames } from '../media/ffmpeg.ts';
 import { byteLength } from '../media/frame.ts';
 import { Y4mWriter } from '../media/y4m.ts';
-import { encodeI420 } from './frame-id.ts';
+import { encodeI420 } from '../media/frame-id.ts';
 
 export interface CameraFileOptions {
   /** Source video; undefined = synthetic pattern. */

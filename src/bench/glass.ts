@@ -23,7 +23,7 @@
  *
  * Pure: the web client's bench tab runs it live on a sliding window, the CLI on the whole run.
  */
-import type { RxRecord, TxRecord } from './frame-tap.ts';
+import type { RxRecord, TxRecord } from '../session/frame-id-tap.ts';
 import { summarize, type Summary } from './stats.ts';
 
 export type { RxRecord, TxRecord };

@@ -6,7 +6,7 @@
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type FrameAccounting, type GlassFrame, type RxRecord, type Stage, type TxRecord } from './glass.ts';
 import type { ResourceSample } from './proc-sampler.ts';
 import { RENDERER_THREAD_GROUPS, SERVER_THREAD_GROUPS } from './proc-sampler.ts';
-import { codecMeans, type CodecCounters, type CodecMeans } from './rtc-counters.ts';
+import { codecMeans, type CodecCounters, type CodecMeans } from '../rtc/rtc-counters.ts';
 import { linearFit, r, roundSummary, summarize, type Summary } from './stats.ts';
 
 export const REPORT_SCHEMA = 'xportrait-cam/bench@1';

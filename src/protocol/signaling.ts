@@ -120,7 +120,7 @@ export type ServerMessage =
   | BenchMessage;
 
 /**
- * Per-frame records of a bench session since the previous message (src/bench/frame-tap.ts), times in epoch ms of
+ * Per-frame records of a bench session since the previous message (src/session/frame-id-tap.ts), times in epoch ms of
  * the server's clock; `rtc` holds the server side's cumulative WebRTC codec counters.
  */
 export interface BenchMessage {

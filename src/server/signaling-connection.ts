@@ -6,8 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { WebSocket, type RawData } from 'ws';
-import { FrameIdTap } from '../bench/frame-tap.ts';
-import { serverCodecCounters } from '../bench/rtc-counters.ts';
+import { FrameIdTap } from '../session/frame-id-tap.ts';
+import { serverCodecCounters } from '../rtc/rtc-counters.ts';
 import { LiveSession, SessionError } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';

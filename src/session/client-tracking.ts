@@ -14,7 +14,7 @@
  *    video frame to be decoded; decoded frames are then only checked for pairing. With no video at all this is
  *    landmark-only mode.
  *  - an engine that reads the picture (xportrait: alignment and eye/mouth patches) runs on each decoded frame, with
- *    the landmarks of that same frame: paired by the frame id drawn in the camera picture (src/bench/frame-id.ts),
+ *    the landmarks of that same frame: paired by the frame id drawn in the camera picture (src/media/frame-id.ts),
  *    waiting up to PAIR_WAIT_MS for landmarks still in flight, else the newest ones (counted as unpaired).
  *
  * Pairing by id, not by time: libwebrtc (our @roamhq/wrtc) hands decoded frames over without their RTP timestamp
@@ -26,7 +26,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { decodeLuma, stripRows } from '../bench/frame-id.ts';
+import { decodeLuma, stripRows } from '../media/frame-id.ts';
 import { expressionSignals } from '../face/expression.ts';
 import { estimateHeadPose } from '../face/pose.ts';
 import { landmarkBounds } from '../face/tracker.ts';

@@ -6,7 +6,7 @@
  * Layout, little-endian:
  *
  *   0  u8[2] magic "XL"        2 u8 version (1)        3 u8 flags (FACE 1, DETECTED 2, FLOAT32 4, ID_IN_PICTURE 8)
- *   4  u32 frameId             the camera frame's id: the id strip in its pixels (src/bench/frame-id.ts) when the
+ *   4  u32 frameId             the camera frame's id: the id strip in its pixels (src/media/frame-id.ts) when the
  *                              picture carries one (ID_IN_PICTURE), else the page's own frame counter
  *   8  f64 captureTime         epoch ms on the page's clock (requestVideoFrameCallback's captureTime)
  *  16  f32 trackMs             how long the page took to track this frame

@@ -45,7 +45,7 @@ export interface LiveSessionOptions {
   analyzerFactory?: FrameAnalyzerFactory;
   /** How long a 'disconnected' peer may take to come back. */
   disconnectGraceMs?: number;
-  /** Observer of every frame at receive and just before send (the bench's frame-id tap, src/bench/frame-tap.ts). */
+  /** Observer of every frame at receive and just before send (the bench's frame-id tap, src/session/frame-id-tap.ts). */
   frameTap?: FrameTap;
   /**
    * Who tracks faces (./client-tracking.ts): `--tracking` of the server (default 'server') and what the page

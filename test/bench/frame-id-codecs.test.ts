@@ -1,5 +1,5 @@
 /**
- * The frame-id codec (src/bench/frame-id.ts) under the worst a video codec does to it: real pictures of the driving
+ * The frame-id codec (src/media/frame-id.ts) under the worst a video codec does to it: real pictures of the driving
  * video with a new id in every frame, through ffmpeg's libvpx VP8 and VP9 at the LOWEST quality they can make
  * (quantizer pinned at its maximum, 63, with a 30 kbit/s target), decoded at full size and scaled down 2x: every
  * id must be read back. Then the CRC: every single and double bit error in the strip is caught (null, never a
@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CELLS, cellBits, decodeLuma, encodeI420, MARKER_CELLS, STRIP_ROWS } from '../../src/bench/frame-id.ts';
+import { CELLS, cellBits, decodeLuma, encodeI420, MARKER_CELLS, STRIP_ROWS } from '../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { byteLength } from '../../src/media/frame.ts';
 

@@ -8,7 +8,7 @@ import { formatComparison, compareReports } from '../../src/bench/compare.ts';
 import { analyzeWindow, fillCaptures, joinFrames, type CaptureRecord, type DisplayRecord, type RxRecord, type TxRecord } from '../../src/bench/glass.ts';
 import { threadGroup, type ResourceSample } from '../../src/bench/proc-sampler.ts';
 import { buildReport, soakFigures, type CollectedRun, type MachineRecord } from '../../src/bench/report.ts';
-import { codecCounters, codecMeans } from '../../src/bench/rtc-counters.ts';
+import { codecCounters, codecMeans } from '../../src/rtc/rtc-counters.ts';
 import { parsePrometheusTotals } from '../../src/bench/runner.ts';
 import { histogram, linearFit, summarize } from '../../src/bench/stats.ts';
 

@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeLuma } from '../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../src/media/frame-id.ts';
 import type { Engine } from '../../src/engine/engine.ts';
 import { ENGINE_NAMES, registerEngine } from '../../src/engine/registry.ts';
 import { mark } from '../../src/media/frame.ts';

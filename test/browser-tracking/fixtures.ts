@@ -3,7 +3,7 @@
  * drawn into each picture like the tests' fake camera), and the Node tracker's observations of them (the server's
  * own FaceTracker over onnxruntime-node), computed once per test file.
  */
-import { encodeI420 } from '../../src/bench/frame-id.ts';
+import { encodeI420 } from '../../src/media/frame-id.ts';
 import { createFaceTracker } from '../../src/face/node/index.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';

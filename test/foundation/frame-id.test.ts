@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cellBits, crc8, decodeLuma, decodeRgba, encodeI420, encodeRgba, MAX_ID } from '../../src/bench/frame-id.ts';
+import { cellBits, crc8, decodeLuma, decodeRgba, encodeI420, encodeRgba, MAX_ID } from '../../src/media/frame-id.ts';
 import { i420ToRgb } from '../../src/media/convert.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { byteLength } from '../../src/media/frame.ts';

@@ -7,7 +7,7 @@ import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { byteLength } from '../../src/media/frame.ts';
 import { readY4m, Y4mWriter } from '../../src/media/y4m.ts';
 import { DRIVING_VIDEO, makeFakeCameraY4m } from '../helpers/fake-camera.ts';
-import { decodeLuma } from '../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../src/media/frame-id.ts';
 
 describe('media', () => {
   it('decodes the driving video with ffmpeg at a chosen size and rate', async () => {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeLuma } from '../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../src/media/frame-id.ts';
 import type { Engine, EngineInput } from '../../src/engine/engine.ts';
 import { PassthroughEngine } from '../../src/engine/passthrough/passthrough.ts';
 import { ENGINE_NAMES, registerEngine } from '../../src/engine/registry.ts';

@@ -1,12 +1,12 @@
 /**
  * Fake-camera files for browser tests: a .y4m made at test time with ffmpeg from a real video, optionally with a
- * frame id drawn into each picture (src/bench/frame-id.ts) so a test can pair camera and avatar pictures and
+ * frame id drawn into each picture (src/media/frame-id.ts) so a test can pair camera and avatar pictures and
  * measure latency. Chromium plays it in a loop via --use-file-for-fake-video-capture.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeI420 } from '../../src/bench/frame-id.ts';
+import { encodeI420 } from '../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { Y4mWriter } from '../../src/media/y4m.ts';
 

@@ -3,7 +3,7 @@
  * session with NodeClientPeer (offer, trickle ICE both ways, frames with ids in their pixels).
  */
 import WebSocket from 'ws';
-import { encodeI420 } from '../../src/bench/frame-id.ts';
+import { encodeI420 } from '../../src/media/frame-id.ts';
 import { NodeClientPeer } from './node-peer.ts';
 
 export type Msg = { type: string; [k: string]: any };

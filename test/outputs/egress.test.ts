@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeLuma, encodeI420 } from '../../src/bench/frame-id.ts';
+import { decodeLuma, encodeI420 } from '../../src/media/frame-id.ts';
 import { FfmpegEgress, streamSink, virtualCameraSink, classifyVirtualCamera } from '../../src/egress/ffmpeg-egress.ts';
 import { lumaThumbnail } from '../../src/media/convert.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';

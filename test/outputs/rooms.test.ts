@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeLuma } from '../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../src/media/frame-id.ts';
 import { lumaThumbnail, meanAbsDiff } from '../../src/media/convert.ts';
 import { signToken } from '../../src/server/auth.ts';
 import type { XportraitServer } from '../../src/server/server.ts';

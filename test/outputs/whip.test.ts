@@ -5,7 +5,7 @@
  * a refused token stops with the server's message; an endpoint that is down is retried with backoff.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeI420 } from '../../src/bench/frame-id.ts';
+import { encodeI420 } from '../../src/media/frame-id.ts';
 import { WhipClient } from '../../src/egress/whip-client.ts';
 import { candidateCount } from '../../src/rtc/sdp.ts';
 import { silentLogger } from '../../src/util/log.ts';

@@ -1,9 +1,9 @@
 /**
- * Frame ids in the page (codec: src/bench/frame-id.ts): read the id strip from the frame a <video> is presenting,
+ * Frame ids in the page (codec: src/media/frame-id.ts): read the id strip from the frame a <video> is presenting,
  * and, for a real camera, draw ids into the camera pictures before they are sent (a canvas fed by the camera's
  * frames, streamed with captureStream; each id remembers the capture time of the camera frame it was drawn on).
  */
-import { CELLS, decodeRgba, encodeRgba, STRIP_ROWS, stripRows } from '../../src/bench/frame-id.ts';
+import { CELLS, decodeRgba, encodeRgba, STRIP_ROWS, stripRows } from '../../src/media/frame-id.ts';
 
 const DECODE_WIDTH = CELLS * 8;
 

@@ -1,6 +1,6 @@
 /**
  * The "Bench" tab (bench.html): live glass-to-glass latency of the user's own camera, measured per frame with
- * frame ids drawn into the pixels (src/bench/frame-id.ts) — the same method `xportrait-cam bench` uses, which
+ * frame ids drawn into the pixels (src/media/frame-id.ts) — the same method `xportrait-cam bench` uses, which
  * drives this very page in headless chromium.
  *
  *   camera ──(ids already in the picture: fake camera / or drawn here by CameraStamper)──▶ server (bench: true)
@@ -21,7 +21,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './bench.css';
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type RxRecord, type TxRecord, type WindowFigures } from '../../src/bench/glass.ts';
-import { codecCounters, type CodecCounters } from '../../src/bench/rtc-counters.ts';
+import { codecCounters, type CodecCounters } from '../../src/rtc/rtc-counters.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
 import { Publisher } from './publisher.ts';
 import type { ServerMessage } from './signaling.ts';

@@ -1,5 +1,5 @@
 /**
- * Reads the frame ids drawn into video pixels (src/bench/frame-id.ts) from the local preview and the avatar, on
+ * Reads the frame ids drawn into video pixels (src/media/frame-id.ts) from the local preview and the avatar, on
  * every presented frame (requestVideoFrameCallback + canvas readback of the id strip). From them: round-trip latency
  * (avatar display time - local display time of the same id) and avatar frame rate. With `thumbnails` on (the
  * end-to-end test's ?probe=1), it also keeps a small luma thumbnail of each identified picture so camera and avatar
@@ -7,7 +7,7 @@
  *
  * A camera without ids (a real webcam) simply yields no ids; the page then shows an estimated latency instead.
  */
-import { CELLS, decodeRgba, STRIP_ROWS } from '../../src/bench/frame-id.ts';
+import { CELLS, decodeRgba, STRIP_ROWS } from '../../src/media/frame-id.ts';
 
 export const THUMB = 32;
 const DECODE_WIDTH = CELLS * 8;

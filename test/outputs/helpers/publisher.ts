@@ -4,7 +4,7 @@
  * record of the avatar the server sends, by id, as thumbnails in two forms: the Y plane's (Node decoders) and
  * the RGB luma a browser canvas gives below the id strip (browser pages).
  */
-import { CELLS, decodeLuma, encodeI420, STRIP_ROWS } from '../../../src/bench/frame-id.ts';
+import { CELLS, decodeLuma, encodeI420, STRIP_ROWS } from '../../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../../src/media/ffmpeg.ts';
 import { i420ToRgb, lumaThumbnail } from '../../../src/media/convert.ts';
 import type { XportraitServer } from '../../../src/server/server.ts';

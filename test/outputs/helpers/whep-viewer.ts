@@ -3,7 +3,7 @@
  * trickle-less offer, applies the answer and decodes what arrives; every decoded picture's frame id (drawn into
  * the pixels by the publisher) and a 32x32 luma thumbnail are kept, so tests compare them with the avatar.
  */
-import { decodeLuma } from '../../../src/bench/frame-id.ts';
+import { decodeLuma } from '../../../src/media/frame-id.ts';
 import { lumaThumbnail } from '../../../src/media/convert.ts';
 import { RTCPeerConnection, RTCVideoSink } from '../../../src/rtc/wrtc.ts';
 

@@ -11,7 +11,7 @@
  * threads when the page is cross-origin isolated (the server sends COOP/COEP).
  */
 import type * as OrtNs from 'onnxruntime-web';
-import { decodeLuma, decodeRgba } from '../../../src/bench/frame-id.ts';
+import { decodeLuma, decodeRgba } from '../../../src/media/frame-id.ts';
 import { FaceTracker, type TrackInput } from '../../../src/face/tracker.ts';
 import { checkPoints, encodeLandmarkMessage, normalizeLandmarks } from '../../../src/session/landmark-wire.ts';
 import { OrtWebRunner } from './ort-web-runner.ts';

@@ -1,6 +1,6 @@
 /**
  * The server half of a bench session (a client that sent `bench: true` in its offer): it reads the camera's frame id
- * from the pixels of every received frame (src/bench/frame-id.ts), and just before an output frame is sent it makes
+ * from the pixels of every received frame (src/media/frame-id.ts), and just before an output frame is sent it makes
  * sure the avatar carries that same id — engines that change the picture (warp, xportrait) get the id strip drawn
  * back over their top rows; frames that already carry it (passthrough) are left untouched. So the page can read
  * the id from every avatar frame whatever the engine, and glass-to-glass latency is measured per frame.
@@ -11,8 +11,8 @@
  * oldest records go first (counted).
  */
 import type { VideoFrame } from '../media/frame.ts';
-import type { FrameTap } from '../session/live-session.ts';
-import { decodeLuma, encodeI420, stripRows } from './frame-id.ts';
+import type { FrameTap } from './live-session.ts';
+import { decodeLuma, encodeI420, stripRows } from '../media/frame-id.ts';
 
 /** A received camera frame: [camera id or -1 when unreadable, session sequence number, receive time (epoch ms)]. */
 export type RxRecord = [cam: number, seq: number, recv: number];
