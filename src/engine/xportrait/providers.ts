@@ -97,6 +97,16 @@ export function checkDevice(device: Device): void {
   }
 }
 
+/**
+ * Dawn (onnxruntime's WebGPU) reads XDG_RUNTIME_DIR while it enumerates Vulkan adapters and refuses to start
+ * without it ("No supported adapters" on a headless server or in CI, where no login session sets it). This is the
+ * environment of a native library, not our configuration: the project sets it here, once, before the first WebGPU
+ * session, to the OS temporary folder when the user has not set it — so nobody has to export it by hand.
+ */
+export function prepareDawnEnvironment(): void {
+  if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = os.tmpdir();
+}
+
 /** Session options for a provider, thread counts explicit (ORT's own default picked 1 thread on these machines). */
 export function sessionOptions(opts: ProviderOptions): InferenceSession.SessionOptions {
   const threads = opts.intraOpThreads ?? Math.max(1, os.availableParallelism());
@@ -122,6 +132,7 @@ export function sessionOptions(opts: ProviderOptions): InferenceSession.SessionO
       ];
       break;
     case 'webgpu':
+      prepareDawnEnvironment();
       providers = ['webgpu', 'cpu'];
       break;
     default:
