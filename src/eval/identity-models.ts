@@ -4,7 +4,7 @@
  * embedder that runs them is ./identity.ts.
  *
  * - `dlib-resnet` (default): dlib's face recognition ResNet v1, public domain (dlib-models), from the TF.js weights
- *   in @vladmandic/face-api (MIT), built as ONNX at install by src/face/convert/dlib-resnet.ts; 150x150 chip
+ *   in @vladmandic/face-api (MIT), built as ONNX at install by src/model/convert/dlib-resnet.ts; 150x150 chip
  *   aligned like dlib's 5-point chips (./face-chip.ts), 128-d; dlib's authors compare descriptors by Euclidean
  *   distance, < 0.6 meaning the same person.
  * - `mobileface` (256-d) and `faceres` (1024-d): NO upstream licence (see src/face/models.ts); options for

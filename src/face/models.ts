@@ -12,8 +12,8 @@ export interface FaceModelSpec {
   /** Path inside the package: the TF.js model.json, or for `builder: 'dlib-resnet'` the bare weights manifest. */
   file: string;
   /**
-   * How models/<id>.onnx is made: 'tfjs-graph' (default) converts a TF.js graph model (src/face/convert/tfjs-to-onnx.ts);
-   * 'dlib-resnet' builds dlib's face recognition ResNet from a weights manifest (src/face/convert/dlib-resnet.ts).
+   * How models/<id>.onnx is made: 'tfjs-graph' (default) converts a TF.js graph model (src/model/convert/tfjs-to-onnx.ts);
+   * 'dlib-resnet' builds dlib's face recognition ResNet from a weights manifest (src/model/convert/dlib-resnet.ts).
    */
   builder?: 'tfjs-graph' | 'dlib-resnet';
   /** Licence of the model weights, as stated by their authors. */
@@ -83,7 +83,7 @@ const NO_UPSTREAM_LICENCE = 'not stated upstream';
 /**
  * eval's default identity model: dlib's face recognition ResNet, which Davis King released into the public domain
  * (github.com/davisking/dlib-models README), as face-api.js ported it to TF.js weights; built at install
- * (INSTALL_MODELS) by src/face/convert/dlib-resnet.ts.
+ * (INSTALL_MODELS) by src/model/convert/dlib-resnet.ts.
  */
 export const DLIB_RESNET_MODEL: FaceModelSpec = {
   id: 'dlib-resnet',

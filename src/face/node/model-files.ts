@@ -7,9 +7,9 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DLIB_RESNET_BUILDER_VERSION } from '../convert/dlib-resnet.ts';
-import { buildDlibResnetModelFile, convertTfjsModelFile, readTfjsGraphModel, readTfjsWeightsManifest, sha256 } from '../convert/files.ts';
-import { ONNX_OPSET } from '../convert/tfjs-to-onnx.ts';
+import { DLIB_RESNET_BUILDER_VERSION } from '../../model/convert/dlib-resnet.ts';
+import { buildDlibResnetModelFile, convertTfjsModelFile, readTfjsGraphModel, readTfjsWeightsManifest, sha256 } from '../../model/convert/files.ts';
+import { ONNX_OPSET } from '../../model/convert/tfjs-to-onnx.ts';
 import { CONVERTER_VERSION, faceModelSpec, INSTALL_MODELS, type FaceModelSpec, type ModelManifest, type ModelManifestEntry } from '../models.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -55,7 +55,11 @@ export interface BuildReport {
   entry: ModelManifestEntry;
 }
 
-/** Which of our builders makes a model, and the version recorded in models/manifest.json. */
+/**
+ * Which of our builders makes a model, and the version recorded in models/manifest.json. The names are identities,
+ * not paths: they still say src/face/convert (the builders now live in src/model/convert) because a new name would
+ * rebuild every installed model.
+ */
 function builderOf(spec: FaceModelSpec): { name: string; version: number; sourceSha256: (path: string) => string } {
   if (spec.builder === 'dlib-resnet') {
     return {
