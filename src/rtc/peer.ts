@@ -45,6 +45,8 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
   readonly #source = new RTCVideoSource();
   readonly #track: MediaStreamTrack;
   #sink: InstanceType<typeof RTCVideoSink> | undefined;
+  /** Data channels the browser opened: closed by close() before the connection (see there). */
+  readonly #channels = new Set<RTCDataChannel>();
   #nextId = 0;
   #closed = false;
   #graceTimer: NodeJS.Timeout | undefined;
@@ -75,8 +77,9 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     this.#stateWatch = setInterval(() => this.#checkState(), 1000);
     this.#stateWatch.unref();
     this.#pc.ondatachannel = (e: RTCDataChannelEvent) => {
-      if (this.#closed) e.channel.close();
-      else this.emit('datachannel', e.channel);
+      if (this.#closed) return; // the connection is closed with its channels
+      this.#channels.add(e.channel);
+      this.emit('datachannel', e.channel);
     };
   }
 
@@ -124,19 +127,28 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     return out;
   }
 
-  /** Stop the sink and the track, close the connection. Idempotent. */
+  /**
+   * Tear down in the order the native binding needs, idempotently: the connection's event handlers off; the sink
+   * (no more decoded frames into JavaScript); the avatar track; the data channels, handlers off and closed while
+   * their connection still lives; then the connection. Closing a data channel after its connection is a reported
+   * native crash of node-webrtc (the channel's proxy calls into a released object; node-webrtc issues 360 and 292),
+   * and so was this server's old order (connection first, then the session's landmark channel): the connection's
+   * owner closes its channels first. `closeChannel` is the safe way for others to close one while it lives.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#graceTimer);
     clearInterval(this.#stateWatch);
-    this.#sink?.stop();
-    this.#sink = undefined;
-    this.#track.stop();
     this.#pc.onicecandidate = null;
     this.#pc.ontrack = null;
     this.#pc.onconnectionstatechange = null;
     this.#pc.ondatachannel = null;
+    this.#sink?.stop();
+    this.#sink = undefined;
+    this.#track.stop();
+    for (const ch of this.#channels) closeChannel(ch);
+    this.#channels.clear();
     this.#pc.close();
     this.emit('state', 'closed');
   }
@@ -177,6 +189,18 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
       this.#graceTimer.unref();
     }
   }
+}
+
+/**
+ * Close a data channel of a live connection: handlers off first (no event into a half-closed object), then close,
+ * only while it is still connecting or open (closing a closed one calls into the binding for nothing).
+ */
+export function closeChannel(ch: Pick<RTCDataChannel, 'readyState' | 'close' | 'onmessage' | 'onclose' | 'onopen' | 'onerror'>): void {
+  ch.onmessage = null;
+  ch.onopen = null;
+  ch.onclose = null;
+  ch.onerror = null;
+  if (ch.readyState === 'connecting' || ch.readyState === 'open') ch.close();
 }
 
 function candidateJson(c: RTCIceCandidate): IceCandidateJson {

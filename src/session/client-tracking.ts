@@ -64,7 +64,7 @@ const PENDING_MS = 1000;
 export const LANDMARK_FRAME_ID_BASE = 2 ** 30;
 
 /** The parts of an RTCDataChannel we use (wrtc's and the browser's both fit). */
-export type LandmarkChannel = Pick<RTCDataChannel, 'label' | 'binaryType' | 'onmessage' | 'onclose' | 'close'>;
+export type LandmarkChannel = Pick<RTCDataChannel, 'label' | 'binaryType' | 'onmessage' | 'onclose' | 'close'> & Partial<Pick<RTCDataChannel, 'readyState'>>;
 
 export interface ClientTrackingStats {
   /** --tracking of this server. */
@@ -400,20 +400,24 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
     };
   }
 
+  /**
+   * Detach and close the landmark channel now (synchronous, idempotent). A live session calls this before it closes
+   * its peer connection: a data channel closed after its connection can crash the WebRTC binding (RtcPeer.close).
+   */
+  releaseChannels(): void {
+    for (const ch of this.#channels) {
+      ch.onmessage = null;
+      ch.onclose = null;
+      if (ch.readyState === undefined || ch.readyState === 'connecting' || ch.readyState === 'open') ch.close();
+    }
+    this.#channels.clear();
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#buffer.close();
-    for (const ch of this.#channels) {
-      ch.onmessage = null;
-      ch.onclose = null;
-      try {
-        ch.close();
-      } catch {
-        // already closed with its peer connection
-      }
-    }
-    this.#channels.clear();
+    this.releaseChannels();
     await this.#opts.serverAnalyzer?.close();
   }
 }

@@ -15,7 +15,7 @@ import type { Engine, EngineControl, EngineSession, EngineStats } from '../engin
 import type { FaceObservation } from '../face/types.ts';
 import { toI420 } from '../media/convert.ts';
 import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
-import { RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
+import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../engine/engine.ts';
@@ -182,7 +182,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       if (this.#client) this.#client.attach(ch);
       else {
         this.logger.info({ event: 'datachannel_refused', label: ch.label }, 'data channel closed: this session takes no client landmarks');
-        ch.close();
+        closeChannel(ch);
       }
     });
     this.#peer.on('candidate', (c) => this.emit('candidate', c));
@@ -264,6 +264,9 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#closed = true;
     const summary = this.stats();
     this.#mailbox.close();
+    // Data channels before their connection: the landmark channel was closed after it, an order that crashes the
+    // WebRTC binding natively (see RtcPeer.close).
+    this.#client?.releaseChannels();
     this.#peer.close();
     // Let a frame in flight finish, but never wait on an engine call that hangs.
     await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
