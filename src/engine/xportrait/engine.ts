@@ -143,14 +143,14 @@ export class XPortraitEngine implements Engine {
     const s =
       this.options.sampler === 'official'
         ? new OfficialSession(this, net, portrait, opts)
-        : new LiveSession(this, net, portrait, opts);
+        : new LiveSamplerSession(this, net, portrait, opts);
     this.#sessions.add(s);
-    const close = s.close.bind(s);
-    s.close = async () => {
-      this.#sessions.delete(s);
-      await close();
-    };
     return s;
+  }
+
+  /** A session tells its engine it closed (BaseSession.close), so the engine's close() skips it. */
+  sessionClosed(s: EngineSession): void {
+    this.#sessions.delete(s);
   }
 
   /**
@@ -355,12 +355,14 @@ abstract class BaseSession implements EngineSession {
   }
 
   async close(): Promise<void> {
+    this.engine.sessionClosed(this);
     this.closed = true;
     this.hintCache.clear();
   }
 }
 
-class LiveSession extends BaseSession {
+/** A session of the live sampler (few-step LCM, sliding window): src/engine/xportrait/live.ts. */
+class LiveSamplerSession extends BaseSession {
   readonly info: EngineSessionInfo;
   readonly #pipeline: LivePipeline<VideoFrame>;
   readonly #denoiser: LiveNetworkDenoiser;
