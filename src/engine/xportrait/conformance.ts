@@ -4,7 +4,8 @@
  *
  * - `sampler`: the official windowed DDIM sampler with CFG on the pack's graphs, its settings (ddim_steps, guidance,
  *   num_overlap, window) read from the case's `call`, its per-step offsets replayed from the case; returns every
- *   recorded output (final latents, per-step latents/eps/x0, per-window eps, decoded frames).
+ *   recorded output (final latents, per-step latents/eps/x0, per-window eps, decoded frames). `sampler_multiref`
+ *   is the same with the case's extra reference `z_more` in the conditional branch (references.ts).
  * - `ddim_schedules`: the DDPM table and the DDIM tables for every S the case lists, from the set's config; S whose
  *   official make_schedule fails must be refused by ours.
  */
@@ -96,6 +97,9 @@ export const samplerCase: CaseRunner = async (ctx) => {
       },
       portraitKey: 'case',
       zRef: { data: (f.z_ref.data as Float32Array).slice(0, fs), dims: [1, ...latentDims] },
+      // sampler_multiref: the extra reference (repeated per frame like z_ref; one clean latent) joins the bank of
+      // the conditional branch; the unconditional branch gets none, as in the official p_sample_ddim.
+      extraRefs: f.z_more ? [{ key: 'case-more', z: { data: (f.z_more.data as Float32Array).slice(0, fs), dims: [1, ...latentDims] } }] : undefined,
       hints: stackedHints('case', toF32(f.hint_pose), toF32(f.hint_local)),
       latentDims,
     },
@@ -175,5 +179,6 @@ export const ddimSchedulesCase: CaseRunner = async (ctx) => {
 /** Runners to pass to `runConformance(pack, set, { runners: XPORTRAIT_CASE_RUNNERS })`. */
 export const XPORTRAIT_CASE_RUNNERS: Record<string, CaseRunner> = {
   sampler: samplerCase,
+  sampler_multiref: samplerCase,
   ddim_schedules: ddimSchedulesCase,
 };

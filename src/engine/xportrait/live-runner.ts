@@ -14,6 +14,7 @@ import { CountingCache, bytesOf } from './caches.ts';
 import type { BatchItem, LiveBatchPrediction, LiveBatchRequest, LiveDenoiser, LivePolicy } from './live.ts';
 import { numel, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
 import type { XPortraitCaches } from './offline.ts';
+import { referenceSetBank, referenceSetKey, type ReferenceLatent } from './references.ts';
 
 export interface KvSiteShape {
   name: string;
@@ -27,6 +28,8 @@ export interface LiveRunnerOptions {
   policy: LivePolicy;
   portraitKey: string;
   zRef: F32;
+  /** Extra references of the same person: their banks join the main one along the token axis (references.ts). */
+  extraRefs?: readonly ReferenceLatent[];
   latentDims: [number, number, number];
   /** kvcache policy: the temporal-attention sites of the `*_kv` graphs with their token counts. */
   kvSites?: KvSiteShape[];
@@ -107,9 +110,10 @@ export class LiveNetworkDenoiser implements LiveDenoiser {
   async #banks(items: readonly BatchItem[]): Promise<F32[]> {
     const { caches, net, portraitKey, zRef } = this.#o;
     const ts = items.map((it) => it.t);
-    const bankAt = (t: number) => caches.bank.getOrCompute(`${portraitKey}|${t}`, () => net.referenceBank(zRef, t));
+    const refs = [{ key: portraitKey, z: zRef }, ...(this.#o.extraRefs ?? [])];
+    const bankAt = (t: number) => referenceSetBank(net, caches.bank, refs, t);
     if (ts.every((t) => t === ts[0])) return bankAt(ts[0]);
-    return this.bankBatches.getOrCompute(`${portraitKey}|${ts.join(',')}`, async () => {
+    return this.bankBatches.getOrCompute(`${referenceSetKey(refs)}|${ts.join(',')}`, async () => {
       const per = await Promise.all(ts.map(bankAt));
       return per[0].map((b0, i) => {
         const n = b0.data.length;

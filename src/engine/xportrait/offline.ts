@@ -10,6 +10,7 @@
  */
 import type { CountingCache } from './caches.ts';
 import { numel, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
+import { referenceSetBank, type ReferenceLatent } from './references.ts';
 import { decodeChunks, initialLatents, sampleOffline, type OfflineSamplerOptions, type SamplerObserver, type WindowDenoiser, type WindowRequest } from './sampler.ts';
 import type { GaussianSource } from './rng.ts';
 import type { NoiseSchedule } from './schedule.ts';
@@ -84,6 +85,11 @@ export interface WindowDenoiserOptions {
   portraitKey: string;
   /** Clean source latent [1, c, h, w] (the official `image_control`; wonoise = True). */
   zRef: F32;
+  /**
+   * Extra references of the same person (the official `more_image_control`): clean latents whose banks join the
+   * main one along the token axis in the conditional branch only (references.ts).
+   */
+  extraRefs?: readonly ReferenceLatent[];
   hints: DrivingHints;
   /** Latent dims of one frame [c, h, w]. */
   latentDims: [number, number, number];
@@ -93,9 +99,10 @@ export class OfficialWindowDenoiser implements WindowDenoiser {
   #control: F32[] | undefined;
   constructor(private readonly o: WindowDenoiserOptions) {}
 
-  /** The bank of the portrait at t (run once per (portrait, t)). */
+  /** The bank of the portrait (and its extra references, joined) at t (each reference run once per t). */
   bank(t: number): Promise<F32[]> {
-    return this.o.caches.bank.getOrCompute(`${this.o.portraitKey}|${t}`, () => this.o.net.referenceBank(this.o.zRef, t));
+    const refs = [{ key: this.o.portraitKey, z: this.o.zRef }, ...(this.o.extraRefs ?? [])];
+    return referenceSetBank(this.o.net, this.o.caches.bank, refs, t);
   }
 
   async predict(req: WindowRequest): Promise<{ cond: Float32Array; uncond?: Float32Array }> {

@@ -4,7 +4,8 @@
  *
  * Which graphs a case runs:
  * - a runner registered under the case name (`CaseRunner`), for calls that chain graphs or need host logic
- *   (the ControlNets: hint encoder then body; `cond_branch`: reference net + both ControlNets + unet_cond);
+ *   (the ControlNets: hint encoder then body; `cond_branch` and `cond_branch_multiref`: reference net per
+ *   reference, banks joined along the token axis, both ControlNets, unet_cond);
  * - otherwise auto-binding by tensor names: the pack graph whose inputs are all case inputs, that produces at
  *   least one case output, and that uses the most case inputs (vae_encode -> vae_encoder, unet_cond -> unet_cond…).
  * Cases nothing binds to (e.g. `sampler`, `ddim_schedules`: host-side algorithms) are reported as skipped; the
@@ -96,17 +97,60 @@ function addTensors(a: ort.Tensor, b: ort.Tensor): ort.Tensor {
 }
 
 /**
- * The conditional branch as the sampler calls it: the reference net once at batch 1 (it depends only on the clean
- * reference latent and t, so the official 16 identical copies are one), both ControlNets, the summed residuals,
- * then unet_cond with the bank broadcast over the window.
+ * Joins reference banks [1, L_k, C_k] along the token axis, main reference first (the official `apply_model` with
+ * `more_reference_image_noisy`: attention_bank[j] = cat([attention_bank[j], l_bank[j]], dim=1) per extra reference).
+ */
+export function joinBankTensors(banks: readonly Record<string, ort.Tensor>[]): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const name of Object.keys(banks[0])) {
+    const parts = banks.map((b) => b[name]);
+    const [batch, , channels] = parts[0].dims;
+    if (parts.some((p) => p.dims.length !== 3 || p.dims[0] !== batch || p.dims[2] !== channels)) throw new Error(`${name}: reference banks differ in shape`);
+    const tokens = parts.reduce((s, p) => s + p.dims[1], 0);
+    const data = new Float32Array(batch * tokens * channels);
+    // Row by row (batch axis), each row's tokens main reference first.
+    let o = 0;
+    for (let b = 0; b < batch; b++) {
+      for (const p of parts) {
+        const per = p.dims[1] * channels;
+        data.set((p.data as Float32Array).subarray(b * per, (b + 1) * per), o);
+        o += per;
+      }
+    }
+    out[name] = new ort.Tensor('float32', data, [batch, tokens, channels]);
+  }
+  return out;
+}
+
+/** The case inputs that are extra reference latents, in order: z_more, or z_more.0, z_more.1, … */
+function extraReferenceInputs(pool: Feeds): ort.Tensor[] {
+  if (pool.z_more) return [pool.z_more];
+  const keys = Object.keys(pool)
+    .filter((k) => /^z_more\.\d+$/.test(k))
+    .sort((a, b) => Number(a.split('.')[1]) - Number(b.split('.')[1]));
+  return keys.map((k) => pool[k]);
+}
+
+/**
+ * The conditional branch as the sampler calls it: the reference net once at batch 1 per reference (it depends only
+ * on the clean reference latent and t, so the official 16 identical copies are one), the banks of extra references
+ * (`z_more`, cond_branch_multiref) joined after the main one along the token axis, both ControlNets, the summed
+ * residuals, then unet_cond with the bank broadcast over the window. With extra references the joined bank is also
+ * returned as `debug.bank.NN` (the case's record of what the UNet reads).
  */
 export const condBranch: CaseRunner = async (ctx) => {
   const pool = await ctx.inputs();
   const { pack } = ctx;
   const zRef = pool.z_ref;
   const refBatch = zRef.dims[0];
+  const t = pool.t.dims[0] === refBatch ? pool.t : firstRows(pool.t, refBatch);
   ctx.used('refnet_bank');
-  const bank = await pack.run('refnet_bank', { z_ref: zRef, t: pool.t.dims[0] === refBatch ? pool.t : firstRows(pool.t, refBatch), context: pool.context });
+  const banks = [await pack.run('refnet_bank', { z_ref: zRef, t, context: pool.context })];
+  for (const more of extraReferenceInputs(pool)) {
+    if (more.dims[0] !== refBatch) throw new Error(`an extra reference latent has batch ${more.dims[0]}, the main one ${refBatch}`);
+    banks.push(await pack.run('refnet_bank', { z_ref: more, t, context: pool.context }));
+  }
+  const bank = banks.length === 1 ? banks[0] : joinBankTensors(banks);
   const residuals: Record<string, ort.Tensor>[] = [];
   for (const which of ['pose', 'local'] as const) {
     ctx.used(`cn_hint_${which}`);
@@ -117,7 +161,9 @@ export const condBranch: CaseRunner = async (ctx) => {
   const control: Feeds = {};
   for (const name of Object.keys(residuals[0])) control[name.replace(/^res\./, 'control.')] = addTensors(residuals[0][name], residuals[1][name]);
   ctx.used('unet_cond');
-  return pack.run('unet_cond', { ...pool, ...bank, ...control });
+  const out = await pack.run('unet_cond', { ...pool, ...bank, ...control });
+  if (banks.length > 1) for (const [name, b] of Object.entries(bank)) out[`debug.${name}`] = b;
+  return out;
 };
 
 /** Runners of the network cases that are not a single graph bound by name. */
@@ -125,6 +171,7 @@ export const NETWORK_CASE_RUNNERS: Record<string, CaseRunner> = {
   pose_controlnet: chain('cn_hint_pose', 'cn_body_pose'),
   local_controlnet: chain('cn_hint_local', 'cn_body_local'),
   cond_branch: condBranch,
+  cond_branch_multiref: condBranch,
 };
 
 /** The one pack graph a case binds to by tensor names, or a reason why none does. */
