@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { EgressStatus } from '../egress/egress.ts';
 import type { EngineSessionInfo } from '../engine/engine.ts';
 import type { SessionStats } from '../session/live-session.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export const MAX_MESSAGE_BYTES = 256 * 1024;
 
@@ -146,7 +147,7 @@ export function parseClientMessage(raw: string | Buffer | ArrayBuffer | Buffer[]
   try {
     value = JSON.parse(buf ? buf.toString('utf8') : (raw as string));
   } catch (err) {
-    return { ok: false, code: 'bad_json', message: `message is not valid JSON: ${(err as Error).message}` };
+    return { ok: false, code: 'bad_json', message: `message is not valid JSON: ${errorMessage(err)}` };
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, code: 'invalid_message', message: 'message must be a JSON object with a "type" field' };

@@ -13,6 +13,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { HttpError } from './http.ts';
 
 export type Role = 'publish' | 'view';
 export const ROLES: readonly Role[] = ['publish', 'view'];
@@ -33,13 +34,13 @@ export interface TokenClaims {
 
 export type AccessErrorCode = 'token_required' | 'token_invalid' | 'token_expired' | 'forbidden' | 'local_only';
 
-export class AccessError extends Error {
-  constructor(
-    readonly status: 401 | 403,
-    readonly code: AccessErrorCode,
-    message: string,
-  ) {
-    super(message);
+/** A client may not do what it asked (no token, a bad or expired one, the wrong role, not local). */
+export class AccessError extends HttpError {
+  declare readonly status: 401 | 403;
+  declare readonly code: AccessErrorCode;
+
+  constructor(status: 401 | 403, code: AccessErrorCode, message: string) {
+    super(status, code, message);
   }
 }
 

@@ -28,6 +28,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { VideoFrame } from '../media/frame.ts';
 import type { LiveSession } from '../session/live-session.ts';
+import { HttpError, sendError } from './http.ts';
 
 /** Stage marks every session sets; any other mark inside the engine span is an engine sub-stage. */
 const KNOWN_MARKS = new Set(['capture', 'receive', 'trackStart', 'trackEnd', 'engineStart', 'engineEnd', 'send']);
@@ -173,12 +174,7 @@ export class ServerMetrics {
   /** Answer GET /metrics (after the access check). */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const denied = this.#deny(req);
-    if (denied) {
-      const body = JSON.stringify({ error: { code: denied.code, message: denied.message } });
-      res.writeHead(denied.status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...(denied.status === 401 ? { 'www-authenticate': 'Bearer realm="metrics"' } : {}) });
-      res.end(body);
-      return;
-    }
+    if (denied) return sendError(res, new HttpError(denied.status, denied.code, denied.message, { headers: denied.status === 401 ? { 'www-authenticate': 'Bearer realm="metrics"' } : {} }));
     const text = await this.registry.metrics();
     res.writeHead(200, { 'content-type': this.registry.contentType, 'cache-control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : text);

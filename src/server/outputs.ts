@@ -13,7 +13,7 @@
  *   GET     /view/<room>, /obs/<room>  the viewer page and the chrome-less OBS page
  */
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServeConfig } from '../config/serve-config.ts';
@@ -25,7 +25,9 @@ import type { LiveSession } from '../session/live-session.ts';
 import { AccessError, isValidRoomName, parseTtl, RoomAccess, tokenFromRequest, type Grant } from './auth.ts';
 import type { RoomStatus } from '../protocol/signaling.ts';
 import { RoomError, RoomRegistry, type Room } from './rooms.ts';
+import { corsHeaders, HttpError, preflight, readBody, sendJson, type Route, type RouteRequest } from './http.ts';
 import { serveStatic } from './static-files.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 /** Paths every client may reach even without a secret (health probes; /metrics has its own rule). */
 const OPEN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -127,58 +129,54 @@ export class Outputs implements SessionOutputs {
       this.access.checkClient(req.socket.remoteAddress);
       return undefined;
     } catch (err) {
-      const body = JSON.stringify({ error: { code: (err as AccessError).code, message: (err as Error).message } });
+      if (!(err instanceof AccessError)) throw err;
+      const body = JSON.stringify({ error: { code: err.code, message: err.message } });
       return `HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
     }
   }
 
-  /** Handle the request if it is ours (or refused by the access gate). Returns true when answered. */
-  async route(req: IncomingMessage, res: ServerResponse, pathname: string, method: string): Promise<boolean> {
-    try {
-      if (!OPEN_PATHS.has(pathname)) this.access.checkClient(req.socket.remoteAddress);
-      if (pathname.startsWith('/whep/')) {
-        await this.#whep(req, res, pathname, method);
-        return true;
-      }
-      const api = /^\/api\/rooms\/([^/]+)(\/view-token)?$/.exec(pathname);
-      if (api) {
-        await this.#roomApi(req, res, decodeSegment(api[1]), Boolean(api[2]), method);
-        return true;
-      }
-      if (pathname === '/api/portraits' && method === 'POST' && this.access.tokensRequired) {
-        // Uploading a portrait is the first step of publishing.
-        await this.access.authorize({ remoteAddress: req.socket.remoteAddress, token: tokenFromRequest(req), room: undefined, need: 'publish' });
-        return false;
-      }
-      const page = /^\/(view|obs)\/([^/]+)\/?$/.exec(pathname);
-      if (page && (method === 'GET' || method === 'HEAD')) {
-        if (!isValidRoomName(decodeSegment(page[2]))) return sendError(res, 404, 'no_such_room', `"${page[2]}" is not a valid room name`), true;
-        if (!(await serveStatic(this.#webRoot, req, res, `/${page[1]}.html`))) {
-          sendError(res, 503, 'not_built', `the web client is not built (no ${join(this.#webRoot, `${page[1]}.html`)}): run npm run build:web`);
-        }
-        return true;
-      }
-      return false;
-    } catch (err) {
-      if (err instanceof AccessError) {
-        this.#log.info({ event: 'access_refused', code: err.code, path: pathname, remote: req.socket.remoteAddress }, err.message);
-        sendError(res, err.status, err.code, err.message, corsHeaders(req, pathname));
-        return true;
-      }
-      throw err;
+  /**
+   * The access gate, before any route: without a secret only loopback clients may connect (health probes and
+   * /metrics excepted). Throws AccessError.
+   */
+  checkClient(req: IncomingMessage, pathname: string): void {
+    if (!OPEN_PATHS.has(pathname)) this.access.checkClient(req.socket.remoteAddress);
+  }
+
+  /** Uploading a portrait is the first step of publishing: with --secret it needs a publish token. */
+  async authorizeUpload(req: IncomingMessage): Promise<void> {
+    if (this.access.tokensRequired) {
+      await this.access.authorize({ remoteAddress: req.socket.remoteAddress, token: tokenFromRequest(req), room: undefined, need: 'publish' });
     }
   }
 
-  async #roomApi(req: IncomingMessage, res: ServerResponse, room: string, viewToken: boolean, method: string): Promise<void> {
-    const cors = corsHeaders(req, '/api/rooms/');
+  /** The outputs' routes (the server's route table takes them in). */
+  readonly routes: readonly Route[] = [
+    { path: /^\/whep\/([^/]+)(?:\/([^/]+))?\/?$/, cors: true, handle: (r) => this.#whep(r) },
+    { path: /^\/whep\//, cors: true, handle: (r) => notFound(r.pathname) },
+    { path: /^\/api\/rooms\/([^/]+)(\/view-token)?$/, cors: true, handle: (r) => this.#roomApi(r) },
+    { path: /^\/(view|obs)\/([^/]+)\/?$/, methods: ['GET', 'HEAD'], handle: (r) => this.#page(r) },
+  ];
+
+  async #page({ req, res, params: [page, name] }: RouteRequest): Promise<void> {
+    if (!isValidRoomName(decodeSegment(name))) throw new HttpError(404, 'no_such_room', `"${name}" is not a valid room name`);
+    if (!(await serveStatic(this.#webRoot, req, res, `/${page}.html`))) {
+      throw new HttpError(503, 'not_built', `the web client is not built (no ${join(this.#webRoot, `${page}.html`)}): run npm run build:web`);
+    }
+  }
+
+  async #roomApi({ req, res, method, params }: RouteRequest): Promise<void> {
+    const room = decodeSegment(params[0]);
+    const viewToken = Boolean(params[1]);
+    const cors = corsHeaders(req);
     if (method === 'OPTIONS') return preflight(res, cors, 'GET, POST, OPTIONS');
-    if (!isValidRoomName(room)) return sendError(res, 404, 'no_such_room', `"${room}" is not a valid room name`, cors);
+    if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
     if (!viewToken) {
-      if (method !== 'GET') return sendError(res, 405, 'method_not_allowed', `use GET /api/rooms/${room}`, { ...cors, allow: 'GET' });
+      if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `use GET /api/rooms/${room}`, { headers: { allow: 'GET' } });
       await this.#authorize(req, room, 'view');
       return sendJson(res, 200, this.roomStatus(room) ?? emptyStatus(room, this.#config.maxViewers), cors);
     }
-    if (method !== 'POST') return sendError(res, 405, 'method_not_allowed', `use POST /api/rooms/${room}/view-token`, { ...cors, allow: 'POST' });
+    if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', `use POST /api/rooms/${room}/view-token`, { headers: { allow: 'POST' } });
     await this.#authorize(req, room, 'publish');
     if (!this.access.tokensRequired) return sendJson(res, 200, { token: null, expiresAt: null }, cors);
     let ttl = 24 * 3600;
@@ -187,55 +185,53 @@ export class Outputs implements SessionOutputs {
       try {
         ttl = parseTtl(asked);
       } catch (err) {
-        return sendError(res, 400, 'bad_ttl', (err as Error).message, cors);
+        throw new HttpError(400, 'bad_ttl', errorMessage(err), { cause: err });
       }
     }
     const token = await this.access.sign(room, 'view', ttl);
     sendJson(res, 200, { token, expiresAt: new Date(Date.now() + ttl * 1000).toISOString() }, cors);
   }
 
-  async #whep(req: IncomingMessage, res: ServerResponse, pathname: string, method: string): Promise<void> {
-    const cors = corsHeaders(req, pathname);
-    const m = /^\/whep\/([^/]+)(?:\/([^/]+))?\/?$/.exec(pathname);
-    if (!m) return sendError(res, 404, 'not_found', `not found: ${pathname}`, cors);
-    const room = decodeSegment(m[1]);
-    const viewerId = m[2] ? decodeSegment(m[2]) : undefined;
-    if (!isValidRoomName(room)) return sendError(res, 404, 'no_such_room', `"${room}" is not a valid room name`, cors);
+  async #whep({ req, res, method, params }: RouteRequest): Promise<void> {
+    const cors = corsHeaders(req);
+    const room = decodeSegment(params[0]);
+    const viewerId = params[1] ? decodeSegment(params[1]) : undefined;
+    if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
     if (method === 'OPTIONS') {
       return preflight(res, { ...cors, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
     }
     if (viewerId) {
       if (method === 'PATCH') {
-        return sendError(res, 405, 'trickle_not_supported', 'trickle ICE and ICE restarts are not supported: send every candidate in the offer (wait for ICE gathering to complete)', { ...cors, allow: 'DELETE' });
+        throw new HttpError(405, 'trickle_not_supported', 'trickle ICE and ICE restarts are not supported: send every candidate in the offer (wait for ICE gathering to complete)', { headers: { allow: 'DELETE' } });
       }
-      if (method !== 'DELETE') return sendError(res, 405, 'method_not_allowed', 'use DELETE to end a WHEP session', { ...cors, allow: 'DELETE' });
-      // The resource URL is an unguessable capability; the local-only rule was checked above.
+      if (method !== 'DELETE') throw new HttpError(405, 'method_not_allowed', 'use DELETE to end a WHEP session', { headers: { allow: 'DELETE' } });
+      // The resource URL is an unguessable capability; the local-only rule was checked by the gate.
       const viewer = this.rooms.get(room)?.relay.getViewer(viewerId);
-      if (!viewer) return sendError(res, 404, 'no_such_viewer', `no WHEP session ${viewerId} in room "${room}" (already ended?)`, cors);
+      if (!viewer) throw new HttpError(404, 'no_such_viewer', `no WHEP session ${viewerId} in room "${room}" (already ended?)`);
       viewer.close('DELETE by the player');
       res.writeHead(200, { ...cors, 'content-length': 0 });
       res.end();
       return;
     }
-    if (method !== 'POST') return sendError(res, 405, 'method_not_allowed', 'POST an SDP offer (application/sdp) to start a WHEP session', { ...cors, allow: 'POST, OPTIONS' });
+    if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'POST an SDP offer (application/sdp) to start a WHEP session', { headers: { allow: 'POST, OPTIONS' } });
     const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (type !== 'application/sdp') {
       req.resume();
-      return sendError(res, 415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`, cors);
+      throw new HttpError(415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`);
     }
     await this.#authorize(req, room, 'view');
-    const offer = await readText(req, MAX_SDP_BYTES);
-    if (offer === undefined) return sendError(res, 413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`, cors);
+    const offer = (await readBody(req, MAX_SDP_BYTES))?.toString('utf8');
+    if (offer === undefined) throw new HttpError(413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`);
     let r: Room;
     try {
       r = this.rooms.open(room);
     } catch (err) {
-      if (err instanceof RoomError) return sendError(res, err.status, err.code, err.message, { ...cors, 'retry-after': '10' });
+      if (err instanceof RoomError) throw new HttpError(err.status, err.code, err.message, { cause: err, headers: { 'retry-after': '10' } });
       throw err;
     }
     if (r.viewerCount >= this.#config.maxViewers) {
       this.rooms.releaseIfIdle(room);
-      return sendError(res, 503, 'room_full', `room "${room}" already has ${this.#config.maxViewers} viewers (--max-viewers)`, { ...cors, 'retry-after': '10' });
+      throw new HttpError(503, 'room_full', `room "${room}" already has ${this.#config.maxViewers} viewers (--max-viewers)`, { headers: { 'retry-after': '10' } });
     }
     try {
       const { viewer, answer } = await r.relay.addViewer(offer);
@@ -244,7 +240,7 @@ export class Outputs implements SessionOutputs {
       res.end(answer);
     } catch (err) {
       this.rooms.releaseIfIdle(room);
-      if (err instanceof RelayError) return sendError(res, err.status, 'bad_offer', err.message, cors);
+      if (err instanceof RelayError) throw new HttpError(err.status, 'bad_offer', err.message, { cause: err });
       throw err;
     }
   }
@@ -289,6 +285,10 @@ function emptyStatus(name: string, maxViewers: number): RoomStatus {
   return { name, publishing: false, viewers: 0, maxViewers, egress: [] };
 }
 
+function notFound(pathname: string): never {
+  throw new HttpError(404, 'not_found', `not found: ${pathname}`);
+}
+
 function decodeSegment(s: string): string {
   try {
     return decodeURIComponent(s);
@@ -297,50 +297,3 @@ function decodeSegment(s: string): string {
   }
 }
 
-/** WHEP players and the browser extension call from other origins; tokens travel in headers, never cookies. */
-function corsHeaders(req: IncomingMessage, _path: string): Record<string, string> {
-  const h: Record<string, string> = {
-    'access-control-allow-origin': '*',
-    'access-control-expose-headers': 'Location, Link, Retry-After',
-  };
-  // Chrome's Private Network Access: a public site (a meeting) calling this server on localhost/LAN.
-  if (req.headers['access-control-request-private-network'] === 'true') h['access-control-allow-private-network'] = 'true';
-  return h;
-}
-
-function preflight(res: ServerResponse, cors: Record<string, string>, methods: string): void {
-  res.writeHead(204, {
-    ...cors,
-    'access-control-allow-methods': methods,
-    'access-control-allow-headers': 'Authorization, Content-Type, If-Match',
-    'access-control-max-age': '600',
-    'content-length': 0,
-  });
-  res.end();
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
-  res.end(text);
-}
-
-function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
-  const extra: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer realm="xportrait-cam"' } : {};
-  sendJson(res, status, { error: { code, message } }, { ...extra, ...headers });
-}
-
-function readText(req: IncomingMessage, max: number): Promise<string | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > max) over = true;
-      else chunks.push(c);
-    });
-    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}

@@ -7,19 +7,14 @@ import { randomUUID } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
 import type { RgbImage } from '../media/frame.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
+import { HttpError } from './http.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 /** Portraits are stored at most this large on their long side: engines work at 512. */
 export const MAX_PORTRAIT_SIDE = 1024;
 
-export class PortraitError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+/** An upload that is not a usable portrait (empty, too large, not an image). */
+export class PortraitError extends HttpError {}
 
 export interface StoredPortrait {
   id: string;
@@ -68,7 +63,7 @@ export async function decodePortrait(bytes: Buffer, limits: PortraitLimits): Pro
     if (info.channels !== 3) throw new Error(`expected 3 channels, got ${info.channels}`);
     return { image: { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) }, format: meta.format ?? 'unknown' };
   } catch (err) {
-    throw new PortraitError(422, 'undecodable_image', `the image could not be decoded: ${(err as Error).message}`);
+    throw new PortraitError(422, 'undecodable_image', `the image could not be decoded: ${errorMessage(err)}`);
   }
 }
 

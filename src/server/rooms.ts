@@ -15,15 +15,16 @@ import type { Egress } from '../egress/egress.ts';
 import type { VideoFrame } from '../media/frame.ts';
 import { RtpRelay } from '../rtc/relay.ts';
 import type { RoomStatus } from '../protocol/signaling.ts';
+import { HttpError } from './http.ts';
 import type { LiveSession } from '../session/live-session.ts';
+import { errorMessage } from '../util/error-message.ts';
 
-export class RoomError extends Error {
-  constructor(
-    readonly code: 'room_busy' | 'room_full' | 'too_many_rooms',
-    readonly status: 409 | 503,
-    message: string,
-  ) {
-    super(message);
+/** A room refused a publisher or could not be opened (also sent to a publisher over signaling). */
+export class RoomError extends HttpError {
+  declare readonly code: 'room_busy' | 'room_full' | 'too_many_rooms';
+
+  constructor(status: 409 | 503, code: RoomError['code'], message: string) {
+    super(status, code, message);
   }
 }
 
@@ -76,10 +77,10 @@ export class Room extends EventEmitter<{ changed: [] }> {
 
   /** Make `session` the room's publisher until it closes. Throws RoomError `room_busy` if another one is live. */
   publish(session: LiveSession, engine: string): void {
-    if (this.#closed) throw new RoomError('room_busy', 409, `room "${this.name}" is closing`);
+    if (this.#closed) throw new RoomError(409, 'room_busy', `room "${this.name}" is closing`);
     const current = this.#publisher;
     if (current && current.session !== session && !current.session.closed) {
-      throw new RoomError('room_busy', 409, `room "${this.name}" already has a publisher (since ${current.since.toISOString()}): pick another room, or stop that one first`);
+      throw new RoomError(409, 'room_busy', `room "${this.name}" already has a publisher (since ${current.since.toISOString()}): pick another room, or stop that one first`);
     }
     current?.detach(); // a publisher that closed without its 'closed' reaching us yet
     const onFrame = (f: VideoFrame) => this.pushFrame(f);
@@ -118,7 +119,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
       try {
         e.push(frame);
       } catch (err) {
-        this.#log.error({ event: 'egress_push_failed', egress: e.kind, err: (err as Error).message }, 'egress rejected a frame');
+        this.#log.error({ event: 'egress_push_failed', egress: e.kind, err: errorMessage(err) }, 'egress rejected a frame');
       }
     }
   }
@@ -173,7 +174,7 @@ export class RoomRegistry {
     let room = this.#rooms.get(name);
     if (room) return room;
     if (this.#rooms.size >= this.opts.maxRooms) {
-      throw new RoomError('too_many_rooms', 503, `the server already has ${this.opts.maxRooms} rooms open: try again later`);
+      throw new RoomError(503, 'too_many_rooms', `the server already has ${this.opts.maxRooms} rooms open: try again later`);
     }
     room = new Room(name, this.opts);
     const r = room;

@@ -25,6 +25,8 @@ import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { EngineHost } from './engine-host.ts';
 import { ServerMetrics } from './metrics.ts';
+import { AccessError } from './auth.ts';
+import { corsHeaders, findRoute, HttpError, readBody, sendError, sendJson, type Route, type RouteRequest } from './http.ts';
 import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
@@ -33,6 +35,7 @@ import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
 import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export { DEFAULT_WEB_ROOT };
 
@@ -49,7 +52,6 @@ export interface ServerDeps {
 }
 
 export class XportraitServer {
-  readonly sessions = new Set<LiveSession>();
   readonly engines: EngineHost;
   readonly portraits: PortraitStore;
   readonly webRoot: string;
@@ -61,6 +63,10 @@ export class XportraitServer {
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
+  /** Every open live session; each leaves on its own 'closed' event. */
+  readonly #sessions = new Set<LiveSession>();
+  /** What the server answers, first match wins (the outputs' and the tracking assets' routes included). */
+  readonly #routes: readonly Route[];
   readonly #log: Logger;
   #slots = 0;
   #closing = false;
@@ -75,14 +81,9 @@ export class XportraitServer {
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
     this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot });
-    this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.sessions });
-    const handler = (req: IncomingMessage, res: ServerResponse) => {
-      this.#route(req, res).catch((err) => {
-        this.#log.error({ err, url: req.url }, 'request failed');
-        if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal', message: (err as Error).message } });
-        else res.destroy();
-      });
-    };
+    this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions });
+    this.#routes = this.#routeTable();
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
     this.#http = config.tlsCert && config.tlsKey
       ? createHttpsServer({ cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) }, handler)
       : createHttpServer(handler);
@@ -172,6 +173,18 @@ export class XportraitServer {
     return this.#slots;
   }
 
+  /** The open live sessions. */
+  get sessions(): ReadonlySet<LiveSession> {
+    return this.#sessions;
+  }
+
+  /** A session started on a signaling connection: the server holds it until it closes. */
+  #adopt(session: LiveSession, engine: string): void {
+    this.#sessions.add(session);
+    session.once('closed', () => this.#sessions.delete(session));
+    this.metrics.trackSession(session, engine);
+  }
+
   #signalingContext() {
     return {
       logger: this.#log,
@@ -183,8 +196,7 @@ export class XportraitServer {
       tracking: this.config.tracking,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
-      sessions: this.sessions,
-      onSessionStarted: (session: LiveSession, engine: string) => this.metrics.trackSession(session, engine),
+      onSessionStarted: (session: LiveSession, engine: string) => this.#adopt(session, engine),
       outputs: this.outputs,
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
@@ -198,82 +210,114 @@ export class XportraitServer {
     };
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  #routeTable(): Route[] {
+    const getOrHead = ['GET', 'HEAD'];
+    return [
+      ...this.outputs.routes,
+      { path: '/healthz', handle: ({ res }) => sendJson(res, 200, { ok: true }) },
+      ...(this.metrics.enabled ? [{ path: '/metrics', methods: getOrHead, handle: ({ req, res }: RouteRequest) => this.metrics.handle(req, res) }] : []),
+      { path: '/readyz', handle: ({ res }) => this.#ready(res) },
+      { path: '/api/info', methods: ['GET'], handle: ({ res }) => this.#info(res) },
+      { path: '/api/portraits/sample.png', methods: getOrHead, handle: ({ res, method }) => this.#samplePortrait(res, method) },
+      { path: '/api/portraits', methods: ['POST'], handle: ({ req, res }) => this.#upload(req, res) },
+      {
+        path: '/api/portraits',
+        handle: () => {
+          throw new HttpError(405, 'method_not_allowed', 'POST an image to /api/portraits', { headers: { allow: 'POST' } });
+        },
+      },
+      {
+        path: /^\/api\/|^\/ws$/,
+        handle: ({ method, pathname }) => {
+          throw new HttpError(404, 'not_found', `no such endpoint: ${method} ${pathname}`);
+        },
+      },
+      ...this.trackingAssets.routes,
+    ];
+  }
+
+  /** Every request: the access gate, the route table, then the web client's files. Errors are rendered here. */
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { pathname } = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
-    if (await this.outputs.route(req, res, pathname, method)) return;
-    if (pathname === '/healthz') return sendJson(res, 200, { ok: true });
-    if (pathname === '/metrics' && this.metrics.enabled && (method === 'GET' || method === 'HEAD')) return this.metrics.handle(req, res);
-    if (pathname === '/readyz') {
-      const reasons: string[] = [];
-      if (this.#closing) reasons.push('shutting down');
-      if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
-      if (!this.webClientBuilt) reasons.push('web client not built');
-      return sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
+    let cors = false;
+    try {
+      this.outputs.checkClient(req, pathname);
+      const hit = findRoute(this.#routes, pathname, method);
+      if (hit) {
+        cors = hit.route.cors === true;
+        return await hit.route.handle({ req, res, method, pathname, params: hit.params });
+      }
+      if ((method === 'GET' || method === 'HEAD') && (await serveStatic(this.webRoot, req, res, pathname))) return;
+      if (pathname === '/' || pathname === '/index.html') {
+        res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });
+        res.end('The web client is not built. Run `npm run build:web` (npm ci does it through the prepare script).\n');
+        return;
+      }
+      throw new HttpError(404, 'not_found', `not found: ${pathname}`);
+    } catch (err) {
+      if (err instanceof AccessError) {
+        this.#log.info({ event: 'access_refused', code: err.code, path: pathname, remote: req.socket.remoteAddress }, err.message);
+      } else if (!(err instanceof HttpError)) {
+        this.#log.error({ err, url: req.url }, 'request failed');
+      }
+      // refusals carry CORS headers wherever they happen: a player on another origin must be able to read why
+      sendError(res, err, cors || err instanceof AccessError ? corsHeaders(req) : {});
     }
-    if (pathname === '/api/info' && method === 'GET') {
-      return sendJson(res, 200, {
-        name: 'xportrait-cam',
-        engines: this.engines.names.map((name) => ({ name, loaded: this.engines.isLoaded(name) })),
-        defaultEngine: this.config.engine,
-        sessions: this.#slots,
-        maxSessions: this.config.maxSessions,
-        outputSize: this.config.outputSize,
-        iceServers: this.config.iceServers,
-        rooms: this.outputs.info(),
-        limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
-      });
-    }
-    if (pathname === '/api/portraits/sample.png' && (method === 'GET' || method === 'HEAD')) {
-      const png = await samplePortraitPng();
-      res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length, 'cache-control': 'max-age=3600' });
-      res.end(method === 'HEAD' ? undefined : png);
-      return;
-    }
-    if (pathname === '/api/portraits') {
-      if (method !== 'POST') return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'POST an image to /api/portraits' } }, { allow: 'POST' });
-      return this.#upload(req, res);
-    }
-    if (pathname.startsWith('/api/') || pathname === '/ws') {
-      return sendJson(res, 404, { error: { code: 'not_found', message: `no such endpoint: ${method} ${pathname}` } });
-    }
-    if (await this.trackingAssets.route(req, res, pathname)) return;
-    if ((method === 'GET' || method === 'HEAD') && (await serveStatic(this.webRoot, req, res, pathname))) return;
-    if (pathname === '/' || pathname === '/index.html') {
-      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });
-      res.end('The web client is not built. Run `npm run build:web` (npm ci does it through the prepare script).\n');
-      return;
-    }
-    sendJson(res, 404, { error: { code: 'not_found', message: `not found: ${pathname}` } });
+  }
+
+  #ready(res: ServerResponse): void {
+    const reasons: string[] = [];
+    if (this.#closing) reasons.push('shutting down');
+    if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
+    if (!this.webClientBuilt) reasons.push('web client not built');
+    sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
+  }
+
+  #info(res: ServerResponse): void {
+    sendJson(res, 200, {
+      name: 'xportrait-cam',
+      engines: this.engines.names.map((name) => ({ name, loaded: this.engines.isLoaded(name) })),
+      defaultEngine: this.config.engine,
+      sessions: this.#slots,
+      maxSessions: this.config.maxSessions,
+      outputSize: this.config.outputSize,
+      iceServers: this.config.iceServers,
+      rooms: this.outputs.info(),
+      limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
+    });
+  }
+
+  async #samplePortrait(res: ServerResponse, method: string): Promise<void> {
+    const png = await samplePortraitPng();
+    res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length, 'cache-control': 'max-age=3600' });
+    res.end(method === 'HEAD' ? undefined : png);
   }
 
   async #upload(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    await this.outputs.authorizeUpload(req);
     const max = this.config.maxUploadBytes;
     const declared = Number(req.headers['content-length'] ?? NaN);
-    const tooLarge = () =>
-      sendJson(res, 413, { error: { code: 'too_large', message: `the upload is larger than the limit of ${max} bytes` } }, { connection: 'close' });
+    const tooLarge = () => new HttpError(413, 'too_large', `the upload is larger than the limit of ${max} bytes`, { headers: { connection: 'close' } });
     if (declared > max + 64 * 1024) {
       req.resume();
-      return tooLarge();
+      throw tooLarge();
     }
     const type = String(req.headers['content-type'] ?? '');
     let bytes: Buffer | undefined;
     try {
       bytes = type.startsWith('multipart/form-data') ? await readMultipartFile(req, max) : await readBody(req, max);
     } catch (err) {
-      if (err instanceof PortraitError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } }, { connection: 'close' });
+      if (err instanceof PortraitError) throw new PortraitError(err.status, err.code, err.message, { cause: err, headers: { connection: 'close' } });
       throw err;
     }
-    if (!bytes) return tooLarge();
+    if (!bytes) throw tooLarge();
     try {
       const p = await this.portraits.add(bytes);
       this.#log.info({ event: 'portrait_uploaded', id: p.id, width: p.image.width, height: p.image.height, format: p.format, bytes: bytes.length }, 'portrait uploaded');
       sendJson(res, 201, { id: p.id, width: p.image.width, height: p.image.height, format: p.format });
     } catch (err) {
-      if (err instanceof PortraitError) {
-        this.#log.info({ event: 'portrait_rejected', code: err.code }, err.message);
-        return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
-      }
+      if (err instanceof PortraitError) this.#log.info({ event: 'portrait_rejected', code: err.code }, err.message);
       throw err;
     }
   }
@@ -283,7 +327,7 @@ export class XportraitServer {
     if (this.#closing) return;
     this.#closing = true;
     await Promise.allSettled([...this.#connections].map((c) => c.close()));
-    await Promise.allSettled([...this.sessions].map((s) => s.close('server shutting down')));
+    await Promise.allSettled([...this.#sessions].map((s) => s.close('server shutting down')));
     for (const ws of this.#wss.clients) ws.terminate();
     this.#wss.close();
     await new Promise<void>((resolve) => {
@@ -296,33 +340,6 @@ export class XportraitServer {
   }
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
-  res.end(text);
-}
-
-/** The raw body, or undefined once it passes `max` bytes (the rest is drained). */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (c: Buffer) => {
-      if (over) return;
-      size += c.length;
-      if (size > max) {
-        over = true;
-        chunks.length = 0;
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
 /** The first file field of a multipart body, or undefined when it passes `max` bytes. */
 function readMultipartFile(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
@@ -330,7 +347,7 @@ function readMultipartFile(req: IncomingMessage, max: number): Promise<Buffer | 
     try {
       bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: max, fields: 16, fieldSize: 1024 } });
     } catch (err) {
-      reject(new PortraitError(400, 'bad_multipart', `malformed multipart upload: ${(err as Error).message}`));
+      reject(new PortraitError(400, 'bad_multipart', `malformed multipart upload: ${errorMessage(err)}`));
       return;
     }
     let file: Buffer | undefined;

@@ -18,6 +18,7 @@ import { AccessError } from './auth.ts';
 import type { SessionOutputs } from './outputs.ts';
 import { RoomError } from './rooms.ts';
 import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from '../protocol/signaling.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export interface SignalingContext {
   logger: Logger;
@@ -34,9 +35,7 @@ export interface SignalingContext {
   releaseSlot(): void;
   /** Loads the face-stage factory on first need (undefined when no tracker is available). */
   analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
-  /** Every open live session (for relays, metrics, shutdown). */
-  sessions: Set<LiveSession>;
-  /** Called once per session that started (metrics follow it from here). */
+  /** Called once per session that started: the server holds it (relays, metrics, shutdown) until its 'closed'. */
   onSessionStarted?(session: LiveSession, engine: string): void;
   /** Access control and rooms (src/server/outputs.ts); without it every session is private and unchecked. */
   outputs?: SessionOutputs;
@@ -70,7 +69,7 @@ export class SignalingConnection {
     ws.on('message', (data: RawData, isBinary: boolean) => {
       this.#chain = this.#chain.then(() => this.#onMessage(data, isBinary)).catch((err) => {
         this.#log.error({ err }, 'signaling handler failed');
-        this.send({ type: 'error', code: 'internal', message: `internal error: ${(err as Error).message}` });
+        this.send({ type: 'error', code: 'internal', message: `internal error: ${errorMessage(err)}` });
       });
     });
     ws.on('close', (code) => this.#onClose(code));
@@ -135,7 +134,7 @@ export class SignalingConnection {
         try {
           await this.#session.addRemoteCandidate(msg.candidate);
         } catch (err) {
-          this.#error('webrtc_failed', `could not add ICE candidate: ${(err as Error).message}`);
+          this.#error('webrtc_failed', `could not add ICE candidate: ${errorMessage(err)}`);
         }
         return;
       case 'control':
@@ -178,7 +177,7 @@ export class SignalingConnection {
       try {
         engine = await this.ctx.engines.get(engineName);
       } catch (err) {
-        throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${(err as Error).message}`);
+        throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${errorMessage(err)}`);
       }
       const analyzerFactory = engine.needsFace ? await this.ctx.analyzerFactory() : undefined;
       session = await LiveSession.open({
@@ -197,7 +196,6 @@ export class SignalingConnection {
       session.on('failed', (e) => this.#error(e.code, e.message));
       session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
       this.#session = session;
-      this.ctx.sessions.add(session);
       this.ctx.onSessionStarted?.(session, engineName);
       this.#room = undefined;
       // A publisher that named no room (and whose token names none) gets the default room if it is free, else a
@@ -225,8 +223,8 @@ export class SignalingConnection {
       this.#statsTimer.unref();
     } catch (err) {
       const code: ErrorCode = err instanceof SessionError || err instanceof StartError ? err.code : 'engine_failed';
-      const message = err instanceof SessionError || err instanceof StartError ? err.message : `session could not start: ${(err as Error).message}`;
-      this.#log.warn({ event: 'session_start_failed', code, err: (err as Error).message }, 'session could not start');
+      const message = err instanceof SessionError || err instanceof StartError ? err.message : `session could not start: ${errorMessage(err)}`;
+      this.#log.warn({ event: 'session_start_failed', code, err: errorMessage(err) }, 'session could not start');
       this.#error(code, message);
       if (session) await session.close(message);
       else this.ctx.releaseSlot();
@@ -254,7 +252,6 @@ export class SignalingConnection {
   }
 
   #onSessionClosed(session: LiveSession, reason: string): void {
-    this.ctx.sessions.delete(session);
     this.ctx.releaseSlot();
     if (this.#session === session) {
       this.#session = undefined;

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { FACE_MODELS } from '../face/models.ts';
+import { HttpError, type Route, type RouteRequest } from './http.ts';
 
 const gzip = promisify(gzipCb);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -67,28 +68,19 @@ export class TrackingAssets {
   }
 
   /** Answer the request when it is for a tracking asset; false otherwise (the caller goes on routing). */
-  async route(req: IncomingMessage, res: ServerResponse, pathname: string): Promise<boolean> {
-    const method = req.method ?? 'GET';
-    let asset: Asset | undefined;
-    let kind: 'models' | 'ort';
-    if (pathname.startsWith('/models/')) {
-      kind = 'models';
-      asset = await this.#model(pathname.slice('/models/'.length));
-    } else if (pathname.startsWith('/ort/')) {
-      kind = 'ort';
-      asset = this.#ort(pathname.slice('/ort/'.length));
-    } else return false;
-    if (method !== 'GET' && method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' });
-      res.end('GET only\n');
-      return true;
-    }
+  /** GET /models/<id>.onnx and /ort/<file> (the server's route table takes them in). */
+  readonly routes: readonly Route[] = [
+    { path: /^\/(models)\/(.*)$/, handle: (r) => this.#serve(r) },
+    { path: /^\/(ort)\/(.*)$/, handle: (r) => this.#serve(r) },
+  ];
+
+  async #serve({ req, res, method, pathname, params }: RouteRequest): Promise<void> {
+    const kind = params[0] as 'models' | 'ort';
+    const asset = kind === 'models' ? await this.#model(params[1]) : this.#ort(params[1]);
+    if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, 'method_not_allowed', 'GET only', { headers: { allow: 'GET, HEAD' } });
     if (!asset) {
       const list = kind === 'models' ? SERVED_MODEL_IDS.map((id) => `${id}.onnx`) : ORT_WEB_FILES;
-      const body = JSON.stringify({ error: { code: 'not_found', message: `no such file: ${pathname} (served here: ${list.join(', ')})` } });
-      res.writeHead(404, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-      return true;
+      throw new HttpError(404, 'not_found', `no such file: ${pathname} (served here: ${list.join(', ')})`);
     }
     const headers: Record<string, string | number> = {
       'content-type': asset.type,
@@ -102,19 +94,18 @@ export class TrackingAssets {
       this.served.notModified++;
       res.writeHead(304, headers);
       res.end();
-      return true;
+      return;
     }
     this.served[kind]++;
     if (/\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
       const body = await this.#gzip(asset);
       res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': body.length });
       res.end(method === 'HEAD' ? undefined : body);
-      return true;
+      return;
     }
     res.writeHead(200, { ...headers, 'content-length': asset.size });
     if (method === 'HEAD') res.end();
     else createReadStream(asset.path).pipe(res);
-    return true;
   }
 
   async #model(file: string): Promise<Asset | undefined> {
