@@ -17,6 +17,10 @@
  *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
  *     [--xpd-kv-window W (kvcache's window, default min(W, 4))]
  *
+ * On a device other than cpu the report also holds `adapter` (webgpu: Dawn's adapter and limits) and `placement`:
+ * per graph, where onnxruntime ran its nodes during the timed runs (its profiler: compute nodes left on the CPU
+ * provider, and the largest tensor the graph needed — what a device buffer had to hold).
+ *
  * scripts/device/ bundles this suite with node and onnxruntime-node for a GPU machine that has neither.
  */
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -26,7 +30,7 @@ import * as ort from 'onnxruntime-node';
 import { float32ToBytes, writeSafetensors, writeTorchZip } from '../../src/model/checkpoint/index.ts';
 import { defaultConfigPath } from '../../src/model/config.ts';
 import { syntheticTensors } from '../synthetic-checkpoint.ts';
-import { buildPack, readPackManifest, resolveDims, type PackManifest } from '../../src/model/pack/index.ts';
+import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackManifest } from '../../src/model/pack/index.ts';
 import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
 import { LivePipeline } from '../../src/engine/xportrait/live.ts';
@@ -34,6 +38,7 @@ import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
 import type { F32 } from '../../src/engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
 import { DEVICES, type Device, type MemArenaChoice } from '../../src/engine/xportrait/providers.ts';
+import { probeWebGpuAdapter } from '../../src/engine/xportrait/webgpu-adapter.ts';
 import { FastGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
 import { quantile } from '../../src/util/timing.ts';
 
@@ -63,8 +68,9 @@ async function writeRandomContext(dir: string, manifest: PackManifest): Promise<
   await writeSafetensors(join(dir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: [1, 77, C], data: float32ToBytes(data, 'float32') }]);
 }
 
-async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']): Promise<{ packDir: string; seconds: Record<string, number> }> {
-  const packDir = join(dir, `xp-${kind}-pack`);
+async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log'], target: Device): Promise<{ packDir: string; seconds: Record<string, number> }> {
+  // Built for the device it runs on (`pack build --target`: e.g. MatMul attention for webgpu); cpu keeps the old name.
+  const packDir = join(dir, target === 'cpu' ? `xp-${kind}-pack` : `xp-${kind}-${target}-pack`);
   const seconds: Record<string, number> = {};
   // A pack finished by an earlier run in the same --xpd-dir is reused: on a lent device a second call right after the
   // first (same warm machine) measures what the first had no time left for, without 3-4 minutes of rebuilding.
@@ -96,6 +102,7 @@ async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']
     config,
     out: packDir,
     precision: kind === 'full' ? 'float16' : 'float32',
+    target,
     force: true,
     onProgress: (e) => {
       if (performance.now() - lastLog > 15_000) {
@@ -255,9 +262,14 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
   const res: Record<string, unknown> = { device, policies, steps, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) } };
   try {
     if (!packDir) {
-      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log);
+      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log, device);
       packDir = built.packDir;
       res.synthetic = { kind: synthetic, seconds: built.seconds };
+      ctx.partial?.(res);
+    }
+    if (device === 'webgpu') {
+      const a = await probeWebGpuAdapter();
+      res.adapter = a.ok ? a.adapter : { error: a.reason };
       ctx.partial?.(res);
     }
     ctx.log(`opening ${packDir} on ${device}`);
@@ -270,8 +282,10 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     const uncond = ctx.args.includes('--xpd-uncond') ? unets.map((u) => u.replace('cond', 'uncond')) : [];
     const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || unets.includes(g) || uncond.includes(g));
     res.graphsOpened = graphs;
-    const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
-    res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
+    // Off the CPU, the per-graph runs are profiled: where each node ran (placement.ts). Profiling ends before the live runs.
+    const profileDir = device !== 'cpu' && !ctx.args.includes('--xpd-skip-graphs') ? join(workDir, 'profiles') : undefined;
+    const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, profileDir, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
+    res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, groupNorm: pack.manifest.options.groupNorm, target: pack.manifest.options.target ?? null, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
     ctx.partial?.(res);
     try {
       const mw = pack.manifest.motion?.window;
@@ -285,6 +299,20 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
         ctx.log(`per-graph times (${reps} runs after 2 warm-ups)`);
         res.graphs = await graphTimings(pack, graphs, window, reps, ctx.log);
         ctx.partial?.(res);
+        if (profileDir) {
+          const placement: Record<string, unknown> = {};
+          res.placement = placement;
+          for (const g of graphs) {
+            try {
+              const p = await pack.runtime.placement(g);
+              placement[g] = { nodes: p.nodes, byProvider: p.byProvider, computeOnCpu: p.computeOpsOnCpu, scalarOnCpu: p.onCpu.scalar.map((n) => n.op), shapeOnCpu: p.onCpu.shape.length, largestTensorBytes: p.largestTensorBytes };
+              ctx.log(`  placement ${g}: ${formatPlacement(p)}; largest tensor ${(p.largestTensorBytes / 2 ** 20).toFixed(1)} MiB`);
+            } catch (err) {
+              placement[g] = { error: (err as Error).message.split('\n')[0] };
+            }
+          }
+          ctx.partial?.(res);
+        }
       }
       const live: unknown[] = [];
       res.live = live;

@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import type { WindowMode } from '../model/graphs/motion.ts';
+import { DEVICES } from '../engine/xportrait/providers.ts';
 import { UsageError } from './main.ts';
 
 const buildSchema = z.object({
@@ -16,8 +17,9 @@ const buildSchema = z.object({
   lcmLora: z.string().min(1).optional(),
   lcmLoraScale: z.coerce.number().finite().default(1),
   clip: z.string().min(1).optional(),
+  target: z.enum(DEVICES, { message: `--target must be one of ${DEVICES.join(', ')}` }).default('cpu'),
   attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).optional(),
-  groupNorm: z.enum(['decomposed', 'instance', 'onnx'], { message: '--group-norm must be decomposed, instance or onnx' }).default('decomposed'),
+  groupNorm: z.enum(['decomposed', 'instance', 'onnx'], { message: '--group-norm must be decomposed, instance or onnx' }).optional(),
   motionWindow: z
     .string()
     .default('batch')
@@ -47,6 +49,7 @@ const verifySchema = z.object({
     .transform((s) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : undefined)),
   boundScale: z.coerce.number().positive({ message: '--bound-scale must be positive' }).default(1),
   threads: z.coerce.number().int().positive({ message: '--threads must be a positive integer' }).default(2),
+  device: z.enum(DEVICES, { message: `--device must be one of ${DEVICES.join(', ')}` }).default('cpu'),
   hash: z.boolean().default(true),
   run: z.boolean().default(true),
 });
@@ -70,8 +73,9 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--lcm-lora <file>', 'merge an SD-1.5 LCM-LoRA (safetensors) into the UNet').env('XPORTRAIT_LCM_LORA'))
     .addOption(new Option('--lcm-lora-scale <x>', 'LoRA merge strength').env('XPORTRAIT_LCM_LORA_SCALE').default('1'))
     .addOption(new Option('--clip <file>', 'CLIP text model (e.g. clip-vit-large-patch14 model.safetensors) for the text context when the checkpoint has no cond_stage_model weights').env('XPORTRAIT_CLIP'))
-    .addOption(new Option('--attention <impl>', 'attention ops: mha (com.microsoft.MultiHeadAttention: CPU, CUDA, WebGPU; the float32 default) or matmul (plain MatMul/Softmax with a float32 softmax, any provider; the --fp16 default)').env('XPORTRAIT_PACK_ATTENTION'))
-    .addOption(new Option('--group-norm <impl>', 'GroupNorm ops: decomposed (two-pass ReduceMean, accurate), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21)').env('XPORTRAIT_PACK_GROUP_NORM').default('decomposed'))
+    .addOption(new Option('--target <device>', `the execution provider the pack is for (${DEVICES.join(', ')}): picks the attention and GroupNorm forms placed on it and accurate on it (webgpu: MatMul attention, ReduceMean GroupNorm); pack info shows the choice`).env('XPORTRAIT_PACK_TARGET').default('cpu'))
+    .addOption(new Option('--attention <impl>', "attention ops, overriding --target's: mha (com.microsoft.MultiHeadAttention; the cpu float32 choice) or matmul (plain MatMul/Softmax with a float32 softmax; the --fp16 and webgpu choice)").env('XPORTRAIT_PACK_ATTENTION'))
+    .addOption(new Option('--group-norm <impl>', "GroupNorm ops, overriding --target's: decomposed (two-pass ReduceMean, accurate, every target's choice), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21: runs on the CPU under webgpu)").env('XPORTRAIT_PACK_GROUP_NORM'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
     .addOption(new Option('--debug-outputs', 'add the conformance debug intermediates to the UNet graphs'))
@@ -112,6 +116,7 @@ export function addPackCommand(program: Command): void {
           lcmLora: o.lcmLora,
           lcmLoraScale: o.lcmLoraScale,
           clip: o.clip,
+          target: o.target,
           attention: o.attention,
           groupNorm: o.groupNorm,
           window: o.motionWindow,
@@ -172,11 +177,13 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--only <cases>', 'with --against: only these cases (comma-separated)'))
     .addOption(new Option('--bound-scale <x>', "multiply the manifest's error bounds (they are float32 bounds; an fp16 pack needs more)").default('1'))
     .addOption(new Option('--threads <n>', 'onnxruntime intra-op threads').env('XPORTRAIT_THREADS').default('2'))
+    .addOption(new Option('--device <device>', `execution provider to run the graphs on (${DEVICES.join(', ')}); other than cpu, it also reports where onnxruntime placed every node`).env('XPORTRAIT_DEVICE').default('cpu'))
     .addOption(new Option('--no-hash', 'skip re-hashing the files'))
     .addOption(new Option('--no-run', 'skip the random-input runs'))
     .action(async (dir: string, raw: Record<string, unknown>) => {
       const o = parse(verifySchema, raw);
-      const { readPackManifest, PackRuntime, verifyHashes, verifyRandomRuns, verificationSizes } = await import('../model/pack/index.ts');
+      const { readPackManifest, PackRuntime, verifyHashes, verifyRandomRuns, verificationSizes, formatPlacement, targetMismatch } = await import('../model/pack/index.ts');
+      const { checkDevice, explainProviderError, sessionOptions } = await import('../engine/xportrait/providers.ts');
       const manifest = await readPackManifest(dir);
       let failed = 0;
       const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -186,15 +193,36 @@ export function addPackCommand(program: Command): void {
         failed += checks.filter((c) => !c.ok).length;
         say(`${checks.every((c) => c.ok) ? 'ok     ' : 'FAIL   '} sha256 of ${checks.length} files`);
       }
-      const rt = await PackRuntime.open(dir, { threads: o.threads });
+      checkDevice(o.device);
+      const mismatch = targetMismatch(manifest.options, o.device);
+      if (mismatch) say(`note: a pack built for ${manifest.options.target ?? 'cpu (no --target recorded)'}, run on ${o.device}: ${mismatch}`);
+      if (o.device === 'webgpu') {
+        const { probeWebGpuAdapter, formatAdapter } = await import('../engine/xportrait/webgpu-adapter.ts');
+        const a = await probeWebGpuAdapter();
+        say(a.ok ? `adapter: ${formatAdapter(a.adapter)}` : `adapter: not reported (${a.reason.split(';')[0]})`);
+      }
+      // On a GPU provider the random runs are profiled: the profile says where onnxruntime ran each node.
+      const placement = o.device !== 'cpu' && o.run;
+      const { mkdtemp, rm } = await import('node:fs/promises');
+      const { tmpdir } = await import('node:os');
+      const { join } = await import('node:path');
+      const profileDir = placement ? await mkdtemp(join(tmpdir(), 'xp-verify-profile-')) : undefined;
+      const rt = await PackRuntime.open(dir, { sessionOptions: sessionOptions({ device: o.device, intraOpThreads: o.threads }), profileDir });
       try {
         if (o.run) {
           const { batch, latent } = verificationSizes(manifest);
-          say(`random inputs: batch ${batch}, latent ${latent}x${latent}`);
-          for (const c of await verifyRandomRuns(rt)) {
+          say(`random inputs: batch ${batch}, latent ${latent}x${latent}, device ${o.device}`);
+          let computeOnCpu = 0;
+          for (const c of await verifyRandomRuns(rt, { placement })) {
             say(`${c.ok ? 'ok     ' : 'FAIL   '} ${c.graph.padEnd(14)} ${c.seconds.toFixed(2)} s  ${c.outputs.length} outputs${c.message ? `: ${c.message}` : ''}`);
+            if (c.message && o.device !== 'cpu') say(`        ${explainProviderError(o.device, new Error(c.message)).message}`);
+            if (c.placement) {
+              say(`        placement: ${formatPlacement(c.placement)}, largest tensor ${(c.placement.largestTensorBytes / 2 ** 20).toFixed(1)} MiB`);
+              computeOnCpu += c.placement.onCpu.compute.length;
+            }
             if (!c.ok) failed++;
           }
+          if (placement) say(computeOnCpu ? `note: ${computeOnCpu} compute nodes ran on the CPU provider instead of ${o.device} (listed above)` : `placement: every compute node ran on ${o.device}`);
         }
         if (o.against) {
           const { runConformance, formatConformance } = await import('../model/conformance/runner.ts');
@@ -211,6 +239,7 @@ export function addPackCommand(program: Command): void {
         }
       } finally {
         await rt.close();
+        if (profileDir) await rm(profileDir, { recursive: true, force: true });
       }
       if (failed) {
         process.exitCode = 1;

@@ -51,6 +51,8 @@ export interface OpenPackOptions extends ProviderOptions {
   contextFile?: string;
   /** Only these graphs (default: every graph of the pack). */
   graphs?: string[];
+  /** Profile the sessions into this folder, so `runtime.placement(graph)` reports where each node ran (benches). */
+  profileDir?: string;
   onProgress?: (p: PackLoadProgress) => void;
 }
 
@@ -99,7 +101,7 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     .filter(([name]) => /\.(onnx|weights)$/.test(name))
     .reduce((a, [, f]) => a + f.bytes, 0) * (manifest.options.precision === 'float16' ? 2 : 1);
   const provider: ProviderOptions = { ...opts, cpuMemArena: cpuMemArenaFor(opts.cpuMemArena, opts.device, weightBytes, os.totalmem()) };
-  const rt = await PackRuntime.open(dir, { sessionOptions: sessionOptions(provider) });
+  const rt = await PackRuntime.open(dir, { sessionOptions: sessionOptions(provider), profileDir: opts.profileDir });
   const available = (names: string[]) => names.filter((g) => g in manifest.graphs);
   const sessions = new Map<string, GraphSession>();
   try {

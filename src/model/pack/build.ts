@@ -23,6 +23,7 @@ import { unetLayout } from '../graphs/layout.ts';
 import type { WindowMode } from '../graphs/motion.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
 import { assertKeysMatch } from '../keys.ts';
+import { formsFor, type PackTarget } from './targets.ts';
 import { mergeLoraLazily } from '../lora.ts';
 import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
@@ -44,7 +45,12 @@ export interface PackBuildOptions {
    * checkpoint has no `cond_stage_model.*` weights. The context CLIP("") is written as context.safetensors.
    */
   clip?: string;
-  /** Default: 'mha' for float32, 'matmul' (softmax in float32) for float16. */
+  /**
+   * The execution provider the pack is for (default cpu): picks the attention and GroupNorm forms that are placed on
+   * it and accurate on it (targets.ts). `attention`/`groupNorm` given explicitly override it.
+   */
+  target?: PackTarget;
+  /** Default: the target's (cpu: 'mha' for float32, 'matmul' (softmax in float32) for float16; webgpu: 'matmul'). */
   attention?: AttentionImpl;
   groupNorm?: GroupNormImpl;
   window?: WindowMode;
@@ -135,11 +141,12 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
   }
   const cfg = parseXPortraitConfig(configText, configPath);
   const graphs = o.graphs ? o.graphs.map((n) => CATALOGUE.find((g) => g.name === n) ?? unknownGraph(n)) : CATALOGUE;
+  const target = o.target ?? 'cpu';
+  const forms = formsFor(target, o.precision ?? 'float32');
   const opts: BuildOptions = {
     precision: o.precision ?? 'float32',
-    // MultiHeadAttention was faster on CPU at float32; float16 packs keep the explicit float32 softmax of 'matmul'.
-    attention: o.attention ?? (o.precision === 'float16' ? 'matmul' : 'mha'),
-    groupNorm: o.groupNorm ?? 'decomposed',
+    attention: o.attention ?? forms.attention,
+    groupNorm: o.groupNorm ?? forms.groupNorm,
     window: o.window ?? { kind: 'batch' },
     debugOutputs: o.debugOutputs ?? false,
   };
@@ -270,7 +277,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
         lcmLora: lora,
       },
       config: { file: 'config.yaml', sha256: files['config.yaml'].sha256, values: configValues(cfg) },
-      options: { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, opset: DEFAULT_OPSET, debugOutputs: !!opts.debugOutputs },
+      options: { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, target, opset: DEFAULT_OPSET, debugOutputs: !!opts.debugOutputs },
       layout: packLayout(cfg),
       motion: cfg.unet.motionModule
         ? {

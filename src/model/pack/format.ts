@@ -61,6 +61,8 @@ export const packSchema = z.object({
     precision: z.enum(['float32', 'float16']),
     attention: z.enum(['matmul', 'mha']),
     groupNorm: z.enum(['decomposed', 'instance', 'onnx']),
+    /** The execution provider the op forms were chosen for (`pack build --target`; absent in older packs). */
+    target: z.enum(['cpu', 'cuda', 'tensorrt', 'webgpu']).optional(),
     opset: z.number(),
     debugOutputs: z.boolean(),
   }),

@@ -10,10 +10,13 @@
  * (bank and residual channels/strides), the motion window policy, the options and the sha256 of every file.
  */
 import type { PackManifest } from './format.ts';
+import { formsFor, targetMismatch } from './targets.ts';
 
 export { buildPack, packLayout, type PackBuildOptions, type PackBuildResult, type BuildProgress } from './build.ts';
 export { readPackManifest, resolveDims, PACK_JSON, BUILDER_VERSION, type PackManifest, type PackGraph, type PackValueSpec } from './format.ts';
 export { PackRuntime, MissingGraphError, type PackRuntimeOptions, type Feeds } from './runtime.ts';
+export { formsFor, targetMismatch, type PackTarget, type TargetForms } from './targets.ts';
+export { parsePlacement, readPlacement, formatPlacement, type PlacementReport, type PlacedNode } from './placement.ts';
 export { verifyHashes, verifyRandomRuns, verificationSizes, SeededRandom, type HashCheck, type GraphRunCheck } from './verify.ts';
 
 export function formatBytes(n: number): string {
@@ -36,6 +39,17 @@ export function formatPackInfo(dir: string, m: PackManifest, o: { io?: boolean }
   if (extras.length) L.push(`  ignored extras: ${extras.map(([k, n]) => `${n} ${k}`).join(', ')}`);
   if (m.source.lcmLora) L.push(`  LCM-LoRA ${m.source.lcmLora.file} merged into ${m.source.lcmLora.modules} UNet layers (scale ${m.source.lcmLora.scale}, sha256 ${m.source.lcmLora.sha256.slice(0, 16)}…)`);
   L.push(`  options: ${m.options.precision}, attention ${m.options.attention}, GroupNorm ${m.options.groupNorm}, opset ${m.options.opset}${m.options.debugOutputs ? ', debug outputs' : ''}`);
+  const target = m.options.target;
+  if (target) {
+    const forms = formsFor(target, m.options.precision);
+    const own = forms.attention === m.options.attention && forms.groupNorm === m.options.groupNorm;
+    L.push(`  target ${target}: ${own ? forms.why : `forms overridden at build (${targetMismatch(m.options, target)})`}`);
+  } else L.push('  target: not recorded (built before --target; its forms are the cpu ones)');
+  for (const device of ['cpu', 'webgpu'] as const) {
+    if (device === target) continue;
+    const cost = targetMismatch(m.options, device);
+    L.push(`  on ${device}: ${cost ?? 'same forms as a pack built for it'}`);
+  }
   const l = m.layout;
   L.push(`  latent ${l.latentChannels} ch, default ${l.latentSize}x${l.latentSize} (image x${l.vaeDownscale}; sides multiple of ${l.latentMultiple}), scale factor ${l.scaleFactor}, context [${l.contextTokens}, ${l.contextDim}]`);
   L.push(`  ${l.banks.length} bank tensors (C/ds: ${l.banks.map((b) => `${b.channels}/${b.ds}`).join(' ')}), ${l.residuals.length} control residuals`);

@@ -13,7 +13,15 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export type NodeKind = 'compute' | 'shape' | 'transfer';
+export type NodeKind = 'compute' | 'scalar' | 'shape' | 'transfer';
+
+/**
+ * A float node whose tensors all hold at most this many values is per-frame scalar work (the Cast of the int64
+ * timestep vector [B] to float, B <= 64 frames), not compute on activations: even the tiny test config's smallest
+ * activation holds thousands of values. onnxruntime's WebGPU provider has no int64 Cast, so that one Cast runs on
+ * the CPU provider and its [B] floats are copied up: bytes, not work.
+ */
+export const SCALAR_MAX_VALUES = 64;
 
 export interface PlacedNode {
   name: string;
@@ -29,7 +37,7 @@ export interface PlacementReport {
   byProvider: Record<string, number>;
   nodes: number;
   /** Nodes the CPU provider ran while another provider was asked for, by kind. */
-  onCpu: { compute: PlacedNode[]; shape: PlacedNode[]; transfer: PlacedNode[] };
+  onCpu: { compute: PlacedNode[]; scalar: PlacedNode[]; shape: PlacedNode[]; transfer: PlacedNode[] };
   /** Ops of the compute nodes on the CPU with their counts (the line a report prints). */
   computeOpsOnCpu: Record<string, number>;
   /** The largest tensor a node produced or read, in bytes (what a device buffer had to hold). */
@@ -53,10 +61,13 @@ interface ProfileEvent {
   };
 }
 
-function tensorTypes(list: Record<string, number[]>[] | undefined): { type: string; bytes: number }[] {
-  const out: { type: string; bytes: number }[] = [];
+function tensorTypes(list: Record<string, number[]>[] | undefined): { type: string; values: number; bytes: number }[] {
+  const out: { type: string; values: number; bytes: number }[] = [];
   for (const entry of list ?? []) {
-    for (const [type, shape] of Object.entries(entry)) out.push({ type, bytes: shape.reduce((a, b) => a * b, 1) * (BYTES[type] ?? 4) });
+    for (const [type, shape] of Object.entries(entry)) {
+      const values = shape.reduce((a, b) => a * b, 1);
+      out.push({ type, values, bytes: values * (BYTES[type] ?? 4) });
+    }
   }
   return out;
 }
@@ -72,7 +83,13 @@ export function parsePlacement(events: ProfileEvent[]): PlacementReport {
     const op = e.args.op_name ?? '?';
     const tensors = [...tensorTypes(e.args.input_type_shape), ...tensorTypes(e.args.output_type_shape)];
     for (const t of tensors) largest = Math.max(largest, t.bytes);
-    const kind: NodeKind = TRANSFER_OPS.has(op) ? 'transfer' : tensors.length && tensors.every((t) => INTEGER_TYPES.has(t.type)) || op === 'Shape' || op === 'Size' ? 'shape' : 'compute';
+    const kind: NodeKind = TRANSFER_OPS.has(op)
+      ? 'transfer'
+      : (tensors.length && tensors.every((t) => INTEGER_TYPES.has(t.type))) || op === 'Shape' || op === 'Size'
+        ? 'shape'
+        : tensors.length && tensors.every((t) => t.values <= SCALAR_MAX_VALUES)
+          ? 'scalar'
+          : 'compute';
     seen.set(name, { name, op, provider: e.args.provider, kind, outputBytes: Number(e.args.output_size ?? 0) });
   }
   const nodes = [...seen.values()];
@@ -85,7 +102,7 @@ export function parsePlacement(events: ProfileEvent[]): PlacementReport {
   return {
     byProvider,
     nodes: nodes.length,
-    onCpu: { compute: cpu.filter((n) => n.kind === 'compute'), shape: cpu.filter((n) => n.kind === 'shape'), transfer: cpu.filter((n) => n.kind === 'transfer') },
+    onCpu: { compute: cpu.filter((n) => n.kind === 'compute'), scalar: cpu.filter((n) => n.kind === 'scalar'), shape: cpu.filter((n) => n.kind === 'shape'), transfer: cpu.filter((n) => n.kind === 'transfer') },
     computeOpsOnCpu,
     largestTensorBytes: largest,
   };
@@ -105,7 +122,9 @@ export function formatPlacement(r: PlacementReport): string {
     .sort((a, b) => b[1] - a[1])
     .map(([p, n]) => `${p.replace('ExecutionProvider', '')} ${n}`)
     .join(', ');
-  const cpuKinds = (['shape', 'transfer'] as const).filter((k) => r.onCpu[k].length).map((k) => `${k} ${r.onCpu[k].length}`);
-  const compute = Object.entries(r.computeOpsOnCpu).map(([op, n]) => `${op}×${n}`).join(', ');
+  const cpuKinds = (['shape', 'scalar', 'transfer'] as const).filter((k) => r.onCpu[k].length).map((k) => `${k} ${r.onCpu[k].length}`);
+  const compute = Object.entries(r.computeOpsOnCpu)
+    .map(([op, n]) => `${op}×${n}`)
+    .join(', ');
   return `${r.nodes} nodes: ${providers}${cpuKinds.length ? ` (on CPU: ${cpuKinds.join(', ')})` : ''}; compute on CPU: ${compute || 'none'}`;
 }

@@ -3,15 +3,22 @@
  * kept until `release`/`close`. Feeds are matched to a graph's inputs by name (extra feeds are ignored, missing ones
  * are an error naming them), so callers can pass one pool of named tensors to several graphs.
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { readPackManifest, type PackManifest } from './format.ts';
+import { readPlacement, type PlacementReport } from './placement.ts';
 
 export interface PackRuntimeOptions {
   /** intraOpNumThreads (default: 2; onnxruntime's own default detection gave 1 thread on the 2-core CI machines). */
   threads?: number;
   /** The whole session options (the engine's, from its provider choice): used as given, `threads` ignored. */
   sessionOptions?: ort.InferenceSession.SessionOptions;
+  /**
+   * Profile every session into `profileDir/<graph>/` so `placement(graph)` can say where onnxruntime ran each node
+   * (see placement.ts). Profiling records every run: meant for verification runs, not for serving.
+   */
+  profileDir?: string;
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -53,10 +60,13 @@ export class PackRuntime {
     let s = this.sessions.get(name);
     if (!s) {
       const path = join(this.dir, this.graph(name).file);
-      s = ort.InferenceSession.create(
-        path,
-        this.opts.sessionOptions ?? { intraOpNumThreads: this.opts.threads ?? 2, interOpNumThreads: 1, executionProviders: ['cpu'], graphOptimizationLevel: 'all' },
-      ).catch((err: Error) => {
+      let options: ort.InferenceSession.SessionOptions = this.opts.sessionOptions ?? { intraOpNumThreads: this.opts.threads ?? 2, interOpNumThreads: 1, executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
+      if (this.opts.profileDir) {
+        const dir = join(this.opts.profileDir, name);
+        mkdirSync(dir, { recursive: true });
+        options = { ...options, enableProfiling: true, profileFilePrefix: join(dir, 'profile') };
+      }
+      s = ort.InferenceSession.create(path, options).catch((err: Error) => {
         this.sessions.delete(name);
         throw new Error(`${path}: onnxruntime cannot load the graph (${err.message.split('\n')[0]})`);
       });
@@ -74,6 +84,18 @@ export class PackRuntime {
     for (const i of spec.inputs) own[i.name] = feeds[i.name];
     const s = await this.session(name);
     return s.run(own);
+  }
+
+  /**
+   * Where each node of a graph ran (the runtime must have been opened with `profileDir` and the graph run at least
+   * once). Ends the graph's profiling: later runs are not recorded.
+   */
+  async placement(name: string): Promise<PlacementReport> {
+    if (!this.opts.profileDir) throw new Error('placement needs a runtime opened with profileDir');
+    const s = this.sessions.get(name);
+    if (!s) throw new Error(`graph ${name} has no session yet: run it once first`);
+    (await s).endProfiling();
+    return readPlacement(join(this.opts.profileDir, name));
   }
 
   async release(name: string): Promise<void> {

@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { resolveDims, type PackManifest } from './format.ts';
+import type { PlacementReport } from './placement.ts';
 import type { Feeds, PackRuntime } from './runtime.ts';
 
 export interface HashCheck {
@@ -75,6 +76,8 @@ export interface GraphRunCheck {
   inputs: { name: string; shape: number[] }[];
   outputs: { name: string; shape: number[]; finite: boolean; shapeOk: boolean }[];
   message?: string;
+  /** Where onnxruntime ran each node (only with `placement`: the runtime must profile, see PackRuntime). */
+  placement?: PlacementReport;
 }
 
 /** Sizes random verification uses: the smallest latent the UNet accepts, a batch of 2 (or the fixed window). */
@@ -84,13 +87,17 @@ export function verificationSizes(manifest: PackManifest): { batch: number; late
 }
 
 /** Runs every graph once on random inputs. Sessions are released after each graph unless `keepSessions` (memory). */
-export async function verifyRandomRuns(rt: PackRuntime, o: { seed?: number; onGraph?: (name: string) => void; keepSessions?: boolean } = {}): Promise<GraphRunCheck[]> {
+export async function verifyRandomRuns(
+  rt: PackRuntime,
+  o: { seed?: number; onGraph?: (name: string) => void; keepSessions?: boolean; placement?: boolean; graphs?: string[] } = {},
+): Promise<GraphRunCheck[]> {
   const m = rt.manifest;
   const { batch, latent } = verificationSizes(m);
   const dims = resolveDims(m, { batch, latentH: latent });
   const rnd = new SeededRandom(o.seed ?? 1234);
   const checks: GraphRunCheck[] = [];
   for (const [name, g] of Object.entries(m.graphs)) {
+    if (o.graphs && !o.graphs.includes(name)) continue;
     o.onGraph?.(name);
     const t0 = performance.now();
     const feeds: Feeds = {};
@@ -115,7 +122,9 @@ export async function verifyRandomRuns(rt: PackRuntime, o: { seed?: number; onGr
         return { name: spec.name, shape: [...t.dims], finite, shapeOk: want.join('x') === t.dims.join('x') };
       });
       const bad = outputs.filter((x) => !x.finite || !x.shapeOk);
+      const placement = o.placement ? await rt.placement(name) : undefined;
       checks.push({
+        placement,
         graph: name,
         ok: bad.length === 0,
         seconds: (performance.now() - t0) / 1000,
