@@ -15,6 +15,7 @@ import cliProgress from 'cli-progress';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
+import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import type { Logger } from 'pino';
 import type { EngineSession } from '../engine/engine.ts';
 import type { FaceObservation } from '../face/types.ts';
@@ -24,9 +25,13 @@ import type { RgbImage, VideoFrame } from '../media/frame.ts';
 import { MediaFileError, probeVideo, trackingSize, VideoWriter } from '../media/video-file.ts';
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
+import { engineOptionHelp, engineOptionsFor } from '../config/engine-options.ts';
 
 export interface AnimateOptions {
+  /** The main portrait: what is animated. */
   portrait: string;
+  /** More photos of the same person (X-Portrait fuses their appearance; the warp engine uses only the main one). */
+  morePortraits?: string[];
   driving: string;
   output: string;
   engine: string;
@@ -60,6 +65,8 @@ export interface AnimateReport {
   /** Frames per second of the whole loop (decode, track, animate, encode). */
   throughputFps: number;
   engineStats: ReturnType<EngineSession['stats']>;
+  /** Reference photos given, used by the engine, and each one's identity distance to the main one (eval's model). */
+  references: { given: number; used: number; distances: number[]; warnings: string[] };
 }
 
 /** A portrait file as RGB (clear error when missing or not an image). */
@@ -103,6 +110,10 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
   const log = opts.logger;
   const t0 = performance.now();
   const portrait = await readPortraitFile(opts.portrait);
+  const more: RgbImage[] = [];
+  for (const p of opts.morePortraits ?? []) more.push(await readPortraitFile(p));
+  const refWarnings: string[] = [];
+  let refDistances: number[] = [0];
   const probe = await probeVideo(opts.driving).catch((err: unknown) => {
     if (err instanceof MediaFileError && err.code === 'not_found') throw new MediaFileError('not_found', `driving video not found: ${opts.driving}`);
     throw err;
@@ -111,7 +122,7 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
   if (!existsSync(outDir) || !statSync(outDir).isDirectory()) throw new MediaFileError('not_found', `output directory does not exist: ${outDir}`);
 
   const { loadEngine } = await import('../engine/registry.ts');
-  const engine = await loadEngine(opts.engine, { logger: log.child({ engine: opts.engine }), options: opts.engineOptions });
+  const engine = await loadEngine(opts.engine, { logger: log.child({ engine: opts.engine }), options: engineOptionsFor(opts.engine, opts.engineOptions) });
   const closers: Array<() => Promise<unknown>> = [() => engine.close()];
   let writer: VideoWriter | undefined;
   try {
@@ -124,6 +135,29 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
         const res = await analyzer.analyze({ width: portrait.width, height: portrait.height, format: 'rgb', data: portrait.data });
         for (const w of res.warnings) log.warn({ event: 'portrait_warning' }, w);
         portraitFace = res.face;
+        if (more.length) {
+          // Extra photos: each must show a face; one that looks like someone else is a warning (eval's bound).
+          const { checkReferenceSet } = await import('../eval/reference-set.ts');
+          const { IdentityEmbedder } = await import('../eval/identity.ts');
+          const { DEFAULT_MAX_REFERENCES } = await import('../engine/xportrait/references.ts');
+          const embedder = await IdentityEmbedder.open();
+          try {
+            const maxReferences = Number(opts.engineOptions.maxReferences ?? DEFAULT_MAX_REFERENCES);
+            const r = await checkReferenceSet([portrait, ...more], { analyzer, embedder, maxReferences, knownFaces: [portraitFace] });
+            refDistances = r.distances;
+            for (const w of r.warnings) log.warn({ event: 'reference_warning' }, w);
+            refWarnings.push(...r.warnings);
+          } finally {
+            await embedder.close();
+          }
+        }
+      } catch (err) {
+        const { ReferenceSetError } = await import('../eval/reference-set.ts');
+        if (err instanceof ReferenceSetError && err.index !== undefined) {
+          const files = [opts.portrait, ...(opts.morePortraits ?? [])];
+          throw new ReferenceSetError(err.code, `${files[err.index]}: ${err.message}`, err.index);
+        }
+        throw err;
       } finally {
         await analyzer.close();
       }
@@ -131,7 +165,13 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
       tracker = t;
       closers.push(() => t.close());
     }
-    const session = await engine.createSession({ portrait, outputWidth: opts.size, outputHeight: opts.size, logger: log, portraitFace });
+    const session = await engine.createSession({ portrait, moreReferences: more.length ? more : undefined, outputWidth: opts.size, outputHeight: opts.size, logger: log, portraitFace });
+    const usedRefs = session.info.references?.used ?? 1;
+    if (more.length && usedRefs < 1 + more.length) {
+      const w = `the ${opts.engine} engine uses only the main portrait: ${1 + more.length - usedRefs} extra photo(s) ignored (the xportrait engine fuses them)`;
+      log.warn({ event: 'reference_warning' }, w);
+      refWarnings.push(w);
+    }
     closers.unshift(() => session.close());
     const outW = session.info.outputWidth;
     const outH = session.info.outputHeight;
@@ -211,6 +251,7 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
       seconds,
       throughputFps: framesIn / ((performance.now() - loopStart) / 1000),
       engineStats: session.stats(),
+      references: { given: 1 + more.length, used: Math.min(usedRefs, 1 + more.length), distances: refDistances, warnings: refWarnings },
     };
   } catch (err) {
     await writer?.abort();
@@ -227,7 +268,10 @@ export function describeFrames(ids: number[], show = 12): string {
 }
 
 const animateSchema = z.object({
-  portrait: z.string({ error: '--portrait is required' }).min(1),
+  portrait: z
+    .array(z.string().min(1), { error: '--portrait is required' })
+    .min(1, '--portrait is required')
+    .max(MAX_REFERENCES_CEILING, `at most ${MAX_REFERENCES_CEILING} --portrait photos`),
   driving: z.string({ error: '--driving is required' }).min(1),
   output: z.string({ error: '-o/--output is required' }).min(1).refine((p) => /\.mp4$/i.test(p), '-o/--output must name an .mp4 file'),
   engine: z.string().min(1),
@@ -249,14 +293,18 @@ export function addAnimateCommand(program: Command): void {
   program
     .command('animate')
     .description('Animate a portrait with a driving video into an H.264 mp4 (source frame rate, driving audio copied).')
-    .addOption(new Option('--portrait <image>', 'portrait picture (png, jpeg, webp...)').env('XPORTRAIT_PORTRAIT'))
+    .addOption(
+      new Option('--portrait <image>', 'portrait picture (png, jpeg, webp...); repeat it to add more photos of the same person: the first is the main one (alignment, source), the rest add appearance (xportrait engine)')
+        .env('XPORTRAIT_PORTRAIT')
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]),
+    )
     .addOption(new Option('--driving <video>', 'driving video (anything ffmpeg reads)').env('XPORTRAIT_DRIVING'))
     .addOption(new Option('-o, --output <file.mp4>', 'output video'))
     .addOption(new Option('-e, --engine <name>', 'engine (see `serve --help` for the list)').env('XPORTRAIT_ENGINE').default('warp'))
     .addOption(new Option('--size <n>', 'output size in pixels, square').env('XPORTRAIT_OUTPUT_SIZE').default('512'))
     .addOption(new Option('--compare', 'write driving | portrait | result side by side'))
     .addOption(new Option('--frames <n>', 'animate only the first n driving frames'))
-    .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option, repeatable (e.g. resampler=ort for warp)'))
+    .addOption(new Option('-O, --engine-opt <key=value...>', `engine option, repeatable (${engineOptionHelp()})`))
     .addOption(new Option('--pack <dir>', 'xportrait: model pack (built with `pack build`)').env('XPORTRAIT_PACK'))
     .addOption(new Option('--sampler <live|official>', 'xportrait: live causal pipeline (default) or the official offline sampler'))
     .addOption(new Option('--steps <n>', 'xportrait: LCM steps (live, 1-8) or DDIM steps (official, default 30 = 31 executed)'))
@@ -297,7 +345,7 @@ export function addAnimateCommand(program: Command): void {
       let report: AnimateReport;
       try {
         report = await animate(
-          { portrait: o.portrait, driving: o.driving, output: o.output, engine: o.engine, size: o.size, compare: o.compare, engineOptions, maxFrames: o.frames, logger },
+          { portrait: o.portrait[0], morePortraits: o.portrait.slice(1), driving: o.driving, output: o.output, engine: o.engine, size: o.size, compare: o.compare, engineOptions, maxFrames: o.frames, logger },
           (p) => {
             if (!bar) return;
             if (!started) {
@@ -311,6 +359,7 @@ export function addAnimateCommand(program: Command): void {
       } finally {
         if (started) bar?.stop();
       }
+      for (const w of report.references.warnings) process.stderr.write(`animate: ${w}\n`);
       const notes = [`${report.framesOut} frames ${report.width}x${report.height} at ${report.fps} fps`, `${report.throughputFps.toFixed(1)} fps`];
       if (report.audioCopied) notes.push('audio copied');
       process.stderr.write(`animate: wrote ${report.output} (${notes.join(', ')}) in ${report.seconds.toFixed(1)} s\n`);

@@ -26,6 +26,8 @@ export interface EngineSessionInfo {
   outputHeight: number;
   /** Frames of delay between an input and the output made from it (0 for per-frame engines). */
   lagFrames: number;
+  /** Reference photos given and used (an engine that uses only the main portrait reports used: 1). */
+  references?: { given: number; used: number };
 }
 
 export interface StageStats {
@@ -60,7 +62,13 @@ export interface EngineSession {
 }
 
 export interface EngineSessionOptions {
+  /** The main portrait: what is animated (alignment, the source latent, the warp's mesh). */
   portrait: RgbImage;
+  /**
+   * More photos of the same person, in the order shown to the user. X-Portrait joins their appearance features to
+   * the main one's (src/engine/xportrait/references.ts); engines that cannot use them say so in `info.references`.
+   */
+  moreReferences?: RgbImage[];
   /** Output size; engines that render at a fixed size scale to it. */
   outputWidth: number;
   outputHeight: number;

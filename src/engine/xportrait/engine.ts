@@ -38,12 +38,20 @@ import { lcmTimesteps } from './lcm.ts';
 import { LivePipeline, LIVE_POLICIES } from './live.ts';
 import { LiveNetworkDenoiser } from './live-runner.ts';
 import { OnnxNetworks, type F32 } from './networks.ts';
+import { DEFAULT_MAX_REFERENCES, extraReferenceCost, MAX_REFERENCES_CEILING, type ReferenceLatent } from './references.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
 import { acquirePack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
 import { DEVICES } from './providers.ts';
 import { FastGaussian, SeededGaussian } from './rng.ts';
 import { schedulerTimesteps } from './sampler.ts';
 import { SeededOffsets } from './windows.ts';
+
+/** A portrait session's references: the main one (key, latent) and the extra photos' latents, in order. */
+export interface SessionReferences {
+  key: string;
+  z: F32;
+  extras: ReferenceLatent[];
+}
 
 /** The live context policy used unless one is asked for (see the README's comparison). */
 export const DEFAULT_POLICY = 'window' as const;
@@ -72,10 +80,18 @@ export const xportraitOptionsSchema = z.object({
   initialVideo: z.string().optional(),
   /** official: driving frame whose landmarks fix the alignment (-1 searches, -2 disables alignment). */
   bestFrame: num(z.number().int().min(-2)).default(-1),
+  /**
+   * Most reference photos per session (the main one included). The pack's graphs take a bank of any token length;
+   * each extra photo costs its bank per timestep and widens every reference attention (docs/xportrait.md).
+   */
+  maxReferences: num(z.number().int().min(1).max(MAX_REFERENCES_CEILING)).default(DEFAULT_MAX_REFERENCES),
 });
 export type XPortraitOptions = z.infer<typeof xportraitOptionsSchema>;
 
 export class XPortraitOptionError extends Error {}
+
+/** Refused reference photos (too many, not an image). */
+export class XPortraitReferenceError extends Error {}
 
 export function parseXPortraitOptions(raw: Record<string, unknown>): XPortraitOptions {
   const r = xportraitOptionsSchema.safeParse(raw);
@@ -138,7 +154,20 @@ export class XPortraitEngine implements Engine {
 
   async createSession(opts: EngineSessionOptions): Promise<EngineSession> {
     const net = this.pack.networks.fork();
-    const portrait = await this.#portraitLatent(net, opts.portrait);
+    const more = opts.moreReferences ?? [];
+    if (1 + more.length > this.options.maxReferences) {
+      throw new XPortraitReferenceError(`xportrait: ${1 + more.length} reference photos, at most ${this.options.maxReferences} per session (--max-references, up to ${MAX_REFERENCES_CEILING}): each extra photo adds its appearance features to every reference attention`);
+    }
+    const main = await this.#portraitLatent(net, opts.portrait);
+    const extras: ReferenceLatent[] = [];
+    for (const [i, m] of more.entries()) {
+      try {
+        extras.push(await this.#portraitLatent(net, m));
+      } catch (err) {
+        throw new XPortraitReferenceError(`xportrait: reference photo ${i + 2}: ${(err as Error).message.replace(/^xportrait: /, '')}`);
+      }
+    }
+    const portrait: SessionReferences = { ...main, extras };
     opts = { ...opts, portraitFace: await this.#portraitFace(opts) };
     const s =
       this.options.sampler === 'official'
@@ -181,6 +210,12 @@ export class XPortraitEngine implements Engine {
       return { data: lat.data.slice(), dims: lat.dims };
     });
     return { key, z };
+  }
+
+  /** What one extra reference photo costs with this pack (float32): its bank per timestep, the extra K/V tokens. */
+  extraReferenceCost(): { bankBytesPerT: number; tokens: number } {
+    const [, h, w] = this.pack.latentDims;
+    return extraReferenceCost(this.pack.manifest.layout.banks.map((b) => [Math.ceil(h / b.ds) * Math.ceil(w / b.ds), b.channels] as [number, number]));
   }
 
   caches(hint: CountingCache<F32>): XPortraitCaches {
@@ -287,6 +322,10 @@ export function drivingHints(frame: ImageLike, landmarks: Float32Array, alignmen
   return { pose: rgbToTensor(aligned, S, S), local: rgbToTensor(local, S, S) };
 }
 
+function referenceInfo(p: SessionReferences): { given: number; used: number } {
+  return { given: 1 + p.extras.length, used: 1 + p.extras.length };
+}
+
 function graphMs(net: OnnxNetworks, prefix: string[]): number {
   let ms = 0;
   for (const [g, v] of Object.entries(net.counters.ms)) if (prefix.some((p) => g.startsWith(p))) ms += v;
@@ -316,7 +355,7 @@ abstract class BaseSession implements EngineSession {
   constructor(
     protected readonly engine: XPortraitEngine,
     protected readonly net: OnnxNetworks,
-    protected readonly portrait: { key: string; z: F32 },
+    protected readonly portrait: SessionReferences,
     protected readonly opts: EngineSessionOptions,
   ) {
     this.aligner = new Aligner(opts.portraitFace);
@@ -345,12 +384,14 @@ abstract class BaseSession implements EngineSession {
     const net = this.net.counters;
     const runs: Record<string, number> = {};
     for (const [g, n] of Object.entries(net.runs)) runs[`runs.${g}`] = n;
+    const refs = 1 + this.portrait.extras.length;
+    const cost = this.engine.extraReferenceCost();
     return {
       framesIn: this.framesIn,
       framesOut: this.framesOut,
       skipped: this.skipped,
       stages: this.timer.snapshot(),
-      extra: { ...extra, ...runs, ...cacheExtra([this.engine.bankCache.stats(), this.engine.sourceLatentCache.stats(), this.hintCache.stats()]) },
+      extra: { ...extra, references: refs, 'reference.bankMiBPerT': +((refs * cost.bankBytesPerT) / 2 ** 20).toFixed(3), 'reference.bankTokens': refs * cost.tokens, ...runs, ...cacheExtra([this.engine.bankCache.stats(), this.engine.sourceLatentCache.stats(), this.hintCache.stats()]) },
     };
   }
 
@@ -371,7 +412,7 @@ class LiveSamplerSession extends BaseSession {
   #ttffMs: number | null = null;
   readonly #steps: number;
 
-  constructor(engine: XPortraitEngine, net: OnnxNetworks, portrait: { key: string; z: F32 }, opts: EngineSessionOptions) {
+  constructor(engine: XPortraitEngine, net: OnnxNetworks, portrait: SessionReferences, opts: EngineSessionOptions) {
     super(engine, net, portrait, opts);
     const o = engine.options;
     const p = engine.pack;
@@ -386,6 +427,7 @@ class LiveSamplerSession extends BaseSession {
       policy: o.policy as 'window' | 'kvcache',
       portraitKey: portrait.key,
       zRef: portrait.z,
+      extraRefs: portrait.extras,
       latentDims: p.latentDims,
       kvSites: p.kvSites,
     });
@@ -400,7 +442,7 @@ class LiveSamplerSession extends BaseSession {
       guidance,
       noise: new FastGaussian(o.seed),
     });
-    this.info = { engine: 'xportrait', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: this.#pipeline.lagFrames };
+    this.info = { engine: 'xportrait', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: this.#pipeline.lagFrames, references: referenceInfo(portrait) };
     engine.logger.info({ policy: o.policy, steps: this.#steps, guidance, window: o.window, lag: this.info.lagFrames }, 'xportrait live session');
   }
 
@@ -479,9 +521,9 @@ class OfficialSession extends BaseSession {
   readonly info: EngineSessionInfo;
   #frames: Array<{ frame: VideoFrame; face?: FaceObservation }> = [];
 
-  constructor(engine: XPortraitEngine, net: OnnxNetworks, portrait: { key: string; z: F32 }, opts: EngineSessionOptions) {
+  constructor(engine: XPortraitEngine, net: OnnxNetworks, portrait: SessionReferences, opts: EngineSessionOptions) {
     super(engine, net, portrait, opts);
-    this.info = { engine: 'xportrait', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: Number.POSITIVE_INFINITY };
+    this.info = { engine: 'xportrait', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: Number.POSITIVE_INFINITY, references: referenceInfo(portrait) };
   }
 
   async process(input: EngineInput): Promise<VideoFrame[]> {
@@ -531,7 +573,7 @@ class OfficialSession extends BaseSession {
     const choice = o.scheduler === 'lcm' ? ({ kind: 'lcm', steps: o.steps ?? 4 } as const) : ({ kind: 'ddim', ddimSteps: o.steps ?? 30 } as const);
     const t1 = performance.now();
     const res = await runOfficialSampler(
-      { net: this.net, caches: this.engine.caches(this.hintCache), portraitKey: this.portrait.key, zRef: this.portrait.z, hints, latentDims: p.latentDims },
+      { net: this.net, caches: this.engine.caches(this.hintCache), portraitKey: this.portrait.key, zRef: this.portrait.z, extraRefs: this.portrait.extras, hints, latentDims: p.latentDims },
       {
         schedule: p.schedule,
         scheduler: choice,

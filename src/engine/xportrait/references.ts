@@ -14,7 +14,11 @@
  * so a second session with the same photos runs nothing, and removing one photo reuses the banks of the others.
  */
 import type { CountingCache } from './caches.ts';
-import { numel, type F32, type OnnxNetworks } from './networks.ts';
+import type { F32, OnnxNetworks } from './networks.ts';
+
+/** Reference photos per session (the main one included) unless --max-references says otherwise, and its ceiling. */
+export const DEFAULT_MAX_REFERENCES = 4;
+export const MAX_REFERENCES_CEILING = 8;
 
 /** One reference: its cache key (a content hash) and its clean scaled latent [1, c, h, w]. */
 export interface ReferenceLatent {
@@ -85,5 +89,5 @@ export function extraReferenceCost(bankShapes: readonly [number, number][]): { b
 
 /** Bytes of a list of bank tensors. */
 export function bankBytes(bank: readonly F32[]): number {
-  return bank.reduce((s, b) => s + 4 * numel(b.dims), 0);
+  return bank.reduce((s, b) => s + 4 * b.dims.reduce((a, d) => a * d, 1), 0);
 }
