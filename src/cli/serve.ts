@@ -10,6 +10,7 @@ import { ENGINE_NAMES } from '../engine/registry.ts';
 import { DEFAULT_WEB_ROOT } from '../server/web-root.ts';
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
+import { engineOptionHelp } from '../config/engine-options.ts';
 
 export function addServeCommand(program: Command): void {
   program
@@ -19,7 +20,7 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default('0.0.0.0'))
     .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('warp'))
     .addOption(new Option('--pack <dir>', 'model pack for --engine xportrait (built with `pack build`)').env('XPORTRAIT_PACK'))
-    .addOption(new Option('-O, --engine-opt <key=value...>', 'engine option, repeatable (xportrait: sampler, steps, guidance, policy, window, seed, device, threads...)'))
+    .addOption(new Option('-O, --engine-opt <key=value...>', `engine option, repeatable (${engineOptionHelp()})`))
     .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default('4'))
     .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve HTTPS (browsers allow the camera only on https or localhost)').env('XPORTRAIT_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('XPORTRAIT_TLS_KEY'))

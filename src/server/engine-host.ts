@@ -12,8 +12,8 @@ export class EngineHost {
 
   constructor(
     private readonly logger: Logger,
-    /** Engine-specific options from the CLI, passed to every loader. */
-    private readonly options: Record<string, unknown> = {},
+    /** Engine-specific options from the CLI: the same for every loader, or each engine's own. */
+    private readonly options: Record<string, unknown> | ((engine: string) => Record<string, unknown>) = {},
     readonly names: readonly string[] = ENGINE_NAMES,
   ) {}
 
@@ -28,7 +28,7 @@ export class EngineHost {
     let p = this.#loading.get(name);
     if (!p) {
       const t0 = performance.now();
-      p = loadEngine(name, { logger: this.logger.child({ engine: name }), options: this.options }).then(
+      p = loadEngine(name, { logger: this.logger.child({ engine: name }), options: typeof this.options === 'function' ? this.options(name) : this.options }).then(
         (engine) => {
           this.#loaded.set(name, engine);
           this.logger.info({ event: 'engine_loaded', engine: name, ms: Math.round(performance.now() - t0) }, 'engine loaded');

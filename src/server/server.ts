@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import busboy from 'busboy';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
+import { engineOptionsFor } from '../config/engine-options.ts';
 import { engineOptionsOf, type ServeConfig } from '../config/serve-config.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
@@ -77,7 +78,7 @@ export class XportraitServer {
     private readonly deps: ServerDeps,
   ) {
     this.#log = deps.logger;
-    this.engines = deps.engines ?? new EngineHost(deps.logger, engineOptionsOf(config));
+    this.engines = deps.engines ?? new EngineHost(deps.logger, (engine) => engineOptionsFor(engine, engineOptionsOf(config)));
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
     this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot });

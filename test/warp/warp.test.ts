@@ -20,7 +20,8 @@ import { buildWarpMesh, meshTargets, pointInPolygon } from '../../src/engine/war
 import { EYE_WIDEN_DEAD_BAND, eyeClosureFor, IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion.ts';
 import { framePortrait, type FramedPortrait } from '../../src/engine/warp/portrait.ts';
 import { createResampler, resampleI420 } from '../../src/engine/warp/resample.ts';
-import { parseWarpOptions, WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
+import { WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
+import { parseWarpOptions } from '../../src/engine/warp/options.ts';
 
 const SOURCE = new URL('../../../shared/media/xportrait-source.png', import.meta.url).pathname;
 const DRIVING = new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;

@@ -24,35 +24,8 @@ import { buildWarpMesh, meshTargets, type WarpMesh } from './mesh.ts';
 import { MotionTransfer, type MotionFrame, type MotionOptions } from './motion.ts';
 import { paintMouth } from './mouth.ts';
 import { framePortrait, type FramedPortrait } from './portrait.ts';
-import { DEVICES, type Device } from '../xportrait/providers.ts';
-import { createResampler, RESAMPLER_KINDS, type Resampler, type ResamplerKind } from './resample.ts';
-
-export interface WarpEngineOptions {
-  /** Resampler backend (default `ts`, the fastest measured on CPU; env XPORTRAIT_WARP_RESAMPLER). */
-  resampler?: ResamplerKind;
-  /** Execution provider for the `ort` resampler (cpu, cuda, tensorrt, webgpu; env XPORTRAIT_WARP_DEVICE). A GPU device selects `ort`. */
-  device?: Device;
-  /** Threads for the portrait analyzer and the `ort` resampler. */
-  threads?: number;
-  /** Where the face models are (default models/). */
-  modelsDir?: string;
-  motion?: MotionOptions;
-  /** Portrait analyzer to use instead of opening one (tests, tools that already hold one). */
-  analyzer?: PortraitAnalyzer;
-}
-
-export function parseWarpOptions(raw: Record<string, unknown>): WarpEngineOptions {
-  const device = String(raw.device ?? process.env.XPORTRAIT_WARP_DEVICE ?? 'cpu');
-  if (!(DEVICES as readonly string[]).includes(device)) throw new Error(`warp: unknown device "${device}" (available: ${DEVICES.join(', ')})`);
-  const resampler = String(raw.resampler ?? process.env.XPORTRAIT_WARP_RESAMPLER ?? (device === 'cpu' ? 'ts' : 'ort'));
-  if (!RESAMPLER_KINDS.includes(resampler as ResamplerKind)) {
-    throw new Error(`warp: unknown resampler "${resampler}" (available: ${RESAMPLER_KINDS.join(', ')})`);
-  }
-  if (device !== 'cpu' && resampler !== 'ort') throw new Error(`warp: device ${device} needs the ort resampler (the ts one runs on the CPU)`);
-  const threads = raw.threads === undefined ? undefined : Number(raw.threads);
-  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Error(`warp: threads must be a positive integer, got ${String(raw.threads)}`);
-  return { resampler: resampler as ResamplerKind, device: device as Device, threads, modelsDir: typeof raw.modelsDir === 'string' ? raw.modelsDir : undefined };
-}
+import { parseWarpOptions, type WarpEngineOptions } from './options.ts';
+import { createResampler, type Resampler } from './resample.ts';
 
 export class WarpEngine implements Engine {
   readonly name = 'warp';
