@@ -15,7 +15,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { BlazeFaceDetector } from '../src/face/detector.ts';
-import { EYE_RINGS, FaceMeshModel, MESH_POINTS } from '../src/face/mesh.ts';
+import { EYE_RINGS, FaceMeshModel, MESH_POINTS } from '../src/face/face-mesh.ts';
 import { ortRunnerFactory } from '../src/face/node/ort-runner.ts';
 import { fitSimilarity3d } from '../src/face/pose.ts';
 import { roiFromDetection, roiFromLandmarks } from '../src/face/roi.ts';

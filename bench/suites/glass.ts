@@ -1,5 +1,5 @@
 /**
- * Glass-to-glass latency through a real headless browser: runs `xportrait-cam bench` (src/bench/runner.ts) and
+ * Glass-to-glass latency through a real headless browser: runs `xportrait-cam bench` (src/bench/bench-runner.ts) and
  * returns its key figures; the full report (bench.json + bench.html) goes to --glass-out DIR (default a temp dir,
  * printed). Args: --engine NAME (default passthrough), --seconds N (default 20), --size N (default 512),
  * --fps N (default 30), --warmup S (default 3), --soak S, --pack DIR.
@@ -8,7 +8,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runBench } from '../../src/bench/runner.ts';
+import { runBench } from '../../src/bench/bench-runner.ts';
 
 function arg(args: string[], name: string, dflt?: string): string | undefined {
   const i = args.indexOf(name);

@@ -1,5 +1,5 @@
 /**
- * Where faces are tracked, compared in one run on the same clip (`xportrait-cam bench`, src/bench/runner.ts, once per
+ * Where faces are tracked, compared in one run on the same clip (`xportrait-cam bench`, src/bench/bench-runner.ts, once per
  * mode, one after the other): glass-to-glass latency and the server's CPU for one session when
  *  - `server`: the page sends video, the server decodes and tracks it (serve --tracking server);
  *  - `client`: the page tracks with onnxruntime-web and sends landmarks beside its video (serve --tracking client);
@@ -16,7 +16,7 @@ import os, { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { launchBenchBrowser } from '../../src/bench/chromium.ts';
-import { runBench } from '../../src/bench/runner.ts';
+import { runBench } from '../../src/bench/bench-runner.ts';
 import { ServerProcess } from '../../src/bench/server-process.ts';
 import { faceModelPath } from '../../src/face/node/index.ts';
 

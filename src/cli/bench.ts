@@ -1,7 +1,7 @@
 /**
  * `xportrait-cam bench`: a latency benchmarking session — starts the server, drives a real headless chromium whose
  * fake camera carries a frame id in every picture, measures glass-to-glass latency per frame with a per-stage
- * breakdown, CPU and memory per process, and writes DIR/bench.json + DIR/bench.html (src/bench/runner.ts).
+ * breakdown, CPU and memory per process, and writes DIR/bench.json + DIR/bench.html (src/bench/bench-runner.ts).
  * `xportrait-cam bench compare A B` prints two reports side by side.
  */
 import { Command, Option } from 'commander';
@@ -72,7 +72,7 @@ export function addBenchCommand(program: Command): void {
       }
       const o = parsed.data;
       const out = o.out ?? `bench-results/${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}-${o.engine}`;
-      const { runBench } = await import('../bench/runner.ts');
+      const { runBench } = await import('../bench/bench-runner.ts');
       const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
       const { report, jsonPath, htmlPath } = await runBench(
         {

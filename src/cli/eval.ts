@@ -77,7 +77,7 @@ export function addEvalCommand(program: Command): void {
       }
       const portrait = await readPortraitFile(o.portrait);
       const { evaluate } = await import('../eval/evaluate.ts');
-      const { renderReportHtml } = await import('../eval/report-html.ts');
+      const { renderReportHtml } = await import('../eval/eval-report-html.ts');
       let last = 0;
       const out = await evaluate({
         portrait,

@@ -8,7 +8,7 @@
  * The main portrait keeps its own rules (a stylised drawing with no readable face still animates, unaligned); only
  * the extra photos must have a face, since they exist to add appearance of the same face.
  */
-import type { PortraitAnalyzer } from '../face/portrait.ts';
+import type { PortraitAnalyzer } from '../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../face/types.ts';
 import type { RgbImage } from '../media/frame.ts';
 import { DEFAULT_THRESHOLDS } from './evaluate.ts';

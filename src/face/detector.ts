@@ -7,7 +7,7 @@
  * keep their aspect ratio.
  */
 import { invertAffine, applyAffine, warpToTensor, type Affine, type ImageLike } from './image.ts';
-import type { ModelRunner } from './runner.ts';
+import type { ModelRunner } from './model-runner.ts';
 
 export type DetectorRange = 'front' | 'back';
 

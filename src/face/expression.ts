@@ -3,7 +3,7 @@
  * geometric ratios measured on the pose-normalised (frontalised) mesh: turning the head changes the pose, not
  * the signals. Lengths are in canonical units, where the outer-corner inter-ocular distance is 1.
  */
-import { RIGHT_IRIS_START, LEFT_IRIS_START } from './mesh.ts';
+import { RIGHT_IRIS_START, LEFT_IRIS_START } from './face-mesh.ts';
 import { frontalize, type HeadPose } from './pose.ts';
 
 /** Mesh indices used (MediaPipe Face Mesh topology). "right" = the subject's right (image left, unmirrored). */

@@ -30,7 +30,7 @@ import { decodeLuma, stripRows } from '../media/frame-id.ts';
 import { expressionSignals } from '../face/expression.ts';
 import { estimateHeadPose } from '../face/pose.ts';
 import { landmarkBounds } from '../face/tracker.ts';
-import { MESH_POINTS } from '../face/mesh.ts';
+import { MESH_POINTS } from '../face/face-mesh.ts';
 import type { FaceObservation } from '../face/types.ts';
 import type { VideoFrame } from '../media/frame.ts';
 import type { FrameAnalyzer } from './frame-analyzer.ts';

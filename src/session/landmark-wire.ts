@@ -25,7 +25,7 @@
  * OUTSIDE_MARGIN (a quarter of the frame, for faces cut by its edge), the landmarks' centroid inside the frame,
  * |z| ≤ 1 frame width.
  */
-import { LANDMARK_COUNT } from '../face/mesh.ts';
+import { LANDMARK_COUNT } from '../face/face-mesh.ts';
 
 export const LANDMARK_CHANNEL_LABEL = 'landmarks';
 export const WIRE_VERSION = 1;

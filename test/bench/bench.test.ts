@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBenchBrowser } from '../../src/bench/chromium.ts';
 import { loadReport } from '../../src/bench/compare.ts';
 import type { BenchReport } from '../../src/bench/report.ts';
-import { runBench } from '../../src/bench/runner.ts';
+import { runBench } from '../../src/bench/bench-runner.ts';
 import { CLI_ENTRY } from '../../src/bench/server-process.ts';
 import { builtWebClient } from '../helpers/server.ts';
 

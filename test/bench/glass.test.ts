@@ -9,7 +9,7 @@ import { analyzeWindow, fillCaptures, joinFrames, type CaptureRecord, type Displ
 import { threadGroup, type ResourceSample } from '../../src/bench/proc-sampler.ts';
 import { buildReport, soakFigures, type CollectedRun, type MachineRecord } from '../../src/bench/report.ts';
 import { codecCounters, codecMeans } from '../../src/rtc/rtc-counters.ts';
-import { parsePrometheusTotals } from '../../src/bench/runner.ts';
+import { parsePrometheusTotals } from '../../src/bench/bench-runner.ts';
 import { histogram, linearFit, summarize } from '../../src/bench/stats.ts';
 
 const FPS = 30;

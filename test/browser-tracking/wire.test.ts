@@ -4,7 +4,7 @@
  * refused with its reason (never an exception).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LANDMARK_COUNT } from '../../src/face/mesh.ts';
+import { LANDMARK_COUNT } from '../../src/face/face-mesh.ts';
 import {
   checkPoints,
   decodeLandmarkMessage,

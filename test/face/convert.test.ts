@@ -11,7 +11,7 @@ import { decodeWeights, halfToFloat, parseTfjsGraphModel } from '../../src/model
 import { convertTfjsGraphToOnnx, transposeConst } from '../../src/model/convert/tfjs-to-onnx.ts';
 import { BlazeFaceDetector } from '../../src/face/detector.ts';
 import { rectToAffine, warpToTensor } from '../../src/face/image.ts';
-import { FaceMeshModel } from '../../src/face/mesh.ts';
+import { FaceMeshModel } from '../../src/face/face-mesh.ts';
 import { faceModelPath, packageFile } from '../../src/face/node/model-files.ts';
 import { OrtModelRunner } from '../../src/face/node/ort-runner.ts';
 import { eyeRoi, roiFromDetection, roiFromLandmarks } from '../../src/face/roi.ts';

@@ -4,9 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MESH_POINTS } from '../../src/face/mesh.ts';
+import { MESH_POINTS } from '../../src/face/face-mesh.ts';
 import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
-import { PortraitFaceError, type PortraitAnalyzer } from '../../src/face/portrait.ts';
+import { PortraitFaceError, type PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import type { FaceTracker } from '../../src/face/tracker.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { alignDrivingFrame, ibug68, landmarksInAligned, planAlignment } from '../../src/face/xportrait-align.ts';

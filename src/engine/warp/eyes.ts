@@ -7,7 +7,7 @@
  * (pure TypeScript).
  */
 import { LEFT_EYE, RIGHT_EYE, type EyeSet } from './landmark-sets.ts';
-import type { WarpMesh } from './mesh.ts';
+import type { WarpMesh } from './warp-mesh.ts';
 import type { I420Image } from './resample.ts';
 
 const smooth = (e0: number, e1: number, x: number): number => {

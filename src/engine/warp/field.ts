@@ -10,7 +10,7 @@
  * The layout, x and y interleaved, is GridSample's grid layout ([1, H, W, 2]) before normalisation, so a resampler
  * on another backend takes the same buffer.
  */
-import type { WarpMesh } from './mesh.ts';
+import type { WarpMesh } from './warp-mesh.ts';
 
 export interface SamplingField {
   width: number;

@@ -6,7 +6,7 @@
  * the I420 output (pure TypeScript).
  */
 import { scanTriangle } from './field.ts';
-import type { WarpMesh } from './mesh.ts';
+import type { WarpMesh } from './warp-mesh.ts';
 
 const smooth = (e0: number, e1: number, x: number): number => {
   const t = x <= e0 ? 0 : x >= e1 ? 1 : (x - e0) / (e1 - e0);

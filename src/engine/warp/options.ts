@@ -4,9 +4,9 @@
  * src/config/engine-options.ts) or typed from code.
  */
 import { z } from 'zod';
-import type { PortraitAnalyzer } from '../../face/portrait.ts';
+import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import { DEVICES, type Device } from '../xportrait/providers.ts';
-import type { MotionOptions } from './motion.ts';
+import type { MotionOptions } from './motion-transfer.ts';
 import { RESAMPLER_KINDS, type ResamplerKind } from './resample.ts';
 
 /** `-O` keys of the warp engine, with what each does (the CLI's --help lists them). */

@@ -17,7 +17,7 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { EngineLoadOptions } from '../registry.ts';
-import type { PortraitAnalyzer } from '../../face/portrait.ts';
+import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { composeAffine, warpToRgb, type ImageLike } from '../../face/image.ts';
 import {

@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { VideoFrame } from '../../media/frame.ts';
-import { PortraitAnalyzer } from '../portrait.ts';
+import { PortraitAnalyzer } from '../portrait-analyzer.ts';
 import { FaceTracker, type FaceTrackerOptions } from '../tracker.ts';
 import type { FaceObservation } from '../types.ts';
 import { ensureFaceModels } from './model-files.ts';

@@ -3,7 +3,7 @@
  * these machines, 2 was ~25% faster (platform notes).
  */
 import * as ort from 'onnxruntime-node';
-import type { ModelRunner, ModelRunnerFactory, TensorData } from '../runner.ts';
+import type { ModelRunner, ModelRunnerFactory, TensorData } from '../model-runner.ts';
 import { defaultModelsDir, faceModelPath } from './model-files.ts';
 
 export interface OrtRunnerOptions {

@@ -2,7 +2,7 @@
  * The optional face-mesh overlay on the local preview: a canvas laid over the <video> (same box), the tracked
  * landmarks drawn as dots (irises ringed), mapped from the frame's pixels to where `object-fit: contain` shows them.
  */
-import { LANDMARK_COUNT, MESH_POINTS } from '../../../src/face/mesh.ts';
+import { LANDMARK_COUNT, MESH_POINTS } from '../../../src/face/face-mesh.ts';
 
 export class MeshOverlay {
   #canvas: HTMLCanvasElement | undefined;

@@ -1,9 +1,9 @@
 /**
- * The face code's ModelRunner (src/face/runner.ts) over onnxruntime-web: the same interface the server implements
+ * The face code's ModelRunner (src/face/model-runner.ts) over onnxruntime-web: the same interface the server implements
  * over onnxruntime-node (src/face/node/ort-runner.ts), so src/face/ runs unchanged in the page.
  */
 import type * as ort from 'onnxruntime-web';
-import type { ModelRunner, TensorData } from '../../../src/face/runner.ts';
+import type { ModelRunner, TensorData } from '../../../src/face/model-runner.ts';
 
 type Ort = typeof ort;
 

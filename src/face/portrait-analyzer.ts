@@ -8,10 +8,10 @@
 import { BlazeFaceDetector, type FaceDetection } from './detector.ts';
 import { expressionSignals } from './expression.ts';
 import type { ImageLike } from './image.ts';
-import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './mesh.ts';
+import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './face-mesh.ts';
 import { estimateHeadPose } from './pose.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
-import type { ModelRunner, ModelRunnerFactory } from './runner.ts';
+import type { ModelRunner, ModelRunnerFactory } from './model-runner.ts';
 import { landmarkBounds, largestFirst } from './tracker.ts';
 import type { FaceObservation } from './types.ts';
 

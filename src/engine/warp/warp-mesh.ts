@@ -15,7 +15,7 @@ import Delaunator from 'delaunator';
 import { frontalize, type HeadPose } from '../../face/pose.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { FACE_OVAL, FACE_POINTS, INNER_LIP_LOWER, INNER_LIP_RING, INNER_LIP_UPPER, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from './landmark-sets.ts';
-import { jawWeights, pointInPolygon2d as pointInPolygon, polylineYAt, type Similarity2d } from './motion.ts';
+import { jawWeights, pointInPolygon2d as pointInPolygon, polylineYAt, type Similarity2d } from './motion-transfer.ts';
 
 // The package's types point at its TypeScript source, which NodeNext reads as CommonJS; at run time the ESM build's
 // default export is the class itself.
@@ -71,7 +71,7 @@ function rayToBorder(cx: number, cy: number, dx: number, dy: number, w: number, 
   return Math.max(0, t);
 }
 
-export { pointInPolygon2d as pointInPolygon } from './motion.ts';
+export { pointInPolygon2d as pointInPolygon } from './motion-transfer.ts';
 
 /** Build the mesh for a portrait of width x height whose face is `face` (tracked, with a pose). */
 export function buildWarpMesh(face: FaceObservation, width: number, height: number, opts: WarpMeshOptions = {}): WarpMesh {

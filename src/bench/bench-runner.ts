@@ -19,7 +19,7 @@ import { chromiumVersion, launchBenchBrowser, type BenchBrowser } from './chromi
 import type { Page } from 'playwright-core';
 import { ResourceSampler } from './proc-sampler.ts';
 import { buildReport, type BenchReport, type CollectedRun, type MachineRecord } from './report.ts';
-import { renderBenchHtml } from './report-html.ts';
+import { renderBenchHtml } from './bench-report-html.ts';
 import { ServerProcess } from './server-process.ts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

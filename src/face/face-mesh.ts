@@ -6,7 +6,7 @@
  */
 import { applyAffine, composeAffine, rectToAffine, warpToTensor, type Affine, type ImageLike, type RotatedRect } from './image.ts';
 import { eyeRoi } from './roi.ts';
-import type { ModelRunner } from './runner.ts';
+import type { ModelRunner } from './model-runner.ts';
 
 export const MESH_POINTS = 468;
 export const IRIS_POINTS = 5;
