@@ -8,6 +8,7 @@
  * A camera without ids (a real webcam) simply yields no ids; the page then shows an estimated latency instead.
  */
 import { CELLS, decodeRgba, STRIP_ROWS } from '../../src/media/frame-id.ts';
+import { quantile } from '../../src/util/timing.ts';
 
 export const THUMB = 32;
 const DECODE_WIDTH = CELLS * 8;
@@ -136,11 +137,7 @@ export class FrameProbe {
   }
 }
 
+/** Quantile of unsorted values (linear interpolation, as the server's stage statistics); NaN when empty. */
 export function percentile(values: number[], q: number): number {
-  if (!values.length) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.min(s.length - 1, lo + 1);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+  return quantile([...values].sort((a, b) => a - b), q);
 }
