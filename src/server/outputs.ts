@@ -1,13 +1,11 @@
 /**
- * Avatar outputs on the HTTP server: access control (loopback-only, or tokens with `--secret`), rooms, WHEP
- * viewers, the viewer and OBS pages, and the egress configured at start. XportraitServer calls `route` first for
- * every request and asks `refuseUpgrade` before accepting a WebSocket; the signaling connection calls
- * `authorizePublish` / `publish` / `roomStatus` (the SessionOutputs interface).
+ * Avatar outputs on the HTTP server: who may connect (loopback-only, or tokens with `--secret`: ./auth.ts), the
+ * rooms (./rooms.ts), their WHEP viewers (./whep-endpoint.ts), the viewer and OBS pages, and the egress configured
+ * at start. XportraitServer asks `checkClient` before every request and `refuseUpgrade` before accepting a
+ * WebSocket, and takes `routes` into its route table; the signaling connection calls `authorizePublish` /
+ * `publish` / `roomStatus` (the SessionOutputs interface).
  *
- *   POST    /whep/<room>               WHEP (RFC 9725 style): SDP offer in, 201 + SDP answer + Location out
- *   DELETE  /whep/<room>/<viewer>      end a viewer
- *   PATCH   /whep/<room>/<viewer>      405: no trickle ICE (the offer must carry its candidates)
- *   OPTIONS /whep/…                    CORS preflight (players and the browser extension run on other origins)
+ *   /whep/…                            WHEP viewers (./whep-endpoint.ts)
  *   GET     /api/rooms/<room>          room status: publishing, viewers, egress states (view token)
  *   POST    /api/rooms/<room>/view-token   a view token for sharing links (publish token; null without --secret)
  *   GET     /view/<room>, /obs/<room>  the viewer page and the chrome-less OBS page
@@ -20,18 +18,17 @@ import type { ServeConfig } from '../config/serve-config.ts';
 import type { Egress } from '../egress/egress.ts';
 import { classifyVirtualCamera, FfmpegEgress, streamSink, virtualCameraSink } from '../egress/ffmpeg-egress.ts';
 import { WhipClient } from '../egress/whip-client.ts';
-import { RelayError } from '../rtc/relay.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { AccessError, isValidRoomName, parseTtl, RoomAccess, tokenFromRequest, type Grant } from './auth.ts';
 import type { RoomStatus } from '../protocol/signaling.ts';
-import { RoomError, RoomRegistry, type Room } from './rooms.ts';
-import { corsHeaders, HttpError, preflight, readBody, sendJson, type Route, type RouteRequest } from './http.ts';
+import { RoomRegistry } from './rooms.ts';
+import { corsHeaders, HttpError, preflight, sendJson, type Route, type RouteRequest } from './http.ts';
 import { serveStatic } from './static-files.ts';
+import { decodeSegment, WhepEndpoint } from './whep-endpoint.ts';
 import { errorMessage } from '../util/error-message.ts';
 
 /** Paths every client may reach even without a secret (health probes; /metrics has its own rule). */
 const OPEN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
-const MAX_SDP_BYTES = 64 * 1024;
 
 /** What the signaling connection needs from the outputs (kept narrow so tests can do without it). */
 export interface SessionOutputs {
@@ -60,6 +57,8 @@ export class Outputs implements SessionOutputs {
   readonly access: RoomAccess;
   readonly rooms: RoomRegistry;
   readonly #config: ServeConfig;
+  /** The outputs' routes (the server's route table takes them in). */
+  readonly routes: readonly Route[];
   readonly #log: Logger;
   readonly #webRoot: string;
 
@@ -81,6 +80,12 @@ export class Outputs implements SessionOutputs {
       const room = this.rooms.open(c.room);
       for (const e of egress) room.addEgress(e);
     }
+    const whep = new WhepEndpoint({ rooms: this.rooms, maxViewers: c.maxViewers, authorize: (req, room) => this.#authorize(req, room, 'view') });
+    this.routes = [
+      ...whep.routes,
+      { path: /^\/api\/rooms\/([^/]+)(\/view-token)?$/, cors: true, handle: (r) => this.#roomApi(r) },
+      { path: /^\/(view|obs)\/([^/]+)\/?$/, methods: ['GET', 'HEAD'], handle: (r) => this.#page(r) },
+    ];
   }
 
   #createEgress(): Egress[] {
@@ -150,13 +155,6 @@ export class Outputs implements SessionOutputs {
     }
   }
 
-  /** The outputs' routes (the server's route table takes them in). */
-  readonly routes: readonly Route[] = [
-    { path: /^\/whep\/([^/]+)(?:\/([^/]+))?\/?$/, cors: true, handle: (r) => this.#whep(r) },
-    { path: /^\/whep\//, cors: true, handle: (r) => notFound(r.pathname) },
-    { path: /^\/api\/rooms\/([^/]+)(\/view-token)?$/, cors: true, handle: (r) => this.#roomApi(r) },
-    { path: /^\/(view|obs)\/([^/]+)\/?$/, methods: ['GET', 'HEAD'], handle: (r) => this.#page(r) },
-  ];
 
   async #page({ req, res, params: [page, name] }: RouteRequest): Promise<void> {
     if (!isValidRoomName(decodeSegment(name))) throw new HttpError(404, 'no_such_room', `"${name}" is not a valid room name`);
@@ -190,59 +188,6 @@ export class Outputs implements SessionOutputs {
     }
     const token = await this.access.sign(room, 'view', ttl);
     sendJson(res, 200, { token, expiresAt: new Date(Date.now() + ttl * 1000).toISOString() }, cors);
-  }
-
-  async #whep({ req, res, method, params }: RouteRequest): Promise<void> {
-    const cors = corsHeaders(req);
-    const room = decodeSegment(params[0]);
-    const viewerId = params[1] ? decodeSegment(params[1]) : undefined;
-    if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
-    if (method === 'OPTIONS') {
-      return preflight(res, { ...cors, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
-    }
-    if (viewerId) {
-      if (method === 'PATCH') {
-        throw new HttpError(405, 'trickle_not_supported', 'trickle ICE and ICE restarts are not supported: send every candidate in the offer (wait for ICE gathering to complete)', { headers: { allow: 'DELETE' } });
-      }
-      if (method !== 'DELETE') throw new HttpError(405, 'method_not_allowed', 'use DELETE to end a WHEP session', { headers: { allow: 'DELETE' } });
-      // The resource URL is an unguessable capability; the local-only rule was checked by the gate.
-      const viewer = this.rooms.get(room)?.relay.getViewer(viewerId);
-      if (!viewer) throw new HttpError(404, 'no_such_viewer', `no WHEP session ${viewerId} in room "${room}" (already ended?)`);
-      viewer.close('DELETE by the player');
-      res.writeHead(200, { ...cors, 'content-length': 0 });
-      res.end();
-      return;
-    }
-    if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'POST an SDP offer (application/sdp) to start a WHEP session', { headers: { allow: 'POST, OPTIONS' } });
-    const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/sdp') {
-      req.resume();
-      throw new HttpError(415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`);
-    }
-    await this.#authorize(req, room, 'view');
-    const offer = (await readBody(req, MAX_SDP_BYTES))?.toString('utf8');
-    if (offer === undefined) throw new HttpError(413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`);
-    let r: Room;
-    try {
-      r = this.rooms.open(room);
-    } catch (err) {
-      if (err instanceof RoomError) throw new HttpError(err.status, err.code, err.message, { cause: err, headers: { 'retry-after': '10' } });
-      throw err;
-    }
-    if (r.viewerCount >= this.#config.maxViewers) {
-      this.rooms.releaseIfIdle(room);
-      throw new HttpError(503, 'room_full', `room "${room}" already has ${this.#config.maxViewers} viewers (--max-viewers)`, { headers: { 'retry-after': '10' } });
-    }
-    try {
-      const { viewer, answer } = await r.relay.addViewer(offer);
-      const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
-      res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
-      res.end(answer);
-    } catch (err) {
-      this.rooms.releaseIfIdle(room);
-      if (err instanceof RelayError) throw new HttpError(err.status, 'bad_offer', err.message, { cause: err });
-      throw err;
-    }
   }
 
   async #authorize(req: IncomingMessage, room: string, need: 'publish' | 'view'): Promise<Grant> {
@@ -284,16 +229,3 @@ export class Outputs implements SessionOutputs {
 function emptyStatus(name: string, maxViewers: number): RoomStatus {
   return { name, publishing: false, viewers: 0, maxViewers, egress: [] };
 }
-
-function notFound(pathname: string): never {
-  throw new HttpError(404, 'not_found', `not found: ${pathname}`);
-}
-
-function decodeSegment(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
-

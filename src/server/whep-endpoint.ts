@@ -1,0 +1,109 @@
+/**
+ * WHEP viewers of a room (RFC 9725 style): a player POSTs an SDP offer carrying all its candidates and gets the
+ * answer and a resource URL; the room's relay (src/rtc/relay.ts) sends the avatar to it.
+ *
+ *   POST    /whep/<room>               SDP offer in (view token), 201 + SDP answer + Location out
+ *   DELETE  /whep/<room>/<viewer>      end a viewer (the resource URL is an unguessable capability)
+ *   PATCH   /whep/<room>/<viewer>      405: no trickle ICE (the offer must carry its candidates)
+ *   OPTIONS /whep/…                    CORS preflight (players and the browser extension run on other origins)
+ */
+import type { IncomingMessage } from 'node:http';
+import { RelayError } from '../rtc/relay.ts';
+import { isValidRoomName } from './auth.ts';
+import { corsHeaders, HttpError, preflight, readBody, type Route, type RouteRequest } from './http.ts';
+import { RoomError, type Room, type RoomRegistry } from './rooms.ts';
+
+const MAX_SDP_BYTES = 64 * 1024;
+
+export interface WhepEndpointOptions {
+  rooms: RoomRegistry;
+  maxViewers: number;
+  /** Throws AccessError unless the request may view `room`. */
+  authorize(req: IncomingMessage, room: string): Promise<unknown>;
+}
+
+export class WhepEndpoint {
+  readonly #rooms: RoomRegistry;
+  readonly #maxViewers: number;
+  readonly #authorize: WhepEndpointOptions['authorize'];
+
+  constructor(o: WhepEndpointOptions) {
+    this.#rooms = o.rooms;
+    this.#maxViewers = o.maxViewers;
+    this.#authorize = o.authorize;
+  }
+
+  readonly routes: readonly Route[] = [
+    { path: /^\/whep\/([^/]+)(?:\/([^/]+))?\/?$/, cors: true, handle: (r) => this.#handle(r) },
+    {
+      path: /^\/whep\//,
+      cors: true,
+      handle: ({ pathname }) => {
+        throw new HttpError(404, 'not_found', `not found: ${pathname}`);
+      },
+    },
+  ];
+
+  async #handle({ req, res, method, params }: RouteRequest): Promise<void> {
+    const cors = corsHeaders(req);
+    const room = decodeSegment(params[0]);
+    const viewerId = params[1] ? decodeSegment(params[1]) : undefined;
+    if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
+    if (method === 'OPTIONS') {
+      return preflight(res, { ...cors, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
+    }
+    if (viewerId) {
+      if (method === 'PATCH') {
+        throw new HttpError(405, 'trickle_not_supported', 'trickle ICE and ICE restarts are not supported: send every candidate in the offer (wait for ICE gathering to complete)', { headers: { allow: 'DELETE' } });
+      }
+      if (method !== 'DELETE') throw new HttpError(405, 'method_not_allowed', 'use DELETE to end a WHEP session', { headers: { allow: 'DELETE' } });
+      // The resource URL is an unguessable capability; the local-only rule was checked by the gate.
+      const viewer = this.#rooms.get(room)?.relay.getViewer(viewerId);
+      if (!viewer) throw new HttpError(404, 'no_such_viewer', `no WHEP session ${viewerId} in room "${room}" (already ended?)`);
+      viewer.close('DELETE by the player');
+      res.writeHead(200, { ...cors, 'content-length': 0 });
+      res.end();
+      return;
+    }
+    if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', 'POST an SDP offer (application/sdp) to start a WHEP session', { headers: { allow: 'POST, OPTIONS' } });
+    const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/sdp') {
+      req.resume();
+      throw new HttpError(415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`);
+    }
+    await this.#authorize(req, room);
+    const offer = (await readBody(req, MAX_SDP_BYTES))?.toString('utf8');
+    if (offer === undefined) throw new HttpError(413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`);
+    let r: Room;
+    try {
+      r = this.#rooms.open(room);
+    } catch (err) {
+      if (err instanceof RoomError) throw new HttpError(err.status, err.code, err.message, { cause: err, headers: { 'retry-after': '10' } });
+      throw err;
+    }
+    if (r.viewerCount >= this.#maxViewers) {
+      this.#rooms.releaseIfIdle(room);
+      throw new HttpError(503, 'room_full', `room "${room}" already has ${this.#maxViewers} viewers (--max-viewers)`, { headers: { 'retry-after': '10' } });
+    }
+    try {
+      const { viewer, answer } = await r.relay.addViewer(offer);
+      const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
+      res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
+      res.end(answer);
+    } catch (err) {
+      this.#rooms.releaseIfIdle(room);
+      if (err instanceof RelayError) throw new HttpError(err.status, 'bad_offer', err.message, { cause: err });
+      throw err;
+    }
+  }
+
+}
+
+/** A path segment, percent-decoded where it is valid. */
+export function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
