@@ -3,6 +3,7 @@
  * these machines, 2 was ~25% faster (platform notes).
  */
 import * as ort from 'onnxruntime-node';
+import { explainProviderError, sessionOptions, type Device } from '../../engine/xportrait/providers.ts';
 import type { ModelRunner, ModelRunnerFactory, TensorData } from '../model-runner.ts';
 import { defaultModelsDir, faceModelPath } from './model-files.ts';
 
@@ -11,6 +12,12 @@ export interface OrtRunnerOptions {
   threads?: number;
   /** Let idle intra-op threads spin (ORT's default). Off by default: see below. */
   spinning?: boolean;
+  /**
+   * Execution provider (default cpu), through the same provider code as the engines (providers.ts). webgpu is
+   * verified against the CPU on the real media (test/webgpu/face.test.ts); the face models are small, so a GPU
+   * pays off only where the CPU is busy with something else.
+   */
+  device?: Device;
 }
 
 /**
@@ -32,14 +39,19 @@ export class OrtModelRunner implements ModelRunner {
   }
 
   static async open(path: string, opts: OrtRunnerOptions = {}): Promise<OrtModelRunner> {
-    const session = await ort.InferenceSession.create(path, {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: opts.threads ?? defaultFaceThreads(),
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-      extra: { session: { intra_op: { allow_spinning: opts.spinning ? '1' : '0' }, inter_op: { allow_spinning: '0' } } },
-    });
-    return new OrtModelRunner(session, path);
+    const device = opts.device ?? 'cpu';
+    const threads = opts.threads ?? defaultFaceThreads();
+    const base: ort.InferenceSession.SessionOptions =
+      device === 'cpu' ? { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' } : sessionOptions({ device, intraOpThreads: threads });
+    try {
+      const session = await ort.InferenceSession.create(path, {
+        ...base,
+        extra: { session: { intra_op: { allow_spinning: opts.spinning ? '1' : '0' }, inter_op: { allow_spinning: '0' } } },
+      });
+      return new OrtModelRunner(session, path);
+    } catch (err) {
+      throw device === 'cpu' ? err : explainProviderError(device, err);
+    }
   }
 
   get inputNames(): readonly string[] {

@@ -1,0 +1,164 @@
+/**
+ * The live pipeline on WebGPU against the same pipeline on the CPU: the tiny pack built with `--target webgpu`, the
+ * real portrait and the real driving video (real face tracking), both context policies (window, kvcache), same seed:
+ * every output frame agrees within LIVE_MAX_ABS / LIVE_MEAN_ABS 8-bit levels. Then `animate --engine xportrait
+ * -O device=webgpu` on the command line writes the same video as `-O device=cpu` (decoded frames, PSNR bound).
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { Engine, EngineSession } from '../../src/engine/engine.ts';
+import { loadEngine } from '../../src/engine/registry.ts';
+import { CONTEXT_FILE } from '../../src/engine/xportrait/pack-networks.ts';
+import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
+import type { FaceObservation } from '../../src/face/types.ts';
+import { readVideoFrames } from '../../src/media/ffmpeg.ts';
+import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
+import { float32ToBytes, writeSafetensors } from '../../src/model/checkpoint/index.ts';
+import { buildPack } from '../../src/model/pack/index.ts';
+import { silentLogger } from '../../src/util/log.ts';
+import { SHARED, XP_TINY } from '../xportrait/fixtures.ts';
+import { tinyContext } from '../xportrait/tiny-pack.ts';
+import { describeWebGpu } from './webgpu.ts';
+
+const run = promisify(execFile);
+const BIN = new URL('../../bin/xportrait-cam.mjs', import.meta.url).pathname;
+
+/** Frames driven per policy and device. */
+const FRAMES = 12;
+/**
+ * Bounds on |WebGPU - CPU| per output pixel value (8-bit RGB), per frame. Measured (2026-12-07, lavapipe, this file's
+ * inputs: 12 frames × 2 policies): max abs 1 level (window: 6 of 12 frames, kvcache: 9 of 12), mean abs ≤ 0.001 —
+ * a float difference of ~1e-6 that happens to straddle a rounding boundary flips one level. Bounds: 3 levels
+ * (×3: the flips may stack through the 2 steps and the decoder on other inputs) and a mean of 0.01 (×10).
+ */
+const LIVE_MAX_ABS = 3;
+const LIVE_MEAN_ABS = 0.01;
+/**
+ * animate's mp4s (x264 crf 18, lossy) on both devices, decoded: PSNR of WebGPU's frames against CPU's. Measured
+ * over two runs of 8 frames: identical videos in one, 28.9-33.2 dB in the other: the engine frames differ by ≤ 1
+ * level (above) when they differ at all, but the tiny random-weight model makes
+ * noise-like frames (mean change of ~76 levels frame to frame) whose encoding is itself this lossy, and a 1-level
+ * change moves x264's decisions; the encoder, not the device, sets this figure. 25 dB = the worst −4 dB. The test
+ * also checks that the bound tells frames apart: the CPU video against itself one frame later is far below it.
+ */
+const ANIMATE_MIN_PSNR_DB = 25;
+
+const tmp = mkdtempSync(join(os.tmpdir(), 'xp-webgpu-live-'));
+const packDir = join(tmp, 'pack');
+let portrait: RgbImage;
+let portraitFace: FaceObservation;
+const driving: Array<{ frame: VideoFrame; face: FaceObservation }> = [];
+const engines: Engine[] = [];
+
+afterAll(async () => {
+  for (const e of engines) await e.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+async function drive(s: EngineSession): Promise<VideoFrame[]> {
+  const out: VideoFrame[] = [];
+  for (const d of driving) out.push(...(await s.process({ frame: { ...d.frame, times: { receive: performance.now() } }, face: d.face })));
+  out.push(...(await s.flush()));
+  return out;
+}
+
+async function live(device: 'cpu' | 'webgpu', options: Record<string, unknown>): Promise<VideoFrame[]> {
+  const e = await loadEngine('xportrait', { logger: silentLogger(), options: { pack: packDir, threads: 2, device, ...options } });
+  engines.push(e);
+  const s = await e.createSession({ portrait, portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
+  try {
+    return await drive(s);
+  } finally {
+    await s.close();
+  }
+}
+
+function diff(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    sum += d;
+    if (d > max) max = d;
+  }
+  return { max, mean: sum / a.length };
+}
+
+describeWebGpu('live pipeline on WebGPU vs CPU (tiny pack, real media)', () => {
+  beforeAll(async () => {
+    await buildPack({ checkpoint: join(XP_TINY, 'checkpoint.th'), config: join(XP_TINY, 'config.yaml'), out: packDir, target: 'webgpu' });
+    const ctx = tinyContext();
+    await writeSafetensors(join(packDir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: ctx.dims, data: float32ToBytes(ctx.data, 'float32') }]);
+    const { data, info } = await sharp(join(SHARED, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+    const analyzer = await createPortraitAnalyzer();
+    portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
+    await analyzer.close();
+    const tracker = await createFaceTracker();
+    let id = 0;
+    for await (const rgb of readVideoFrames(join(SHARED, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
+      if (id >= FRAMES) break;
+      const frame: VideoFrame = { id: id++, width: 256, height: 256, format: 'rgb', data: rgb, times: {} };
+      driving.push({ frame, face: await tracker.track(frame) });
+    }
+    await tracker.close();
+  }, 300_000);
+
+  for (const [policy, options] of [
+    ['window', { policy: 'window', steps: 2, window: 4 }],
+    ['kvcache', { policy: 'kvcache', steps: 2, window: 4, sinkFrames: 1 }],
+  ] as const) {
+    it(`${policy} policy: every frame as on the CPU within ${LIVE_MAX_ABS} levels (max) and ${LIVE_MEAN_ABS} (mean)`, async () => {
+      const cpu = await live('cpu', options);
+      const gpu = await live('webgpu', options);
+      expect(cpu.map((f) => f.id)).toEqual(driving.map((d) => d.frame.id));
+      expect(gpu.map((f) => f.id)).toEqual(cpu.map((f) => f.id));
+      // The frames move with the driving video (else agreeing would prove little).
+      const motion = Math.max(...cpu.slice(1).map((f, i) => diff(f.data, cpu[i].data).mean));
+      expect(motion).toBeGreaterThan(LIVE_MEAN_ABS * 2);
+      const d = gpu.map((f, i) => diff(f.data, cpu[i].data));
+      process.stdout.write(`\n${policy}: WebGPU vs CPU per frame max ${d.map((x) => x.max).join(' ')}; mean ${d.map((x) => x.mean.toFixed(3)).join(' ')}; frame-to-frame motion ${motion.toFixed(2)}\n`);
+      for (const x of d) {
+        expect(x.max).toBeLessThanOrEqual(LIVE_MAX_ABS);
+        expect(x.mean).toBeLessThanOrEqual(LIVE_MEAN_ABS);
+      }
+    }, 600_000);
+  }
+
+  it(`animate --engine xportrait -O device=webgpu writes the CPU's video (PSNR >= ${ANIMATE_MIN_PSNR_DB} dB)`, async () => {
+    const outs: Record<string, string> = {};
+    for (const device of ['cpu', 'webgpu']) {
+      outs[device] = join(tmp, `animate-${device}.mp4`);
+      const { stdout } = await run(
+        process.execPath,
+        [BIN, 'animate', '--engine', 'xportrait', '--pack', packDir, '--steps', '2', '-O', 'window=4', '-O', 'threads=2', '-O', `device=${device}`, '--frames', '8', '--portrait', join(SHARED, 'media/xportrait-source.png'), '--driving', join(SHARED, 'media/xportrait-driving.mp4'), '-o', outs[device], '--size', '64', '--json', '--no-progress', '--log-level', 'error'],
+        { maxBuffer: 16 << 20, timeout: 600_000 },
+      );
+      const report = JSON.parse(stdout);
+      expect(report.framesOut).toBe(8);
+    }
+    const frames = async (f: string) => {
+      const all: Uint8Array[] = [];
+      for await (const rgb of readVideoFrames(f, { width: 64, height: 64, format: 'rgb' })) all.push(new Uint8Array(rgb));
+      return all;
+    };
+    const [a, b] = [await frames(outs.cpu), await frames(outs.webgpu)];
+    expect(b).toHaveLength(a.length);
+    const psnrOf = (x: Uint8Array, y: Uint8Array) => {
+      let se = 0;
+      for (let k = 0; k < x.length; k++) se += (x[k] - y[k]) ** 2;
+      const mse = se / x.length;
+      return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+    };
+    const psnr = b.map((f, i) => psnrOf(f, a[i]));
+    const shifted = a.slice(1).map((f, i) => psnrOf(f, a[i]));
+    process.stdout.write(`animate webgpu vs cpu PSNR per frame (dB): ${psnr.map((p) => p.toFixed(1)).join(' ')}; cpu vs its next frame: ${shifted.map((p) => p.toFixed(1)).join(' ')}\n`);
+    for (const p of psnr) expect(p).toBeGreaterThanOrEqual(ANIMATE_MIN_PSNR_DB);
+    expect(Math.max(...shifted)).toBeLessThan(ANIMATE_MIN_PSNR_DB - 5);
+  }, 600_000);
+});
