@@ -7,7 +7,8 @@ import { pino, type Logger, type LevelWithSilent } from 'pino';
 export type { Logger };
 
 export function createLogger(opts: { level?: LevelWithSilent; pretty?: boolean; name?: string } = {}): Logger {
-  const level = opts.level ?? ((process.env.LOG_LEVEL as LevelWithSilent | undefined) ?? 'info');
+  // LOG_LEVEL is read by the commands' --log-level option (src/cli/), not here
+  const level = opts.level ?? 'info';
   const pretty = opts.pretty ?? process.stdout.isTTY === true;
   if (pretty) {
     return pino({
