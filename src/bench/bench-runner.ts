@@ -18,7 +18,7 @@ import { makeCameraFile } from './camera-file.ts';
 import { chromiumVersion, launchBenchBrowser, type BenchBrowser } from './chromium.ts';
 import type { Page } from 'playwright-core';
 import { ResourceSampler } from './proc-sampler.ts';
-import { buildReport, type BenchReport, type CollectedRun, type MachineRecord } from './report.ts';
+import { buildReport, type BenchReport, type BenchDrain, type CollectedRun, type MachineRecord } from './report.ts';
 import { renderBenchHtml } from './bench-report-html.ts';
 import { ServerProcess } from './server-process.ts';
 
@@ -73,12 +73,6 @@ export interface BenchRunResult {
   jsonPath: string;
   htmlPath: string;
 }
-
-/** What the page's `xpBench.drain()` hands over: the run's records so far, plus its own counters. */
-type Drain = Pick<CollectedRun, 'captures' | 'displays' | 'presentations' | 'rx' | 'tx' | 'browserCounters' | 'serverCounters' | 'serverStats' | 'clockOffsetMs' | 'clockRttMs' | 'idMode'> & {
-  overflow: number;
-  unreadable: number;
-};
 
 interface PageStatus {
   phase: string;
@@ -155,9 +149,9 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     const pageOpenedAt = Date.now();
     await page.goto(`${url}/bench.html?${q}`);
 
-    const all: Drain = { captures: [], displays: [], presentations: [], rx: [], tx: [], browserCounters: [], serverCounters: [], serverStats: undefined, clockOffsetMs: 0, clockRttMs: Infinity, idMode: '', overflow: 0, unreadable: 0 };
+    const all: BenchDrain = { captures: [], displays: [], presentations: [], rx: [], tx: [], browserCounters: [], serverCounters: [], serverStats: undefined, clockOffsetMs: 0, clockRttMs: Infinity, idMode: '', overflow: 0, unreadable: 0 };
     const drain = async () => {
-      const d = (await page.evaluate('window.xpBench.drain()')) as Drain;
+      const d = (await page.evaluate('window.xpBench.drain()')) as BenchDrain;
       for (const k of ['captures', 'displays', 'presentations', 'rx', 'tx', 'browserCounters', 'serverCounters'] as const) (all[k] as unknown[]).push(...d[k]);
       all.serverStats = d.serverStats ?? all.serverStats;
       all.clockOffsetMs = d.clockOffsetMs;
@@ -208,7 +202,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
     }
     const drainViewers = async () => {
       for (const v of viewers) {
-        const d = (await v.page.evaluate('window.xpBench.drain()')) as Drain;
+        const d = (await v.page.evaluate('window.xpBench.drain()')) as BenchDrain;
         v.rec.displays.push(...d.displays);
         v.rec.presentations.push(...d.presentations);
         v.rec.browserCounters.push(...d.browserCounters);

@@ -46,6 +46,12 @@ export interface MachineRecord {
   loadAvgEnd: number[];
 }
 
+/** What the bench page's `xpBench.drain()` hands over (web-client/src/bench-page.ts): the records so far, its own counters. */
+export type BenchDrain = Pick<CollectedRun, 'captures' | 'displays' | 'presentations' | 'rx' | 'tx' | 'browserCounters' | 'serverCounters' | 'serverStats' | 'clockOffsetMs' | 'clockRttMs' | 'idMode'> & {
+  overflow: number;
+  unreadable: number;
+};
+
 /** What the runner collected (all times epoch ms; browser records on the browser clock, server ones on its own). */
 export interface CollectedRun {
   captures: CaptureRecord[];

@@ -21,6 +21,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './bench.css';
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type RxRecord, type TxRecord, type WindowFigures } from '../../src/bench/glass.ts';
+import type { BenchDrain } from '../../src/bench/report.ts';
 import { codecCounters, type CodecCounters } from '../../src/rtc/rtc-counters.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
 import { Publisher } from './publisher.ts';
@@ -85,22 +86,6 @@ class RecordLog<T> {
 
 /** Items each log keeps after a drain: ~100 s at 30 fps, more than the live view's minute. */
 const KEEP_AFTER_DRAIN = 3000;
-
-export interface BenchDrain {
-  captures: CaptureRecord[];
-  displays: DisplayRecord[];
-  presentations: number[];
-  rx: RxRecord[];
-  tx: TxRecord[];
-  browserCounters: { t: number; c: CodecCounters }[];
-  serverCounters: { t: number; c: Record<string, number> }[];
-  serverStats: unknown;
-  clockOffsetMs: number;
-  clockRttMs: number;
-  idMode: string;
-  overflow: number;
-  unreadable: number;
-}
 
 class BenchPage {
   phase: Phase = 'idle';
