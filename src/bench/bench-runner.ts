@@ -21,6 +21,7 @@ import { ResourceSampler } from './proc-sampler.ts';
 import { buildReport, type BenchReport, type BenchDrain, type CollectedRun, type MachineRecord } from './report.ts';
 import { renderBenchHtml } from './bench-report-html.ts';
 import { ServerProcess } from './server-process.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The driving clip beside the checkout (../shared/media), the default camera picture when present. */
@@ -293,7 +294,7 @@ async function benchWebRoot(given: string | undefined, scratch: string, log: (m:
     const { buildWeb } = await import('../../scripts/build-web.mjs');
     return await buildWeb({ outdir: join(scratch, 'web'), quiet: true });
   } catch (err) {
-    throw new Error(`the web client has no bench page and could not be built (${(err as Error).message}): run npm run build:web`);
+    throw new Error(`the web client has no bench page and could not be built (${errorMessage(err)}): run npm run build:web`);
   }
 }
 

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext } from 'playwright-core';
+import { errorMessage } from '../util/error-message.ts';
 
 export const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
 
@@ -87,6 +88,6 @@ export async function launchBenchBrowser(opts: { fakeVideo?: string; executable?
     };
   } catch (err) {
     rmSync(profileDir, { recursive: true, force: true });
-    throw new Error(`chromium (${executable}) did not start: ${(err as Error).message.split('\n')[0]}`);
+    throw new Error(`chromium (${executable}) did not start: ${errorMessage(err).split('\n')[0]}`);
   }
 }

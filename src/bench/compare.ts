@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { STAGES } from './glass.ts';
 import { REPORT_SCHEMA, type BenchReport } from './report.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 /** Read a report from a bench.json file or a directory holding one. */
 export function loadReport(path: string): BenchReport {
@@ -12,7 +13,7 @@ export function loadReport(path: string): BenchReport {
   try {
     data = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
   } catch (err) {
-    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`${file} is not valid JSON: ${errorMessage(err)}`);
   }
   if (data?.schema !== REPORT_SCHEMA) throw new Error(`${file} is not an xportrait-cam bench report (schema ${String(data?.schema)}, expected ${REPORT_SCHEMA})`);
   return data;

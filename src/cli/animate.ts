@@ -26,6 +26,7 @@ import { MediaFileError, probeVideo, trackingSize, VideoWriter } from '../media/
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
 import { engineOptionHelp, engineOptionsFor } from '../config/engine-options.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export interface AnimateOptions {
   /** The main portrait: what is animated. */
@@ -76,7 +77,7 @@ export async function readPortraitFile(path: string): Promise<RgbImage> {
     const { data, info } = await sharp(path).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   } catch (err) {
-    throw new MediaFileError('not_an_image', `portrait ${path} is not an image sharp can read (${(err as Error).message})`);
+    throw new MediaFileError('not_an_image', `portrait ${path} is not an image sharp can read (${errorMessage(err)})`);
   }
 }
 

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
 import { ENGINE_NAMES } from '../engine/registry.ts';
 import { UsageError } from './main.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 const seconds = z.union([z.number(), z.string().trim().regex(/^\d+(\.\d+)?$/, 'must be a number of seconds')]).transform(Number);
 
@@ -132,7 +133,7 @@ export function addBenchCommand(program: Command): void {
         ra = loadReport(a);
         rb = loadReport(b);
       } catch (err) {
-        throw new UsageError((err as Error).message);
+        throw new UsageError(errorMessage(err));
       }
       process.stdout.write(opts.json ? `${JSON.stringify(compareReports(ra, rb), null, 1)}\n` : `${formatComparison(ra, rb)}\n`);
     });

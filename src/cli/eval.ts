@@ -11,6 +11,7 @@ import { wholeNumber } from '../config/whole-number.ts';
 import { UsageError } from './main.ts';
 import { readPortraitFile } from './animate.ts';
 import { DEFAULT_IDENTITY_MODEL, IDENTITY_MODEL_IDS } from '../eval/identity-models.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export const EVAL_FAILED_EXIT_CODE = 3;
 
@@ -72,7 +73,7 @@ export function addEvalCommand(program: Command): void {
         try {
           thresholds = thresholdsSchema.parse(JSON.parse(readFileSync(o.thresholds, 'utf8')));
         } catch (err) {
-          throw new UsageError(`eval: --thresholds ${o.thresholds}: ${err instanceof z.ZodError ? z.prettifyError(err) : (err as Error).message}`);
+          throw new UsageError(`eval: --thresholds ${o.thresholds}: ${err instanceof z.ZodError ? z.prettifyError(err) : errorMessage(err)}`);
         }
       }
       const portrait = await readPortraitFile(o.portrait);

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
+import { errorMessage } from '../util/error-message.ts';
 
 export class UsageError extends Error {}
 
@@ -34,7 +35,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`xportrait-cam: ${(err as Error).message ?? String(err)}\n`);
+    process.stderr.write(`xportrait-cam: ${errorMessage(err) ?? String(err)}\n`);
     if (process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = 1;
   }

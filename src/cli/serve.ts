@@ -11,6 +11,7 @@ import { DEFAULT_WEB_ROOT } from '../server/web-root.ts';
 import { createLogger } from '../util/log.ts';
 import { UsageError } from './main.ts';
 import { engineOptionHelp } from '../config/engine-options.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export function addServeCommand(program: Command): void {
   program
@@ -46,7 +47,7 @@ export function addServeCommand(program: Command): void {
       try {
         config = parseServeConfig(opts, ENGINE_NAMES);
       } catch (err) {
-        throw new UsageError((err as Error).message);
+        throw new UsageError(errorMessage(err));
       }
       const logger = createLogger({ level: config.logLevel });
       await ensureWebClient(config, logger);

@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { isValidRoomName, MIN_SECRET_LENGTH, parseTtl, ROLES, ROOM_NAME_RULE, signToken, type Role } from '../server/auth.ts';
 import { UsageError } from './main.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 const tokenOptions = z.object({
   room: z.string().trim().refine((r) => r === '*' || isValidRoomName(r), { message: `must be ${ROOM_NAME_RULE}, or * for every room` }),
@@ -14,7 +15,7 @@ const tokenOptions = z.object({
     try {
       return parseTtl(t);
     } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      ctx.addIssue({ code: 'custom', message: errorMessage(err) });
       return z.NEVER;
     }
   }),

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { wholeNumber } from './whole-number.ts';
 import { MIN_SECRET_LENGTH, ROOM_NAME, ROOM_NAME_RULE } from '../server/auth.ts';
 import { classifyVirtualCamera } from '../egress/ffmpeg-egress.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 
 const urlWithScheme = (schemes: string[], example: string) =>
@@ -55,7 +56,7 @@ export function refineOutputsConfig(c: { v4l2?: string; whipToken?: string; whip
     try {
       classifyVirtualCamera(c.v4l2);
     } catch (err) {
-      add('v4l2', (err as Error).message);
+      add('v4l2', errorMessage(err));
     }
   }
   if (c.whipToken && !c.whipUrl) add('whipToken', 'needs --whip-url');

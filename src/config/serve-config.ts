@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 
 const fileExists = z.string().min(1).refine((p) => existsSync(p), { message: 'file does not exist' });
@@ -29,7 +30,7 @@ export function parseIceServers(text: string): IceServer[] {
     try {
       raw = JSON.parse(t);
     } catch (err) {
-      throw new Error(`not valid JSON (${(err as Error).message})`);
+      throw new Error(`not valid JSON (${errorMessage(err)})`);
     }
     return z.array(iceServer).parse(raw);
   }
@@ -62,7 +63,7 @@ export const serveConfigSchema = z
         try {
           return parseIceServers(v);
         } catch (err) {
-          ctx.addIssue({ code: 'custom', message: err instanceof z.ZodError ? z.prettifyError(err) : (err as Error).message });
+          ctx.addIssue({ code: 'custom', message: err instanceof z.ZodError ? z.prettifyError(err) : errorMessage(err) });
           return z.NEVER;
         }
       }),

@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressKind, type EgressState, type EgressStatus } from './egress.ts';
 import { blackI420, fitI420, fitPlan, type FitPlan } from './frame-fit.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export interface FfmpegSink {
   kind: EgressKind;
@@ -207,7 +208,7 @@ export class FfmpegEgress implements Egress {
     try {
       child = spawn(this.#o.ffmpeg, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     } catch (err) {
-      return this.#onExit(undefined, null, `ffmpeg could not start: ${(err as Error).message}`);
+      return this.#onExit(undefined, null, `ffmpeg could not start: ${errorMessage(err)}`);
     }
     this.#child = child;
     this.#startedAt = performance.now();

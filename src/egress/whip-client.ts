@@ -18,6 +18,7 @@ import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, pinVideoBitrate } from '../rtc/sdp.ts';
 import { iceGathered, RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressState, type EgressStatus } from './egress.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export interface WhipClientOptions {
   url: string;
@@ -145,7 +146,7 @@ export class WhipClient implements Egress {
       this.#connectTimer.unref();
       this.#log.info({ event: 'whip_answered', resource: maskUrl(resource.toString()) }, 'WHIP server answered');
     } catch (err) {
-      this.#fail(attempt, err instanceof WhipError ? err : new WhipError((err as Error).message, false));
+      this.#fail(attempt, err instanceof WhipError ? err : new WhipError(errorMessage(err), false));
     }
   }
 
@@ -157,7 +158,7 @@ export class WhipClient implements Egress {
       res = await fetch(this.#o.url, { method: 'POST', headers, body: offer, redirect: 'follow', signal: AbortSignal.timeout(this.#o.requestTimeoutMs) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new WhipError(`the WHIP server could not be reached: ${cause?.code ?? cause?.message ?? (err as Error).message}`, false);
+      throw new WhipError(`the WHIP server could not be reached: ${cause?.code ?? cause?.message ?? errorMessage(err)}`, false);
     }
     const body = await res.text().catch(() => '');
     const brief = body.trim().slice(0, 300);
@@ -226,7 +227,7 @@ export class WhipClient implements Egress {
       await res.arrayBuffer().catch(() => {});
       this.#log.info({ event: 'whip_deleted', status: res.status }, 'WHIP resource deleted');
     } catch (err) {
-      this.#log.warn({ event: 'whip_delete_failed', err: (err as Error).message }, 'WHIP resource could not be deleted');
+      this.#log.warn({ event: 'whip_delete_failed', err: errorMessage(err) }, 'WHIP resource could not be deleted');
     }
   }
 

@@ -34,6 +34,7 @@ import {
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, hasVideoCodec, pinVideoBitrate, withoutBandwidthFeedback, isVp8KeyframeStart } from './sdp.ts';
 import { iceGathered, RTCPeerConnection, RTCVideoSource } from './wrtc.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export interface RelayOptions {
   logger: Logger;
@@ -297,7 +298,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
     } catch (err) {
       viewer.close('setup failed');
       if (err instanceof RelayError) throw err;
-      throw new RelayError(400, `the offer could not be answered: ${(err as Error).message}`);
+      throw new RelayError(400, `the offer could not be answered: ${errorMessage(err)}`);
     }
   }
 
@@ -333,7 +334,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
       },
       (err) => {
         this.#link = undefined;
-        throw new RelayError(503, `the relay's encoder link could not be set up: ${(err as Error).message}`);
+        throw new RelayError(503, `the relay's encoder link could not be set up: ${errorMessage(err)}`);
       },
     );
     return this.#link;
@@ -347,7 +348,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
     this.#link = undefined;
     // Viewers stay; the new encoder starts with a key frame, from which they are fed again.
     for (const v of this.#viewers.values()) v.waitingForKeyframe = true;
-    if (this.#viewers.size) void this.#ensureLink().catch((err) => this.#log.error({ err: (err as Error).message }, 'relay link could not be re-created'));
+    if (this.#viewers.size) void this.#ensureLink().catch((err) => this.#log.error({ err: errorMessage(err) }, 'relay link could not be re-created'));
   }
 
   #forward(packet: RtpPacket): void {

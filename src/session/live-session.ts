@@ -21,6 +21,7 @@ import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../engine/engine.ts';
 import { ClientTracking, LANDMARK_DRIVEN_ENGINES, type ClientTrackingOffer, type ClientTrackingStats, type TrackingMode } from './client-tracking.ts';
 import type { FrameAnalyzer, FrameAnalyzerFactory } from './frame-analyzer.ts';
+import { errorMessage } from '../util/error-message.ts';
 
 export type SessionErrorCode = 'engine_failed' | 'face_failed' | 'face_unavailable' | 'webrtc_failed';
 
@@ -147,7 +148,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       if (serverTracks && opts.analyzerFactory) analyzer = await opts.analyzerFactory.create({ logger });
     } catch (err) {
       await engineSession.close().catch(() => {});
-      throw new SessionError('face_unavailable', `face tracker "${opts.analyzerFactory?.name}" failed to start: ${(err as Error).message}`);
+      throw new SessionError('face_unavailable', `face tracker "${opts.analyzerFactory?.name}" failed to start: ${errorMessage(err)}`);
     }
     // client landmarks are taken in client and auto modes (server mode counts them as ignored)
     const client =
@@ -210,7 +211,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     try {
       answer = await this.#peer.acceptOffer(sdp);
     } catch (err) {
-      throw new SessionError('webrtc_failed', `could not accept the offer: ${(err as Error).message}`);
+      throw new SessionError('webrtc_failed', `could not accept the offer: ${errorMessage(err)}`);
     }
     this.#loop ??= this.#run();
     return answer;
@@ -298,7 +299,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
           mark(frame, 'trackEnd');
           this.#timer.record('track', frame.times.trackEnd - frame.times.trackStart);
         } catch (err) {
-          return this.#fail(new SessionError('face_failed', `face tracking failed: ${(err as Error).message}`), err);
+          return this.#fail(new SessionError('face_failed', `face tracking failed: ${errorMessage(err)}`), err);
         }
       }
       let outputs: VideoFrame[];
@@ -306,7 +307,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       try {
         outputs = await this.#engineSession.process({ frame, face });
       } catch (err) {
-        return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" failed: ${(err as Error).message}`), err);
+        return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" failed: ${errorMessage(err)}`), err);
       }
       this.#timer.record('engine', performance.now() - t0);
       this.#framesProcessed++;
@@ -315,7 +316,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
         try {
           this.#send(out);
         } catch (err) {
-          return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" output could not be sent: ${(err as Error).message}`), err);
+          return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" output could not be sent: ${errorMessage(err)}`), err);
         }
       }
     }
