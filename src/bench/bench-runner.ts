@@ -18,7 +18,7 @@ import { makeCameraFile } from './camera-file.ts';
 import { chromiumVersion, launchBenchBrowser, type BenchBrowser } from './chromium.ts';
 import type { Page } from 'playwright-core';
 import { ResourceSampler } from './proc-sampler.ts';
-import { buildReport, type BenchReport, type BenchDrain, type CollectedRun, type MachineRecord } from './report.ts';
+import { buildReport, type BenchReport, type BenchDrain, type BenchOptionsRecord, type CollectedRun, type MachineRecord } from './report.ts';
 import { renderBenchHtml } from './bench-report-html.ts';
 import { ServerProcess } from './server-process.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -29,32 +29,17 @@ export const DEFAULT_VIDEO = resolve(REPO_ROOT, '../shared/media/xportrait-drivi
 export const DEFAULT_PORTRAIT = resolve(REPO_ROOT, '../shared/media/xportrait-source.png');
 export const ENGINES_NEEDING_A_FACE = new Set(['warp', 'xportrait']);
 
-export interface BenchRunOptions {
-  engine: string;
-  /** Measured seconds (after the warm-up). */
-  seconds: number;
-  warmupSeconds: number;
-  /** Camera and avatar size (square). */
-  size: number;
-  fps: number;
-  viewers: number;
-  /** Soak mode: measure this many seconds and report drift. */
-  soakSeconds?: number;
+export interface BenchRunOptions extends Omit<BenchOptionsRecord, 'video' | 'portrait'> {
   out: string;
-  pack?: string;
   /** Camera source video; undefined = DEFAULT_VIDEO when present, else a synthetic pattern. */
   video?: string;
   /** Portrait image to upload; undefined = DEFAULT_PORTRAIT when present, else the server's sample. */
   portrait?: string;
   chromium?: string;
-  /** Bench an already running server instead of starting one (its CPU is then not measured). */
-  url?: string;
   /** Serve this built web client (default web-client/dist, built into a temp dir when it lacks the bench page). */
   webRoot?: string;
   /** How long the first avatar frame may take (engine load, model warm-up), seconds. */
   startTimeoutSeconds?: number;
-  /** Extra `serve` arguments. */
-  serveArgs?: string[];
   /** Also write every raw record (captures, displays, server rx/tx, counters, samples) to DIR/records.json. */
   raw?: boolean;
   /**

@@ -13,19 +13,26 @@ export const REPORT_SCHEMA = 'xportrait-cam/bench@1';
 
 export type Rounded = Record<keyof Summary, number | null>;
 
+/** How the bench ran, as the report records it (the runner's options: src/bench/bench-runner.ts BenchRunOptions). */
 export interface BenchOptionsRecord {
   engine: string;
+  /** Measured seconds (after the warm-up). */
   seconds: number;
   warmupSeconds: number;
+  /** Camera and avatar size (square). */
   size: number;
   fps: number;
   viewers: number;
+  /** Soak mode: measure this many seconds and report drift. */
   soakSeconds?: number;
   pack?: string;
   /** Extra `serve` arguments (engine options). */
   serveArgs?: string[];
+  /** Camera source video. */
   video: string;
+  /** Portrait image uploaded. */
   portrait: string;
+  /** Bench an already running server instead of starting one (its CPU is then not measured). */
   url?: string;
 }
 
