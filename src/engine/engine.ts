@@ -13,6 +13,7 @@
 import type { Logger } from 'pino';
 import type { FaceObservation } from '../face/types.ts';
 import type { RgbImage, VideoFrame } from '../media/frame.ts';
+import type { StageStats } from '../util/timing.ts';
 
 export interface EngineInput {
   frame: VideoFrame;
@@ -28,14 +29,6 @@ export interface EngineSessionInfo {
   lagFrames: number;
   /** Reference photos given and used (an engine that uses only the main portrait reports used: 1). */
   references?: { given: number; used: number };
-}
-
-export interface StageStats {
-  count: number;
-  meanMs: number;
-  p50Ms: number;
-  p95Ms: number;
-  maxMs: number;
 }
 
 export interface EngineStats {

@@ -19,7 +19,7 @@ import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './model-runner.ts';
 import { OneEuroVectorFilter, type OneEuroOptions } from './smoothing.ts';
 import { StageTimer } from '../util/timing.ts';
-import type { StageStats } from '../engine/engine.ts';
+import type { StageStats } from '../util/timing.ts';
 import type { FaceBox, FaceObservation } from './types.ts';
 
 export interface FaceTrackerOptions {

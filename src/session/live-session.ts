@@ -18,7 +18,7 @@ import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
 import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
-import type { StageStats } from '../engine/engine.ts';
+import type { StageStats } from '../util/timing.ts';
 import { ClientTracking, LANDMARK_DRIVEN_ENGINES, type ClientTrackingOffer, type ClientTrackingStats, type TrackingMode } from './client-tracking.ts';
 import type { FrameAnalyzer, FrameAnalyzerFactory } from './frame-analyzer.ts';
 import { errorMessage } from '../util/error-message.ts';

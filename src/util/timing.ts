@@ -1,4 +1,11 @@
-import type { StageStats } from '../engine/engine.ts';
+/** Per-stage timing figures over a window (sessions' and engines' stats, the stats pushed to pages). */
+export interface StageStats {
+  count: number;
+  meanMs: number;
+  p50Ms: number;
+  p95Ms: number;
+  maxMs: number;
+}
 
 /** Bounded reservoir of recent durations per stage, for p50/p95 without growing memory. */
 export class StageTimer {
