@@ -1,5 +1,5 @@
 /**
- * Warp engine speed at 512x512 on this machine (`npm run bench -- warp [--passes N]`):
+ * Warp engine speed at 512x512 on this machine (`npm run bench -- warp [--passes N] [--warp-device cpu|webgpu|…]`):
  * - resampler backends on the same real field (plain TypeScript vs onnxruntime GridSample), the choice the engine
  *   makes by default;
  * - the live per-frame path on the shared driving video: face tracking (what the live session runs before the
@@ -35,6 +35,9 @@ function summary(ms: number[]): { mean: number; p50: number; p95: number; max: n
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const passesArg = ctx.args.indexOf('--passes');
   const passes = passesArg >= 0 ? Math.max(1, Number(ctx.args[passesArg + 1]) || 3) : 3;
+  // --warp-device: the execution provider of the `ort` resampler (the `ts` one is TypeScript on the CPU).
+  const deviceArg = ctx.args.indexOf('--warp-device');
+  const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../src/engine/xportrait/providers.ts').Device;
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
 
@@ -59,7 +62,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     new FieldRasterizer(mesh).rasterize(meshTargets(mesh, m.points, m.outline), field);
     const resamplers: Record<string, ReturnType<typeof summary>> = {};
     for (const kind of RESAMPLER_KINDS) {
-      const rs = await createResampler(kind, session.portrait.i420);
+      const rs = await createResampler(kind, session.portrait.i420, { device: kind === 'ort' ? device : 'cpu' });
       const dst = new Uint8Array((SIZE * SIZE * 3) / 2);
       for (let i = 0; i < 10; i++) await rs.resample(field, dst);
       const ms: number[] = [];

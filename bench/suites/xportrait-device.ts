@@ -15,7 +15,7 @@
  *   npm run bench -- xportrait-device [--xpd-pack DIR | --xpd-synthetic full|tiny] [--xpd-device cpu|cuda|tensorrt|webgpu]
  *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window,kvcache] [--xpd-reps 10] [--xpd-threads N]
  *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
- *     [--xpd-kv-window W (kvcache's window, default min(W, 4))]
+ *     [--xpd-kv-window W (kvcache's window, default min(W, 4))] [--xpd-size N (full: default resolution N², e.g. 128)]
  *
  * On a device other than cpu the report also holds `adapter` (webgpu: Dawn's adapter and limits) and `placement`:
  * per graph, where onnxruntime ran its nodes during the timed runs (its profiler: compute nodes left on the CPU
@@ -23,7 +23,7 @@
  *
  * scripts/device/ bundles this suite with node and onnxruntime-node for a GPU machine that has neither.
  */
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -68,9 +68,9 @@ async function writeRandomContext(dir: string, manifest: PackManifest): Promise<
   await writeSafetensors(join(dir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: [1, 77, C], data: float32ToBytes(data, 'float32') }]);
 }
 
-async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log'], target: Device): Promise<{ packDir: string; seconds: Record<string, number> }> {
+async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log'], target: Device, imageSize?: number): Promise<{ packDir: string; seconds: Record<string, number> }> {
   // Built for the device it runs on (`pack build --target`: e.g. MatMul attention for webgpu); cpu keeps the old name.
-  const packDir = join(dir, target === 'cpu' ? `xp-${kind}-pack` : `xp-${kind}-${target}-pack`);
+  const packDir = join(dir, `xp-${kind}${target === 'cpu' ? '' : `-${target}`}${imageSize ? `-${imageSize}` : ''}-pack`);
   const seconds: Record<string, number> = {};
   // A pack finished by an earlier run in the same --xpd-dir is reused: on a lent device a second call right after the
   // first (same warm machine) measures what the first had no time left for, without 3-4 minutes of rebuilding.
@@ -88,9 +88,19 @@ async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']
     if (!existsSync(checkpoint)) throw new Error(`--xpd-synthetic tiny needs ${checkpoint} (set XPORTRAIT_SHARED to the shared folder)`);
   } else {
     checkpoint = join(dir, 'xp-synthetic-full-fp16.th');
+    if (imageSize) {
+      // The full-width networks at a smaller default resolution: the config's image_size (latent side) is only the
+      // size the pack runs at by default (the graphs' spatial dims are symbolic); every weight stays full-size.
+      if (imageSize % 64 !== 0) throw new Error(`--xpd-size must be a multiple of 64 (the UNet's latent multiple × 8), got ${imageSize}`);
+      config = join(dir, `config-${imageSize}.yaml`);
+      const text = readFileSync(defaultConfigPath(), 'utf8');
+      const sized = text.replace(/^( {4}image_size:\s*)64\s*$/m, `$1${imageSize / 8}`);
+      if (sized === text) throw new Error(`${defaultConfigPath()}: cannot find the model's image_size to change`);
+      writeFileSync(config, sized);
+    }
     log(`writing a synthetic full-size fp16 checkpoint (default config) to ${checkpoint}`);
     const t0 = performance.now();
-    await writeTorchZip(checkpoint, syntheticTensors(defaultConfigPath()), { archiveName: 'synthetic' });
+    await writeTorchZip(checkpoint, syntheticTensors(config ?? defaultConfigPath()), { archiveName: 'synthetic' });
     seconds.checkpointWrite = round((performance.now() - t0) / 1000);
     log(`  ${(statSync(checkpoint).size / 2 ** 30).toFixed(2)} GiB in ${seconds.checkpointWrite} s`);
   }
@@ -262,7 +272,9 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
   const res: Record<string, unknown> = { device, policies, steps, machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) } };
   try {
     if (!packDir) {
-      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log, device);
+      const size = arg(ctx, '--xpd-size') ? Number(arg(ctx, '--xpd-size')) : undefined;
+      if (size !== undefined && synthetic !== 'full') throw new Error('--xpd-size applies to --xpd-synthetic full');
+      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log, device, size);
       packDir = built.packDir;
       res.synthetic = { kind: synthetic, seconds: built.seconds };
       ctx.partial?.(res);

@@ -7,7 +7,7 @@
  *
  * `compare`: the live context policies against the offline samplers on the real driving clip (runPack below).
  *
- * `npm run bench -- xportrait [--xp-part host|compare] [--xp-pack DIR] [--xp-frames N] [--xp-steps K]`
+ * `npm run bench -- xportrait [--xp-part host|compare] [--xp-pack DIR] [--xp-frames N] [--xp-steps K] [--xp-device cpu|webgpu|…]`
  */
 import type { BenchContext } from '../index.ts';
 import { DdimScheduler } from '../../src/engine/xportrait/ddim.ts';
@@ -122,6 +122,8 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   const shared = join(process.cwd(), '..', 'shared');
   const N = Number(argValue(ctx.args, '--xp-frames') ?? 32);
   const K = Number(argValue(ctx.args, '--xp-steps') ?? 4);
+  // --xp-device: the engine's graphs (and the tiny pack's op forms, `--target`) on that execution provider.
+  const device = (argValue(ctx.args, '--xp-device') ?? 'cpu') as import('../../src/engine/xportrait/providers.ts').Device;
   let packDir = argValue(ctx.args, '--xp-pack');
   let tmp: string | undefined;
   if (!packDir) {
@@ -129,7 +131,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
     packDir = join(tmp, 'pack');
     ctx.log('pack: building the tiny pack from xp-tiny-64');
     const t0 = performance.now();
-    await buildPack({ checkpoint: join(shared, 'conformance/xp-tiny-64/checkpoint.th'), config: join(shared, 'conformance/xp-tiny-64/config.yaml'), out: packDir });
+    await buildPack({ checkpoint: join(shared, 'conformance/xp-tiny-64/checkpoint.th'), config: join(shared, 'conformance/xp-tiny-64/config.yaml'), out: packDir, target: device });
     ctx.log(`pack: built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const ctxCase = join(shared, 'conformance/xp-tiny-64/cases/context.safetensors');
     const { openCheckpoint } = await import('../../src/model/checkpoint/index.ts');
@@ -156,7 +158,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
     const logger = silentLogger();
     const run = async (name: string, options: Record<string, unknown>) => {
       ctx.log(`pack: ${name}`);
-      const engine = await loadXPortraitEngine({ logger, options: { pack: packDir, threads: os.availableParallelism(), ...options } });
+      const engine = await loadXPortraitEngine({ logger, options: { pack: packDir, threads: os.availableParallelism(), device, ...options } });
       try {
         const size = engine.pack.imageSize;
         const s = await engine.createSession({ portrait, portraitFace, outputWidth: size, outputHeight: size, logger });

@@ -33,8 +33,11 @@ const MULTI_REFERENCE = ['cond_branch_multiref', 'sampler_multiref'];
  * of 1e-2 after hundreds of ops is what real half precision gives. 1000 = the worst ×1.5 margin.
  */
 const FP16_BOUND_SCALE = 1000;
-/** The fp16 cases run in CI: the worst three measured (the whole set is ~5 min on lavapipe; docs/webgpu.md has it). */
-const FP16_CASES = ['vae_decode', 'pose_controlnet', 'unet_cond'];
+/**
+ * The fp16 cases run in CI: the worst measured (pose_controlnet ×665) and the decoder (×412); the whole set takes
+ * ~5 min on lavapipe, docs/webgpu.md has its figures.
+ */
+const FP16_CASES = ['vae_decode', 'pose_controlnet'];
 
 const tmp = mkdtempSync(join(os.tmpdir(), 'xp-webgpu-conf-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
