@@ -253,8 +253,10 @@ describe('live sessions', () => {
       const stats = (await s.ws.next('stats', (m) => m.stats.framesReceived >= 60, 15_000)).stats;
       expect(stats.framesDropped).toBeGreaterThan(stats.framesReceived * 0.4);
       expect(stats.framesProcessed + stats.framesDropped).toBeGreaterThanOrEqual(stats.framesReceived - 2);
-      // no queue: receive -> send stays near one engine call (80 ms), not growing with the backlog
-      expect(stats.stages.total.p95Ms).toBeLessThan(250);
+      // No queue: receive -> send stays near one engine call (80 ms), not growing with the backlog. A FIFO would
+      // hold ~36 frames by the 60th (30 fps in, 12.5 out) and its p95 would be ~2.7 s; measured without one: ~90-120 ms
+      // quiet, 332-335 ms at load average 20+ on 2 cores. The bound sits between the two.
+      expect(stats.stages.total.p95Ms).toBeLessThan(1000);
     } finally {
       s.close();
     }
