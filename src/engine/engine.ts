@@ -80,6 +80,11 @@ export interface Engine {
    * landmarks the browser sends, as they arrive, even with no video at all (src/session/client-tracking.ts).
    */
   readonly landmarkDriven?: boolean;
+  /**
+   * Most reference photos a session may give, the main one included. Absent: the engine uses only the main portrait
+   * (extra photos are accepted, ignored, and reported as unused in `EngineSessionInfo.references`).
+   */
+  readonly maxReferences?: number;
   createSession(opts: EngineSessionOptions): Promise<EngineSession>;
   close(): Promise<void>;
 }

@@ -11,8 +11,8 @@
 import type { PortraitAnalyzer } from '../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../face/types.ts';
 import type { RgbImage } from '../media/frame.ts';
-import { DEFAULT_THRESHOLDS } from './evaluate.ts';
-import { embeddingDistance, type IdentityEmbedder } from './identity.ts';
+import type { IdentityEmbedder } from './identity.ts';
+import { DEFAULT_IDENTITY_MODEL, embeddingDistance, IDENTITY_MODELS } from './identity-models.ts';
 
 export type ReferenceSetErrorCode = 'too_many' | 'no_face' | 'not_an_image';
 
@@ -28,8 +28,11 @@ export class ReferenceSetError extends Error {
   }
 }
 
-/** `eval`'s per-frame same-person bound for the distance models (dlib-resnet: 0.6). */
-export const SAME_PERSON_DISTANCE = DEFAULT_THRESHOLDS.identityWorstDistance;
+/**
+ * `eval`'s per-frame same-person bound (DEFAULT_THRESHOLDS.identityWorstDistance), which is the default identity
+ * model's own bound (dlib-resnet: 0.6); read from the light model table so the server does not load eval's video code.
+ */
+export const SAME_PERSON_DISTANCE = IDENTITY_MODELS[DEFAULT_IDENTITY_MODEL].sameIdentityDistance ?? 0.6;
 
 export interface ReferenceSetReport {
   /** Face of every photo (undefined for a main portrait with no readable face). */
@@ -94,4 +97,36 @@ export async function checkReferenceSet(images: readonly RgbImage[], o: Referenc
     }
   }
   return { faces, distances, differentPerson, warnings, threshold };
+}
+
+/**
+ * A checker that opens the portrait analyzer and the identity model on first use and keeps them (the server checks
+ * every multi-photo offer with one). Checks run one at a time: the models' sessions are not shared concurrently.
+ */
+export class ReferenceChecker {
+  #models: Promise<{ analyzer: PortraitAnalyzer; embedder: IdentityEmbedder }> | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  async check(images: readonly RgbImage[], maxReferences: number): Promise<ReferenceSetReport> {
+    const run = this.#queue.then(async () => {
+      this.#models ??= (async () => {
+        const { createPortraitAnalyzer } = await import('../face/node/index.ts');
+        const { IdentityEmbedder } = await import('./identity.ts');
+        return { analyzer: await createPortraitAnalyzer(), embedder: await IdentityEmbedder.open() };
+      })();
+      const m = await this.#models.catch((err: unknown) => {
+        this.#models = undefined;
+        throw err;
+      });
+      return checkReferenceSet(images, { ...m, maxReferences });
+    });
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async close(): Promise<void> {
+    const m = await this.#models?.catch(() => undefined);
+    this.#models = undefined;
+    await Promise.allSettled([m?.analyzer.close(), m?.embedder.close()]);
+  }
 }

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { EgressStatus } from '../egress/egress.ts';
 import type { EngineSessionInfo } from '../engine/engine.ts';
 import type { SessionStats } from '../session/live-session.ts';
+import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { errorMessage } from '../util/error-message.ts';
 
 export const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -33,8 +34,13 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
     sdp,
     /** Engine to use for this session (default: the server's --engine). */
     engine: z.string().min(1).max(64).optional(),
-    /** A portrait uploaded through POST /api/portraits, or "sample". */
+    /** A portrait uploaded through POST /api/portraits, or "sample": the main one (what is animated). */
     portraitId: z.string().min(1).max(64),
+    /**
+     * More photos of the same person (uploaded the same way), in the order the page shows them: the xportrait
+     * engine joins their appearance to the main one's; engines that cannot use them say so in the answer.
+     */
+    morePortraitIds: z.array(z.string().min(1).max(64)).max(MAX_REFERENCES_CEILING - 1).optional(),
     /**
      * Bench session (src/bench/): the server reads the frame id drawn into the camera pixels, keeps it on the
      * avatar, and sends per-frame timing records (`bench` messages) with each stats push.
@@ -67,6 +73,7 @@ export type ErrorCode =
   | 'bad_state'
   | 'server_full'
   | 'portrait_not_found'
+  | 'reference_rejected'
   | 'engine_unavailable'
   | 'face_unavailable'
   | 'engine_failed'
@@ -98,6 +105,17 @@ export interface RoomStatus {
   egress: EgressStatus[];
 }
 
+/** What became of the offer's reference photos (only when it gave more than the main one). */
+export interface ReferencesAnswer {
+  given: number;
+  /** How many the engine uses (1: the main portrait only). */
+  used: number;
+  /** Identity distance of each photo to the main one (eval's model; NaN as null when not measured). */
+  distances: Array<number | null>;
+  /** E.g. a photo that looks like another person, or an engine that uses only the main one. */
+  warnings: string[];
+}
+
 export type HelloMessage = {
   type: 'hello';
   sessionId: string;
@@ -110,7 +128,7 @@ export type HelloMessage = {
 
 export type ServerMessage =
   | HelloMessage
-  | { type: 'answer'; sdp: string; session: EngineSessionInfo; tracking?: { mode: 'client' | 'server' | 'auto'; offer?: 'client' | 'landmarks' } }
+  | { type: 'answer'; sdp: string; session: EngineSessionInfo; tracking?: { mode: 'client' | 'server' | 'auto'; offer?: 'client' | 'landmarks' }; references?: ReferencesAnswer }
   | { type: 'candidate'; candidate: IceCandidateMessage | null }
   | { type: 'stats'; stats: SessionStats }
   | { type: 'error'; code: ErrorCode; message: string }

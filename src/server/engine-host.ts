@@ -21,6 +21,16 @@ export class EngineHost {
     return this.#loaded.has(name);
   }
 
+  /** The engine if it has loaded (without loading it). */
+  loaded(name: string): Engine | undefined {
+    return this.#loaded.get(name);
+  }
+
+  /** The options `name` loads (or loaded) with. */
+  optionsFor(name: string): Record<string, unknown> {
+    return typeof this.options === 'function' ? this.options(name) : this.options;
+  }
+
   get(name: string): Promise<Engine> {
     if (!this.names.includes(name)) {
       return Promise.reject(new Error(`unknown engine "${name}" (available: ${this.names.join(', ')})`));

@@ -37,6 +37,9 @@ import { serveStatic } from './static-files.ts';
 import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 import { errorMessage } from '../util/error-message.ts';
+import { ReferenceChecker, SAME_PERSON_DISTANCE } from '../eval/reference-set.ts';
+import { DEFAULT_MAX_REFERENCES, MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
+import type { RgbImage } from '../media/frame.ts';
 
 export { DEFAULT_WEB_ROOT };
 
@@ -72,6 +75,8 @@ export class XportraitServer {
   #slots = 0;
   #closing = false;
   #analyzer: Promise<FrameAnalyzerFactory | undefined> | undefined;
+  /** Face + identity models for offers with several reference photos, opened on the first such offer. */
+  #referenceChecker: ReferenceChecker | undefined;
 
   private constructor(
     readonly config: ServeConfig,
@@ -208,6 +213,7 @@ export class XportraitServer {
         this.#slots = Math.max(0, this.#slots - 1);
       },
       analyzerFactory: () => this.#analyzerFactory(),
+      checkReferences: (images: RgbImage[], max: number) => (this.#referenceChecker ??= new ReferenceChecker()).check(images, max),
     };
   }
 
@@ -286,7 +292,29 @@ export class XportraitServer {
       iceServers: this.config.iceServers,
       rooms: this.outputs.info(),
       limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
+      references: this.#referenceLimits(),
     });
+  }
+
+  /**
+   * Reference photos per session (issue 20): the offer's ceiling, and per engine how many it takes (its loaded
+   * value, else what its options say) and whether the loaded pack allows more than one.
+   */
+  #referenceLimits(): { maxPerOffer: number; sameIdentityDistance: number; engines: Record<string, { max: number; source: 'engine' | 'options'; packAllowsMore?: boolean; note: string }> } {
+    const engines: Record<string, { max: number; source: 'engine' | 'options'; packAllowsMore?: boolean; note: string }> = {};
+    for (const name of this.engines.names) {
+      const loaded = this.engines.loaded(name);
+      const xp = name === 'xportrait';
+      const note = xp ? 'the extra photos join the main one in every reference attention (X-Portrait, Fig. 4)' : 'uses only the main portrait (extra photos are accepted and unused)';
+      if (loaded) {
+        const packAllowsMore = xp ? (loaded as unknown as { packAllowsMoreReferences?: () => boolean }).packAllowsMoreReferences?.() : undefined;
+        engines[name] = { max: loaded.maxReferences ?? 1, source: 'engine', packAllowsMore, note };
+      } else {
+        const opt = Number(this.engines.optionsFor(name).maxReferences ?? DEFAULT_MAX_REFERENCES);
+        engines[name] = { max: xp ? (Number.isInteger(opt) ? Math.min(Math.max(opt, 1), MAX_REFERENCES_CEILING) : DEFAULT_MAX_REFERENCES) : 1, source: 'options', note };
+      }
+    }
+    return { maxPerOffer: MAX_REFERENCES_CEILING, sameIdentityDistance: SAME_PERSON_DISTANCE, engines };
   }
 
   async #samplePortrait(res: ServerResponse, method: string): Promise<void> {
@@ -337,6 +365,7 @@ export class XportraitServer {
     });
     await this.outputs.close();
     await this.engines.close();
+    await this.#referenceChecker?.close();
     this.#log.info({ event: 'stopped' }, 'server stopped');
   }
 }

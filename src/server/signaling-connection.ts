@@ -17,8 +17,12 @@ import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
 import type { SessionOutputs } from './outputs.ts';
 import { RoomError } from './rooms.ts';
-import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ServerMessage } from '../protocol/signaling.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ReferencesAnswer, type ServerMessage } from '../protocol/signaling.ts';
 import { errorMessage } from '../util/error-message.ts';
+import type { Engine } from '../engine/engine.ts';
+import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
+import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
+import type { RgbImage } from '../media/frame.ts';
 
 export interface SignalingContext {
   logger: Logger;
@@ -35,6 +39,11 @@ export interface SignalingContext {
   releaseSlot(): void;
   /** Loads the face-stage factory on first need (undefined when no tracker is available). */
   analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
+  /**
+   * Checks an offer's reference photos (more than the main one): a face in each extra photo, each one's identity
+   * distance to the main one (src/eval/reference-set.ts). Without it extra photos are passed on unchecked.
+   */
+  checkReferences?(images: RgbImage[], maxReferences: number): Promise<ReferenceSetReport>;
   /** Called once per session that started: the server holds it (relays, metrics, shutdown) until its 'closed'. */
   onSessionStarted?(session: LiveSession, engine: string): void;
   /** Access control and rooms (src/server/outputs.ts); without it every session is private and unchecked. */
@@ -147,6 +156,21 @@ export class SignalingConnection {
     }
   }
 
+  /** An offer's extra photos: within the engine's limit, a face in each, warnings for one that looks like someone else. */
+  async #checkReferences(engine: Engine, main: RgbImage, more: RgbImage[]): Promise<ReferencesAnswer> {
+    const given = 1 + more.length;
+    const max = engine.maxReferences ?? MAX_REFERENCES_CEILING;
+    if (given > max) throw new StartError('reference_rejected', `${given} reference photos, the ${engine.name} engine takes at most ${max}: remove ${given - max}`);
+    if (!this.ctx.checkReferences) return { given, used: given, distances: [0, ...more.map(() => null)], warnings: [] };
+    try {
+      const r = await this.ctx.checkReferences([main, ...more], max);
+      return { given, used: given, distances: r.distances.map((d) => (Number.isFinite(d) ? +d.toFixed(4) : null)), warnings: r.warnings };
+    } catch (err) {
+      if (err instanceof ReferenceSetError) throw new StartError('reference_rejected', err.message);
+      throw err;
+    }
+  }
+
   async #startSession(msg: Extract<ClientMessage, { type: 'offer' }>): Promise<void> {
     if (this.#session || this.#starting) return this.#error('bad_state', 'a session is already running on this connection: send stop first');
     this.#offerRefused = true; // until the answer is sent
@@ -167,6 +191,12 @@ export class SignalingConnection {
     if (!portrait) {
       return this.#error('portrait_not_found', `portrait "${msg.portraitId}" not found (expired or never uploaded): upload it again`);
     }
+    const more: RgbImage[] = [];
+    for (const [i, id] of (msg.morePortraitIds ?? []).entries()) {
+      const p = await this.ctx.portraits.get(id);
+      if (!p) return this.#error('portrait_not_found', `reference photo ${i + 2} ("${id}") not found (expired or never uploaded): upload it again`);
+      more.push(p.image);
+    }
     if (!this.ctx.acquireSlot()) {
       return this.#error('server_full', 'the server is at its maximum number of sessions: try again later');
     }
@@ -179,11 +209,13 @@ export class SignalingConnection {
       } catch (err) {
         throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${errorMessage(err)}`);
       }
+      const references = more.length ? await this.#checkReferences(engine, portrait.image, more) : undefined;
       const analyzerFactory = engine.needsFace ? await this.ctx.analyzerFactory() : undefined;
       session = await LiveSession.open({
         id: this.id,
         engine,
         portrait: portrait.image,
+        moreReferences: more,
         outputWidth: this.ctx.outputSize,
         outputHeight: this.ctx.outputSize,
         logger: this.#log.child({ engine: engineName }),
@@ -216,7 +248,11 @@ export class SignalingConnection {
       if (this.#closed) throw new StartError('internal', 'connection closed during start');
       const sdp = await session.acceptOffer(msg.sdp);
       this.#offerRefused = false;
-      this.send({ type: 'answer', sdp, session: session.engineInfo, tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking } });
+      if (references) {
+        references.used = Math.min(references.given, session.engineInfo.references?.used ?? 1);
+        if (references.used < references.given) references.warnings.push(`the ${engineName} engine uses only the main portrait: ${references.given - references.used} extra photo(s) unused (the xportrait engine fuses them)`);
+      }
+      this.send({ type: 'answer', sdp, session: session.engineInfo, tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking }, references });
       this.#pushRoom();
       this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
       this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);

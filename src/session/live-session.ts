@@ -38,6 +38,8 @@ export interface LiveSessionOptions {
   id: string;
   engine: Engine;
   portrait: RgbImage;
+  /** More photos of the same person (the engine joins them or reports them unused). */
+  moreReferences?: RgbImage[];
   outputWidth: number;
   outputHeight: number;
   logger: Logger;
@@ -139,6 +141,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     const logger = opts.logger;
     const engineSession = await opts.engine.createSession({
       portrait: opts.portrait,
+      moreReferences: opts.moreReferences?.length ? opts.moreReferences : undefined,
       outputWidth: opts.outputWidth,
       outputHeight: opts.outputHeight,
       logger,

@@ -6,8 +6,10 @@
  * (Frame rates of the tiny pack on a 2-core CPU say nothing about a GPU: the bench and README give those.)
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import sharp from 'sharp';
 import { EngineHost } from '../../src/server/engine-host.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { silentLogger } from '../../src/util/log.ts';
@@ -76,6 +78,47 @@ describe('web client in chromium, xportrait engine on the tiny pack', () => {
       await page.click('#stop');
     } finally {
       await page.close();
+    }
+  }, 900_000);
+
+  it('takes more photos of the same person: numbered thumbnails, one removed, the avatar plays with the other two', async () => {
+    // Two extra photos DERIVED from the one shared portrait (the shared media has a single one): mirrored and
+    // re-framed, and mirrored only.
+    const tmp = mkdtempSync(join(os.tmpdir(), 'xp-refs-page-'));
+    const { width: w, height: h } = await sharp(SOURCE_PORTRAIT).metadata();
+    const reframed = join(tmp, 'reframed.png');
+    const mirrored = join(tmp, 'mirrored.png');
+    await sharp(SOURCE_PORTRAIT).flop().extract({ left: Math.round(w! * 0.06), top: Math.round(h! * 0.04), width: Math.round(w! * 0.88), height: Math.round(h! * 0.88) }).resize(w!, h!).png().toFile(reframed);
+    await sharp(SOURCE_PORTRAIT).flop().png().toFile(mirrored);
+    const page = await browser.context.newPage();
+    try {
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`${server.url}/?probe=1`);
+      await page.setInputFiles('#portrait-file', SOURCE_PORTRAIT);
+      await page.waitForFunction(() => (document.getElementById('portrait-status')?.dataset.ready ?? 'sample') !== 'sample');
+      await page.setInputFiles('#more-file', [reframed, mirrored]);
+      await page.waitForFunction(() => document.querySelectorAll('#reference-list li').length === 3);
+      const captions = () => page.$$eval('#reference-list li', (lis) => lis.map((li) => `${li.querySelector('span')?.textContent}|${li.querySelector('img')?.getAttribute('alt')}`));
+      expect(await captions()).toEqual(['1 main|1: xportrait-source.png', '2|2: reframed.png', '3|3: mirrored.png']);
+      // Remove photo 2: the mirrored one moves up to 2.
+      await page.click('#reference-list li:nth-child(2) button.remove');
+      expect(await captions()).toEqual(['1 main|1: xportrait-source.png', '2|2: mirrored.png']);
+      await page.click('#start');
+      await page.waitForFunction(() => (window as any).xp.probe.presented.avatar > 0, null, { timeout: 300_000 }).catch(async (err) => {
+        throw new Error(`${(err as Error).message}; page state ${await page.getAttribute('body', 'data-state')}, message: ${await page.innerText('#message').catch(() => '')}`);
+      });
+      // The server answered that the engine uses both photos.
+      expect(await page.getAttribute('#reference-list', 'data-used')).toBe('2');
+      const before = await page.evaluate(() => (window as any).xp.probe.presented.avatar as number);
+      await page.waitForTimeout(10_000);
+      const after = await page.evaluate(() => (window as any).xp.probe.presented.avatar as number);
+      expect(after - before).toBeGreaterThanOrEqual(3); // the track keeps playing
+      expect(pageErrors).toEqual([]);
+      await page.click('#stop');
+    } finally {
+      await page.close();
+      rmSync(tmp, { recursive: true, force: true });
     }
   }, 900_000);
 });

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { formatConformance, runConformance, type CaseResult } from '../../src/model/conformance/runner.ts';
 import { XPORTRAIT_CASE_RUNNERS } from '../../src/engine/xportrait/conformance.ts';
 import { joinBanks } from '../../src/engine/xportrait/references.ts';
@@ -26,6 +26,7 @@ import type { FaceObservation } from '../../src/face/types.ts';
 import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
 import { IdentityEmbedder } from '../../src/eval/identity.ts';
 import { checkReferenceSet, ReferenceSetError, SAME_PERSON_DISTANCE } from '../../src/eval/reference-set.ts';
+import { DEFAULT_THRESHOLDS } from '../../src/eval/evaluate.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
 import { silentLogger } from '../../src/util/log.ts';
@@ -43,7 +44,7 @@ let second: RgbImage;
 const driving: Array<{ frame: VideoFrame; face: FaceObservation }> = [];
 const engines: Engine[] = [];
 
-async function rgb(s: sharp.Sharp): Promise<RgbImage> {
+async function rgb(s: Sharp): Promise<RgbImage> {
   const { data, info } = await s.removeAlpha().raw().toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, data: new Uint8Array(data) };
 }
@@ -222,6 +223,7 @@ describe('reference photo checks', () => {
       const r = await checkReferenceSet([portrait, second, other], { analyzer, embedder, maxReferences: 4, knownFaces: [portraitFace] });
       console.log('identity distances to the main portrait:', r.distances.map((d) => d.toFixed(3)).join(', '));
       // Measured (dlib-resnet): derived photo 0.137, sample1.jpg 0.762; eval's same-person bound is 0.6.
+      expect(SAME_PERSON_DISTANCE).toBe(DEFAULT_THRESHOLDS.identityWorstDistance);
       expect(r.distances[1]).toBeLessThan(SAME_PERSON_DISTANCE / 2);
       expect(r.distances[2]).toBeGreaterThan(SAME_PERSON_DISTANCE);
       expect(r.differentPerson).toEqual([2]);

@@ -21,6 +21,9 @@ const ui = {
   sample: $<HTMLButtonElement>('use-sample'),
   preview: $<HTMLImageElement>('portrait-preview'),
   portraitStatus: $<HTMLDivElement>('portrait-status'),
+  moreFile: $<HTMLInputElement>('more-file'),
+  referenceList: $<HTMLOListElement>('reference-list'),
+  moreStatus: $<HTMLDivElement>('more-status'),
   engine: $<HTMLSelectElement>('engine'),
   start: $<HTMLButtonElement>('start'),
   stop: $<HTMLButtonElement>('stop'),
@@ -32,7 +35,7 @@ const ui = {
 
 const params = new URLSearchParams(location.search);
 /** Errors that end the attempt: retrying would fail the same way. (Protocol errors are shown but not fatal.) */
-const FATAL_CODES = new Set(['engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'unauthorized', 'forbidden']);
+const FATAL_CODES = new Set(['reference_rejected', 'engine_failed', 'face_failed', 'face_unavailable', 'engine_unavailable', 'webrtc_failed', 'unauthorized', 'forbidden']);
 /** Avatar outputs: room, links, viewers, egress states (share-panel.ts). */
 const share = new SharePanel(document.getElementById('share') as HTMLElement);
 /** Face tracking in this browser (tracking/): controls, data channel, stats. */
@@ -47,12 +50,21 @@ interface Portrait {
   id: string;
   file?: File;
   label: string;
+  /** Thumbnail URL (object URL of the file, or the sample's). */
+  url?: string;
 }
+
+/** Reference photos per offer when /api/info does not say (the protocol's ceiling). */
+const DEFAULT_MAX_REFERENCES = 8;
 
 class App {
   /** Face tracking in this browser (window.xp.tracking for tests). */
   readonly tracking = tracking;
   portrait: Portrait | undefined;
+  /** More photos of the same person, in order (the offer's morePortraitIds). */
+  more: Portrait[] = [];
+  /** Most photos per session, the main one included, per engine (from /api/info). */
+  maxReferences: Record<string, number> = {};
   phase: Phase = 'idle';
   camera: MediaStream | undefined;
   /** The signaling socket and peer connection of the current attempt. */
@@ -80,6 +92,11 @@ class App {
       if (f) void this.choosePortraitFile(f);
     });
     ui.sample.addEventListener('click', () => this.chooseSample());
+    ui.moreFile.addEventListener('change', () => {
+      const files = [...(ui.moreFile.files ?? [])];
+      ui.moreFile.value = '';
+      if (files.length) void this.addMorePhotos(files);
+    });
     ui.start.addEventListener('click', () => void this.start());
     ui.stop.addEventListener('click', () => this.stop());
     // Engines that animate relative to a neutral pose (warp) take it again from the next confident frame.
@@ -96,8 +113,9 @@ class App {
     try {
       const res = await fetch('/api/info');
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const info = (await res.json()) as { engines: { name: string }[]; defaultEngine: string; rooms?: RoomsInfo };
+      const info = (await res.json()) as { engines: { name: string }[]; defaultEngine: string; rooms?: RoomsInfo; references?: { engines: Record<string, { max: number }> } };
       share.configure(info.rooms);
+      for (const [name, r] of Object.entries(info.references?.engines ?? {})) this.maxReferences[name] = r.max;
       ui.engine.replaceChildren(
         ...info.engines.map((e) => new Option(e.name + (e.name === info.defaultEngine ? ' (default)' : ''), e.name, false, e.name === info.defaultEngine)),
       );
@@ -108,12 +126,71 @@ class App {
     }
   }
 
+  /** Upload extra photos of the same person (kept in order; the server checks each for a face and the identity). */
+  async addMorePhotos(files: File[]): Promise<void> {
+    const max = this.maxReferences[ui.engine.value] ?? DEFAULT_MAX_REFERENCES;
+    const room = Math.max(0, max - 1 - this.more.length);
+    if (files.length > room) {
+      this.showMessage(`At most ${max} photos per session with the ${ui.engine.value || 'chosen'} engine (the main portrait included): ${files.length - room} not added.`);
+      files = files.slice(0, room);
+    }
+    for (const file of files) {
+      ui.moreStatus.textContent = `Uploading ${file.name}…`;
+      try {
+        const id = await uploadPortrait(file);
+        this.more.push({ id, file, label: file.name, url: URL.createObjectURL(file) });
+      } catch (err) {
+        this.showMessage(`Photo ${file.name} rejected: ${(err as Error).message}`);
+      }
+    }
+    ui.moreStatus.textContent = this.more.length ? `${1 + this.more.length} photos of one person${this.wanted ? ' (used from the next start)' : ''}.` : '';
+    this.renderReferences();
+  }
+
+  removeMorePhoto(i: number): void {
+    const [gone] = this.more.splice(i, 1);
+    if (gone?.url) URL.revokeObjectURL(gone.url);
+    ui.moreStatus.textContent = this.more.length ? `${1 + this.more.length} photos of one person.` : '';
+    this.renderReferences();
+  }
+
+  /** The reference photos as numbered thumbnails: 1 is the main portrait, then the extras, each removable. */
+  renderReferences(): void {
+    const items: HTMLLIElement[] = [];
+    const all = this.portrait ? [this.portrait, ...this.more] : this.more;
+    all.forEach((p, i) => {
+      const li = document.createElement('li');
+      li.dataset.id = p.id;
+      const img = document.createElement('img');
+      img.src = p.url ?? (p.id === 'sample' ? '/api/portraits/sample.png' : '');
+      img.alt = `${i + 1}: ${p.label}`;
+      img.width = 48;
+      img.height = 48;
+      const cap = document.createElement('span');
+      cap.textContent = i === 0 ? '1 main' : String(i + 1);
+      li.append(img, cap);
+      if (i > 0) {
+        const rm = document.createElement('button');
+        rm.type = 'button';
+        rm.className = 'remove';
+        rm.textContent = '×';
+        rm.title = `Remove ${p.label}`;
+        rm.setAttribute('aria-label', `Remove photo ${i + 1} (${p.label})`);
+        rm.addEventListener('click', () => this.removeMorePhoto(i - 1));
+        li.append(rm);
+      }
+      items.push(li);
+    });
+    ui.referenceList.replaceChildren(...(this.more.length ? items : []));
+  }
+
   chooseSample(): void {
-    this.portrait = { id: 'sample', label: 'the sample portrait' };
+    this.portrait = { id: 'sample', label: 'the sample portrait', url: '/api/portraits/sample.png' };
     ui.preview.src = '/api/portraits/sample.png';
     ui.portraitStatus.textContent = 'Using the sample portrait.';
     ui.portraitStatus.dataset.ready = 'sample';
     ui.file.value = '';
+    this.renderReferences();
     this.render();
   }
 
@@ -122,8 +199,9 @@ class App {
     delete ui.portraitStatus.dataset.ready;
     try {
       const id = await uploadPortrait(file);
-      this.portrait = { id, file, label: file.name };
-      ui.preview.src = URL.createObjectURL(file);
+      this.portrait = { id, file, label: file.name, url: URL.createObjectURL(file) };
+      ui.preview.src = this.portrait.url as string;
+      this.renderReferences();
       ui.portraitStatus.textContent = `Using ${file.name}.`;
       ui.portraitStatus.dataset.ready = id;
       this.hideMessage();
@@ -205,7 +283,7 @@ class App {
     await publisher.publish({
       track: plan.sendVideo ? this.camera.getVideoTracks()[0] : undefined,
       stream: this.camera,
-      offer: { engine, portraitId: this.portrait.id, tracking: plan.offer, ...share.offerFields() },
+      offer: { engine, portraitId: this.portrait.id, ...(this.more.length ? { morePortraitIds: this.more.map((p) => p.id) } : {}), tracking: plan.offer, ...share.offerFields() },
       beforeOffer: (pc) => tracking.attach(pc),
     });
     this.statsTimer = window.setInterval(() => void this.updateStats(), 1000);
@@ -215,6 +293,8 @@ class App {
     switch (m.type) {
       case 'answer':
         this.engineInUse = m.session.engine;
+        ui.referenceList.dataset.used = String(m.references?.used ?? 1);
+        if (m.references?.warnings.length) this.showMessage(m.references.warnings.join(' '), 'info');
         return;
       case 'stats':
         this.serverStats = m.stats;
@@ -233,10 +313,11 @@ class App {
   }
 
   async onServerError(code: string, message: string): Promise<void> {
-    if (code === 'portrait_not_found' && this.portrait?.file) {
-      // The server restarted or forgot it: upload the same file again and retry.
+    if (code === 'portrait_not_found' && (this.portrait?.file || this.more.length) && this.portrait) {
+      // The server restarted or forgot them: upload the same files again and retry.
       try {
-        this.portrait.id = await uploadPortrait(this.portrait.file);
+        if (this.portrait.file) this.portrait.id = await uploadPortrait(this.portrait.file);
+        for (const p of this.more) if (p.file) p.id = await uploadPortrait(p.file);
         this.showMessage('The server did not know the portrait any more (it restarted?): uploaded it again.', 'info');
         return void this.connect();
       } catch (err) {

@@ -155,8 +155,12 @@ export class XPortraitEngine implements Engine {
   async createSession(opts: EngineSessionOptions): Promise<EngineSession> {
     const net = this.pack.networks.fork();
     const more = opts.moreReferences ?? [];
-    if (1 + more.length > this.options.maxReferences) {
-      throw new XPortraitReferenceError(`xportrait: ${1 + more.length} reference photos, at most ${this.options.maxReferences} per session (--max-references, up to ${MAX_REFERENCES_CEILING}): each extra photo adds its appearance features to every reference attention`);
+    if (1 + more.length > this.maxReferences) {
+      throw new XPortraitReferenceError(
+        this.maxReferences === 1 && this.options.maxReferences > 1
+          ? `xportrait: ${1 + more.length} reference photos, but the pack ${this.pack.dir} takes one (its UNet's bank inputs have a fixed length)`
+          : `xportrait: ${1 + more.length} reference photos, at most ${this.maxReferences} per session (--max-references, up to ${MAX_REFERENCES_CEILING}): each extra photo adds its appearance features to every reference attention`,
+      );
     }
     const main = await this.#portraitLatent(net, opts.portrait);
     const extras: ReferenceLatent[] = [];
@@ -216,6 +220,20 @@ export class XPortraitEngine implements Engine {
   extraReferenceCost(): { bankBytesPerT: number; tokens: number } {
     const [, h, w] = this.pack.latentDims;
     return extraReferenceCost(this.pack.manifest.layout.banks.map((b) => [Math.ceil(h / b.ds) * Math.ceil(w / b.ds), b.channels] as [number, number]));
+  }
+
+  /**
+   * Reference photos per session: --max-references, unless the pack's UNet takes a bank of fixed token length
+   * (a static-shape build), which allows the main photo only.
+   */
+  get maxReferences(): number {
+    return this.packAllowsMoreReferences() ? this.options.maxReferences : 1;
+  }
+
+  /** True when unet_cond's bank inputs have a symbolic token axis (any number of references joined). */
+  packAllowsMoreReferences(): boolean {
+    const bank = this.pack.manifest.graphs.unet_cond?.inputs.find((i) => i.name === 'bank.00');
+    return !bank || typeof bank.shape[1] === 'string';
   }
 
   caches(hint: CountingCache<F32>): XPortraitCaches {
