@@ -6,13 +6,12 @@
  * then the landmarks' own ROI) since there is no previous frame to track from. No face: PortraitFaceError.
  */
 import { BlazeFaceDetector, type FaceDetection } from './detector.ts';
-import { expressionSignals } from './expression.ts';
 import type { ImageLike } from './image.ts';
 import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './face-mesh.ts';
-import { estimateHeadPose } from './pose.ts';
+import { observeFace } from './observation.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './model-runner.ts';
-import { landmarkBounds, largestFirst } from './tracker.ts';
+import { largestFirst } from './tracker.ts';
 import type { FaceObservation } from './types.ts';
 
 export class PortraitFaceError extends Error {
@@ -95,19 +94,7 @@ export class PortraitAnalyzer {
     const iris = await this.#iris.run(image, mesh.points);
     landmarks.set(iris.iris, 3 * MESH_POINTS);
     refineEyeRings(landmarks, iris.eyeContours);
-    const pose = estimateHeadPose(landmarks);
-    const face: FaceObservation = {
-      lost: false,
-      landmarks,
-      rawLandmarks: landmarks,
-      confidence: mesh.faceScore,
-      box: landmarkBounds(landmarks, MESH_POINTS),
-      frameWidth: image.width,
-      frameHeight: image.height,
-      pose,
-      expression: expressionSignals(landmarks, pose),
-      detected: true,
-    };
+    const face = observeFace({ landmarks, rawLandmarks: landmarks, confidence: mesh.faceScore, frameWidth: image.width, frameHeight: image.height, detected: true });
     return { face, facesFound: dets.length, warnings, detector };
   }
 

@@ -11,16 +11,15 @@
  */
 import type { FrameTimes, PixelFormat } from '../media/frame.ts';
 import { BlazeFaceDetector, type DetectorOptions, type DetectorRange, type FaceDetection } from './detector.ts';
-import { expressionSignals } from './expression.ts';
 import type { ImageLike, RotatedRect } from './image.ts';
 import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './face-mesh.ts';
-import { estimateHeadPose } from './pose.ts';
+import { observeFace } from './observation.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';
 import type { ModelRunner, ModelRunnerFactory } from './model-runner.ts';
 import { OneEuroVectorFilter, type OneEuroOptions } from './smoothing.ts';
 import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../util/timing.ts';
-import type { FaceBox, FaceObservation } from './types.ts';
+import type { FaceObservation } from './types.ts';
 
 export interface FaceTrackerOptions {
   /** Detector range: 'front' (128², webcam selfies, default) or 'back' (256², smaller faces, slower). */
@@ -79,22 +78,6 @@ export interface FaceTrackerModels {
 /** Detection with the largest box first (the person closest to the camera). */
 export function largestFirst(dets: FaceDetection[]): FaceDetection[] {
   return dets.slice().sort((a, b) => b.box.width * b.box.height - a.box.width * a.box.height);
-}
-
-export function landmarkBounds(points: Float32Array, count: number): FaceBox {
-  let x0 = Infinity;
-  let y0 = Infinity;
-  let x1 = -Infinity;
-  let y1 = -Infinity;
-  for (let i = 0; i < count; i++) {
-    const x = points[3 * i];
-    const y = points[3 * i + 1];
-    if (x < x0) x0 = x;
-    if (x > x1) x1 = x;
-    if (y < y0) y0 = y;
-    if (y > y1) y1 = y;
-  }
-  return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
 }
 
 export function asImage(frame: TrackInput): ImageLike {
@@ -277,20 +260,7 @@ export class FaceTracker {
     const faceSize = Math.hypot(raw[3 * 33] - raw[3 * 263], raw[3 * 33 + 1] - raw[3 * 263 + 1]);
     if (detected) this.#filter?.reset();
     const landmarks = this.#filter ? this.#filter.filter(raw, t, faceSize) : raw;
-    const pose = estimateHeadPose(landmarks);
-    const obs: FaceObservation = {
-      lost: false,
-      landmarks,
-      rawLandmarks: raw,
-      confidence: mesh.faceScore,
-      box: landmarkBounds(landmarks, MESH_POINTS),
-      frameWidth: frame.width,
-      frameHeight: frame.height,
-      pose,
-      expression: expressionSignals(landmarks, pose),
-      detected,
-      frameId: frame.id,
-    };
+    const obs = observeFace({ landmarks, rawLandmarks: raw, confidence: mesh.faceScore, frameWidth: frame.width, frameHeight: frame.height, detected, frameId: frame.id });
     this.#last = obs;
     this.#timer.record('post', performance.now() - tPost);
     return obs;

@@ -27,10 +27,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { decodeLuma, stripRows } from '../media/frame-id.ts';
-import { expressionSignals } from '../face/expression.ts';
-import { estimateHeadPose } from '../face/pose.ts';
-import { landmarkBounds } from '../face/tracker.ts';
-import { MESH_POINTS } from '../face/face-mesh.ts';
+import { observeFace } from '../face/observation.ts';
 import type { FaceObservation } from '../face/types.ts';
 import type { VideoFrame } from '../media/frame.ts';
 import type { FrameAnalyzer } from './frame-analyzer.ts';
@@ -114,20 +111,7 @@ export function clientObservation(msg: LandmarkMessage, width: number, height: n
   if (!msg.face) {
     return { lost: true, landmarks: new Float32Array(msg.points.length || 3 * 478), confidence: 0, box: { x: 0, y: 0, width: 0, height: 0 }, frameWidth: width, frameHeight: height, detected: msg.detected, frameId };
   }
-  const landmarks = denormalizeLandmarks(msg.points, width, height);
-  const pose = estimateHeadPose(landmarks);
-  return {
-    lost: false,
-    landmarks,
-    confidence: msg.confidence,
-    box: landmarkBounds(landmarks, MESH_POINTS),
-    frameWidth: width,
-    frameHeight: height,
-    pose,
-    expression: expressionSignals(landmarks, pose),
-    detected: msg.detected,
-    frameId,
-  };
+  return observeFace({ landmarks: denormalizeLandmarks(msg.points, width, height), confidence: msg.confidence, frameWidth: width, frameHeight: height, detected: msg.detected, frameId });
 }
 
 /** The id drawn into a decoded frame's picture, or null. */

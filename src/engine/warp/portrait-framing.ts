@@ -5,10 +5,8 @@
  * original picture are carried through the same crop and scale, and the head pose is re-fitted to them.
  */
 import sharp from 'sharp';
-import { estimateHeadPose } from '../../face/pose.ts';
-import { landmarkBounds } from '../../face/tracker.ts';
+import { derivedFromLandmarks } from '../../face/observation.ts';
 import type { FaceBox, FaceObservation } from '../../face/types.ts';
-import { expressionSignals } from '../../face/expression.ts';
 import { rgbToI420 } from '../../media/convert.ts';
 import type { RgbImage } from '../../media/frame.ts';
 import { FACE_POINTS } from './landmark-sets.ts';
@@ -69,16 +67,6 @@ export async function framePortrait(portrait: RgbImage, face: FaceObservation, o
     landmarks[3 * i + 1] = (face.landmarks[3 * i + 1] - crop.y) * sy;
     landmarks[3 * i + 2] = face.landmarks[3 * i + 2] * Math.sqrt(sx * sy);
   }
-  const pose = estimateHeadPose(landmarks);
-  const framed: FaceObservation = {
-    ...face,
-    landmarks,
-    rawLandmarks: landmarks,
-    box: landmarkBounds(landmarks, 468),
-    frameWidth: outW,
-    frameHeight: outH,
-    pose,
-    expression: expressionSignals(landmarks, pose),
-  };
+  const framed: FaceObservation = { ...face, landmarks, rawLandmarks: landmarks, frameWidth: outW, frameHeight: outH, ...derivedFromLandmarks(landmarks) };
   return { rgb, i420: { width: outW, height: outH, data: rgbToI420(rgb.data, outW, outH) }, face: framed, crop };
 }
