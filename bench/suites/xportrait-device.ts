@@ -294,7 +294,9 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     const uncond = ctx.args.includes('--xpd-uncond') ? unets.map((u) => u.replace('cond', 'uncond')) : [];
     const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || unets.includes(g) || uncond.includes(g));
     res.graphsOpened = graphs;
-    // Off the CPU, the per-graph runs are profiled: where each node ran (placement.ts). Profiling ends before the live runs.
+    // Off the CPU, the per-graph runs are profiled: where each node ran (placement.ts). Profiling of a graph ends
+    // when its placement is read: after the per-graph runs, and for the kv UNets (run only by the live kvcache runs)
+    // after those.
     const profileDir = device !== 'cpu' && !ctx.args.includes('--xpd-skip-graphs') ? join(workDir, 'profiles') : undefined;
     const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, profileDir, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
     res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, groupNorm: pack.manifest.options.groupNorm, target: pack.manifest.options.target ?? null, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
@@ -307,24 +309,26 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
       const kvWindow = arg(ctx, '--xpd-kv-window') ? Number(arg(ctx, '--xpd-kv-window')) : Math.min(window, 4);
       res.window = window;
       res.kvWindow = kvWindow;
+      const placement: Record<string, unknown> = {};
+      const collectPlacement = async (names: string[]) => {
+        res.placement = placement;
+        for (const g of names) {
+          try {
+            const p = await pack.runtime.placement(g);
+            placement[g] = { nodes: p.nodes, byProvider: p.byProvider, computeOnCpu: p.computeOpsOnCpu, scalarOnCpu: p.onCpu.scalar.map((n) => n.op), shapeOnCpu: p.onCpu.shape.length, largestTensorBytes: p.largestTensorBytes };
+            ctx.log(`  placement ${g}: ${formatPlacement(p)}; largest tensor ${(p.largestTensorBytes / 2 ** 20).toFixed(1)} MiB`);
+          } catch (err) {
+            placement[g] = { error: (err as Error).message.split('\n')[0] };
+          }
+        }
+        ctx.partial?.(res);
+      };
       if (!ctx.args.includes('--xpd-skip-graphs')) {
         ctx.log(`per-graph times (${reps} runs after 2 warm-ups)`);
         res.graphs = await graphTimings(pack, graphs, window, reps, ctx.log);
         ctx.partial?.(res);
-        if (profileDir) {
-          const placement: Record<string, unknown> = {};
-          res.placement = placement;
-          for (const g of graphs) {
-            try {
-              const p = await pack.runtime.placement(g);
-              placement[g] = { nodes: p.nodes, byProvider: p.byProvider, computeOnCpu: p.computeOpsOnCpu, scalarOnCpu: p.onCpu.scalar.map((n) => n.op), shapeOnCpu: p.onCpu.shape.length, largestTensorBytes: p.largestTensorBytes };
-              ctx.log(`  placement ${g}: ${formatPlacement(p)}; largest tensor ${(p.largestTensorBytes / 2 ** 20).toFixed(1)} MiB`);
-            } catch (err) {
-              placement[g] = { error: (err as Error).message.split('\n')[0] };
-            }
-          }
-          ctx.partial?.(res);
-        }
+        // The kv UNets run only inside the live kvcache runs: their placement is read after those.
+        if (profileDir) await collectPlacement(graphs.filter((g) => !g.endsWith('_kv')));
       }
       const live: unknown[] = [];
       res.live = live;
@@ -343,6 +347,7 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
           ctx.partial?.(res);
         }
       }
+      if (profileDir) await collectPlacement(graphs.filter((g) => g.endsWith('_kv') && policies.includes('kvcache')));
     } finally {
       await pack.close();
     }

@@ -42,6 +42,7 @@ import { DEFAULT_MAX_REFERENCES, extraReferenceCost, MAX_REFERENCES_CEILING, typ
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
 import { acquirePack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
 import { DEVICES } from './providers.ts';
+import { targetMismatch } from '../../model/pack/targets.ts';
 import { FastGaussian, SeededGaussian } from './rng.ts';
 import { schedulerTimesteps } from './sampler.ts';
 import { SeededOffsets } from './windows.ts';
@@ -122,6 +123,9 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
       onProgress?.(p);
     },
   });
+  // A pack built for another provider runs, at a cost the pack's op forms make (targets.ts): say which.
+  const cost = targetMismatch(pack.manifest.options, o.device);
+  if (cost) log.warn({ packTarget: pack.manifest.options.target ?? 'cpu', device: o.device }, `pack built for ${pack.manifest.options.target ?? 'cpu'}, running on ${o.device}: ${cost}`);
   if (o.sampler === 'live' && !pack.manifest.source.lcmLora) {
     log.warn('the pack has no LCM-LoRA merged: live LCM sampling of a plain X-Portrait UNet gives blurry frames (build the pack with --lcm-lora)');
   }
