@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { parseServeConfig, type ServeConfig } from '../config/serve-config.ts';
+import { parseServeConfig, serveDefault, type ServeConfig } from '../config/serve-config.ts';
 import { ENGINE_NAMES } from '../engine/registry.ts';
 import { DEFAULT_WEB_ROOT } from '../server/web-root.ts';
 import { createLogger } from '../util/log.ts';
@@ -17,12 +17,12 @@ export function addServeCommand(program: Command): void {
   program
     .command('serve')
     .description('Serve the web client and animate webcams over WebRTC (what `npm start` runs).')
-    .addOption(new Option('-p, --port <port>', 'TCP port (0 picks a free one)').env('PORT').default('8080'))
-    .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default('0.0.0.0'))
-    .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default('warp'))
+    .addOption(new Option('-p, --port <port>', 'TCP port (0 picks a free one)').env('PORT').default(serveDefault('port')))
+    .addOption(new Option('--host <host>', 'interface to listen on').env('HOST').default(serveDefault('host')))
+    .addOption(new Option('-e, --engine <name>', `default engine (${ENGINE_NAMES.join(', ')})`).env('XPORTRAIT_ENGINE').default(serveDefault('engine')))
     .addOption(new Option('--pack <dir>', 'model pack for --engine xportrait (built with `pack build`)').env('XPORTRAIT_PACK'))
     .addOption(new Option('-O, --engine-opt <key=value...>', `engine option, repeatable (${engineOptionHelp()})`))
-    .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default('4'))
+    .addOption(new Option('--max-sessions <n>', 'live sessions at once; more get a "server_full" error').env('XPORTRAIT_MAX_SESSIONS').default(serveDefault('maxSessions')))
     .addOption(new Option('--tls-cert <file>', 'PEM certificate: serve HTTPS (browsers allow the camera only on https or localhost)').env('XPORTRAIT_TLS_CERT'))
     .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('XPORTRAIT_TLS_KEY'))
     .addOption(
@@ -30,18 +30,18 @@ export function addServeCommand(program: Command): void {
         'XPORTRAIT_ICE_SERVERS',
       ),
     )
-    .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(String(10 * 1024 * 1024)))
-    .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(String(4096 * 4096)))
-    .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default('512'))
+    .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(serveDefault('maxUploadBytes')))
+    .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(serveDefault('maxPortraitPixels')))
+    .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default(serveDefault('outputSize')))
     .addOption(new Option('--web-root <dir>', 'directory of the built web client').env('XPORTRAIT_WEB_ROOT'))
     .addOption(
       new Option('--tracking <mode>', 'who tracks faces: client (the browser, onnxruntime-web), server, or auto (the browser when it sends landmarks, else the server)')
         .env('XPORTRAIT_TRACKING')
-        .default('auto'),
+        .default(serveDefault('tracking')),
     )
-    .addOption(new Option('--metrics <on|off>', 'Prometheus metrics at /metrics (loopback clients only unless --metrics-token is set)').env('XPORTRAIT_METRICS').default('on'))
+    .addOption(new Option('--metrics <on|off>', 'Prometheus metrics at /metrics (loopback clients only unless --metrics-token is set)').env('XPORTRAIT_METRICS').default(serveDefault('metrics')))
     .addOption(new Option('--metrics-token <token>', 'bearer token required for /metrics (lets a remote Prometheus scrape an exposed server)').env('XPORTRAIT_METRICS_TOKEN'))
-    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('info'))
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default(serveDefault('logLevel')))
     .action(async (opts: Record<string, unknown>) => {
       let config: ServeConfig;
       try {

@@ -4,6 +4,7 @@
  */
 import { Option } from 'commander';
 import { z } from 'zod';
+import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { MIN_SECRET_LENGTH, ROOM_NAME, ROOM_NAME_RULE } from '../server/auth.ts';
 import { classifyVirtualCamera } from '../egress/ffmpeg-egress.ts';
@@ -66,16 +67,16 @@ export function refineOutputsConfig(c: { v4l2?: string; whipToken?: string; whip
 export function outputOptions(): Option[] {
   return [
     new Option('--secret <secret>', `sign and require access tokens (>= ${MIN_SECRET_LENGTH} chars; tokens come from \`xportrait-cam token\`); without it only this machine may connect`).env('XPORTRAIT_SECRET'),
-    new Option('--room <name>', 'room the web client publishes into by default, and that --rtmp-url/--v4l2/--whip-url stream').env('XPORTRAIT_ROOM').default('main'),
-    new Option('--max-viewers <n>', 'WebRTC viewers per room (all share one encode)').env('XPORTRAIT_MAX_VIEWERS').default('16'),
-    new Option('--max-rooms <n>', 'rooms open at once').env('XPORTRAIT_MAX_ROOMS').default('16'),
-    new Option('--viewer-bitrate <kbps>', 'video bitrate of the one encode viewers share (pinned: viewers send no bandwidth feedback)').env('XPORTRAIT_VIEWER_BITRATE').default('1500'),
+    new Option('--room <name>', 'room the web client publishes into by default, and that --rtmp-url/--v4l2/--whip-url stream').env('XPORTRAIT_ROOM').default(schemaDefault(outputsConfigShape.room)),
+    new Option('--max-viewers <n>', 'WebRTC viewers per room (all share one encode)').env('XPORTRAIT_MAX_VIEWERS').default(schemaDefault(outputsConfigShape.maxViewers)),
+    new Option('--max-rooms <n>', 'rooms open at once').env('XPORTRAIT_MAX_ROOMS').default(schemaDefault(outputsConfigShape.maxRooms)),
+    new Option('--viewer-bitrate <kbps>', 'video bitrate of the one encode viewers share (pinned: viewers send no bandwidth feedback)').env('XPORTRAIT_VIEWER_BITRATE').default(schemaDefault(outputsConfigShape.viewerBitrate)),
     new Option('--whip-url <url>', 'also publish the room to this WHIP endpoint (an external SFU: LiveKit, Cloudflare, Janus...)').env('XPORTRAIT_WHIP_URL'),
     new Option('--whip-token <token>', 'bearer token for --whip-url').env('XPORTRAIT_WHIP_TOKEN'),
     new Option('--rtmp-url <url>', 'also stream the room through ffmpeg to rtmp://, rtmps:// or srt:// (H.264 + silent AAC)').env('XPORTRAIT_RTMP_URL'),
     new Option('--v4l2 <device>', 'also write the room to a v4l2loopback camera (/dev/videoN) through ffmpeg; a FIFO or other path gets y4m').env('XPORTRAIT_V4L2'),
-    new Option('--egress-bitrate <kbps>', 'video bitrate for --rtmp-url and --whip-url').env('XPORTRAIT_EGRESS_BITRATE').default('2500'),
-    new Option('--egress-fps <n>', 'frame rate of --rtmp-url and --v4l2 output (the newest avatar frame is repeated as needed)').env('XPORTRAIT_EGRESS_FPS').default('30'),
+    new Option('--egress-bitrate <kbps>', 'video bitrate for --rtmp-url and --whip-url').env('XPORTRAIT_EGRESS_BITRATE').default(schemaDefault(outputsConfigShape.egressBitrate)),
+    new Option('--egress-fps <n>', 'frame rate of --rtmp-url and --v4l2 output (the newest avatar frame is repeated as needed)').env('XPORTRAIT_EGRESS_FPS').default(schemaDefault(outputsConfigShape.egressFps)),
     new Option('--public-url <url>', 'how other machines reach this server, for the links it prints and shows').env('XPORTRAIT_PUBLIC_URL'),
   ];
 }

@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
+import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -97,6 +98,11 @@ export const serveConfigSchema = z
   });
 
 export type ServeConfig = z.output<typeof serveConfigSchema>;
+
+/** A `serve` setting's default, as its flag states it (src/cli/serve.ts): declared once, in the schema above. */
+export function serveDefault(key: keyof typeof serveConfigSchema.shape): string {
+  return schemaDefault(serveConfigSchema.shape[key]);
+}
 export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 
 /** Validate raw settings (strings from flags/env, or typed values); throws an Error listing every bad setting. */
