@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import os from 'node:os';
-import { run } from '../../bench/suites/xportrait-device.ts';
+import { run } from '../../src/bench/suites/xportrait-device.ts';
 
 const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');

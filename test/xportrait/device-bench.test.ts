@@ -1,5 +1,5 @@
 /**
- * The device bench (bench/suites/xportrait-device.ts) is what a session lent a GPU runs, once, under a time limit:
+ * The device bench (src/bench/suites/xportrait-device.ts) is what a session lent a GPU runs, once, under a time limit:
  * it must work the first time. Here it runs on the tiny pack (built from xp-tiny-64 by the suite itself) on CPU,
  * both policies, and must report per-graph times at one frame and at the tick's batch, live figures for each policy,
  * and a partial report after every stage (what the device entry saves, so a run cut off still returns figures); a
@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { run } from '../../bench/suites/xportrait-device.ts';
+import { run } from '../../src/bench/suites/xportrait-device.ts';
 import { SHARED } from './fixtures.ts';
 
 interface LiveRow {

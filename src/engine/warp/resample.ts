@@ -6,7 +6,7 @@
  * does not change during a session) sampled at the field's positions, bilinear, positions outside the source
  * clamped to its edge. Chroma planes use the field at their co-sited luma pixel, halved.
  *
- * Backends, chosen by measurement (bench/suites/warp.ts, README `warp` section):
+ * Backends, chosen by measurement (src/bench/suites/warp.ts, README `warp` section):
  * - `ts`  plain TypeScript over the uint8 planes (the default: fastest measured on the 2-core CPU box);
  * - `ort` onnxruntime GridSample (bilinear, border padding, align_corners=1) on float planes held in the graph
  *   as initializers, normalising the grid inside the graph; uint8 out through Round + Cast.

@@ -22,7 +22,7 @@ export interface OrtRunnerOptions {
 
 /**
  * One intra-op thread, ORT's thread spinning OFF. Measured on this 2-core machine while shared with other work
- * (bench/suites/face.ts): with spinning, 2 threads cost 49 ms wall / 20 ms CPU per mesh + iris call against
+ * (src/bench/suites/face.ts): with spinning, 2 threads cost 49 ms wall / 20 ms CPU per mesh + iris call against
  * 7.4 / 6.4 ms without; per tracked 640x480 frame, 1 thread used the least CPU (10.8 ms p50 against 13.8 ms
  * with 2 threads) and was not slower. Many sessions share the cores, so CPU per frame is what counts.
  */

@@ -5,10 +5,10 @@
  * mailbox and engine), and the server's own receive -> send time.
  * Args: --seconds N (default 10), --size WxH (default 640x480), --fps N (default 30).
  */
-import { decodeLuma } from '../../src/media/frame-id.ts';
-import { quantile } from '../../src/util/timing.ts';
-import { startTestServer } from '../../test/helpers/server.ts';
-import { startNodeSession, testPicture, waitFor } from '../../test/helpers/signaling-client.ts';
+import { decodeLuma } from '../../media/frame-id.ts';
+import { quantile } from '../../util/timing.ts';
+import { startTestServer } from '../../../test/helpers/server.ts';
+import { startNodeSession, testPicture, waitFor } from '../../../test/helpers/signaling-client.ts';
 
 function arg(args: string[], name: string, dflt: string): string {
   const i = args.indexOf(name);

@@ -16,19 +16,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { openCheckpoint, writeTorchZip } from '../../src/model/checkpoint/index.ts';
-import { defaultConfigPath, loadXPortraitConfig } from '../../src/model/config.ts';
-import { CaseTensors, readConformanceManifest } from '../../src/model/conformance/manifest.ts';
-import { relL2, runConformance } from '../../src/model/conformance/runner.ts';
-import { graphDef } from '../../src/model/graphs/index.ts';
+import { openCheckpoint, writeTorchZip } from '../../model/checkpoint/index.ts';
+import { defaultConfigPath, loadXPortraitConfig } from '../../model/config.ts';
+import { CaseTensors, readConformanceManifest } from '../../model/conformance/manifest.ts';
+import { relL2, runConformance } from '../../model/conformance/runner.ts';
+import { graphDef } from '../../model/graphs/index.ts';
 import { syntheticTensors } from '../synthetic-checkpoint.ts';
-import { encodeModel, GraphBuilder, MemorySink } from '../../src/model/onnx/graph.ts';
-import { buildPack, PackRuntime, verifyRandomRuns, type PackBuildOptions } from '../../src/model/pack/index.ts';
-import { SeededRandom } from '../../src/model/pack/verify.ts';
+import { encodeModel, GraphBuilder, MemorySink } from '../../model/onnx/graph.ts';
+import { buildPack, PackRuntime, verifyRandomRuns, type PackBuildOptions } from '../../model/pack/index.ts';
+import { SeededRandom } from '../../model/pack/verify.ts';
 
 const CHILD_ENV = 'XP_BENCH_PACK_BUILD';
 const MB = 2 ** 20;
-const SET = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'shared', 'conformance', 'xp-tiny-64');
+const SET = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', '..', 'shared', 'conformance', 'xp-tiny-64');
 
 /** Child mode: build one pack, report time, peak RSS and sizes. */
 async function childBuild(opts: PackBuildOptions): Promise<void> {

@@ -1,5 +1,5 @@
 /** Mailbox overhead: put/take pairs per second (a sanity baseline for the harness). */
-import { Mailbox } from '../../src/util/mailbox.ts';
+import { Mailbox } from '../../util/mailbox.ts';
 
 export async function run(): Promise<Record<string, unknown>> {
   const mb = new Mailbox<number>();

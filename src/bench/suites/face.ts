@@ -10,15 +10,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BlazeFaceDetector } from '../../src/face/detector.ts';
-import { FACE_MODELS } from '../../src/face/models.ts';
-import { ensureFaceModels } from '../../src/face/node/model-files.ts';
-import { defaultFaceThreads, ortRunnerFactory } from '../../src/face/node/ort-runner.ts';
-import { FaceTracker, type FaceTrackerOptions, type TrackInput } from '../../src/face/tracker.ts';
-import type { BenchContext } from '../index.ts';
+import { BlazeFaceDetector } from '../../face/detector.ts';
+import { FACE_MODELS } from '../../face/models.ts';
+import { ensureFaceModels } from '../../face/node/model-files.ts';
+import { defaultFaceThreads, ortRunnerFactory } from '../../face/node/ort-runner.ts';
+import { FaceTracker, type FaceTrackerOptions, type TrackInput } from '../../face/tracker.ts';
+import type { BenchContext } from '../run-suites.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const VIDEO = resolve(here, '../../../shared/media/xportrait-driving.mp4');
+const VIDEO = resolve(here, '../../../../shared/media/xportrait-driving.mp4');
 const FPS = 12000 / 1001;
 
 function ffmpegFrames(vf: string, width: number, height: number, pixFmt: 'rgb24' | 'yuv420p'): Uint8Array[] {

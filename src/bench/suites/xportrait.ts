@@ -9,13 +9,13 @@
  *
  * `npm run bench -- xportrait [--xp-part host|compare] [--xp-pack DIR] [--xp-frames N] [--xp-steps K] [--xp-device cpu|webgpu|…]`
  */
-import type { BenchContext } from '../index.ts';
-import { DdimScheduler } from '../../src/engine/xportrait/ddim.ts';
-import { LcmScheduler, lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
-import { LivePipeline, type LiveDenoiser } from '../../src/engine/xportrait/live.ts';
-import { SeededGaussian } from '../../src/engine/xportrait/rng.ts';
-import { makeNoiseSchedule } from '../../src/engine/xportrait/schedule.ts';
-import { EpsAccumulator, guideEps, windowPlan } from '../../src/engine/xportrait/windows.ts';
+import type { BenchContext } from '../run-suites.ts';
+import { DdimScheduler } from '../../engine/xportrait/ddim.ts';
+import { LcmScheduler, lcmTimesteps } from '../../engine/xportrait/lcm.ts';
+import { LivePipeline, type LiveDenoiser } from '../../engine/xportrait/live.ts';
+import { SeededGaussian } from '../../engine/xportrait/rng.ts';
+import { makeNoiseSchedule } from '../../engine/xportrait/schedule.ts';
+import { EpsAccumulator, guideEps, windowPlan } from '../../engine/xportrait/windows.ts';
 
 function timeIt(reps: number, fn: () => void): number {
   fn(); // warm-up
@@ -113,17 +113,17 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   const { join } = await import('node:path');
   const os = await import('node:os');
   const sharp = (await import('sharp')).default;
-  const { buildPack } = await import('../../src/model/pack/index.ts');
-  const { writeSafetensors, float32ToBytes } = await import('../../src/model/checkpoint/index.ts');
-  const { loadXPortraitEngine } = await import('../../src/engine/xportrait/engine.ts');
-  const { createFaceTracker, createPortraitAnalyzer } = await import('../../src/face/node/index.ts');
-  const { readVideoFrames } = await import('../../src/media/ffmpeg.ts');
-  const { silentLogger } = await import('../../src/util/log.ts');
+  const { buildPack } = await import('../../model/pack/index.ts');
+  const { writeSafetensors, float32ToBytes } = await import('../../model/checkpoint/index.ts');
+  const { loadXPortraitEngine } = await import('../../engine/xportrait/engine.ts');
+  const { createFaceTracker, createPortraitAnalyzer } = await import('../../face/node/index.ts');
+  const { readVideoFrames } = await import('../../media/ffmpeg.ts');
+  const { silentLogger } = await import('../../util/log.ts');
   const shared = join(process.cwd(), '..', 'shared');
   const N = Number(argValue(ctx.args, '--xp-frames') ?? 32);
   const K = Number(argValue(ctx.args, '--xp-steps') ?? 4);
   // --xp-device: the engine's graphs (and the tiny pack's op forms, `--target`) on that execution provider.
-  const device = (argValue(ctx.args, '--xp-device') ?? 'cpu') as import('../../src/engine/xportrait/providers.ts').Device;
+  const device = (argValue(ctx.args, '--xp-device') ?? 'cpu') as import('../../engine/xportrait/providers.ts').Device;
   let packDir = argValue(ctx.args, '--xp-pack');
   let tmp: string | undefined;
   if (!packDir) {
@@ -134,7 +134,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
     await buildPack({ checkpoint: join(shared, 'conformance/xp-tiny-64/checkpoint.th'), config: join(shared, 'conformance/xp-tiny-64/config.yaml'), out: packDir, target: device });
     ctx.log(`pack: built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const ctxCase = join(shared, 'conformance/xp-tiny-64/cases/context.safetensors');
-    const { openCheckpoint } = await import('../../src/model/checkpoint/index.ts');
+    const { openCheckpoint } = await import('../../model/checkpoint/index.ts');
     const r = await openCheckpoint(ctxCase);
     const data = await r.readFloat32('context');
     const shape = r.info('context').shape;
@@ -148,7 +148,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
     const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
     await analyzer.close();
     const tracker = await createFaceTracker();
-    const driving: Array<{ frame: import('../../src/media/frame.ts').VideoFrame; face: import('../../src/face/types.ts').FaceObservation }> = [];
+    const driving: Array<{ frame: import('../../media/frame.ts').VideoFrame; face: import('../../face/types.ts').FaceObservation }> = [];
     for await (const rgb of readVideoFrames(join(shared, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
       const frame = { id: driving.length, width: 256, height: 256, format: 'rgb' as const, data: rgb, times: {} };
       driving.push({ frame, face: await tracker.track(frame) });

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- suite ...] [--out FILE]`: runs benchmark suites (bench/suites/<name>.ts, each exporting
+ * `npm run bench [-- suite ...] [--out FILE]`: runs benchmark suites (src/bench/suites/<name>.ts, each exporting
  * `run(ctx)`) and prints one JSON document. Benchmarks, never timed unit tests, are where speed is measured.
  */
 import { readdirSync, writeFileSync, mkdirSync } from 'node:fs';

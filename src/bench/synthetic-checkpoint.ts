@@ -3,9 +3,9 @@
  * full-size one (~3 B parameters, ~6 GB) never sits in memory. Used by the pack bench (`--full`) and the device
  * bench (`xportrait-device --xpd-synthetic full`).
  */
-import { numel, type TorchZipTensor } from '../src/model/checkpoint/index.ts';
-import { loadXPortraitConfig } from '../src/model/config.ts';
-import { DDPM_BUFFERS, expectedTensors } from '../src/model/keys.ts';
+import { numel, type TorchZipTensor } from '../model/checkpoint/index.ts';
+import { loadXPortraitConfig } from '../model/config.ts';
+import { DDPM_BUFFERS, expectedTensors } from '../model/keys.ts';
 
 /** Distinct pseudo-random float16 weights scaled ~1/sqrt(fan_in), produced in chunks (never a whole tensor). */
 export function syntheticTensors(configPath: string): TorchZipTensor[] {

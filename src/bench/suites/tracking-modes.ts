@@ -15,10 +15,10 @@ import { mkdtempSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { launchBenchBrowser } from '../../src/bench/chromium.ts';
-import { runBench } from '../../src/bench/bench-runner.ts';
-import { ServerProcess } from '../../src/bench/server-process.ts';
-import { faceModelPath } from '../../src/face/node/index.ts';
+import { launchBenchBrowser } from '../chromium.ts';
+import { runBench } from '../bench-runner.ts';
+import { ServerProcess } from '../server-process.ts';
+import { faceModelPath } from '../../face/node/index.ts';
 
 type Mode = 'server' | 'client' | 'landmarks';
 const MODES: readonly Mode[] = ['server', 'client', 'landmarks'];
@@ -88,7 +88,7 @@ const SHAPES: Record<string, number[]> = { 'blazeface-front': [1, 128, 128, 3], 
 /** Each tracker model alone: p50 ms in the page (onnxruntime-web in the tracking worker) and in Node (onnxruntime-node). */
 async function modelTimes(ortThreads: string | undefined, log: (m: string) => void): Promise<Record<string, unknown>> {
   log('model times: page (onnxruntime-web) and server (onnxruntime-node)');
-  const { buildWeb } = await import('../../scripts/build-web.mjs');
+  const { buildWeb } = await import('../../../scripts/build-web.mjs');
   const webRoot = await buildWeb({ outdir: join(mkdtempSync(join(tmpdir(), 'xp-bench-web-')), 'dist'), quiet: true });
   const server = await ServerProcess.start({ engine: 'passthrough', outputSize: 512, args: ['--tracking', 'client', '--web-root', webRoot], logFile: join(dirname(webRoot), 'server.log') });
   const browser = await launchBenchBrowser({});

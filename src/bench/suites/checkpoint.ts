@@ -12,9 +12,9 @@ import { rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { numel, openCheckpoint, writeTorchZip, DTYPE_BYTES, type TorchZipTensor } from '../../src/model/checkpoint/index.ts';
-import { defaultConfigPath, loadXPortraitConfig } from '../../src/model/config.ts';
-import { DDPM_BUFFERS, expectedTensors } from '../../src/model/keys.ts';
+import { numel, openCheckpoint, writeTorchZip, DTYPE_BYTES, type TorchZipTensor } from '../../model/checkpoint/index.ts';
+import { defaultConfigPath, loadXPortraitConfig } from '../../model/config.ts';
+import { DDPM_BUFFERS, expectedTensors } from '../../model/keys.ts';
 
 const CHILD_ENV = 'XP_BENCH_CHECKPOINT_READ';
 const MB = 1024 * 1024;

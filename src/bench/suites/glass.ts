@@ -8,7 +8,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runBench } from '../../src/bench/bench-runner.ts';
+import { runBench } from '../bench-runner.ts';
 
 function arg(args: string[], name: string, dflt?: string): string | undefined {
   const i = args.indexOf(name);

@@ -9,21 +9,21 @@
  */
 import os from 'node:os';
 import sharp from 'sharp';
-import { createFaceTracker } from '../../src/face/node/index.ts';
-import type { FaceObservation } from '../../src/face/types.ts';
-import { readVideoFrames } from '../../src/media/ffmpeg.ts';
-import type { VideoFrame } from '../../src/media/frame.ts';
-import { quantile } from '../../src/util/timing.ts';
-import { silentLogger } from '../../src/util/log.ts';
-import { FieldRasterizer, identityField } from '../../src/engine/warp/field.ts';
-import { buildWarpMesh, meshTargets } from '../../src/engine/warp/warp-mesh.ts';
-import { MotionTransfer } from '../../src/engine/warp/motion-transfer.ts';
-import { createResampler, RESAMPLER_KINDS } from '../../src/engine/warp/resample.ts';
-import { WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
-import type { BenchContext } from '../index.ts';
+import { createFaceTracker } from '../../face/node/index.ts';
+import type { FaceObservation } from '../../face/types.ts';
+import { readVideoFrames } from '../../media/ffmpeg.ts';
+import type { VideoFrame } from '../../media/frame.ts';
+import { quantile } from '../../util/timing.ts';
+import { silentLogger } from '../../util/log.ts';
+import { FieldRasterizer, identityField } from '../../engine/warp/field.ts';
+import { buildWarpMesh, meshTargets } from '../../engine/warp/warp-mesh.ts';
+import { MotionTransfer } from '../../engine/warp/motion-transfer.ts';
+import { createResampler, RESAMPLER_KINDS } from '../../engine/warp/resample.ts';
+import { WarpEngine, type WarpSession } from '../../engine/warp/warp-engine.ts';
+import type { BenchContext } from '../run-suites.ts';
 
-const SOURCE = new URL('../../../shared/media/xportrait-source.png', import.meta.url).pathname;
-const DRIVING = new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;
+const SOURCE = new URL('../../../../shared/media/xportrait-source.png', import.meta.url).pathname;
+const DRIVING = new URL('../../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;
 const SIZE = 512;
 
 function summary(ms: number[]): { mean: number; p50: number; p95: number; max: number; n: number } {
@@ -37,7 +37,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const passes = passesArg >= 0 ? Math.max(1, Number(ctx.args[passesArg + 1]) || 3) : 3;
   // --warp-device: the execution provider of the `ort` resampler (the `ts` one is TypeScript on the CPU).
   const deviceArg = ctx.args.indexOf('--warp-device');
-  const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../src/engine/xportrait/providers.ts').Device;
+  const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../engine/xportrait/providers.ts').Device;
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
 

@@ -18,15 +18,15 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { encodeI420 } from '../../src/media/frame-id.ts';
-import { readVideoFrames } from '../../src/media/ffmpeg.ts';
-import { RtpRelay, type RelayViewer } from '../../src/rtc/relay.ts';
-import { RTCPeerConnection, RTCVideoSource } from '../../src/rtc/wrtc.ts';
-import { silentLogger } from '../../src/util/log.ts';
+import { encodeI420 } from '../../media/frame-id.ts';
+import { readVideoFrames } from '../../media/ffmpeg.ts';
+import { RtpRelay, type RelayViewer } from '../../rtc/relay.ts';
+import { RTCPeerConnection, RTCVideoSource } from '../../rtc/wrtc.ts';
+import { silentLogger } from '../../util/log.ts';
 
 const SIZE = 512;
 const FPS = 30;
-const DRIVING_VIDEO = fileURLToPath(new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url));
+const DRIVING_VIDEO = fileURLToPath(new URL('../../../../shared/media/xportrait-driving.mp4', import.meta.url));
 
 interface ViewerCounts {
   packets: number;
@@ -117,7 +117,7 @@ async function viewersMain(): Promise<void> {
 
 /** The naive viewers (libwebrtc peers that decode), for --naive. */
 async function naiveViewersMain(): Promise<void> {
-  const { RTCPeerConnection: PC, RTCVideoSink } = await import('../../src/rtc/wrtc.ts');
+  const { RTCPeerConnection: PC, RTCVideoSink } = await import('../../rtc/wrtc.ts');
   let pcs: RTCPeerConnection[] = [];
   let counts: ViewerCounts[] = [];
   process.on('message', async (m: ToChild) => {

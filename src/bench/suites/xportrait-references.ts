@@ -13,7 +13,7 @@
  * `npm run bench -- xportrait-references [--xp-pack DIR] [--xp-frames N]`. Without --xp-pack the tiny pack is built
  * from ../shared/conformance/xp-tiny-64 (random weights, 32 channels: the ratios, not the absolute times, carry over).
  */
-import type { BenchContext } from '../index.ts';
+import type { BenchContext } from '../run-suites.ts';
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -28,10 +28,10 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const os = await import('node:os');
   const ort = await import('onnxruntime-node');
   const sharp = (await import('sharp')).default;
-  const { loadXPortraitConfig, defaultConfigPath, attentionHeads } = await import('../../src/model/config.ts');
-  const { unetLayout, bankShapes } = await import('../../src/model/graphs/layout.ts');
-  const { buildPack, PackRuntime } = await import('../../src/model/pack/index.ts');
-  const { writeSafetensors, float32ToBytes, openCheckpoint } = await import('../../src/model/checkpoint/index.ts');
+  const { loadXPortraitConfig, defaultConfigPath, attentionHeads } = await import('../../model/config.ts');
+  const { unetLayout, bankShapes } = await import('../../model/graphs/layout.ts');
+  const { buildPack, PackRuntime } = await import('../../model/pack/index.ts');
+  const { writeSafetensors, float32ToBytes, openCheckpoint } = await import('../../model/checkpoint/index.ts');
   const shared = join(process.cwd(), '..', 'shared');
 
   // Full size, computed.
@@ -126,10 +126,10 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     for (const row of unetCond) row.vsOneReference = +(row.minMs / unetCond.find((r) => r.latent === row.latent && r.references === 1)!.minMs).toFixed(3);
 
     // The live engine with 1, 2, 3 references on the real driving video.
-    const { loadXPortraitEngine } = await import('../../src/engine/xportrait/engine.ts');
-    const { createFaceTracker, createPortraitAnalyzer } = await import('../../src/face/node/index.ts');
-    const { readVideoFrames } = await import('../../src/media/ffmpeg.ts');
-    const { silentLogger } = await import('../../src/util/log.ts');
+    const { loadXPortraitEngine } = await import('../../engine/xportrait/engine.ts');
+    const { createFaceTracker, createPortraitAnalyzer } = await import('../../face/node/index.ts');
+    const { readVideoFrames } = await import('../../media/ffmpeg.ts');
+    const { silentLogger } = await import('../../util/log.ts');
     const N = Number(argValue(ctx.args, '--xp-frames') ?? 24);
     const src = join(shared, 'media/xportrait-source.png');
     const load = async (s: import('sharp').Sharp) => {
@@ -148,7 +148,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
     await analyzer.close();
     const tracker = await createFaceTracker();
-    const driving: Array<{ frame: import('../../src/media/frame.ts').VideoFrame; face: import('../../src/face/types.ts').FaceObservation }> = [];
+    const driving: Array<{ frame: import('../../media/frame.ts').VideoFrame; face: import('../../face/types.ts').FaceObservation }> = [];
     for await (const rgb of readVideoFrames(join(shared, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
       const frame = { id: driving.length, width: 256, height: 256, format: 'rgb' as const, data: rgb, times: {} };
       driving.push({ frame, face: await tracker.track(frame) });

@@ -27,20 +27,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { float32ToBytes, writeSafetensors, writeTorchZip } from '../../src/model/checkpoint/index.ts';
-import { defaultConfigPath } from '../../src/model/config.ts';
+import { float32ToBytes, writeSafetensors, writeTorchZip } from '../../model/checkpoint/index.ts';
+import { defaultConfigPath } from '../../model/config.ts';
 import { syntheticTensors } from '../synthetic-checkpoint.ts';
-import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackManifest } from '../../src/model/pack/index.ts';
-import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
-import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
-import { LivePipeline } from '../../src/engine/xportrait/live.ts';
-import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
-import type { F32 } from '../../src/engine/xportrait/networks.ts';
-import { CONTEXT_FILE, openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
-import { DEVICES, type Device, type MemArenaChoice } from '../../src/engine/xportrait/providers.ts';
-import { probeWebGpuAdapter } from '../../src/engine/xportrait/webgpu-adapter.ts';
-import { FastGaussian, SeededGaussian } from '../../src/engine/xportrait/rng.ts';
-import { quantile } from '../../src/util/timing.ts';
+import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackManifest } from '../../model/pack/index.ts';
+import { CountingCache, bytesOf } from '../../engine/xportrait/caches.ts';
+import { lcmTimesteps } from '../../engine/xportrait/lcm.ts';
+import { LivePipeline } from '../../engine/xportrait/live.ts';
+import { LiveNetworkDenoiser } from '../../engine/xportrait/live-runner.ts';
+import type { F32 } from '../../engine/xportrait/networks.ts';
+import { CONTEXT_FILE, openPack, type LoadedPack } from '../../engine/xportrait/pack-networks.ts';
+import { DEVICES, type Device, type MemArenaChoice } from '../../engine/xportrait/providers.ts';
+import { probeWebGpuAdapter } from '../../engine/xportrait/webgpu-adapter.ts';
+import { FastGaussian, SeededGaussian } from '../../engine/xportrait/rng.ts';
+import { quantile } from '../../util/timing.ts';
 
 interface Ctx {
   args: string[];
