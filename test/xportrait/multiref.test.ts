@@ -30,6 +30,7 @@ import { DEFAULT_THRESHOLDS } from '../../src/eval/evaluate.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { animate } from '../../src/cli/animate.ts';
 import { SHARED, XP_TINY, f32, manifest, readCase, relL2 } from './fixtures.ts';
 import { buildTinyPack, type TinyPack } from './pack-fixture.ts';
 
@@ -232,6 +233,20 @@ describe('reference photo checks', () => {
     } finally {
       await Promise.allSettled([analyzer.close(), embedder.close()]);
     }
+  }, 300_000);
+
+  it('animate with the warp engine: the extra photo is checked, then reported unused; a photo with no face names its file', async () => {
+    const b = join(dir, 'second-warp.png');
+    await sharp(second.data, { raw: { width: second.width, height: second.height, channels: 3 } }).png().toFile(b);
+    const common = { portrait: PORTRAIT, driving: join(SHARED, 'media/xportrait-driving.mp4'), engine: 'warp', size: 128, compare: false, engineOptions: {}, maxFrames: 8, logger: silentLogger() };
+    const report = await animate({ ...common, morePortraits: [b], output: join(dir, 'warp.mp4') });
+    expect(report.framesOut).toBe(8);
+    expect(report.references).toMatchObject({ given: 2, used: 1 });
+    expect(report.references.distances[1]).toBeLessThan(SAME_PERSON_DISTANCE / 2);
+    expect(report.references.warnings).toEqual([expect.stringMatching(/^the warp engine uses only the main portrait: 1 extra photo\(s\) ignored/)]);
+    const noFace = join(dir, 'no-face.png');
+    await sharp(PORTRAIT).extract({ left: 0, top: 0, width: 128, height: 128 }).resize(512, 512).png().toFile(noFace);
+    await expect(animate({ ...common, morePortraits: [noFace], output: join(dir, 'warp2.mp4') })).rejects.toThrow(/no-face\.png: reference photo 2: no face found/);
   }, 300_000);
 
   it('animate --portrait a --portrait b: both photos reach the engine; a third of another person is warned about', async () => {
