@@ -18,5 +18,5 @@ export function engineOptionsFor(engine: string, explicit: Record<string, unknow
 
 /** `-O` keys per engine, for --help. */
 export function engineOptionHelp(): string {
-  return `warp: ${Object.keys(WARP_OPTION_HELP).join(', ')}; xportrait: sampler, steps, guidance, policy, window, seed, device, threads...`;
+  return `warp: ${Object.keys(WARP_OPTION_HELP).join(', ')}; xportrait: sampler, steps, guidance, policy, window, seed, device, threads, maxReferences...`;
 }
