@@ -11,7 +11,6 @@
  * cross-origin-isolated page (COOP/COEP, needed for WASM threads) may load them.
  */
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
