@@ -20,6 +20,7 @@ const buildSchema = z.object({
   target: z.enum(DEVICES, { message: `--target must be one of ${DEVICES.join(', ')}` }).default('cpu'),
   attention: z.enum(['matmul', 'mha'], { message: '--attention must be matmul or mha' }).optional(),
   groupNorm: z.enum(['decomposed', 'instance', 'onnx'], { message: '--group-norm must be decomposed, instance or onnx' }).optional(),
+  maxTensorBytes: z.coerce.number().int().positive({ message: '--max-tensor-bytes must be a positive integer' }).optional(),
   motionWindow: z
     .string()
     .default('batch')
@@ -76,6 +77,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--target <device>', `the execution provider the pack is for (${DEVICES.join(', ')}): picks the attention and GroupNorm forms placed on it and accurate on it (webgpu: MatMul attention, ReduceMean GroupNorm); pack info shows the choice`).env('XPORTRAIT_PACK_TARGET').default('cpu'))
     .addOption(new Option('--attention <impl>', "attention ops, overriding --target's: mha (com.microsoft.MultiHeadAttention; the cpu float32 choice) or matmul (plain MatMul/Softmax with a float32 softmax; the --fp16 and webgpu choice)").env('XPORTRAIT_PACK_ATTENTION'))
     .addOption(new Option('--group-norm <impl>', "GroupNorm ops, overriding --target's: decomposed (two-pass ReduceMean, accurate, every target's choice), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21: runs on the CPU under webgpu)").env('XPORTRAIT_PACK_GROUP_NORM'))
+    .addOption(new Option('--max-tensor-bytes <n>', 'the largest tensor any graph may hold at the live batch sizes, checked by pack verify (default: --target webgpu 2147483644, the 2 GiB − 4 B storage-buffer binding of common desktop adapters; other targets none)'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
     .addOption(new Option('--debug-outputs', 'add the conformance debug intermediates to the UNet graphs'))
@@ -119,6 +121,7 @@ export function addPackCommand(program: Command): void {
           target: o.target,
           attention: o.attention,
           groupNorm: o.groupNorm,
+          maxTensorBytes: o.maxTensorBytes,
           window: o.motionWindow,
           graphs: o.graphs,
           debugOutputs: o.debugOutputs,
@@ -192,6 +195,18 @@ export function addPackCommand(program: Command): void {
         for (const c of checks) if (!c.ok) say(`FAIL    ${c.file}: ${c.message}`);
         failed += checks.filter((c) => !c.ok).length;
         say(`${checks.every((c) => c.ok) ? 'ok     ' : 'FAIL   '} sha256 of ${checks.length} files`);
+      }
+      {
+        // Static buffer check: the largest tensor of every graph at the live batch sizes, against the pack's bound.
+        const { checkTensorBound, formatTensorBound } = await import('../model/analysis/tensor-bound.ts');
+        try {
+          const bound = await checkTensorBound(dir, manifest);
+          for (const l of formatTensorBound(bound)) say(l);
+          failed += bound.over.length;
+        } catch (err) {
+          say(`FAIL    static buffer check: ${(err as Error).message.split('\n')[0]}`);
+          failed++;
+        }
       }
       checkDevice(o.device);
       const mismatch = targetMismatch(manifest.options, o.device);

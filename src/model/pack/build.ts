@@ -24,6 +24,7 @@ import type { WindowMode } from '../graphs/motion.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
 import { assertKeysMatch } from '../keys.ts';
 import { formsFor, type PackTarget } from './targets.ts';
+import { tensorLimitsFor } from '../analysis/tensor-bound.ts';
 import { mergeLoraLazily } from '../lora.ts';
 import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
@@ -64,6 +65,8 @@ export interface PackBuildOptions {
   onProgress?: (e: BuildProgress) => void;
   /** Aborts the build (e.g. on Ctrl-C): the temporary directory is removed and the promise rejects. */
   signal?: AbortSignal;
+  /** Bound on any tensor of the pack's graphs at the live batch sizes (default: the target's; webgpu 2 GiB − 4 B). */
+  maxTensorBytes?: number | null;
 }
 
 export type BuildProgress =
@@ -278,6 +281,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
       },
       config: { file: 'config.yaml', sha256: files['config.yaml'].sha256, values: configValues(cfg) },
       options: { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, target, opset: DEFAULT_OPSET, debugOutputs: !!opts.debugOutputs },
+      limits: tensorLimitsFor(target, o.maxTensorBytes),
       layout: packLayout(cfg),
       motion: cfg.unet.motionModule
         ? {

@@ -66,6 +66,11 @@ export const packSchema = z.object({
     opset: z.number(),
     debugOutputs: z.boolean(),
   }),
+  /**
+   * The largest tensor any graph may hold at the live batch sizes (`pack verify` checks it statically: one WebGPU
+   * binding per tensor; src/model/analysis/tensor-bound.ts). Absent in older packs; null: no bound.
+   */
+  limits: z.object({ maxTensorBytes: z.number().nullable(), basis: z.string() }).optional(),
   /** Sizes the engine needs (all derived from the config). */
   layout: z.object({
     latentChannels: z.number(),

@@ -1,0 +1,195 @@
+/**
+ * What one steady-state live tick asks of the networks, computed from the planner (live.ts) and the graphs' declared
+ * inputs/outputs — the same decisions the runner (live-runner.ts) makes, without running anything:
+ *
+ * - every tick: both hint encoders on the entering frame (batch 1);
+ * - `window`: both ControlNet bodies on the in-flight frames plus the context frame that became clean last tick
+ *   (its residuals are cached from then on), `unet_cond` on the whole window with a per-item bank batch
+ *   [B, L, C] when the items' timesteps differ (else [1, L, C]), `unet_uncond` too when guidance ≠ 1;
+ * - `kvcache`: both ControlNet bodies and `unet_cond_kv` (and `unet_uncond_kv` when guidance ≠ 1) on the in-flight
+ *   frames, fed the cached keys/values [B, Lkv, tokens, C] of every temporal-attention site, fetching the new ones;
+ * - the VAE decoder on the frame that comes out (batch 1).
+ *
+ * `hostTraffic` turns the calls into bytes host→device and device→host: on today's path every feed is uploaded from
+ * host memory and every fetch downloaded (the CPU provider, and CUDA/TensorRT/WebGPU as the runner feeds them now).
+ */
+import { lcmTimesteps } from './lcm.ts';
+import { LivePlanner, type LivePolicy, type TickPlan } from './live.ts';
+
+export interface IoSpec {
+  name: string;
+  type: string;
+  shape: Array<number | string>;
+}
+export interface GraphIo {
+  inputs: IoSpec[];
+  outputs: IoSpec[];
+}
+export interface LayoutDims {
+  vaeDownscale: number;
+  banks: Array<{ index: number; ds: number }>;
+}
+
+export interface TickCostOptions {
+  policy: LivePolicy;
+  steps: number;
+  /** Engine defaults: window 16, sinkFrames 2, guidance 1, contextTimestep 0. */
+  window?: number;
+  sinkFrames?: number;
+  guidance?: number;
+  contextTimestep?: number;
+  latentH: number;
+  latentW?: number;
+  layout: LayoutDims;
+  /** Declared I/O of the pack's graphs (pack.json `graphs`, or a structure build's). */
+  graphs: Record<string, GraphIo>;
+  /** Extra reference photos (their banks join the main one along the token axis). */
+  extraRefs?: number;
+  /** Leave out the calls of graphs the pack lacks (a partial pack's static check) instead of failing. */
+  skipMissing?: boolean;
+}
+
+export interface TensorUse {
+  name: string;
+  type: string;
+  shape: number[];
+  bytes: number;
+}
+
+export interface TickCall {
+  graph: string;
+  batch: number;
+  /** Concrete sizes of the symbolic dims this call binds (B, Bb, Lkv). */
+  dims: { batch: number; bankBatch: number; kvLength: number };
+  feeds: TensorUse[];
+  fetches: TensorUse[];
+}
+
+export interface TickCalls {
+  plan: TickPlan;
+  calls: TickCall[];
+  /** Frames out per tick in steady state (1). */
+  framesOut: number;
+}
+
+const TYPE_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1, float64: 8 };
+
+/** Concrete dims for a graph's symbolic I/O shapes (as pack.json names them: src/model/pack/format.ts). */
+export function dimResolver(layout: LayoutDims, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; kvLength?: number; bankRefs?: number }): (d: number | string) => number {
+  const lh = o.latentH;
+  const lw = o.latentW ?? lh;
+  const refs = o.bankRefs ?? 1;
+  return (d) => {
+    if (typeof d === 'number') return d;
+    if (d === 'B') return o.batch;
+    if (d === 'Bb') return o.bankBatch ?? 1;
+    if (d === 'Bc') return 1;
+    if (d === 'h') return lh;
+    if (d === 'w') return lw;
+    if (d === 'H') return lh * layout.vaeDownscale;
+    if (d === 'W') return lw * layout.vaeDownscale;
+    let m = /^([hw])(\d+)$/.exec(d);
+    if (m) return Math.ceil((m[1] === 'h' ? lh : lw) / Number(m[2]));
+    m = /^hw(\d+)$/.exec(d);
+    if (m) return Math.ceil(lh / Number(m[1])) * Math.ceil(lw / Number(m[1]));
+    if (d === 'Lkv') return o.kvLength ?? 1;
+    m = /^L(\d+)$/.exec(d);
+    if (m) {
+      const b = layout.banks[Number(m[1])];
+      if (!b) throw new Error(`no bank ${m[1]} in the layout`);
+      return refs * Math.ceil(lh / b.ds) * Math.ceil(lw / b.ds);
+    }
+    throw new Error(`unknown symbolic dim '${d}'`);
+  };
+}
+
+function uses(specs: IoSpec[], dim: (d: number | string) => number): TensorUse[] {
+  return specs.map((s) => {
+    const shape = s.shape.map(dim);
+    return { name: s.name, type: s.type, shape, bytes: shape.reduce((a, b) => a * b, 1) * (TYPE_BYTES[s.type] ?? 4) };
+  });
+}
+
+/** The calls of one steady-state tick (after the window and caches have filled). */
+export function liveTickCalls(o: TickCostOptions): TickCalls {
+  const K = o.steps;
+  const window = o.window ?? 16;
+  const planner = new LivePlanner({ timesteps: lcmTimesteps(K), policy: o.policy, window, sinkFrames: o.sinkFrames ?? 2, contextTimestep: o.contextTimestep ?? 0 });
+  // Simulate the runner's context-residual cache while the pipeline fills, then take one steady tick.
+  const cachedCtx = new Set<number>();
+  let plan = planner.next();
+  let newCtx = 0;
+  for (let i = 0; i < 3 * window + 2 * K + 4; i++) {
+    plan = planner.next();
+    const ctx = plan.items.filter((it) => it.kind === 'context');
+    newCtx = ctx.filter((it) => !cachedCtx.has(it.seq)).length;
+    for (const it of ctx) cachedCtx.add(it.seq);
+    for (const s of plan.retire) cachedCtx.delete(s);
+  }
+  const items = plan.items;
+  const B = items.length;
+  const denoise = items.filter((it) => it.kind === 'denoise').length;
+  const sameT = items.every((it) => it.t === items[0].t);
+  const bankBatch = sameT ? 1 : B;
+  const kvLength = Math.max(1, ...items.map((it) => it.attend?.length ?? 0));
+  const calls: TickCall[] = [];
+  const call = (graph: string, batch: number, extra: { bankBatch?: number; kvLength?: number } = {}) => {
+    const io = o.graphs[graph];
+    if (!io && o.skipMissing) return;
+    if (!io) throw new Error(`the pack has no graph '${graph}', which the live ${o.policy} policy runs every tick`);
+    const d = { batch, bankBatch: extra.bankBatch ?? 1, kvLength: extra.kvLength ?? 1 };
+    const dim = dimResolver(o.layout, { ...d, latentH: o.latentH, latentW: o.latentW, bankRefs: 1 + (o.extraRefs ?? 0) });
+    calls.push({ graph, batch, dims: d, feeds: uses(io.inputs, dim), fetches: uses(io.outputs, dim) });
+  };
+  if (plan.enter !== null) {
+    call('cn_hint_pose', 1);
+    call('cn_hint_local', 1);
+  }
+  const cn = o.policy === 'window' ? newCtx + denoise : denoise;
+  call('cn_body_pose', cn);
+  call('cn_body_local', cn);
+  const guided = (o.guidance ?? 1) !== 1;
+  if (o.policy === 'window') {
+    call('unet_cond', B, { bankBatch });
+    if (guided) call('unet_uncond', B);
+  } else {
+    call('unet_cond_kv', B, { bankBatch, kvLength });
+    if (guided) call('unet_uncond_kv', B, { kvLength });
+  }
+  if (plan.emit !== null) call('vae_decoder', 1);
+  return { plan, calls, framesOut: plan.emit !== null ? 1 : 0 };
+}
+
+export interface HostTraffic {
+  /** Bytes uploaded (host → device) and downloaded (device → host) per tick, and transfers (tensors) each way. */
+  hostToDevice: number;
+  deviceToHost: number;
+  uploads: number;
+  downloads: number;
+  /** Per output frame (steady state: one frame per tick). */
+  hostToDevicePerFrame: number;
+  deviceToHostPerFrame: number;
+  perGraph: Record<string, { hostToDevice: number; deviceToHost: number }>;
+}
+
+/** Today's path: every feed crosses host → device, every fetch device → host (all providers). */
+export function hostTraffic(t: TickCalls): HostTraffic {
+  const perGraph: HostTraffic['perGraph'] = {};
+  let up = 0;
+  let down = 0;
+  let uploads = 0;
+  let downloads = 0;
+  for (const c of t.calls) {
+    const u = c.feeds.reduce((s, f) => s + f.bytes, 0);
+    const d = c.fetches.reduce((s, f) => s + f.bytes, 0);
+    const g = (perGraph[c.graph] ??= { hostToDevice: 0, deviceToHost: 0 });
+    g.hostToDevice += u;
+    g.deviceToHost += d;
+    up += u;
+    down += d;
+    uploads += c.feeds.length;
+    downloads += c.fetches.length;
+  }
+  const frames = Math.max(1, t.framesOut);
+  return { hostToDevice: up, deviceToHost: down, uploads, downloads, hostToDevicePerFrame: up / frames, deviceToHostPerFrame: down / frames, perGraph };
+}

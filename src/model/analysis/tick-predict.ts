@@ -1,0 +1,234 @@
+/**
+ * What a live tick costs, predicted from the graphs: for a policy and a step count, the calls of one steady-state
+ * tick (src/engine/xportrait/tick-cost.ts: the runner's batch sizes), each graph's FLOPs, bytes touched and largest
+ * tensor at those shapes (shapes.ts, cost.ts), the host traffic of today's path, and a roofline time per GPU
+ * (roofline.ts). The graphs come either from a built pack (its .onnx files) or from a config, built structure-only
+ * (structure.ts) — the latter is how the full-size figures at 512² are computed without a 6 GB pack.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import onnxProto from 'onnx-proto';
+import type { onnx } from 'onnx-proto';
+import { hostTraffic, liveTickCalls, dimResolver, type GraphIo, type HostTraffic, type IoSpec, type LayoutDims, type TickCall } from '../../engine/xportrait/tick-cost.ts';
+import type { LivePolicy } from '../../engine/xportrait/live.ts';
+import type { XPortraitConfig } from '../config.ts';
+import type { BuildOptions } from '../graphs/index.ts';
+import { elemTypeFromCode } from '../onnx/types.ts';
+import { graphCost, type GraphCost, type LargestTensor } from './cost.ts';
+import { DEFAULT_EFFICIENCY, GPUS, graphTime, transferMs, type Efficiency, type GpuSpec } from './roofline.ts';
+import { inferShapes } from './shapes.ts';
+import { CATALOGUE, structureModel } from './structure.ts';
+
+const { onnx: pb } = onnxProto;
+
+/**
+ * Decodes a ModelProto the way the spec says parsers must: repeated occurrences of the `graph` field MERGE (the pack
+ * writer streams each inline initializer as its own `graph { initializer }` record; protobufjs keeps only the last).
+ */
+export function decodeModel(bytes: Uint8Array): onnx.IModelProto {
+  const model = pb.ModelProto.decode(bytes);
+  const initializers: onnx.ITensorProto[] = [];
+  let records = 0;
+  let pos = 0;
+  const varint = (): number => {
+    let v = 0;
+    let mul = 1;
+    for (;;) {
+      const b = bytes[pos++];
+      v += (b & 0x7f) * mul;
+      if (b < 0x80) return v;
+      mul *= 128;
+    }
+  };
+  while (pos < bytes.byteLength) {
+    const tag = varint();
+    const wire = tag % 8;
+    if (wire === 0) varint();
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else if (wire === 2) {
+      const len = varint();
+      if (Math.floor(tag / 8) === 7) {
+        initializers.push(...(pb.GraphProto.decode(bytes.subarray(pos, pos + len)).initializer ?? []));
+        records++;
+      }
+      pos += len;
+    } else throw new Error(`ModelProto: unexpected wire type ${wire}`);
+  }
+  if (records > 1 && model.graph) model.graph.initializer = initializers;
+  return model;
+}
+
+/** A source of graphs: their ModelProtos (weights optional: only initializer metadata is read). */
+export interface GraphSource {
+  names(): string[];
+  model(graph: string): Promise<onnx.IModelProto>;
+  io(graph: string): Promise<GraphIo>;
+}
+
+export function ioOf(model: onnx.IModelProto): GraphIo {
+  const spec = (v: onnx.IValueInfoProto): IoSpec => ({
+    name: v.name!,
+    type: elemTypeFromCode(v.type?.tensorType?.elemType ?? 1),
+    shape: (v.type?.tensorType?.shape?.dim ?? []).map((d) => (d.dimParam ? d.dimParam : Number(d.dimValue ?? 0))),
+  });
+  const inits = new Set((model.graph?.initializer ?? []).map((t) => t.name));
+  return { inputs: (model.graph?.input ?? []).filter((v) => !inits.has(v.name)).map(spec), outputs: (model.graph?.output ?? []).map(spec) };
+}
+
+/** Graphs built structure-only from a config (cached per graph). */
+export function configGraphs(cfg: XPortraitConfig, opts: BuildOptions): GraphSource {
+  const cache = new Map<string, Promise<onnx.IModelProto>>();
+  const model = (g: string) => {
+    let m = cache.get(g);
+    if (!m) cache.set(g, (m = structureModel(cfg, g, opts)));
+    return m;
+  };
+  return { names: () => CATALOGUE.map((d) => d.name), model, io: async (g) => ioOf(await model(g)) };
+}
+
+/** A built pack's graphs, decoded from their .onnx files (one at a time: callers may drop them). */
+export function packGraphs(dir: string, files: Record<string, { file: string }>): GraphSource {
+  const model = async (g: string) => {
+    const entry = files[g];
+    if (!entry) throw new Error(`${dir}: the pack has no graph '${g}'`);
+    return decodeModel(await readFile(join(dir, entry.file)));
+  };
+  return { names: () => Object.keys(files), model, io: async (g) => ioOf(await model(g)) };
+}
+
+export interface CallCost {
+  graph: string;
+  batch: number;
+  flops: number;
+  matrixFlops: number;
+  bytes: number;
+  largestActivation: LargestTensor;
+  largestWeight: LargestTensor | null;
+  cost: GraphCost;
+}
+
+/** Shapes and cost of one graph call at concrete dims. */
+export async function costOfCall(src: GraphSource, call: Pick<TickCall, 'graph' | 'dims'>, layout: LayoutDims, latentH: number, latentW = latentH, extraRefs = 0): Promise<CallCost> {
+  const model = await src.model(call.graph);
+  const dim = dimResolver(layout, { ...call.dims, latentH, latentW, bankRefs: 1 + extraRefs });
+  const r = inferShapes(model.graph!, (_n, declared) => declared.map(dim));
+  const cost = graphCost(r);
+  return {
+    graph: call.graph,
+    batch: call.dims.batch,
+    flops: cost.flops,
+    matrixFlops: cost.matrixFlops,
+    bytes: cost.bytesRead + cost.bytesWritten,
+    largestActivation: cost.largestActivation,
+    largestWeight: cost.largestWeight,
+    cost,
+  };
+}
+
+export interface GpuPrediction {
+  gpu: string;
+  /** Roofline GPU time of the tick's graphs. */
+  computeMs: number;
+  /** Host traffic of today's path at the GPU's link rate. */
+  hostMs: number;
+  /** computeMs + hostMs (no overlap). */
+  tickMs: number;
+  fps: number;
+  /** fps if the host traffic were gone (device-resident state). */
+  fpsResident: number;
+}
+
+export interface TickPrediction {
+  policy: LivePolicy;
+  steps: number;
+  window: number;
+  latent: [number, number];
+  calls: Array<Omit<CallCost, 'cost'>>;
+  flops: number;
+  bytes: number;
+  traffic: HostTraffic;
+  gpus: GpuPrediction[];
+}
+
+export interface PredictOptions {
+  policy: LivePolicy;
+  steps: number;
+  window?: number;
+  sinkFrames?: number;
+  guidance?: number;
+  latentH: number;
+  latentW?: number;
+  layout: LayoutDims;
+  gpus?: GpuSpec[];
+  efficiency?: Efficiency;
+}
+
+export async function predictTick(src: GraphSource, o: PredictOptions): Promise<TickPrediction> {
+  const graphs: Record<string, GraphIo> = {};
+  for (const g of src.names()) graphs[g] = await src.io(g);
+  const tick = liveTickCalls({ ...o, graphs });
+  const traffic = hostTraffic(tick);
+  const calls: CallCost[] = [];
+  for (const c of tick.calls) calls.push(await costOfCall(src, c, o.layout, o.latentH, o.latentW));
+  const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
+  const gpus = (o.gpus ?? GPUS).map((gpu) => {
+    const computeMs = calls.reduce((s, c) => s + graphTime(c.cost, gpu, eff).ms, 0);
+    const hostMs = transferMs(traffic.hostToDevice, gpu, eff) + transferMs(traffic.deviceToHost, gpu, eff);
+    const tickMs = computeMs + hostMs;
+    return { gpu: gpu.id, computeMs, hostMs, tickMs, fps: 1000 / tickMs, fpsResident: 1000 / computeMs };
+  });
+  return {
+    policy: o.policy,
+    steps: o.steps,
+    window: o.window ?? 16,
+    latent: [o.latentH, o.latentW ?? o.latentH],
+    calls: calls.map(({ cost: _c, ...rest }) => rest),
+    flops: calls.reduce((s, c) => s + c.flops, 0),
+    bytes: calls.reduce((s, c) => s + c.bytes, 0),
+    traffic,
+    gpus,
+  };
+}
+
+export interface LargestPerGraph {
+  graph: string;
+  /** The live call with the largest tensor (policy, steps, batch). */
+  at: { policy: LivePolicy | 'session'; steps: number | null; batch: number };
+  activation: LargestTensor;
+  weight: LargestTensor | null;
+  bytes: number;
+}
+
+/**
+ * The largest tensor of every graph at the live batch sizes (both policies, the given step counts; the graphs run
+ * once per session — VAE encoder, reference net — at batch 1), at the given latent size.
+ */
+export async function largestTensors(src: GraphSource, o: { layout: LayoutDims; latentH: number; latentW?: number; window?: number; sinkFrames?: number; steps?: number[]; guidance?: number }): Promise<LargestPerGraph[]> {
+  const graphs: Record<string, GraphIo> = {};
+  for (const g of src.names()) graphs[g] = await src.io(g);
+  const best = new Map<string, LargestPerGraph>();
+  const consider = async (call: Pick<TickCall, 'graph' | 'dims'>, at: LargestPerGraph['at']) => {
+    const c = await costOfCall(src, call, o.layout, o.latentH, o.latentW);
+    const bytes = Math.max(c.largestActivation.bytes, c.largestWeight?.bytes ?? 0);
+    const prev = best.get(call.graph);
+    if (!prev || bytes > prev.bytes) best.set(call.graph, { graph: call.graph, at, activation: c.largestActivation, weight: c.largestWeight, bytes });
+  };
+  const seen = new Set<string>();
+  for (const policy of ['window', 'kvcache'] as const) {
+    if (policy === 'kvcache' && !graphs.unet_cond_kv && graphs.unet_cond) continue;
+    for (const steps of o.steps ?? [1, 2, 4]) {
+      const tick = liveTickCalls({ policy, steps, window: o.window, sinkFrames: o.sinkFrames, guidance: o.guidance ?? 2, latentH: o.latentH, latentW: o.latentW, layout: o.layout, graphs, skipMissing: true });
+      for (const c of tick.calls) {
+        const key = `${c.graph}|${c.dims.batch}|${c.dims.bankBatch}|${c.dims.kvLength}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        await consider(c, { policy, steps, batch: c.batch });
+      }
+    }
+  }
+  for (const g of ['vae_encoder', 'refnet_bank']) {
+    if (graphs[g]) await consider({ graph: g, dims: { batch: 1, bankBatch: 1, kvLength: 1 } }, { policy: 'session', steps: null, batch: 1 });
+  }
+  return src.names().flatMap((g) => (best.has(g) ? [best.get(g)!] : []));
+}
