@@ -23,6 +23,7 @@ import './bench.css';
 import { analyzeWindow, joinFrames, STAGE_LABELS, STAGES, type CaptureRecord, type DisplayRecord, type RxRecord, type TxRecord, type WindowFigures } from '../../src/bench/glass.ts';
 import type { BenchDrain } from '../../src/bench/report.ts';
 import { codecCounters, type CodecCounters } from '../../src/rtc/rtc-counters.ts';
+import { openCamera } from './camera.ts';
 import { CameraStamper, everyFrame, rvfcSupported, StripReader } from './bench-ids.ts';
 import { Publisher } from './publisher.ts';
 import type { ServerMessage } from './signaling.ts';
@@ -200,7 +201,7 @@ class BenchPage {
     try {
       const [w, h] = ui.size.value.split('x').map(Number);
       const fps = Number(params.get('fps') ?? 30) || 30;
-      this.camera = await openCamera(w, h, fps, params.has('size'));
+      this.camera = await openCamera({ width: { ideal: w }, height: { ideal: h }, frameRate: { ideal: fps } }, params.has('size') ? { width: w, height: h } : undefined);
       ui.local.srcObject = this.camera;
       await ui.local.play().catch(() => {});
       const track = await this.#sendTrack(w, h);
@@ -536,22 +537,6 @@ class BenchPage {
     ui.engine.disabled = running;
     ui.size.disabled = running;
     ui.idMode.disabled = running;
-  }
-}
-
-async function openCamera(width: number, height: number, fps: number, exact: boolean): Promise<MediaStream> {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new Error('The camera needs a secure page: open this site over https or on http://localhost.');
-  }
-  const size = exact ? { width: { exact: width }, height: { exact: height } } : { width: { ideal: width }, height: { ideal: height } };
-  try {
-    return await navigator.mediaDevices.getUserMedia({ video: { ...size, frameRate: { ideal: fps } }, audio: false });
-  } catch (err) {
-    const name = (err as DOMException).name;
-    if (name === 'NotAllowedError' || name === 'SecurityError') throw new Error('Camera access was denied. Allow the camera for this site, then press Start again.');
-    if (name === 'NotFoundError') throw new Error('No camera was found.');
-    if (name === 'OverconstrainedError') throw new Error(`The camera cannot deliver ${width}x${height}.`);
-    throw new Error(`The camera could not be opened: ${(err as Error).message}`);
   }
 }
 

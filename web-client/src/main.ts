@@ -6,6 +6,7 @@
  * URL options: ?probe=1 keeps picture thumbnails for the end-to-end test (window.xp exposes the probe); face
  * tracking options: see tracking/page-tracking.ts.
  */
+import { openCamera } from './camera.ts';
 import { FrameProbe, percentile } from './frame-probe.ts';
 import { RtcStatsReader, type RtcFigures } from './rtc-stats.ts';
 import { Publisher } from './publisher.ts';
@@ -222,7 +223,7 @@ class App {
     this.setPhase('connecting');
     tracking.prepare(); // the models load while the camera opens
     try {
-      this.camera ??= await openCamera();
+      this.camera ??= await openCamera({ width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } });
     } catch (err) {
       this.wanted = false;
       this.setPhase('error');
@@ -465,28 +466,6 @@ async function uploadPortrait(file: File): Promise<string> {
   const body = (await res.json().catch(() => ({}))) as { id?: string; error?: { message?: string } };
   if (!res.ok || !body.id) throw new Error(body.error?.message ?? `HTTP ${res.status}`);
   return body.id;
-}
-
-async function openCamera(): Promise<MediaStream> {
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    throw new Error(
-      'The camera needs a secure page: open this site over https (start the server with --tls-cert and --tls-key) or on http://localhost.',
-    );
-  }
-  try {
-    return await navigator.mediaDevices.getUserMedia({
-      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
-      audio: false,
-    });
-  } catch (err) {
-    const name = (err as DOMException).name;
-    if (name === 'NotAllowedError' || name === 'SecurityError') {
-      throw new Error('Camera access was denied. Allow the camera for this site in the browser (the camera icon in the address bar), then press Start again.');
-    }
-    if (name === 'NotFoundError' || name === 'OverconstrainedError') throw new Error('No camera was found. Connect a camera and press Start again.');
-    if (name === 'NotReadableError' || name === 'AbortError') throw new Error('The camera is in use by another application or could not be started.');
-    throw new Error(`The camera could not be opened: ${(err as Error).message}`);
-  }
 }
 
 const app = new App();
