@@ -294,10 +294,10 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     const uncond = ctx.args.includes('--xpd-uncond') ? unets.map((u) => u.replace('cond', 'uncond')) : [];
     const graphs = Object.keys(manifest.graphs).filter((g) => !g.startsWith('unet_') || unets.includes(g) || uncond.includes(g));
     res.graphsOpened = graphs;
-    // Off the CPU, the per-graph runs are profiled: where each node ran (placement.ts). Profiling of a graph ends
-    // when its placement is read: after the per-graph runs, and for the kv UNets (run only by the live kvcache runs)
-    // after those.
-    const profileDir = device !== 'cpu' && !ctx.args.includes('--xpd-skip-graphs') ? join(workDir, 'profiles') : undefined;
+    // Off the CPU, the sessions are profiled: where each node ran (placement.ts). Profiling of a graph ends when its
+    // placement is read: after the per-graph runs, and after the live runs for the kv UNets (which only those run)
+    // and for every graph with --xpd-skip-graphs.
+    const profileDir = device !== 'cpu' ? join(workDir, 'profiles') : undefined;
     const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, profileDir, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
     res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, groupNorm: pack.manifest.options.groupNorm, target: pack.manifest.options.target ?? null, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
     ctx.partial?.(res);
@@ -313,6 +313,7 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
       const collectPlacement = async (names: string[]) => {
         res.placement = placement;
         for (const g of names) {
+          if (g in placement) continue;
           try {
             const p = await pack.runtime.placement(g);
             placement[g] = { nodes: p.nodes, byProvider: p.byProvider, computeOnCpu: p.computeOpsOnCpu, scalarOnCpu: p.onCpu.scalar.map((n) => n.op), shapeOnCpu: p.onCpu.shape.length, largestTensorBytes: p.largestTensorBytes };
@@ -347,7 +348,8 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
           ctx.partial?.(res);
         }
       }
-      if (profileDir) await collectPlacement(graphs.filter((g) => g.endsWith('_kv') && policies.includes('kvcache')));
+      // Graphs placed after the live runs: the kv UNets, and every graph when the per-graph runs were skipped.
+      if (profileDir) await collectPlacement(graphs.filter((g) => !g.endsWith('_kv') || policies.includes('kvcache')));
     } finally {
       await pack.close();
     }
