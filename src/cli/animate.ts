@@ -24,7 +24,7 @@ import { readVideoFrames } from '../media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../media/frame.ts';
 import { MediaFileError, probeVideo, trackingSize, VideoWriter } from '../media/video-file.ts';
 import { createLogger } from '../util/log.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 import { engineOptionHelp, engineOptionsFor } from '../config/engine-options.ts';
 import { errorMessage } from '../util/error-message.ts';
 

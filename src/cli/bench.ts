@@ -8,7 +8,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
 import { ENGINE_NAMES } from '../engine/registry.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 import { errorMessage } from '../util/error-message.ts';
 
 const seconds = z.union([z.number(), z.string().trim().regex(/^\d+(\.\d+)?$/, 'must be a number of seconds')]).transform(Number);

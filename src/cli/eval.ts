@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 import { readPortraitFile } from './animate.ts';
 import { DEFAULT_IDENTITY_MODEL, IDENTITY_MODEL_IDS } from '../eval/identity-models.ts';
 import { errorMessage } from '../util/error-message.ts';

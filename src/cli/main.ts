@@ -5,8 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { errorMessage } from '../util/error-message.ts';
-
-export class UsageError extends Error {}
+import { UsageError } from './usage-error.ts';
 
 export function buildProgram(): Command {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,7 +34,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`xportrait-cam: ${errorMessage(err) ?? String(err)}\n`);
+    process.stderr.write(`xportrait-cam: ${errorMessage(err)}\n`);
     if (process.env.DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = 1;
   }

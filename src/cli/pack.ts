@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import type { WindowMode } from '../model/graphs/motion.ts';
 import { DEVICES } from '../engine/xportrait/providers.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 
 const buildSchema = z.object({
   checkpoint: z.string({ message: '--checkpoint is required' }).min(1),

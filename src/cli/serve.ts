@@ -9,7 +9,7 @@ import { parseServeConfig, serveDefault, type ServeConfig } from '../config/serv
 import { ENGINE_NAMES } from '../engine/registry.ts';
 import { DEFAULT_WEB_ROOT } from '../server/web-root.ts';
 import { createLogger } from '../util/log.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 import { engineOptionHelp } from '../config/engine-options.ts';
 import { errorMessage } from '../util/error-message.ts';
 

@@ -5,7 +5,7 @@
 import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { isValidRoomName, MIN_SECRET_LENGTH, parseTtl, ROLES, ROOM_NAME_RULE, signToken, type Role } from '../server/auth.ts';
-import { UsageError } from './main.ts';
+import { UsageError } from './usage-error.ts';
 import { errorMessage } from '../util/error-message.ts';
 
 const tokenOptions = z.object({
