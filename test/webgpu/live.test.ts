@@ -32,7 +32,7 @@ const BIN = new URL('../../bin/xportrait-cam.mjs', import.meta.url).pathname;
 const FRAMES = 8;
 /**
  * Bounds on |WebGPU - CPU| per output pixel value (8-bit RGB), per frame. Measured (2026-12-07, lavapipe, this file's
- * inputs, then 12 frames × 2 policies): max abs 1 level (window: 6 of 12 frames, kvcache: 9 of 12), mean abs ≤ 0.001 —
+ * inputs, two runs: 12 then 8 frames × 2 policies): max abs 1 level (on 4-9 of the frames), mean abs ≤ 0.001 —
  * a float difference of ~1e-6 that happens to straddle a rounding boundary flips one level. Bounds: 3 levels
  * (×3: the flips may stack through the 2 steps and the decoder on other inputs) and a mean of 0.01 (×10).
  */
@@ -40,7 +40,7 @@ const LIVE_MAX_ABS = 3;
 const LIVE_MEAN_ABS = 0.01;
 /**
  * animate's mp4s (x264 crf 18, lossy) on both devices, decoded: PSNR of WebGPU's frames against CPU's. Measured
- * over two runs of 8 frames: identical videos in one, 28.9-33.2 dB in the other: the engine frames differ by ≤ 1
+ * over three runs of 8 frames: identical videos in one, 28.6-33.6 dB in the others: the engine frames differ by ≤ 1
  * level (above) when they differ at all, but the tiny random-weight model makes
  * noise-like frames (mean change of ~76 levels frame to frame) whose encoding is itself this lossy, and a 1-level
  * change moves x264's decisions; the encoder, not the device, sets this figure. 25 dB = the worst −4 dB. The test
