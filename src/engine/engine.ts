@@ -88,3 +88,10 @@ export interface Engine {
   createSession(opts: EngineSessionOptions): Promise<EngineSession>;
   close(): Promise<void>;
 }
+
+/** What an engine's loader gets (src/engine/registry.ts): a logger and the engine's options from the CLI. */
+export interface EngineLoadOptions {
+  logger: Logger;
+  /** Engine-specific options (e.g. pack dir, steps, device): `-O key=value` and the environment's defaults. */
+  options: Record<string, unknown>;
+}

@@ -2,14 +2,7 @@
  * Engine names -> loaders. Loaders are lazy so `serve --engine passthrough` never loads model code.
  * Each engine issue adds its line here.
  */
-import type { Logger } from 'pino';
-import type { Engine } from './engine.ts';
-
-export interface EngineLoadOptions {
-  logger: Logger;
-  /** Engine-specific options from the CLI (e.g. pack dir, steps, device). */
-  options: Record<string, unknown>;
-}
+import type { Engine, EngineLoadOptions } from './engine.ts';
 
 type EngineLoader = (opts: EngineLoadOptions) => Promise<Engine>;
 

@@ -11,8 +11,7 @@
  * the first confident frame (the neutral reference) the portrait is shown at rest. Controls: `resetNeutral`.
  */
 import type { Logger } from 'pino';
-import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
-import type { EngineLoadOptions } from '../registry.ts';
+import type { Engine, EngineControl, EngineInput, EngineLoadOptions, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import { byteLength, mark, type RgbImage, type VideoFrame } from '../../media/frame.ts';

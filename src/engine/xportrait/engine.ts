@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
-import type { EngineLoadOptions } from '../registry.ts';
+import type { EngineLoadOptions } from '../engine.ts';
 import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import { composeAffine, warpToRgb, type ImageLike } from '../../face/image.ts';
