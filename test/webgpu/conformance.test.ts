@@ -1,8 +1,8 @@
 /**
  * X-Portrait's graphs on onnxruntime's WebGPU provider (lavapipe in CI), against the official outputs:
  * - a tiny pack built with `--target webgpu` (MatMul attention, ReduceMean GroupNorm) reproduces on WebGPU every case
- *   of xp-tiny-64 that it reproduces on the CPU — the sampler included — within the manifest's float32 bounds;
- *   multi-reference cases are left to their own issue and listed as such;
+ *   of xp-tiny-64 that it reproduces on the CPU — the sampler and cond_branch_multiref included — within the
+ *   manifest's float32 bounds (sampler_multiref is listed below);
  * - placement, from onnxruntime's profiler: no compute node of any graph (the kvcache UNets too) runs on the CPU
  *   provider; only shape arithmetic and the [B] timestep Cast may (placement.ts says why), and the check does catch
  *   a real fallback (Round, which has no WebGPU kernel);
@@ -22,8 +22,11 @@ import { buildPack, formatPlacement, PackRuntime, readPlacement, verifyRandomRun
 import { TINY_CHECKPOINT, TINY_CONFIG, TINY_SET } from '../model/pack-fixtures.ts';
 import { describeWebGpu } from './webgpu.ts';
 
-/** Cases of xp-tiny-64 that a later issue (several reference images) covers: not run here. */
-const MULTI_REFERENCE = ['cond_branch_multiref', 'sampler_multiref'];
+/**
+ * sampler_multiref is the sampler case again with a longer bank: it passes on lavapipe (x_final rel L2 1.19e-4, bound
+ * 5e-3; docs/xportrait.md) but takes 3.5 min there under load, so CI runs only its one-call case cond_branch_multiref.
+ */
+const MULTI_REFERENCE = ['sampler_multiref'];
 
 /**
  * fp16 packs on WebGPU: the float32 bounds × this. Measured on lavapipe (2026-12-07, the whole set, one input set per
