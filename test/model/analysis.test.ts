@@ -146,13 +146,16 @@ describe('tick calls, traffic and roofline', () => {
     expect(k.calls.map((c) => `${c.graph}:${c.batch}:${c.dims.kvLength}`)).toContain('unet_cond_kv:3:5');
   });
 
-  it('roofline: a compute-bound node at peak x efficiency, a memory-bound one at bandwidth x efficiency', () => {
+  it('roofline: a compute-bound node at peak x efficiency, a memory-bound one at bandwidth x efficiency, plus a launch cost per node', () => {
     const h100 = GPUS.find((g) => g.id === 'h100-sxm')!;
     const node = (matrixFlops: number, bytes: number) => ({ index: 0, name: 'n', op: 'MatMul', flops: matrixFlops, matrixFlops, bytesRead: bytes, bytesWritten: 0, largest: 0 });
     const cost = { nodes: [node(989.4e12, 0), node(0, 3350e9)], flops: 0, matrixFlops: 0, bytesRead: 0, bytesWritten: 0, weightBytes: 0, largestActivation: { name: '', shape: [], type: 'float32', bytes: 0, producer: '' }, largestWeight: null };
     const t = graphTime(cost, h100, { compute: 0.5, memory: 0.5 });
     expect(t.computeBoundMs).toBeCloseTo(2000, 6);
     expect(t.memoryBoundMs).toBeCloseTo(2000, 6);
+    expect(t.launchMs).toBe(0);
+    // A fixed cost per executed node (kernel launch): 2 nodes x 10 µs.
+    expect(graphTime(cost, h100, { compute: 0.5, memory: 0.5, launchUs: 10 }).ms - t.ms).toBeCloseTo(0.02, 9);
   });
 
   it('pack bounds: webgpu packs default to 2 GiB − 4 B, others record none unless given', () => {

@@ -1,7 +1,8 @@
 /**
  * Roofline estimate of a graph's GPU time from its counted work (cost.ts): every node takes
  * max(matrix FLOPs / (matrix peak · e_c) + other FLOPs / (vector peak · e_c), bytes / (bandwidth · e_m)), and a
- * graph is the sum of its nodes (no overlap between nodes, no fusion beyond what the graph holds). Host traffic
+ * graph is the sum of its nodes plus a fixed launch cost per executed node (no overlap between nodes, no fusion
+ * beyond what the graph holds). Host traffic
  * crosses the bus at the stated link rate. These are PREDICTIONS from vendor peak figures, not measurements.
  */
 import type { GraphCost } from './cost.ts';
@@ -70,26 +71,32 @@ export interface Efficiency {
   compute: number;
   /** Fraction of the memory bandwidth reached (default 0.7). */
   memory: number;
+  /** Fixed cost per executed node (kernel launch and dispatch), microseconds (default 5; views and folded shape arithmetic are free). */
+  launchUs?: number;
 }
-export const DEFAULT_EFFICIENCY: Efficiency = { compute: 0.4, memory: 0.7 };
+export const DEFAULT_EFFICIENCY: Efficiency = { compute: 0.4, memory: 0.7, launchUs: 5 };
 
 export interface GraphTime {
   ms: number;
   /** Of which nodes bound by compute, and by memory. */
   computeBoundMs: number;
   memoryBoundMs: number;
+  /** Per-node fixed cost (launches). */
+  launchMs: number;
 }
 
 export function graphTime(c: GraphCost, gpu: GpuSpec, eff: Efficiency = DEFAULT_EFFICIENCY): GraphTime {
   let computeBoundMs = 0;
   let memoryBoundMs = 0;
+  let launchMs = 0;
   for (const n of c.nodes) {
+    if (n.flops > 0 || n.bytesRead + n.bytesWritten > 0) launchMs += (eff.launchUs ?? 0) / 1e3;
     const compute = (n.matrixFlops / (gpu.matrixTflops * 1e12) + (n.flops - n.matrixFlops) / (gpu.vectorTflops * 1e12)) / eff.compute;
     const memory = (n.bytesRead + n.bytesWritten) / (gpu.memoryGBs * 1e9 * eff.memory);
     if (compute >= memory) computeBoundMs += compute * 1e3;
     else memoryBoundMs += memory * 1e3;
   }
-  return { ms: computeBoundMs + memoryBoundMs, computeBoundMs, memoryBoundMs };
+  return { ms: computeBoundMs + memoryBoundMs + launchMs, computeBoundMs, memoryBoundMs, launchMs };
 }
 
 /** Milliseconds to move `bytes` over the GPU's host link (unified memory: a copy at memory bandwidth, read + write). */
