@@ -66,7 +66,10 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     launchUs: Number(arg(a, '--xpp-launch-us') ?? DEFAULT_EFFICIENCY.launchUs),
   };
 
-  const md: string[] = [];
+  const md: string[] = [
+    `**Predicted** (a roofline from the graphs, nothing measured): ${size}², compute ${eff.compute * 100} % / memory ${eff.memory * 100} % of the peaks, ${eff.launchUs} µs per node; window W ${window}, kvcache W ${kvWindow} with ${sinkFrames} sinks, guidance ${guidance}.`,
+    '',
+  ];
   const out: Record<string, unknown> = {
     label: 'PREDICTED (roofline from the graphs; not measured)',
     config: configPath,

@@ -55,7 +55,7 @@ export function formatTensorBound(r: TensorBoundReport): string[] {
   const lines = r.graphs.map((g) => {
     const t = g.weight && g.weight.bytes > g.activation.bytes ? { ...g.weight, what: 'weight' } : { ...g.activation, what: 'activation' };
     const bad = r.bound !== null && g.bytes > r.bound;
-    const at = g.at.policy === 'session' ? 'batch 1' : `${g.at.policy} ${g.at.steps} steps, batch ${g.at.batch}`;
+    const at = g.at.policy === 'session' || g.at.batch === 1 ? 'batch 1' : `${g.at.policy}, ${g.at.steps} step${g.at.steps === 1 ? '' : 's'}, batch ${g.at.batch}`;
     return `${bad ? 'FAIL   ' : 'ok     '} ${g.graph.padEnd(14)} largest tensor ${mib(g.bytes)} (${t.what} ${t.name} [${t.shape.join(', ')}] ${t.type}; ${at})`;
   });
   const head = `largest tensors at latent ${r.latent.join('x')} and the live batch sizes; bound ${r.bound === null ? 'none' : mib(r.bound)} (${r.basis})`;
