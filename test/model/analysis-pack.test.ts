@@ -2,8 +2,8 @@
  * The graph analysis against onnxruntime on a real tiny pack (built from the shared xp-tiny-64 checkpoint):
  * - every intermediate tensor of every graph, exposed as an output and run on random inputs, has the shape the
  *   static inference says (so FLOPs and sizes are counted on the right shapes);
- * - the host-traffic formula (tick-cost.ts) equals the bytes the live runner really feeds and fetches in a steady
- *   tick, both policies, graph by graph (sessions wrapped to count);
+ * - the host-traffic formula (tick-cost.ts) equals the bytes and transfers the live runner really feeds and fetches
+ *   in a steady tick, both policies, graph by graph (sessions wrapped by traffic.ts's counter);
  * - the static buffer check flags a pack built with a bound too small, and passes it with the default.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +24,7 @@ import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
 import { OnnxNetworks, type F32, type GraphSession } from '../../src/engine/xportrait/networks.ts';
 import { openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
 import { SeededGaussian } from '../../src/engine/xportrait/rng.ts';
+import { TrafficCounter } from '../../src/engine/xportrait/traffic.ts';
 import { XP_TINY } from '../xportrait/fixtures.ts';
 import { buildTinyPack, type TinyPack } from '../xportrait/pack-fixture.ts';
 
@@ -74,31 +75,14 @@ describe('static shapes vs onnxruntime (tiny pack)', () => {
   }, 600_000);
 });
 
-/** Wraps a session to count the bytes fed and fetched per graph. */
-function counting(inner: GraphSession, graph: string, tally: Map<string, { up: number; down: number }>): GraphSession {
-  return {
-    inputNames: inner.inputNames,
-    outputNames: inner.outputNames,
-    release: () => Promise.resolve(),
-    async run(feeds, fetches) {
-      const res = await inner.run(feeds, fetches);
-      const t = tally.get(graph) ?? { up: 0, down: 0 };
-      for (const v of Object.values(feeds)) t.up += (v.data as ArrayBufferView).byteLength;
-      for (const v of Object.values(res)) t.down += (v.data as ArrayBufferView).byteLength;
-      tally.set(graph, t);
-      return res;
-    },
-  };
-}
-
 describe('host traffic: formula vs the live runner (tiny pack)', () => {
   for (const policy of ['window', 'kvcache'] as LivePolicy[]) {
     it(`${policy}: the bytes of a steady tick match the formula graph by graph`, async () => {
       const steps = 2;
       const window = 5;
       const sinkFrames = 1;
-      const tally = new Map<string, { up: number; down: number }>();
-      const sessions = new Map<string, GraphSession>(Object.keys(loaded.manifest.graphs).filter((g) => loaded.networks.has(g)).map((g) => [g, counting(loaded.networks.session(g), g, tally)]));
+      const counter = new TrafficCounter();
+      const sessions = new Map<string, GraphSession>(Object.keys(loaded.manifest.graphs).filter((g) => loaded.networks.has(g)).map((g) => [g, counter.wrap(g, loaded.networks.session(g))]));
       const ctx = loaded.networks.contextTensor;
       const net = new OnnxNetworks(sessions, { data: ctx.data as Float32Array, dims: [...ctx.dims] });
       const rnd = new SeededRandom(3);
@@ -115,21 +99,20 @@ describe('host traffic: formula vs the live runner (tiny pack)', () => {
       });
       const pipe = new LivePipeline<number>({ schedule: loaded.schedule, frameSize: FS, timesteps: lcmTimesteps(steps), policy, window, sinkFrames, guidance: 1, noise: new SeededGaussian(1) });
       const hint = (): F32 => ({ data: Float32Array.from({ length: 3 * 64 * 64 }, () => rnd.uniform() * 2 - 1), dims: [1, 3, 64, 64] });
-      let last = new Map<string, { up: number; down: number }>();
+      let last = counter.tick();
       for (let k = 0; k < 3 * window + 2 * steps + 4; k++) {
-        tally.clear();
         await den.addFrame(k, { pose: hint(), local: hint() });
-        // The reference net runs once per t (cached), not per tick: leave it out of the steady tick.
         await pipe.push(k, zRef.data, den).then(async (o) => (o ? net.decode({ data: o.latent, dims: [1, 4, 8, 8] }) : null));
-        last = new Map(tally);
+        last = counter.tick();
       }
-      last.delete('refnet_bank');
+      // The reference net runs once per t (cached) while the pipeline fills, never in a steady tick.
+      expect(last.perGraph.refnet_bank).toBeUndefined();
+      expect(counter.total.uploads).toBeGreaterThan(last.uploads);
       const graphs = Object.fromEntries(Object.entries(loaded.manifest.graphs).map(([g, e]) => [g, { inputs: e.inputs, outputs: e.outputs }]));
       const formula = hostTraffic(liveTickCalls({ policy, steps, window, sinkFrames, latentH: 8, layout: loaded.manifest.layout, graphs }));
-      const measured = Object.fromEntries([...last].map(([g, t]) => [g, { hostToDevice: t.up, deviceToHost: t.down }]));
+      const measured = Object.fromEntries(Object.entries(last.perGraph).map(([g, t]) => [g, { hostToDevice: t.hostToDevice, deviceToHost: t.deviceToHost }]));
       expect(measured).toEqual(formula.perGraph);
-      const up = [...last.values()].reduce((s, t) => s + t.up, 0);
-      expect(up).toBe(formula.hostToDevice);
+      expect([last.hostToDevice, last.deviceToHost, last.uploads, last.downloads]).toEqual([formula.hostToDevice, formula.deviceToHost, formula.uploads, formula.downloads]);
       console.log(`${policy} (tiny, ${steps} steps, window ${window}): host->device ${(formula.hostToDevice / 1024).toFixed(1)} KiB/tick, device->host ${(formula.deviceToHost / 1024).toFixed(1)} KiB/tick (${formula.uploads} uploads, ${formula.downloads} downloads)`);
     }, 300_000);
   }

@@ -12,6 +12,7 @@ import { GPUS, graphTime } from '../../src/model/analysis/roofline.ts';
 import { configGraphs, largestTensors, predictTick } from '../../src/model/analysis/tick-predict.ts';
 import { tensorLimitsFor, WEBGPU_DESKTOP_BINDING_BYTES } from '../../src/model/analysis/tensor-bound.ts';
 import { hostTraffic, liveTickCalls } from '../../src/engine/xportrait/tick-cost.ts';
+import { TrafficCounter } from '../../src/engine/xportrait/traffic.ts';
 import { defaultConfigPath, loadXPortraitConfig } from '../../src/model/config.ts';
 import { packLayout } from '../../src/model/pack/build.ts';
 import { Nn } from '../../src/model/graphs/nn.ts';
@@ -156,6 +157,20 @@ describe('tick calls, traffic and roofline', () => {
     expect(t.launchMs).toBe(0);
     // A fixed cost per executed node (kernel launch): 2 nodes x 10 µs.
     expect(graphTime(cost, h100, { compute: 0.5, memory: 0.5, launchUs: 10 }).ms - t.ms).toBeCloseTo(0.02, 9);
+  });
+
+  it('the traffic counter counts host-memory feeds and outputs, not device-resident ones, per graph and per tick', async () => {
+    const c = new TrafficCounter();
+    const host = (n: number) => ({ location: 'cpu', data: new Float32Array(n) }) as never;
+    const device = { location: 'gpu-buffer', data: undefined } as never;
+    const s = c.wrap('g', { inputNames: ['a', 'b'], outputNames: ['y', 'z'], release: async () => {}, run: async () => ({ y: host(3), z: device }) });
+    await s.run({ a: host(10), b: device });
+    await s.run({ a: host(10), b: host(1) });
+    const t = c.tick();
+    expect([t.hostToDevice, t.uploads, t.deviceToHost, t.downloads]).toEqual([4 * 21, 3, 4 * 6, 2]);
+    expect(t.perGraph.g.hostToDevice).toBe(84);
+    expect(c.tick().uploads).toBe(0);
+    expect(c.total.uploads).toBe(3);
   });
 
   it('pack bounds: webgpu packs default to 2 GiB − 4 B, others record none unless given', () => {
