@@ -4,6 +4,8 @@
  *
  * - `fullSize`: computed from the shipped SD-1.5 config at 512² (latent 64²): bank values, bytes per t (float32 and
  *   float16), tokens, and the extra attention work per frame (QKᵀ and AV over the extra keys).
+ * - `predicted` (NOT measured): the live tick at 512² with 1, 2, 3 photos on the xportrait-predict GPUs (roofline
+ *   from the structure-only graphs); `--xp-predict-only` stops after it (~5 s, no pack, no network run).
  * - `unetCond`: unet_cond of a pack timed with a bank of 1, 2, 3 references at the live window batch (16 frames),
  *   at the pack's latent size and at 4x it (the graphs take any spatial size), 5 runs interleaved across the three
  *   counts after a warm-up (minimum and median); the reference net at batch 1 (run once per reference and t, cached).
@@ -60,6 +62,10 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
       note: 'each layer reads (2 + extras)·HW keys/values; its K/V projections run once per call on the batch-1 bank; the reference net runs once per (photo, t), then cached',
     },
   };
+
+  // Full size, predicted on GPUs (roofline from the graphs, src/model/analysis/): the live tick with 1, 2, 3 photos.
+  const predicted = await predictPerReference(ctx, sd);
+  if (ctx.args.includes('--xp-predict-only')) return { fullSize, predicted };
 
   let packDir = argValue(ctx.args, '--xp-pack');
   let tmp: string | undefined;
@@ -186,8 +192,36 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     }
     await engine.close();
     for (const row of live) row.tickVsOneReference = +(row.steadyTickMinMs / live[0].steadyTickMinMs).toFixed(3);
-    return { fullSize, pack: tmp ? 'tiny pack built from xp-tiny-64 (random weights)' : packDir, unetCond, live };
+    return { fullSize, predicted, pack: tmp ? 'tiny pack built from xp-tiny-64 (random weights)' : packDir, unetCond, live };
   } finally {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * PREDICTED, not measured: the live tick at 512² with 1, 2, 3 photos for the two fp16 pack forms, from the
+ * structure-only graphs of the shipped config and the roofline of `npm run bench -- xportrait-predict` (its GPUs,
+ * efficiencies and per-node launch cost). Only the bank inputs' token length changes with the photos.
+ */
+async function predictPerReference(ctx: BenchContext, cfg: import('../../model/config.ts').XPortraitConfig): Promise<Record<string, unknown>> {
+  const { packLayout } = await import('../../model/pack/build.ts');
+  const { configGraphs, predictTick } = await import('../../model/analysis/tick-predict.ts');
+  const layout = packLayout(cfg);
+  const latent = Math.ceil(cfg.imageSize / cfg.vaeDownscale);
+  const r1 = (x: number) => Math.round(x * 10) / 10;
+  const rows: Array<Record<string, unknown>> = [];
+  const md = ['| pack form | policy, steps | photos | TFLOP/tick | host→device MB/tick | H100 ms | RTX 4090 ms | L4 ms | M3 Max ms |', '|---|---|---|---|---|---|---|---|---|'];
+  for (const [form, attention] of [['fp16-mha', 'mha'], ['fp16-matmul', 'matmul']] as const) {
+    const src = configGraphs(cfg, { precision: 'float16', attention, groupNorm: 'decomposed', window: { kind: 'batch' } });
+    for (const policy of ['window', 'kvcache'] as const) {
+      for (const extraRefs of [0, 1, 2]) {
+        ctx.log(`predicted: ${form} ${policy} 4 steps, ${1 + extraRefs} photo(s)`);
+        const t = await predictTick(src, { policy, steps: 4, window: 16, sinkFrames: 2, guidance: 1, latentH: latent, layout, extraRefs });
+        const ms = Object.fromEntries(t.gpus.map((g) => [g.gpu, r1(g.tickMs)]));
+        rows.push({ form, policy, steps: 4, photos: 1 + extraRefs, tflop: +(t.flops / 1e12).toFixed(2), hostToDeviceMB: r1(t.traffic.hostToDevice / 1e6), tickMs: ms });
+        md.push(`| ${form} | ${policy}, 4 | ${1 + extraRefs} | ${(t.flops / 1e12).toFixed(2)} | ${r1(t.traffic.hostToDevice / 1e6)} | ${t.gpus.map((g) => r1(g.tickMs)).join(' | ')} |`);
+      }
+    }
+  }
+  return { label: 'PREDICTED (roofline from the graphs; not measured)', image: `${cfg.imageSize}²`, rows, markdown: md.join('\n') };
 }

@@ -162,6 +162,8 @@ export interface PredictOptions {
   layout: LayoutDims;
   gpus?: GpuSpec[];
   efficiency?: Efficiency;
+  /** Extra reference photos: their banks join the main one's along the token axis (longer bank inputs). */
+  extraRefs?: number;
 }
 
 export async function predictTick(src: GraphSource, o: PredictOptions): Promise<TickPrediction> {
@@ -170,7 +172,7 @@ export async function predictTick(src: GraphSource, o: PredictOptions): Promise<
   const tick = liveTickCalls({ ...o, graphs });
   const traffic = hostTraffic(tick);
   const calls: CallCost[] = [];
-  for (const c of tick.calls) calls.push(await costOfCall(src, c, o.layout, o.latentH, o.latentW));
+  for (const c of tick.calls) calls.push(await costOfCall(src, c, o.layout, o.latentH, o.latentW, o.extraRefs ?? 0));
   const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
   const gpus = (o.gpus ?? GPUS).map((gpu) => {
     const computeMs = calls.reduce((s, c) => s + graphTime(c.cost, gpu, eff).ms, 0);
