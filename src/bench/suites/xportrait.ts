@@ -55,12 +55,12 @@ export async function runHost(ctx: BenchContext): Promise<Record<string, unknown
       guideEps(epsWin, epsWinU, 5, guided);
       acc.add(frames, guided);
     }
-    ddim.step(acc.average(), 0, x, out, x0);
+    ddim.step(acc.average(), 0, x, undefined, { prevSample: out, denoised: x0 });
   });
   const lcm = new LcmScheduler(schedule);
   lcm.setTimesteps(4);
   ctx.log('host: LCM sequence step, N=100');
-  const lcmStepMs = timeIt(5, () => void lcm.step(x, 0, x, gauss, out, x0));
+  const lcmStepMs = timeIt(5, () => void lcm.step(x, 0, x, gauss, { prevSample: out, denoised: x0 }));
   const noiseMsPerFrame = timeIt(5, () => void gauss.fill(xw)) / W;
 
   ctx.log('host: live tick, K=4, window policy, W=16');

@@ -11,10 +11,12 @@
  * Arithmetic follows the official float32 tensors operation by operation (each product, difference and square root
  * rounded to float32), so given the same eps it reproduces the official latents bit for bit.
  */
+import type { GaussianSource } from './rng.ts';
+import type { Scheduler, SchedulerStepBuffers, SchedulerStepResult } from './scheduler.ts';
 import type { NoiseSchedule } from './schedule.ts';
 
-export interface DdimStepResult {
-  prevSample: Float32Array;
+export interface DdimStepResult extends SchedulerStepResult {
+  /** The official name of the clean estimate: the same array as `denoised`. */
   predOriginal: Float32Array;
 }
 
@@ -39,7 +41,9 @@ export function officialDdimTimesteps(ddimSteps: number, trainTimesteps: number)
   return ts;
 }
 
-export class DdimScheduler {
+export class DdimScheduler implements Scheduler {
+  /** Eta 0: deterministic, no fresh noise. */
+  readonly usesNoise = false;
   #ascending: number[] = [];
   #aT = new Float32Array(0);
   #aPrev = new Float32Array(0);
@@ -115,17 +119,13 @@ export class DdimScheduler {
   /**
    * One DDIM update (eta 0) of the whole sequence:
    *   pred_x0 = (x − sqrt(1−a_t)·eps) / sqrt(a_t);   x_prev = sqrt(a_prev)·pred_x0 + sqrt(1−a_prev)·eps
-   * `out`/`outX0` may be given to avoid allocation; `out` may alias `x`.
+   * `into` may give the buffers to avoid allocation; its `prevSample` may alias `x`. `_noise` is unused (eta 0).
    */
-  step(
-    eps: Float32Array,
-    stepIndex: number,
-    x: Float32Array,
-    out: Float32Array = new Float32Array(x.length),
-    outX0: Float32Array = new Float32Array(x.length),
-  ): DdimStepResult {
+  step(eps: Float32Array, stepIndex: number, x: Float32Array, _noise?: GaussianSource, into: SchedulerStepBuffers = {}): DdimStepResult {
     const k = this.#index(stepIndex);
     if (eps.length !== x.length) throw new Error(`DDIM: eps has ${eps.length} values, x has ${x.length}`);
+    const out = into.prevSample ?? new Float32Array(x.length);
+    const outX0 = into.denoised ?? new Float32Array(x.length);
     if (out.length !== x.length || outX0.length !== x.length) throw new Error('DDIM: output buffers must match x');
     const s1m = this.#sqrtOneMinusAT[k];
     const sa = this.#sqrtAT[k];
@@ -137,6 +137,6 @@ export class DdimScheduler {
       outX0[i] = x0;
       out[i] = f(f(sp * x0) + f(dir * e));
     }
-    return { prevSample: out, predOriginal: outX0 };
+    return { prevSample: out, denoised: outX0, predOriginal: outX0 };
   }
 }

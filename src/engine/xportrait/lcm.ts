@@ -16,6 +16,7 @@
  * The ᾱ table is X-Portrait's own (the LDM float64→float32 table), not diffusers' float32 recomputation.
  */
 import type { GaussianSource } from './rng.ts';
+import type { Scheduler, SchedulerStepBuffers, SchedulerStepResult } from './scheduler.ts';
 import type { NoiseSchedule } from './schedule.ts';
 
 export const LCM_SIGMA_DATA = 0.5;
@@ -91,12 +92,11 @@ export function lcmUpdate(schedule: NoiseSchedule, u: LcmFrameUpdate): void {
   }
 }
 
-export interface LcmStepResult {
-  prevSample: Float32Array;
-  denoised: Float32Array;
-}
+export type LcmStepResult = SchedulerStepResult;
 
-export class LcmScheduler {
+export class LcmScheduler implements Scheduler {
+  /** Every step but the last adds fresh noise. */
+  readonly usesNoise = true;
   #timesteps: number[] = [];
   #noise = new Float32Array(0);
 
@@ -139,20 +139,17 @@ export class LcmScheduler {
 
   /**
    * One LCM update of the whole sequence `x` (all frames at the same step). Draws one noise tensor of x's size
-   * from `noise` (skipped on the last step).
+   * from `noise` (skipped on the last step, where `noise` may be left out). `into` may give the buffers to avoid
+   * allocation; its `prevSample` may alias `x`.
    */
-  step(
-    eps: Float32Array,
-    stepIndex: number,
-    x: Float32Array,
-    noise: GaussianSource,
-    out: Float32Array = new Float32Array(x.length),
-    outDenoised: Float32Array = new Float32Array(x.length),
-  ): LcmStepResult {
+  step(eps: Float32Array, stepIndex: number, x: Float32Array, noise?: GaussianSource, into: SchedulerStepBuffers = {}): LcmStepResult {
     const t = this.timestepAt(stepIndex);
     const tPrev = this.nextTimestep(stepIndex);
+    const out = into.prevSample ?? new Float32Array(x.length);
+    const outDenoised = into.denoised ?? new Float32Array(x.length);
     let fresh: Float32Array | undefined;
     if (tPrev !== null) {
+      if (!noise) throw new Error(`LCM: step ${stepIndex} of ${this.#timesteps.length} needs a noise source for its fresh noise`);
       if (this.#noise.length !== x.length) this.#noise = new Float32Array(x.length);
       fresh = noise.fill(this.#noise);
     }

@@ -9,7 +9,7 @@
  *       eps_u = uncond model(x[idx], t)          (plain temporal UNet; skipped when guidance = 1)
  *       eps_all[idx] += eps_u + s·(eps_c − eps_u);  cnt[idx] += 1
  *     eps = eps_all / cnt
- *     x = scheduler.step(eps, i, x)              (DDIM eta 0, or LCM with one fresh noise draw per sequence)
+ *     x = scheduler.step(eps, i, x)              (any `Scheduler`: DDIM eta 0, or LCM with one fresh noise draw per sequence)
  *
  * The network calls sit behind `WindowDenoiser`, so this loop is tested against the `sampler` conformance case with
  * the recorded eps (bit-exact), and the ONNX runner plugs real graphs into the same code.
@@ -17,6 +17,7 @@
 import { DdimScheduler } from './ddim.ts';
 import { LcmScheduler } from './lcm.ts';
 import type { GaussianSource } from './rng.ts';
+import type { Scheduler } from './scheduler.ts';
 import { qSample, type NoiseSchedule } from './schedule.ts';
 import { EpsAccumulator, guideEps, OFFICIAL_WINDOW_LAYOUT, windowPlan, type OffsetSource, type WindowLayout } from './windows.ts';
 
@@ -63,16 +64,16 @@ export interface OfflineSamplerOptions {
   signal?: AbortSignal;
 }
 
+/** The scheduler a choice names, its timesteps set: the one place a choice becomes a `Scheduler`. */
+export function createScheduler(schedule: NoiseSchedule, choice: SchedulerChoice): Scheduler {
+  const scheduler = choice.kind === 'ddim' ? new DdimScheduler(schedule) : new LcmScheduler(schedule, choice.originalSteps);
+  scheduler.setTimesteps(choice.kind === 'ddim' ? choice.ddimSteps : choice.steps);
+  return scheduler;
+}
+
 /** Timesteps (execution order) a scheduler choice runs. */
 export function schedulerTimesteps(schedule: NoiseSchedule, choice: SchedulerChoice): number[] {
-  if (choice.kind === 'ddim') {
-    const d = new DdimScheduler(schedule);
-    d.setTimesteps(choice.ddimSteps);
-    return d.timesteps;
-  }
-  const l = new LcmScheduler(schedule, choice.originalSteps);
-  l.setTimesteps(choice.steps);
-  return l.timesteps;
+  return createScheduler(schedule, choice).timesteps;
 }
 
 /**
@@ -98,11 +99,9 @@ export async function sampleOffline(
   if (xT.length !== numFrames * frameSize) throw new Error(`sampler: x_T has ${xT.length} values, need ${numFrames}×${frameSize}`);
   if (!(opts.guidance >= 1)) throw new RangeError(`sampler: guidance must be >= 1, got ${opts.guidance}`);
   const layout = opts.layout ?? OFFICIAL_WINDOW_LAYOUT;
-  const choice = opts.scheduler;
-  const ddim = choice.kind === 'ddim' ? new DdimScheduler(opts.schedule) : undefined;
-  const lcm = choice.kind === 'lcm' ? new LcmScheduler(opts.schedule, choice.originalSteps) : undefined;
-  const numSteps = ddim ? ddim.setTimesteps((choice as { ddimSteps: number }).ddimSteps) : lcm!.setTimesteps((choice as { steps: number }).steps);
-  if (lcm && numSteps > 1 && !opts.noise) throw new Error('sampler: LCM needs a noise source for its fresh noise');
+  const scheduler = createScheduler(opts.schedule, opts.scheduler);
+  const numSteps = scheduler.numSteps;
+  if (scheduler.usesNoise && numSteps > 1 && !opts.noise) throw new Error(`sampler: ${opts.scheduler.kind.toUpperCase()} needs a noise source for its fresh noise`);
 
   const wantUncond = opts.guidance !== 1;
   let x = Float32Array.from(xT);
@@ -114,7 +113,7 @@ export async function sampleOffline(
 
   for (let i = 0; i < numSteps; i++) {
     opts.signal?.throwIfAborted();
-    const t = ddim ? ddim.timestepAt(i) : lcm!.timestepAt(i);
+    const t = scheduler.timestepAt(i);
     const offset = opts.offsets.next(numFrames, i);
     const windows = windowPlan(numFrames, offset, layout);
     acc.reset();
@@ -135,8 +134,7 @@ export async function sampleOffline(
       acc.add(frames, e);
     }
     acc.average(eps);
-    if (ddim) ddim.step(eps, i, x, next, x0);
-    else lcm!.step(eps, i, x, opts.noise as GaussianSource, next, x0);
+    scheduler.step(eps, i, x, opts.noise, { prevSample: next, denoised: x0 });
     [x, next] = [next, x];
     opts.observer?.onStep?.({ stepIndex: i, t, offset, windows, eps: eps.slice(), x: x.slice(), predOriginal: x0.slice() });
   }
