@@ -13,6 +13,7 @@
 import type { TensorInfo } from './checkpoint/types.ts';
 import { isFloatDType } from './checkpoint/dtype.ts';
 import { attentionHeads, type MotionModuleParams, type UNetParams, type VaeParams, type XPortraitConfig } from './config.ts';
+import { unetLayout } from './graphs/layout.ts';
 
 export type NetworkName = 'unet' | 'refnet' | 'pose_control' | 'local_control' | 'vae';
 
@@ -117,7 +118,10 @@ function motionModule(k: KeyList, p: string, mm: MotionModuleParams, ch: number)
   k.linear(`${t}.proj_out`, ch, inner);
 }
 
-/** Channel plan of an openaimodel UNet: what each input/output block holds, computed as UNetModel.__init__ does. */
+/**
+ * Channel plan of an openaimodel UNet in the terms of the state-dict keys: what each input/output block holds. A view
+ * of `unetLayout` (graphs/layout.ts), where the plan is derived from the config as UNetModel.__init__ builds it.
+ */
 export interface UNetPlan {
   /** Per input block (index = block number): its kind and output channels. Block 0 is the stem conv. */
   input: { kind: 'stem' | 'res' | 'down'; inCh: number; ch: number; attention: boolean; level: number }[];
@@ -126,35 +130,12 @@ export interface UNetPlan {
 }
 
 export function unetPlan(u: UNetParams): UNetPlan {
-  const input: UNetPlan['input'] = [{ kind: 'stem', inCh: u.inChannels, ch: u.modelChannels, attention: false, level: 0 }];
-  const chans = [u.modelChannels];
-  let ch = u.modelChannels;
-  let ds = 1;
-  u.channelMult.forEach((mult, level) => {
-    for (let r = 0; r < u.numResBlocks; r++) {
-      const out = mult * u.modelChannels;
-      input.push({ kind: 'res', inCh: ch, ch: out, attention: u.attentionResolutions.includes(ds), level });
-      ch = out;
-      chans.push(ch);
-    }
-    if (level !== u.channelMult.length - 1) {
-      input.push({ kind: 'down', inCh: ch, ch, attention: false, level });
-      chans.push(ch);
-      ds *= 2;
-    }
-  });
-  const middleCh = ch;
-  const output: UNetPlan['output'] = [];
-  for (let level = u.channelMult.length - 1; level >= 0; level--) {
-    for (let i = 0; i <= u.numResBlocks; i++) {
-      const skip = chans.pop() as number;
-      const out = u.modelChannels * u.channelMult[level];
-      output.push({ inCh: ch + skip, ch: out, attention: u.attentionResolutions.includes(ds), upsample: level > 0 && i === u.numResBlocks, level });
-      ch = out;
-      if (level > 0 && i === u.numResBlocks) ds /= 2;
-    }
-  }
-  return { input, middleCh, output };
+  const l = unetLayout(u);
+  return {
+    input: l.input.map((b) => ({ kind: b.kind === 'conv_in' ? 'stem' : b.kind, inCh: b.cin, ch: b.cout, attention: b.transformer !== null, level: b.level })),
+    middleCh: l.middle.channels,
+    output: l.output.map((b) => ({ inCh: b.cin + b.skipChannels, ch: b.cout, attention: b.transformer !== null, upsample: b.upsample, level: b.level })),
+  };
 }
 
 function timeEmbed(k: KeyList, u: UNetParams): void {

@@ -3,7 +3,8 @@
  * exactly as `UNetModel_Temporal.__init__` / `ControlNet.__init__` build their module lists: which input block is a
  * conv, a ResBlock (+ SpatialTransformer) or a downsampler; channel counts; where the motion modules sit; the order
  * of the SpatialTransformers (= reference-bank order) and the shapes of skips, banks and ControlNet residuals.
- * Pure: no weights, no graph. The graph builders, pack.json and the engine all read sizes from here.
+ * Pure: no weights, no graph. The graph builders, pack.json, the engine and the checkpoint key lists (`unetPlan` in
+ * ../keys.ts) all read sizes from here: the plan is derived once.
  */
 import { attentionHeads, type UNetParams } from '../config.ts';
 
@@ -24,6 +25,8 @@ export interface InputBlockSpec {
   cout: number;
   /** Downsampling factor of the block's output. */
   ds: number;
+  /** Index into `channel_mult` of the level the block belongs to (a downsampler: the level it closes). */
+  level: number;
   transformer: TransformerSpec | null;
   /** Index into `input_blocks_motion_module` (res blocks of the main UNet), else null. */
   motionIndex: number | null;
@@ -37,6 +40,8 @@ export interface OutputBlockSpec {
   cout: number;
   /** Downsampling factor at the block's input (its output is ds/2 when it upsamples). */
   ds: number;
+  /** Index into `channel_mult` of the level the block belongs to. */
+  level: number;
   transformer: TransformerSpec | null;
   upsample: boolean;
   motionIndex: number | null;
@@ -65,7 +70,7 @@ export function unetLayout(p: UNetParams, withMotion = false): UNetLayout {
     transformers.push(t);
     return t;
   };
-  const input: InputBlockSpec[] = [{ index: 0, kind: 'conv_in', cin: p.inChannels, cout: mc, ds: 1, transformer: null, motionIndex: null }];
+  const input: InputBlockSpec[] = [{ index: 0, kind: 'conv_in', cin: p.inChannels, cout: mc, ds: 1, level: 0, transformer: null, motionIndex: null }];
   const chans: number[] = [mc];
   const dss: number[] = [1];
   let ch = mc;
@@ -75,14 +80,14 @@ export function unetLayout(p: UNetParams, withMotion = false): UNetLayout {
     for (let nr = 0; nr < p.numResBlocks; nr++) {
       const cout = mult * mc;
       const transformer = p.attentionResolutions.includes(ds) ? st(cout, ds) : null;
-      input.push({ index: input.length, kind: 'res', cin: ch, cout, ds, transformer, motionIndex: withMotion ? motion++ : null });
+      input.push({ index: input.length, kind: 'res', cin: ch, cout, ds, level, transformer, motionIndex: withMotion ? motion++ : null });
       ch = cout;
       chans.push(ch);
       dss.push(ds);
     }
     if (level !== p.channelMult.length - 1) {
       ds *= 2;
-      input.push({ index: input.length, kind: 'down', cin: ch, cout: ch, ds, transformer: null, motionIndex: null });
+      input.push({ index: input.length, kind: 'down', cin: ch, cout: ch, ds, level, transformer: null, motionIndex: null });
       chans.push(ch);
       dss.push(ds);
     }
@@ -97,7 +102,7 @@ export function unetLayout(p: UNetParams, withMotion = false): UNetLayout {
       const cout = mc * mult;
       const transformer = p.attentionResolutions.includes(ds) ? st(cout, ds) : null;
       const upsample = level > 0 && i === p.numResBlocks;
-      output.push({ index: output.length, cin: ch, skipChannels: skip, cout, ds, transformer, upsample, motionIndex: withMotion ? output.length : null });
+      output.push({ index: output.length, cin: ch, skipChannels: skip, cout, ds, level, transformer, upsample, motionIndex: withMotion ? output.length : null });
       ch = cout;
       if (upsample) ds /= 2;
     }
