@@ -4,19 +4,22 @@
  *   static inference says (so FLOPs and sizes are counted on the right shapes);
  * - the host-traffic formula (tick-cost.ts) equals the bytes and transfers the live runner really feeds and fetches
  *   in a steady tick, both policies, graph by graph (sessions wrapped by traffic.ts's counter);
- * - the static buffer check flags a pack built with a bound too small, and passes it with the default.
+ * - the largest tensor per graph equals the largest one onnxruntime's profiler saw; the static buffer check flags a
+ *   pack built with a bound too small, and passes it with the default.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { inferShapes } from '../../src/model/analysis/shapes.ts';
 import { checkTensorBound, formatTensorBound } from '../../src/model/analysis/tensor-bound.ts';
-import { decodeModel, ioOf } from '../../src/model/analysis/tick-predict.ts';
+import { costOfCall, decodeModel, ioOf, packGraphs } from '../../src/model/analysis/tick-predict.ts';
 import { dimResolver, hostTraffic, liveTickCalls } from '../../src/engine/xportrait/tick-cost.ts';
 import { ELEM_TYPE_CODE } from '../../src/model/onnx/types.ts';
-import { buildPack, readPackManifest, SeededRandom } from '../../src/model/pack/index.ts';
+import { buildPack, PackRuntime, readPackManifest, SeededRandom } from '../../src/model/pack/index.ts';
 import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
 import { LivePipeline, type LivePolicy } from '../../src/engine/xportrait/live.ts';
@@ -120,6 +123,38 @@ describe('host traffic: formula vs the live runner (tiny pack)', () => {
 });
 
 describe('static buffer check (pack verify)', () => {
+  it("a graph's largest tensor equals the largest onnxruntime's profiler saw a node read or write (batch 3)", async () => {
+    const profileDir = mkdtempSync(join(os.tmpdir(), 'xp-analysis-profile-'));
+    const rt = await PackRuntime.open(pack.dir, { sessionOptions: { intraOpNumThreads: 2 }, profileDir });
+    try {
+      const m = loaded.manifest;
+      const src = packGraphs(pack.dir, m.graphs);
+      const dims = { batch: 3, bankBatch: 3, kvLength: 2 };
+      const dim = dimResolver(m.layout, { ...dims, latentH: 8 });
+      const rows: string[] = [];
+      // Four graphs (the largest tensor an activation in two, a weight in two) keep the sessions' cost down.
+      for (const name of ['vae_decoder', 'refnet_bank', 'cn_hint_pose', 'unet_cond']) {
+        const g = m.graphs[name];
+        const feeds: Record<string, ort.Tensor> = {};
+        for (const i of g.inputs) {
+          const shape = i.shape.map(dim);
+          const n = shape.reduce((a, b) => a * b, 1);
+          feeds[i.name] = i.type === 'int64' ? new ort.Tensor('int64', new BigInt64Array(n).fill(1n), shape) : new ort.Tensor('float32', new Float32Array(n).fill(0.1), shape);
+        }
+        await rt.run(name, feeds);
+        const profiled = (await rt.placement(name)).largestTensorBytes;
+        const c = await costOfCall(src, { graph: name, dims }, m.layout, 8);
+        const predicted = Math.max(c.largestActivation.bytes, c.largestWeight?.bytes ?? 0);
+        rows.push(`${name} ${profiled} ${predicted}`);
+        expect(predicted, name).toBe(profiled);
+      }
+      console.log(rows.join('\n'));
+    } finally {
+      await rt.close();
+      rmSync(profileDir, { recursive: true, force: true });
+    }
+  }, 300_000);
+
   it('passes the tiny pack with no bound and with a generous one; flags a pack built with a bound too small', async () => {
     const ok = await checkTensorBound(pack.dir, loaded.manifest);
     expect(ok.over).toEqual([]);
