@@ -87,14 +87,31 @@ export function configGraphs(cfg: XPortraitConfig, opts: BuildOptions): GraphSou
   return { names: () => CATALOGUE.map((d) => d.name), model, io: async (g) => ioOf(await model(g)) };
 }
 
-/** A built pack's graphs, decoded from their .onnx files (one at a time: callers may drop them). */
-export function packGraphs(dir: string, files: Record<string, { file: string }>): GraphSource {
-  const model = async (g: string) => {
+/**
+ * A built pack's graphs, decoded from their .onnx files. One decoded graph is kept at a time (a full-size graph with
+ * inline weights is ~1.4 GB): callers that visit graphs one after the other decode each once.
+ */
+export function packGraphs(dir: string, files: Record<string, { file: string; inputs?: IoSpec[]; outputs?: IoSpec[] }>): GraphSource {
+  let last: { graph: string; model: Promise<onnx.IModelProto> } | null = null;
+  const ios = new Map<string, GraphIo>();
+  const model = (g: string): Promise<onnx.IModelProto> => {
+    if (last?.graph === g) return last.model;
     const entry = files[g];
-    if (!entry) throw new Error(`${dir}: the pack has no graph '${g}'`);
-    return decodeModel(await readFile(join(dir, entry.file)));
+    if (!entry) return Promise.reject(new Error(`${dir}: the pack has no graph '${g}'`));
+    last = { graph: g, model: readFile(join(dir, entry.file)).then(decodeModel) };
+    return last.model;
   };
-  return { names: () => Object.keys(files), model, io: async (g) => ioOf(await model(g)) };
+  const io = async (g: string): Promise<GraphIo> => {
+    let r = ios.get(g);
+    if (!r) {
+      // pack.json lists every graph's I/O: no need to decode the graph for it.
+      const e = files[g];
+      r = e?.inputs && e.outputs ? { inputs: e.inputs, outputs: e.outputs } : ioOf(await model(g));
+      ios.set(g, r);
+    }
+    return r;
+  };
+  return { names: () => Object.keys(files), model, io };
 }
 
 export interface CallCost {
@@ -216,21 +233,22 @@ export async function largestTensors(src: GraphSource, o: { layout: LayoutDims; 
     const prev = best.get(call.graph);
     if (!prev || bytes > prev.bytes) best.set(call.graph, { graph: call.graph, at, activation: c.largestActivation, weight: c.largestWeight, bytes });
   };
-  const seen = new Set<string>();
+  // Every distinct call first, then graph by graph (each graph decoded once when it comes from a pack's files).
+  const calls = new Map<string, { call: Pick<TickCall, 'graph' | 'dims'>; at: LargestPerGraph['at'] }>();
   for (const policy of ['window', 'kvcache'] as const) {
     if (policy === 'kvcache' && !graphs.unet_cond_kv && graphs.unet_cond) continue;
     for (const steps of o.steps ?? [1, 2, 4]) {
       const tick = liveTickCalls({ policy, steps, window: o.window, sinkFrames: o.sinkFrames, guidance: o.guidance ?? 2, latentH: o.latentH, latentW: o.latentW, layout: o.layout, graphs, skipMissing: true });
       for (const c of tick.calls) {
         const key = `${c.graph}|${c.dims.batch}|${c.dims.bankBatch}|${c.dims.kvLength}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        await consider(c, { policy, steps, batch: c.batch });
+        if (!calls.has(key)) calls.set(key, { call: c, at: { policy, steps, batch: c.batch } });
       }
     }
   }
   for (const g of ['vae_encoder', 'refnet_bank']) {
-    if (graphs[g]) await consider({ graph: g, dims: { batch: 1, bankBatch: 1, kvLength: 1 } }, { policy: 'session', steps: null, batch: 1 });
+    if (graphs[g]) calls.set(g, { call: { graph: g, dims: { batch: 1, bankBatch: 1, kvLength: 1 } }, at: { policy: 'session', steps: null, batch: 1 } });
   }
+  const order = src.names();
+  for (const { call, at } of [...calls.values()].sort((x, y) => order.indexOf(x.call.graph) - order.indexOf(y.call.graph))) await consider(call, at);
   return src.names().flatMap((g) => (best.has(g) ? [best.get(g)!] : []));
 }
