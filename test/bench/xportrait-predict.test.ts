@@ -25,7 +25,7 @@ describe('bench xportrait-predict', () => {
             device: 'cuda',
             pack: { precision: 'float32', attention: 'mha', groupNorm: 'decomposed', latent: [4, 8, 8] },
             graphs: { unet_cond: { batch: 1, p50: 4 }, 'unet_cond@4': { batch: 4, p50: 9 }, vae_decoder: { batch: 1, error: 'out of memory' } },
-            live: [{ policy: 'window', steps: 2, window: 4, tickMs: { p50: 30 }, fps: 33 }],
+            live: [{ policy: 'window', steps: 2, window: 4, tickMs: { p50: 25 }, frameMs: { p50: 30 }, fps: 33 }, { policy: 'kvcache', steps: 2, window: 4, tickMs: { p50: NaN }, fps: null }],
           },
         },
       }),
@@ -45,6 +45,7 @@ describe('bench xportrait-predict', () => {
     expect(cmp.form).toBe('fp32-mha');
     expect(cmp.rows.map((x: any) => x.what)).toEqual(['unet_cond', 'unet_cond@4', 'live window 2 steps W 4']);
     for (const row of cmp.rows) expect(row.ratio).toBeCloseTo(row.measuredMs / row.predictedMs, 0);
+    expect(cmp.rows[2].measuredMs).toBe(30); // hints + tick + decode, as the prediction counts
     // Batch 4 costs more than batch 1 in the prediction too.
     expect(cmp.rows[1].predictedMs).toBeGreaterThan(cmp.rows[0].predictedMs);
     expect(r.markdown).toMatch(/Measured \(.*device\.json\) vs predicted \(l4, fp32-mha, latent 8²\)/);
