@@ -241,9 +241,7 @@ function inferNode(node: onnx.INodeProto, ins: Array<TensorShape | undefined>): 
         const a = normAxis(a0, shape.length);
         const dim = t.shape[a];
         const step = steps[i];
-        if (step !== 1) {
-          if (step < 1) throw new Error('negative or zero Slice steps are not supported');
-        }
+        if (step < 1) throw new Error('negative or zero Slice steps are not supported');
         const clamp = (v: number) => Math.max(0, Math.min(dim, v < 0 ? v + dim : v));
         const s = clamp(starts[i]);
         const e = clamp(ends[i]);
