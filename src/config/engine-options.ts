@@ -1,9 +1,11 @@
 /**
  * Engine options from the environment: the only place XPORTRAIT_WARP_* is read. An explicit `-O key=value` wins
  * over the environment; each engine sees only its own variables (warp's `device` must not become xportrait's).
- * The engines parse and default the merged options once, when they load (warp: src/engine/warp/options.ts).
+ * The engines parse and default the merged options once, when they load (warp: src/engine/warp/options.ts,
+ * xportrait: src/engine/xportrait/options.ts).
  */
 import { WARP_OPTION_HELP } from '../engine/warp/options.ts';
+import { XPORTRAIT_OPTION_KEYS } from '../engine/xportrait/options.ts';
 
 const ENV_OPTIONS: Record<string, Record<string, string>> = {
   warp: { device: 'XPORTRAIT_WARP_DEVICE', resampler: 'XPORTRAIT_WARP_RESAMPLER' },
@@ -18,5 +20,5 @@ export function engineOptionsFor(engine: string, explicit: Record<string, unknow
 
 /** `-O` keys per engine, for --help. */
 export function engineOptionHelp(): string {
-  return `warp: ${Object.keys(WARP_OPTION_HELP).join(', ')}; xportrait: sampler, steps, guidance, policy, window, seed, device, threads, maxReferences...`;
+  return `warp: ${Object.keys(WARP_OPTION_HELP).join(', ')}; xportrait: ${XPORTRAIT_OPTION_KEYS.join(', ')}`;
 }

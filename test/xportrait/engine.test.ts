@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { engineOptionsOf, parseServeConfig } from '../../src/config/serve-config.ts';
-import { parseXPortraitOptions } from '../../src/engine/xportrait/engine.ts';
+import { parseXPortraitOptions } from '../../src/engine/xportrait/options.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
 import type { Engine, EngineSession } from '../../src/engine/engine.ts';
 import type { FaceObservation } from '../../src/face/types.ts';

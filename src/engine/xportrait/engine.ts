@@ -13,7 +13,6 @@
  */
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
-import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { EngineLoadOptions } from '../engine.ts';
@@ -34,14 +33,13 @@ import { mark, type RgbImage, type VideoFrame } from '../../media/frame.ts';
 import { readVideoFrames } from '../../media/ffmpeg.ts';
 import { StageTimer } from '../../util/timing.ts';
 import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
-import { lcmTimesteps } from './lcm.ts';
-import { LivePipeline, LIVE_POLICIES } from './live.ts';
+import { LivePipeline } from './live.ts';
 import { LiveNetworkDenoiser } from './live-runner.ts';
 import { OnnxNetworks, type F32 } from './networks.ts';
-import { DEFAULT_MAX_REFERENCES, extraReferenceCost, MAX_REFERENCES_CEILING, type ReferenceLatent } from './references.ts';
+import { extraReferenceCost, MAX_REFERENCES_CEILING, type ReferenceLatent } from './references.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
 import { acquirePack, type LoadedPack, type PackLoadProgress } from './pack-networks.ts';
-import { DEVICES } from './providers.ts';
+import { parseXPortraitOptions, type XPortraitOptions } from './options.ts';
 import { targetMismatch } from '../../model/pack/targets.ts';
 import { FastGaussian, SeededGaussian } from './rng.ts';
 import { schedulerTimesteps } from './sampler.ts';
@@ -54,59 +52,8 @@ export interface SessionReferences {
   extras: ReferenceLatent[];
 }
 
-/** The live context policy used unless one is asked for (see the README's comparison). */
-export const DEFAULT_POLICY = 'window' as const;
-
-const num = (schema: z.ZodNumber) => z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), schema);
-
-export const xportraitOptionsSchema = z.object({
-  pack: z.string({ error: 'the xportrait engine needs --pack DIR (a model pack built with `xportrait-cam pack build`)' }).min(1),
-  sampler: z.enum(['live', 'official']).default('live'),
-  /** live: LCM steps (1-8, default 4). official: ddim_steps (default 30, which runs 31) or LCM steps with scheduler lcm. */
-  steps: num(z.number().int().min(1).max(1000)).optional(),
-  /** CFG scale (live default 1 = no uncond pass; official default 5). */
-  guidance: num(z.number().min(1).max(30)).optional(),
-  policy: z.enum(LIVE_POLICIES as unknown as [string, ...string[]]).default(DEFAULT_POLICY),
-  window: num(z.number().int().min(1).max(64)).default(16),
-  sinkFrames: num(z.number().int().min(0)).default(2),
-  contextTimestep: num(z.number().int().min(0).max(999)).default(0),
-  numMix: num(z.number().int().min(0)).default(4),
-  scheduler: z.enum(['ddim', 'lcm']).optional(),
-  seed: num(z.number().int()).default(999),
-  device: z.enum(DEVICES).default('cpu'),
-  threads: num(z.number().int().min(1)).optional(),
-  /** CPU provider's memory arena: auto = off when the pack's float32 weights exceed a quarter of the memory. */
-  memArena: z.enum(['auto', 'on', 'off']).default('auto'),
-  context: z.string().optional(),
-  initialVideo: z.string().optional(),
-  /** official: driving frame whose landmarks fix the alignment (-1 searches, -2 disables alignment). */
-  bestFrame: num(z.number().int().min(-2)).default(-1),
-  /**
-   * Most reference photos per session (the main one included). The pack's graphs take a bank of any token length;
-   * each extra photo costs its bank per timestep and widens every reference attention (docs/xportrait.md).
-   */
-  maxReferences: num(z.number().int().min(1).max(MAX_REFERENCES_CEILING)).default(DEFAULT_MAX_REFERENCES),
-});
-export type XPortraitOptions = z.infer<typeof xportraitOptionsSchema>;
-
-export class XPortraitOptionError extends Error {}
-
 /** Refused reference photos (too many, not an image). */
 export class XPortraitReferenceError extends Error {}
-
-export function parseXPortraitOptions(raw: Record<string, unknown>): XPortraitOptions {
-  const r = xportraitOptionsSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new XPortraitOptionError(`xportrait: ${i.path.length ? `--${String(i.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ` : ''}${i.message}`);
-  }
-  const o = r.data;
-  if (o.sampler === 'live' && o.steps !== undefined && o.steps > 8) throw new XPortraitOptionError(`xportrait: live --steps must be 1-8 (LCM), got ${o.steps}`);
-  if (o.sampler === 'live' && o.policy === 'window' && o.window < (o.steps ?? 4)) {
-    throw new XPortraitOptionError(`xportrait: --window ${o.window} cannot hold the ${o.steps ?? 4} frames in flight`);
-  }
-  return o;
-}
 
 export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: (p: PackLoadProgress) => void): Promise<XPortraitEngine> {
   const o = parseXPortraitOptions(opts.options);
@@ -136,9 +83,8 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
 /** The graphs a configuration runs (sessions are created only for these: each costs seconds to create). */
 export function graphsFor(o: XPortraitOptions): string[] {
   const g = ['vae_encoder', 'vae_decoder', 'refnet_bank', 'cn_hint_pose', 'cn_hint_local', 'cn_body_pose', 'cn_body_local'];
-  const guidance = o.guidance ?? (o.sampler === 'official' && o.scheduler !== 'lcm' ? 5 : 1);
   const unet = o.sampler === 'live' && o.policy === 'kvcache' ? ['unet_cond_kv', 'unet_uncond_kv'] : ['unet_cond', 'unet_uncond'];
-  return [...g, unet[0], ...(guidance !== 1 ? [unet[1]] : [])];
+  return [...g, unet[0], ...(o.guidance !== 1 ? [unet[1]] : [])];
 }
 
 export class XPortraitEngine implements Engine {
@@ -438,8 +384,8 @@ class LiveSamplerSession extends BaseSession {
     super(engine, net, portrait, opts);
     const o = engine.options;
     const p = engine.pack;
-    this.#steps = o.steps ?? 4;
-    const guidance = o.guidance ?? 1;
+    this.#steps = o.steps;
+    const guidance = o.guidance;
     if (o.policy === 'kvcache' && !p.kvSites.length) {
       throw new Error(`xportrait: the pack ${p.dir} has no streaming UNet graphs (unet_cond_kv): rebuild it with this version's pack build, or use --policy window`);
     }
@@ -456,7 +402,7 @@ class LiveSamplerSession extends BaseSession {
     this.#pipeline = new LivePipeline<VideoFrame>({
       schedule: p.schedule,
       frameSize: portrait.z.data.length,
-      timesteps: lcmTimesteps(this.#steps, p.schedule.alphasCumprod.length),
+      timesteps: schedulerTimesteps(p.schedule, o.schedulerChoice),
       policy: o.policy as 'window' | 'kvcache',
       window: o.window,
       sinkFrames: o.sinkFrames,
@@ -592,14 +538,13 @@ class OfficialSession extends BaseSession {
     const N = frames.length;
     let x0 = this.portrait.z.data;
     if (o.initialVideo) x0 = await this.#initialLatents(o.initialVideo, N);
-    const choice = o.scheduler === 'lcm' ? ({ kind: 'lcm', steps: o.steps ?? 4 } as const) : ({ kind: 'ddim', ddimSteps: o.steps ?? 30 } as const);
     const t1 = performance.now();
     const res = await runOfficialSampler(
       { net: this.net, caches: this.engine.caches(this.hintCache), portraitKey: this.portrait.key, zRef: this.portrait.z, extraRefs: this.portrait.extras, hints, latentDims: p.latentDims },
       {
         schedule: p.schedule,
-        scheduler: choice,
-        guidance: o.guidance ?? (choice.kind === 'ddim' ? 5 : 1),
+        scheduler: o.schedulerChoice,
+        guidance: o.guidance,
         layout: { window: o.window, numMix: o.numMix },
         offsets: new SeededOffsets(o.seed),
         noise: new SeededGaussian(o.seed + 1),
@@ -639,7 +584,7 @@ class OfficialSession extends BaseSession {
   }
 
   stats(): EngineStats {
-    return this.baseStats({ sampler: 'official', buffered: this.#frames.length, timesteps: schedulerTimesteps(this.engine.pack.schedule, this.engine.options.scheduler === 'lcm' ? { kind: 'lcm', steps: this.engine.options.steps ?? 4 } : { kind: 'ddim', ddimSteps: this.engine.options.steps ?? 30 }).length });
+    return this.baseStats({ sampler: 'official', buffered: this.#frames.length, timesteps: schedulerTimesteps(this.engine.pack.schedule, this.engine.options.schedulerChoice).length });
   }
 
   override async close(): Promise<void> {
