@@ -8,8 +8,10 @@
  *
  *   npm run build:models [-- --force] [-- --dir DIR]
  */
+import { applyEnvironment } from '../src/config/environment.ts';
 import { ensureFaceModels, defaultModelsDir } from '../src/face/node/model-files.ts';
 
+applyEnvironment();
 const argv = process.argv.slice(2);
 const force = argv.includes('--force');
 const dirIdx = argv.indexOf('--dir');

@@ -19,6 +19,9 @@ import { EYE_RINGS, FaceMeshModel, MESH_POINTS } from '../src/face/face-mesh.ts'
 import { ortRunnerFactory } from '../src/face/node/ort-runner.ts';
 import { fitSimilarity3d } from '../src/face/pose.ts';
 import { roiFromDetection, roiFromLandmarks } from '../src/face/roi.ts';
+import { applyEnvironment } from '../src/config/environment.ts';
+
+applyEnvironment();
 
 const video = process.argv[2];
 if (!video) {

@@ -12,6 +12,9 @@ import { createFaceTracker } from '../src/face/node/index.ts';
 import { i420ToRgb } from '../src/media/convert.ts';
 import { readVideoFrames } from '../src/media/ffmpeg.ts';
 import { silentLogger } from '../src/util/log.ts';
+import { applyEnvironment } from '../src/config/environment.ts';
+
+applyEnvironment();
 
 const SOURCE = new URL('../../shared/media/xportrait-source.png', import.meta.url).pathname;
 const DRIVING = new URL('../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;

@@ -5,8 +5,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import os from 'node:os';
+import { applyEnvironment } from '../../src/config/environment.ts';
 import { run } from '../../src/bench/suites/xportrait-device.ts';
 
+applyEnvironment();
 const args = process.argv.slice(2);
 const jsonAt = args.indexOf('--json');
 const jsonFile = jsonAt >= 0 ? args[jsonAt + 1] : undefined;

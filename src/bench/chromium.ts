@@ -12,9 +12,20 @@ import { errorMessage } from '../util/error-message.ts';
 
 export const CHROMIUM_CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
 
-/** The chromium binary: `explicit`, else CHROMIUM_PATH, else the first Debian/Ubuntu/Chrome path that exists. */
+/**
+ * The chromium binary set at start (src/config/environment.ts: CHROMIUM_PATH). Module-level because the bench
+ * suites and tests launch browsers through `launchBenchBrowser({})` from many places; `xportrait-cam bench` passes
+ * its `--chromium` explicitly.
+ */
+let configuredChromium: string | undefined;
+
+export function configureChromium(path: string | undefined): void {
+  configuredChromium = path;
+}
+
+/** The chromium binary: `explicit`, else the configured one (CHROMIUM_PATH), else the first Debian/Ubuntu/Chrome path that exists. */
 export function findChromium(explicit?: string): string {
-  const wanted = explicit ?? process.env.CHROMIUM_PATH;
+  const wanted = explicit ?? configuredChromium;
   if (wanted) {
     if (!existsSync(wanted)) throw new Error(`chromium not found at ${wanted}`);
     return wanted;

@@ -6,6 +6,7 @@ import { readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
+import { applyEnvironment } from '../config/environment.ts';
 
 export interface BenchContext {
   /** Extra CLI arguments after the suite names (suite-specific). */
@@ -15,6 +16,7 @@ export interface BenchContext {
 
 export type BenchSuite = { run(ctx: BenchContext): Promise<Record<string, unknown>> };
 
+applyEnvironment();
 const here = dirname(fileURLToPath(import.meta.url));
 const available = readdirSync(join(here, 'suites'))
   .filter((f) => f.endsWith('.ts'))

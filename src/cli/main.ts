@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
+import { applyEnvironment } from '../config/environment.ts';
 import { errorMessage } from '../util/error-message.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  applyEnvironment();
   const program = buildProgram();
   const commands = await import('./commands.ts');
   for (const add of commands.COMMANDS) add(program);

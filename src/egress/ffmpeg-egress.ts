@@ -17,6 +17,7 @@ import { statSync } from 'node:fs';
 import type { Writable, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
+import { mediaTools } from '../media/tools.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressKind, type EgressState, type EgressStatus } from './egress.ts';
 import { blackI420, fitI420, fitPlan, type FitPlan } from './frame-fit.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -106,7 +107,7 @@ export function ffmpegArgs(sink: FfmpegSink, s: Pick<EncodeSettings, 'width' | '
 export interface FfmpegEgressOptions extends Pick<EncodeSettings, 'width' | 'height' | 'fps'> {
   sink: FfmpegSink;
   logger: Logger;
-  /** ffmpeg binary (default: FFMPEG env or `ffmpeg`). */
+  /** ffmpeg binary (default: the configured one, media/tools.ts: FFMPEG env or `ffmpeg`). */
   ffmpeg?: string;
   initialBackoffMs?: number;
   maxBackoffMs?: number;
@@ -145,7 +146,7 @@ export class FfmpegEgress implements Egress {
     if (opts.width % 2 || opts.height % 2) throw new Error(`egress size must be even, got ${opts.width}x${opts.height}`);
     this.#o = {
       ...opts,
-      ffmpeg: opts.ffmpeg ?? process.env.FFMPEG ?? 'ffmpeg',
+      ffmpeg: opts.ffmpeg ?? mediaTools().ffmpeg,
       initialBackoffMs: opts.initialBackoffMs ?? 1000,
       maxBackoffMs: opts.maxBackoffMs ?? 30_000,
       stableMs: opts.stableMs ?? 30_000,

@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { byteLength, type PixelFormat } from './frame.ts';
+import { mediaTools } from './tools.ts';
 
 export interface ReadVideoOptions {
   width: number;
@@ -13,7 +14,7 @@ export interface ReadVideoOptions {
   /** Stop after this many seconds of output. */
   seconds?: number;
   format?: PixelFormat;
-  /** ffmpeg binary (default: FFMPEG env or `ffmpeg` on PATH). */
+  /** ffmpeg binary (default: the configured one, tools.ts: FFMPEG env or `ffmpeg` on PATH). */
   ffmpeg?: string;
 }
 
@@ -22,7 +23,7 @@ const FFMPEG_PIX_FMT: Record<PixelFormat, string> = { i420: 'yuv420p', rgb: 'rgb
 /** Decoded frames of a video file, scaled to width x height (the picture is scaled to cover, then centre-cropped). */
 export async function* readVideoFrames(path: string, opts: ReadVideoOptions): AsyncGenerator<Uint8Array> {
   const format = opts.format ?? 'i420';
-  const bin = opts.ffmpeg ?? process.env.FFMPEG ?? 'ffmpeg';
+  const bin = opts.ffmpeg ?? mediaTools().ffmpeg;
   const filters = [
     `scale=${opts.width}:${opts.height}:force_original_aspect_ratio=increase`,
     `crop=${opts.width}:${opts.height}`,

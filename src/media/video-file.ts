@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { byteLength, type PixelFormat } from './frame.ts';
+import { mediaTools } from './tools.ts';
 
 export class MediaFileError extends Error {
   constructor(
@@ -53,7 +54,7 @@ const STILL_FORMATS = /(^|,)(image2|png_pipe|jpeg_pipe|webp_pipe|bmp_pipe|tiff_p
 export async function probeVideo(path: string, opts: { ffprobe?: string } = {}): Promise<VideoProbe> {
   if (!existsSync(path)) throw new MediaFileError('not_found', `file not found: ${path}`);
   if (!statSync(path).isFile()) throw new MediaFileError('not_a_video', `${path} is not a file`);
-  const bin = opts.ffprobe ?? process.env.FFPROBE ?? 'ffprobe';
+  const bin = opts.ffprobe ?? mediaTools().ffprobe;
   const res = await run(bin, ['-v', 'error', '-print_format', 'json', '-show_streams', '-show_format', path], 'ffprobe');
   if (res.code !== 0) {
     throw new MediaFileError('not_a_video', `${path} is not a video file ffmpeg can read (${res.stderr.trim().split('\n').pop() || `ffprobe exit ${res.code}`})`);
@@ -137,7 +138,7 @@ export class VideoWriter {
     if (width % 2 || height % 2) throw new Error(`VideoWriter: H.264 4:2:0 needs even sizes, got ${width}x${height}`);
     this.#frameBytes = byteLength(opts.format, width, height);
     this.#partial = `${path}.partial`;
-    const bin = opts.ffmpeg ?? process.env.FFMPEG ?? 'ffmpeg';
+    const bin = opts.ffmpeg ?? mediaTools().ffmpeg;
     const args = ['-v', 'error', '-nostdin', '-y', '-f', 'rawvideo', '-pix_fmt', opts.format === 'i420' ? 'yuv420p' : 'rgb24', '-s', `${width}x${height}`, '-framerate', opts.fps, '-i', 'pipe:0'];
     const audio = opts.audioFrom?.audio;
     if (audio) args.push('-i', opts.audioFrom!.path);

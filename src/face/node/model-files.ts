@@ -11,12 +11,13 @@ import { DLIB_RESNET_BUILDER_VERSION } from '../../model/convert/dlib-resnet.ts'
 import { buildDlibResnetModelFile, convertTfjsModelFile, readTfjsGraphModel, readTfjsWeightsManifest, sha256 } from '../../model/convert/files.ts';
 import { ONNX_OPSET } from '../../model/convert/tfjs-to-onnx.ts';
 import { CONVERTER_VERSION, faceModelSpec, INSTALL_MODELS, type FaceModelSpec, type ModelManifest, type ModelManifestEntry } from '../models.ts';
+import { faceNodeSettings } from './settings.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
-/** models/ of the checkout, or XPORTRAIT_MODELS_DIR. */
+/** models/ of the checkout, or the directory configured at start (settings.ts: XPORTRAIT_MODELS_DIR). */
 export function defaultModelsDir(): string {
-  return process.env.XPORTRAIT_MODELS_DIR ? resolve(process.env.XPORTRAIT_MODELS_DIR) : join(repoRoot, 'models');
+  return faceNodeSettings().modelsDir ?? join(repoRoot, 'models');
 }
 
 const require = createRequire(import.meta.url);

@@ -6,9 +6,10 @@ import * as ort from 'onnxruntime-node';
 import { explainProviderError, sessionOptions, type Device } from '../../engine/xportrait/providers.ts';
 import type { ModelRunner, ModelRunnerFactory, TensorData } from '../model-runner.ts';
 import { defaultModelsDir, faceModelPath } from './model-files.ts';
+import { faceNodeSettings } from './settings.ts';
 
 export interface OrtRunnerOptions {
-  /** intra-op threads; defaults to XPORTRAIT_FACE_THREADS or 1 (see below). */
+  /** intra-op threads; defaults to the configured count (XPORTRAIT_FACE_THREADS) or 1 (see below). */
   threads?: number;
   /** Let idle intra-op threads spin (ORT's default). Off by default: see below. */
   spinning?: boolean;
@@ -27,8 +28,7 @@ export interface OrtRunnerOptions {
  * with 2 threads) and was not slower. Many sessions share the cores, so CPU per frame is what counts.
  */
 export function defaultFaceThreads(): number {
-  const env = Number(process.env.XPORTRAIT_FACE_THREADS);
-  return Number.isInteger(env) && env > 0 ? env : 1;
+  return faceNodeSettings().threads ?? 1;
 }
 
 export class OrtModelRunner implements ModelRunner {
