@@ -195,7 +195,7 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     timesteps: lcmTimesteps(o.steps, pack.schedule.alphasCumprod.length),
     policy: o.policy,
     window: o.window,
-    sinkFrames: 2,
+    sinkFrames: Math.min(2, o.window - 1), // the pipeline needs at least one non-sink frame in the window
     contextTimestep: 0,
     guidance: 1,
     noise: new FastGaussian(5),
