@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import type { MarginRecord } from '../test/setup/margins.ts';
 
 interface AssertionResult {
   fullName: string;
@@ -30,13 +31,6 @@ interface VitestJson {
   numPassedTests: number;
   numFailedTests: number;
   testResults: FileResult[];
-}
-interface MarginRecord {
-  site: string;
-  matcher: string;
-  actual: number;
-  bound: number;
-  margin: number;
 }
 
 const USAGE = 'usage: npm run test:repeat -- N [--json FILE] [--tightest K] [vitest files or filters...]';

@@ -11,7 +11,8 @@ import { afterAll, chai } from 'vitest';
 
 const out = process.env.XP_TEST_MARGINS;
 
-interface MarginRecord {
+/** One numerical assertion's record (a JSONL line; scripts/test-repeat.ts reads them). */
+export interface MarginRecord {
   site: string;
   matcher: string;
   actual: number;

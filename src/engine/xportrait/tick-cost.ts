@@ -13,6 +13,7 @@
  * `hostTraffic` turns the calls into bytes host→device and device→host: on today's path every feed is uploaded from
  * host memory and every fetch downloaded (the CPU provider, and CUDA/TensorRT/WebGPU as the runner feeds them now).
  */
+import { resolveLayoutDims, type DimBindings } from '../../model/pack/format.ts';
 import { lcmTimesteps } from './lcm.ts';
 import { LivePlanner, type LivePolicy, type TickPlan } from './live.ts';
 
@@ -74,33 +75,9 @@ export interface TickCalls {
 
 const TYPE_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1, float64: 8 };
 
-/** Concrete dims for a graph's symbolic I/O shapes (as pack.json names them: src/model/pack/format.ts). */
-export function dimResolver(layout: LayoutDims, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; kvLength?: number; bankRefs?: number }): (d: number | string) => number {
-  const lh = o.latentH;
-  const lw = o.latentW ?? lh;
-  const refs = o.bankRefs ?? 1;
-  return (d) => {
-    if (typeof d === 'number') return d;
-    if (d === 'B') return o.batch;
-    if (d === 'Bb') return o.bankBatch ?? 1;
-    if (d === 'Bc') return 1;
-    if (d === 'h') return lh;
-    if (d === 'w') return lw;
-    if (d === 'H') return lh * layout.vaeDownscale;
-    if (d === 'W') return lw * layout.vaeDownscale;
-    let m = /^([hw])(\d+)$/.exec(d);
-    if (m) return Math.ceil((m[1] === 'h' ? lh : lw) / Number(m[2]));
-    m = /^hw(\d+)$/.exec(d);
-    if (m) return Math.ceil(lh / Number(m[1])) * Math.ceil(lw / Number(m[1]));
-    if (d === 'Lkv') return o.kvLength ?? 1;
-    m = /^L(\d+)$/.exec(d);
-    if (m) {
-      const b = layout.banks[Number(m[1])];
-      if (!b) throw new Error(`no bank ${m[1]} in the layout`);
-      return refs * Math.ceil(lh / b.ds) * Math.ceil(lw / b.ds);
-    }
-    throw new Error(`unknown symbolic dim '${d}'`);
-  };
+/** Concrete dims for a graph's symbolic I/O shapes: the packs' own resolver (src/model/pack/format.ts). */
+export function dimResolver(layout: LayoutDims, o: DimBindings): (d: number | string) => number {
+  return resolveLayoutDims(layout, o);
 }
 
 function uses(specs: IoSpec[], dim: (d: number | string) => number): TensorUse[] {

@@ -125,9 +125,30 @@ export async function readPackManifest(dir: string): Promise<PackManifest> {
 }
 
 /** Concrete sizes for a pack's symbolic dims, given a batch and a latent size. */
-export function resolveDims(pack: PackManifest, o: { batch: number; latentH: number; latentW?: number; bankBatch?: number; contextBatch?: number; kvLength?: number }): (d: number | string) => number {
+export function resolveDims(pack: PackManifest, o: DimBindings): (d: number | string) => number {
+  return resolveLayoutDims(pack.layout, o);
+}
+
+/** What binds a graph's symbolic dims: the batch sizes, the latent size, and how many reference photos fill a bank. */
+export interface DimBindings {
+  batch: number;
+  latentH: number;
+  latentW?: number;
+  bankBatch?: number;
+  contextBatch?: number;
+  kvLength?: number;
+  /** Reference photos joined along the bank's token axis (1 + extra references; src/engine/xportrait/references.ts). */
+  bankRefs?: number;
+}
+
+/**
+ * The one resolver of symbolic dims (as pack.json names them), from the layout alone: packs, the tick-cost formula
+ * and the graph analysis all bind shapes through it.
+ */
+export function resolveLayoutDims(layout: { vaeDownscale: number; banks: ReadonlyArray<{ ds: number }> }, o: DimBindings): (d: number | string) => number {
   const lh = o.latentH;
   const lw = o.latentW ?? o.latentH;
+  const refs = o.bankRefs ?? 1;
   return (d) => {
     if (typeof d === 'number') return d;
     if (d === 'B') return o.batch;
@@ -135,8 +156,8 @@ export function resolveDims(pack: PackManifest, o: { batch: number; latentH: num
     if (d === 'Bc') return o.contextBatch ?? 1;
     if (d === 'h') return lh;
     if (d === 'w') return lw;
-    if (d === 'H') return lh * pack.layout.vaeDownscale;
-    if (d === 'W') return lw * pack.layout.vaeDownscale;
+    if (d === 'H') return lh * layout.vaeDownscale;
+    if (d === 'W') return lw * layout.vaeDownscale;
     let m = /^([hw])(\d+)$/.exec(d);
     if (m) return Math.ceil((m[1] === 'h' ? lh : lw) / Number(m[2]));
     // Streaming UNet variants (src/model/graphs/motion-kvcache.ts): hwN = tokens at downsampling factor N, Lkv = cached frames.
@@ -145,9 +166,9 @@ export function resolveDims(pack: PackManifest, o: { batch: number; latentH: num
     if (d === 'Lkv') return o.kvLength ?? 1;
     m = /^L(\d+)$/.exec(d);
     if (m) {
-      const b = pack.layout.banks[Number(m[1])];
-      if (!b) throw new Error(`pack has no bank ${m[1]}`);
-      return Math.ceil(lh / b.ds) * Math.ceil(lw / b.ds);
+      const b = layout.banks[Number(m[1])];
+      if (!b) throw new Error(`no bank ${m[1]} in the pack's layout`);
+      return refs * Math.ceil(lh / b.ds) * Math.ceil(lw / b.ds);
     }
     throw new Error(`unknown symbolic dim '${d}'`);
   };
