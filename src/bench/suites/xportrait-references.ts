@@ -133,8 +133,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
 
     // The live engine with 1, 2, 3 references on the real driving video.
     const { loadXPortraitEngine } = await import('../../engine/xportrait/engine.ts');
-    const { createFaceTracker, createPortraitAnalyzer } = await import('../../face/node/index.ts');
-    const { readVideoFrames } = await import('../../media/ffmpeg.ts');
+    const { portraitFaceOf, trackedDrivingFrames } = await import('../driving-set.ts');
     const { silentLogger } = await import('../../util/log.ts');
     const N = Number(argValue(ctx.args, '--xp-frames') ?? 24);
     const src = join(shared, 'media/xportrait-source.png');
@@ -150,17 +149,8 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
       await load(sharp(src).flop().extract({ left: Math.round(w * 0.06), top: Math.round(h * 0.04), width: Math.round(w * 0.88), height: Math.round(h * 0.88) }).resize(w, h)),
       await load(sharp(src).flop()),
     ];
-    const analyzer = await createPortraitAnalyzer();
-    const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
-    await analyzer.close();
-    const tracker = await createFaceTracker();
-    const driving: Array<{ frame: import('../../media/frame.ts').VideoFrame; face: import('../../face/types.ts').FaceObservation }> = [];
-    for await (const rgb of readVideoFrames(join(shared, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
-      const frame = { id: driving.length, width: 256, height: 256, format: 'rgb' as const, data: rgb, times: {} };
-      driving.push({ frame, face: await tracker.track(frame) });
-      if (driving.length === N) break;
-    }
-    await tracker.close();
+    const portraitFace = await portraitFaceOf(portrait);
+    const driving = await trackedDrivingFrames(shared, N);
     // One engine, three sessions (1, 2, 3 photos) fed the same frames in turn, so contention hits them alike.
     const engine = await loadXPortraitEngine({ logger: silentLogger(), options: { pack: packDir, threads: 2, steps: 4 } });
     const sessions = [];

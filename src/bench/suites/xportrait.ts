@@ -116,8 +116,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   const { buildPack } = await import('../../model/pack/index.ts');
   const { writeSafetensors, float32ToBytes } = await import('../../model/checkpoint/index.ts');
   const { loadXPortraitEngine } = await import('../../engine/xportrait/engine.ts');
-  const { createFaceTracker, createPortraitAnalyzer } = await import('../../face/node/index.ts');
-  const { readVideoFrames } = await import('../../media/ffmpeg.ts');
+  const { portraitFaceOf, trackedDrivingFrames } = await import('../driving-set.ts');
   const { silentLogger } = await import('../../util/log.ts');
   const shared = join(process.cwd(), '..', 'shared');
   const N = Number(argValue(ctx.args, '--xp-frames') ?? 32);
@@ -144,17 +143,8 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   try {
     const { data, info } = await sharp(join(shared, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
-    const analyzer = await createPortraitAnalyzer();
-    const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
-    await analyzer.close();
-    const tracker = await createFaceTracker();
-    const driving: Array<{ frame: import('../../media/frame.ts').VideoFrame; face: import('../../face/types.ts').FaceObservation }> = [];
-    for await (const rgb of readVideoFrames(join(shared, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
-      const frame = { id: driving.length, width: 256, height: 256, format: 'rgb' as const, data: rgb, times: {} };
-      driving.push({ frame, face: await tracker.track(frame) });
-      if (driving.length === N) break;
-    }
-    await tracker.close();
+    const portraitFace = await portraitFaceOf(portrait);
+    const driving = await trackedDrivingFrames(shared, N);
     const logger = silentLogger();
     const run = async (name: string, options: Record<string, unknown>) => {
       ctx.log(`pack: ${name}`);
