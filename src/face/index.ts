@@ -1,6 +1,6 @@
 /**
  * Face stage, runtime-agnostic part (safe to bundle for a page): detection, landmarks, tracking, smoothing,
- * pose, expression, X-Portrait alignment. Node-specific pieces (onnxruntime-node runners, model files) live
+ * pose, expression. Node-specific pieces (onnxruntime-node runners, model files) live
  * in ./node/.
  */
 export * from './types.ts';
@@ -12,5 +12,4 @@ export { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, RIGHT_IRIS_START
 export { estimateHeadPose, frontalize } from './pose.ts';
 export { expressionSignals, EXPRESSION_INDICES } from './expression.ts';
 export { OneEuroVectorFilter, type OneEuroOptions } from './smoothing.ts';
-export * from './xportrait-align.ts';
 export { FACE_MODELS, type FaceModelSpec } from './models.ts';

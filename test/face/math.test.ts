@@ -16,7 +16,7 @@ import {
   localPatchImage,
   patchCentres,
   roundHalfEven,
-} from '../../src/face/xportrait-align.ts';
+} from '../../src/engine/xportrait/align.ts';
 
 /** Canonical face posed by yaw/pitch/roll, scaled and translated into image pixels (478 points, iris = eye centres). */
 function posedFace(yaw: number, pitch: number, roll: number, scale = 120, tx = 320, ty = 240): Float32Array {

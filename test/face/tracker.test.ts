@@ -9,7 +9,7 @@ import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/i
 import { PortraitFaceError, type PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import type { FaceTracker } from '../../src/face/tracker.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
-import { alignDrivingFrame, ibug68, landmarksInAligned, planAlignment } from '../../src/face/xportrait-align.ts';
+import { alignDrivingFrame, ibug68, landmarksInAligned, planAlignment } from '../../src/engine/xportrait/align.ts';
 import type { RgbImage } from '../../src/media/frame.ts';
 import { DRIVING_VIDEO, readPng, readVideoFrames, rgbToI420, SOURCE_PORTRAIT } from './media.ts';
 

@@ -23,7 +23,7 @@ import { buildPack, PackRuntime, readPackManifest, SeededRandom } from '../../sr
 import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
 import { LivePipeline, type LivePolicy } from '../../src/engine/xportrait/live.ts';
-import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
+import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-network-denoiser.ts';
 import { OnnxNetworks, type F32, type GraphSession } from '../../src/engine/xportrait/networks.ts';
 import { openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
 import { SeededGaussian } from '../../src/engine/xportrait/rng.ts';

@@ -12,7 +12,7 @@ import { CountingCache, bytesOf } from '../../src/engine/xportrait/caches.ts';
 import { XPORTRAIT_CASE_RUNNERS } from '../../src/engine/xportrait/conformance.ts';
 import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
 import { LivePipeline } from '../../src/engine/xportrait/live.ts';
-import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-runner.ts';
+import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-network-denoiser.ts';
 import type { F32 } from '../../src/engine/xportrait/networks.ts';
 import { decodeInChunks, runOfficialSampler, stackedHints, type XPortraitCaches } from '../../src/engine/xportrait/offline.ts';
 import { openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';

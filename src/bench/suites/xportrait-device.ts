@@ -8,7 +8,7 @@
  *   stands in for CLIP("") (timing does not depend on it).
  * - Per graph: the shapes one live tick uses (the window's batch for the UNet and ControlNet bodies, one frame for
  *   the hint encoders and the VAE), random inputs, 2 warm-up runs, then `--xpd-reps` timed runs: p50/min.
- * - Live: the engine's live pipeline and runner (live.ts, live-runner.ts), as a session runs them, on random driving
+ * - Live: the engine's live pipeline and runner (live.ts, live-network-denoiser.ts), as a session runs them, on random driving
  *   hints: `--xpd-frames` frames per step count, one frame after the other as fast as the device goes; fps over the
  *   frames after the pipeline is full (lag + window), tick and decode p50/p95, time to the first output.
  *
@@ -34,7 +34,7 @@ import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackMan
 import { CountingCache, bytesOf } from '../../engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../engine/xportrait/lcm.ts';
 import { LivePipeline } from '../../engine/xportrait/live.ts';
-import { LiveNetworkDenoiser } from '../../engine/xportrait/live-runner.ts';
+import { LiveNetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
 import type { F32 } from '../../engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../engine/xportrait/pack-networks.ts';
 import { DEVICES, type Device, type MemArenaChoice } from '../../engine/xportrait/providers.ts';

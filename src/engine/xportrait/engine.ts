@@ -1,8 +1,8 @@
 /**
  * The X-Portrait engine: a model pack turned into an `Engine` (src/engine/engine.ts).
  *
- * - `sampler: 'live'` (default): the causal sliding-window LCM pipeline (live.ts + live-runner.ts). Each driving
- *   frame is aligned to the portrait (src/face/xportrait-align.ts: one affine from the first frame with a face, or
+ * - `sampler: 'live'` (default): the causal sliding-window LCM pipeline (live.ts + live-network-denoiser.ts). Each driving
+ *   frame is aligned to the portrait (align.ts: one affine from the first frame with a face, or
  *   from the portrait's own landmarks when given), its pose and local hints are encoded once, and it enters the
  *   pipeline; outputs lag inputs by steps − 1 frames.
  * - `sampler: 'official'`: the official offline sampler (windowed DDIM + CFG over the whole clip, offline.ts). It
@@ -28,13 +28,13 @@ import {
   PATCH_HALF,
   planAlignment,
   type XPortraitAlignment,
-} from '../../face/xportrait-align.ts';
+} from './align.ts';
 import { mark, type RgbImage, type VideoFrame } from '../../media/frame.ts';
 import { readVideoFrames } from '../../media/ffmpeg.ts';
 import { StageTimer } from '../../util/timing.ts';
 import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
 import { LivePipeline } from './live.ts';
-import { LiveNetworkDenoiser } from './live-runner.ts';
+import { LiveNetworkDenoiser } from './live-network-denoiser.ts';
 import { OnnxNetworks, type F32 } from './networks.ts';
 import { extraReferenceCost, MAX_REFERENCES_CEILING, type ReferenceLatent } from './references.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';

@@ -13,7 +13,7 @@ import { openCheckpoint } from '../../model/checkpoint/index.ts';
 import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
 import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
 import type { XPortraitConfig } from '../../model/config.ts';
-import type { KvSiteShape } from './live-runner.ts';
+import type { KvSiteShape } from './live-network-denoiser.ts';
 import { OnnxNetworks, type F32, type GraphSession } from './networks.ts';
 import { checkDevice, cpuMemArenaFor, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
 import { makeNoiseSchedule, type NoiseSchedule } from './schedule.ts';

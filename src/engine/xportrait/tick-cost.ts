@@ -1,6 +1,6 @@
 /**
  * What one steady-state live tick asks of the networks, computed from the planner (live.ts) and the graphs' declared
- * inputs/outputs — the same decisions the runner (live-runner.ts) makes, without running anything:
+ * inputs/outputs — the same decisions the runner (live-network-denoiser.ts) makes, without running anything:
  *
  * - every tick: both hint encoders on the entering frame (batch 1);
  * - `window`: both ControlNet bodies on the in-flight frames plus the context frame that became clean last tick
