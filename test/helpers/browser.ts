@@ -49,3 +49,22 @@ export async function launchChromium(opts: LaunchOptions = {}): Promise<Launched
     },
   };
 }
+
+/**
+ * On the main page: choose `portrait` as the portrait file, press Start, and wait (up to `timeoutMs`: the first
+ * session may load a pack and the face models on a slow, shared machine) until the first avatar frame is presented.
+ * Needs the page opened with `?probe=1`. Returns the milliseconds from Start to that frame.
+ */
+export async function startUntilFirstAvatarFrame(page: import('playwright-core').Page, portrait: string, timeoutMs = 300_000): Promise<number> {
+  await page.setInputFiles('#portrait-file', portrait);
+  await page.waitForFunction(() => {
+    const r = document.getElementById('portrait-status')?.dataset.ready;
+    return r !== undefined && r !== 'sample';
+  });
+  const t0 = Date.now();
+  await page.click('#start');
+  await page.waitForFunction(() => (window as any).xp.probe.presented.avatar > 0, null, { timeout: timeoutMs }).catch(async (err) => {
+    throw new Error(`${(err as Error).message}; page state ${await page.getAttribute('body', 'data-state')}, message: ${await page.innerText('#message').catch(() => '')}`);
+  });
+  return Date.now() - t0;
+}

@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { EngineHost } from '../../src/server/engine-host.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { launchChromium, type LaunchedBrowser } from '../helpers/browser.ts';
+import { launchChromium, startUntilFirstAvatarFrame, type LaunchedBrowser } from '../helpers/browser.ts';
 import { makeFakeCameraY4m, SOURCE_PORTRAIT, type FakeCamera } from '../helpers/fake-camera.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { buildTinyPack, type TinyPack } from './pack-fixture.ts';
@@ -47,18 +47,8 @@ describe('web client in chromium, xportrait engine on the tiny pack', () => {
       const pageErrors: string[] = [];
       page.on('pageerror', (e) => pageErrors.push(e.message));
       await page.goto(`${server.url}/?probe=1`);
-      await page.setInputFiles('#portrait-file', SOURCE_PORTRAIT);
-      await page.waitForFunction(() => {
-        const r = document.getElementById('portrait-status')?.dataset.ready;
-        return r !== undefined && r !== 'sample';
-      });
-      const t0 = Date.now();
-      await page.click('#start');
       // The first session loads the pack (ORT sessions) and the face models: allow for a slow, shared machine.
-      await page.waitForFunction(() => (window as any).xp.probe.presented.avatar > 0, null, { timeout: 300_000 }).catch(async (err) => {
-        throw new Error(`${(err as Error).message}; page state ${await page.getAttribute('body', 'data-state')}, message: ${await page.innerText('#message').catch(() => '')}`);
-      });
-      const firstFrameMs = Date.now() - t0;
+      const firstFrameMs = await startUntilFirstAvatarFrame(page, SOURCE_PORTRAIT, 300_000);
       expect(await page.getAttribute('body', 'data-state')).toBe('live');
       const before = await page.evaluate(() => ({ n: (window as any).xp.probe.presented.avatar as number, at: performance.now() }));
       await page.waitForTimeout(15_000);
