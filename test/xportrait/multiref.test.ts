@@ -30,6 +30,7 @@ import { DEFAULT_THRESHOLDS } from '../../src/eval/evaluate.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { driveSession, meanAbs } from './drive.ts';
 import { animate } from '../../src/cli/animate.ts';
 import { SHARED, XP_TINY, f32, manifest, readCase, relL2 } from './fixtures.ts';
 import { buildTinyPack, type TinyPack } from './pack-fixture.ts';
@@ -62,18 +63,7 @@ async function engine(options: Record<string, unknown>): Promise<Engine> {
   return e;
 }
 
-async function drive(s: EngineSession, n: number): Promise<VideoFrame[]> {
-  const out: VideoFrame[] = [];
-  for (let i = 0; i < n; i++) out.push(...(await s.process({ frame: { ...driving[i].frame, times: { receive: performance.now() } }, face: driving[i].face })));
-  out.push(...(await s.flush()));
-  return out;
-}
-
-function meanAbs(a: Uint8Array, b: Uint8Array): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += Math.abs(a[i] - b[i]);
-  return s / a.length;
-}
+const drive = (s: EngineSession, n: number): Promise<VideoFrame[]> => driveSession(s, driving, n);
 
 beforeAll(async () => {
   pack = await buildTinyPack();
