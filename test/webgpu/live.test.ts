@@ -9,20 +9,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import sharp from 'sharp';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Engine, EngineSession } from '../../src/engine/engine.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
-import { CONTEXT_FILE } from '../../src/engine/xportrait/pack-networks.ts';
-import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
-import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
-import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
-import { float32ToBytes, writeSafetensors } from '../../src/model/checkpoint/index.ts';
-import { buildPack } from '../../src/model/pack/index.ts';
+import type { VideoFrame } from '../../src/media/frame.ts';
 import { silentLogger } from '../../src/util/log.ts';
-import { SHARED, XP_TINY } from '../xportrait/fixtures.ts';
-import { tinyContext } from '../xportrait/tiny-pack.ts';
+import { SHARED } from '../xportrait/fixtures.ts';
+import { buildWebGpuTinyPack, byteDiff as diff, driveSession, liveInputs, type LiveInputs } from './live-fixture.ts';
 import { describeWebGpu } from './webgpu.ts';
 
 const run = promisify(execFile);
@@ -50,9 +44,7 @@ const ANIMATE_MIN_PSNR_DB = 25;
 
 const tmp = mkdtempSync(join(os.tmpdir(), 'xp-webgpu-live-'));
 const packDir = join(tmp, 'pack');
-let portrait: RgbImage;
-let portraitFace: FaceObservation;
-const driving: Array<{ frame: VideoFrame; face: FaceObservation }> = [];
+let inputs: LiveInputs;
 const engines: Engine[] = [];
 
 afterAll(async () => {
@@ -60,53 +52,21 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-async function drive(s: EngineSession): Promise<VideoFrame[]> {
-  const out: VideoFrame[] = [];
-  for (const d of driving) out.push(...(await s.process({ frame: { ...d.frame, times: { receive: performance.now() } }, face: d.face })));
-  out.push(...(await s.flush()));
-  return out;
-}
-
 async function live(device: 'cpu' | 'webgpu', options: Record<string, unknown>): Promise<VideoFrame[]> {
   const e = await loadEngine('xportrait', { logger: silentLogger(), options: { pack: packDir, threads: 2, device, ...options } });
   engines.push(e);
-  const s = await e.createSession({ portrait, portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
+  const s = await e.createSession({ portrait: inputs.portrait, portraitFace: inputs.portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
   try {
-    return await drive(s);
+    return await driveSession(s, inputs.driving);
   } finally {
     await s.close();
   }
 }
 
-function diff(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
-  let max = 0;
-  let sum = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    sum += d;
-    if (d > max) max = d;
-  }
-  return { max, mean: sum / a.length };
-}
-
 describeWebGpu('live pipeline on WebGPU vs CPU (tiny pack, real media)', () => {
   beforeAll(async () => {
-    await buildPack({ checkpoint: join(XP_TINY, 'checkpoint.th'), config: join(XP_TINY, 'config.yaml'), out: packDir, target: 'webgpu' });
-    const ctx = tinyContext();
-    await writeSafetensors(join(packDir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: ctx.dims, data: float32ToBytes(ctx.data, 'float32') }]);
-    const { data, info } = await sharp(join(SHARED, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
-    const analyzer = await createPortraitAnalyzer();
-    portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
-    await analyzer.close();
-    const tracker = await createFaceTracker();
-    let id = 0;
-    for await (const rgb of readVideoFrames(join(SHARED, 'media/xportrait-driving.mp4'), { width: 256, height: 256, format: 'rgb' })) {
-      if (id >= FRAMES) break;
-      const frame: VideoFrame = { id: id++, width: 256, height: 256, format: 'rgb', data: rgb, times: {} };
-      driving.push({ frame, face: await tracker.track(frame) });
-    }
-    await tracker.close();
+    await buildWebGpuTinyPack(packDir);
+    inputs = await liveInputs(FRAMES);
   }, 300_000);
 
   for (const [policy, options] of [
@@ -116,7 +76,7 @@ describeWebGpu('live pipeline on WebGPU vs CPU (tiny pack, real media)', () => {
     it(`${policy} policy: every frame as on the CPU within ${LIVE_MAX_ABS} levels (max) and ${LIVE_MEAN_ABS} (mean)`, async () => {
       const cpu = await live('cpu', options);
       const gpu = await live('webgpu', options);
-      expect(cpu.map((f) => f.id)).toEqual(driving.map((d) => d.frame.id));
+      expect(cpu.map((f) => f.id)).toEqual(inputs.driving.map((d) => d.frame.id));
       expect(gpu.map((f) => f.id)).toEqual(cpu.map((f) => f.id));
       // The frames move with the driving video (else agreeing would prove little).
       const motion = Math.max(...cpu.slice(1).map((f, i) => diff(f.data, cpu[i].data).mean));

@@ -12,6 +12,7 @@
  * each `createSession` (one portrait) gets its own pipeline and per-frame caches.
  */
 import { createHash } from 'node:crypto';
+import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
@@ -34,7 +35,10 @@ import { readVideoFrames } from '../../media/ffmpeg.ts';
 import { StageTimer } from '../../util/timing.ts';
 import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
 import { LivePipeline } from './live.ts';
-import { LiveNetworkDenoiser } from './live-network-denoiser.ts';
+import { LiveNetworkDenoiser, type NetworkDenoiser } from './live-network-denoiser.ts';
+import { DeviceTensors } from './device-tensors.ts';
+import { ResidentLiveDenoiser } from './resident-denoiser.ts';
+import type { TrafficCounts } from './traffic.ts';
 import { OnnxNetworks, type F32 } from './networks.ts';
 import { extraReferenceCost, MAX_REFERENCES_CEILING, type ReferenceLatent } from './references.ts';
 import { decodeInChunks, runOfficialSampler, type DrivingHints, type XPortraitCaches } from './offline.ts';
@@ -64,6 +68,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
     intraOpThreads: o.threads,
     cpuMemArena: o.memArena,
     contextFile: o.context,
+    resident: o.resident,
     graphs: graphsFor(o),
     onProgress: (p) => {
       log.info({ graph: p.graph, done: p.done, total: p.total, ms: Math.round(p.ms) }, 'pack: graph loaded');
@@ -76,7 +81,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
   if (o.sampler === 'live' && !pack.manifest.source.lcmLora) {
     log.warn('the pack has no LCM-LoRA merged: live LCM sampling of a plain X-Portrait UNet gives blurry frames (build the pack with --lcm-lora)');
   }
-  log.info({ pack: o.pack, device: o.device, precision: pack.manifest.options.precision, cpuMemArena: pack.provider.cpuMemArena, ms: Math.round(performance.now() - t0) }, 'xportrait engine ready');
+  log.info({ pack: o.pack, device: o.device, resident: o.resident, precision: pack.manifest.options.precision, cpuMemArena: pack.provider.cpuMemArena, ms: Math.round(performance.now() - t0) }, 'xportrait engine ready');
   return new XPortraitEngine(pack, o, log);
 }
 
@@ -339,9 +344,11 @@ abstract class BaseSession implements EngineSession {
   }
 
   /** A decoded frame [3, S, S] as an output VideoFrame at the session's size, carrying the input's id and times. */
-  protected async outputFrame(input: VideoFrame, chw: Float32Array): Promise<VideoFrame> {
+  protected async outputFrame(input: VideoFrame, image: Float32Array | Uint8Array): Promise<VideoFrame> {
     const S = this.engine.pack.imageSize;
-    const rgb = await resizeRgb(tensorToRgb(chw, S, S), S, S, this.info.outputWidth, this.info.outputHeight);
+    // float [3, S, S] from the decoder, or 8-bit RGB already made on the device (a resident session's rgb8 graph).
+    const bytes = image instanceof Uint8Array ? image : tensorToRgb(image, S, S);
+    const rgb = await resizeRgb(bytes, S, S, this.info.outputWidth, this.info.outputHeight);
     const out: VideoFrame = { id: input.id, width: this.info.outputWidth, height: this.info.outputHeight, format: 'rgb', data: rgb, times: { ...input.times } };
     mark(out, 'engineEnd');
     this.framesOut++;
@@ -374,7 +381,12 @@ abstract class BaseSession implements EngineSession {
 class LiveSamplerSession extends BaseSession {
   readonly info: EngineSessionInfo;
   readonly #pipeline: LivePipeline<VideoFrame>;
-  readonly #denoiser: LiveNetworkDenoiser;
+  readonly #denoiser: NetworkDenoiser;
+  /** Set when the tick's state lives in GPU buffers (resident-denoiser.ts). */
+  readonly #device: DeviceTensors | undefined;
+  /** Host traffic: once at session start (portrait encode), then summed over ticks (process/flush calls). */
+  readonly #trafficSetup: TrafficCounts;
+  readonly #traffic = { ticks: 0, hostToDevice: 0, deviceToHost: 0, uploads: 0, downloads: 0, maxHostToDevice: 0, last: { hostToDevice: 0, deviceToHost: 0, uploads: 0, downloads: 0 } };
   #lastHints: Hints | null = null;
   #firstInAt: number | null = null;
   #ttffMs: number | null = null;
@@ -389,16 +401,30 @@ class LiveSamplerSession extends BaseSession {
     if (o.policy === 'kvcache' && !p.kvSites.length) {
       throw new Error(`xportrait: the pack ${p.dir} has no streaming UNet graphs (unet_cond_kv): rebuild it with this version's pack build, or use --policy window`);
     }
-    this.#denoiser = new LiveNetworkDenoiser({
-      net,
-      caches: engine.caches(this.hintCache),
-      policy: o.policy as 'window' | 'kvcache',
-      portraitKey: portrait.key,
-      zRef: portrait.z,
-      extraRefs: portrait.extras,
-      latentDims: p.latentDims,
-      kvSites: p.kvSites,
-    });
+    if (o.resident) {
+      if (!p.deviceOps) throw new Error('xportrait: resident state needs a pack opened with resident sessions');
+      this.#device = new DeviceTensors(p.deviceOps, net.traffic);
+      this.#denoiser = new ResidentLiveDenoiser({
+        net,
+        device: this.#device,
+        policy: o.policy as 'window' | 'kvcache',
+        refs: [{ key: portrait.key, z: portrait.z }, ...portrait.extras],
+        latentDims: p.latentDims,
+        kvSites: p.kvSites,
+      });
+    } else {
+      this.#denoiser = new LiveNetworkDenoiser({
+        net,
+        caches: engine.caches(this.hintCache),
+        policy: o.policy as 'window' | 'kvcache',
+        portraitKey: portrait.key,
+        zRef: portrait.z,
+        extraRefs: portrait.extras,
+        latentDims: p.latentDims,
+        kvSites: p.kvSites,
+      });
+    }
+    this.#trafficSetup = net.traffic.tick();
     this.#pipeline = new LivePipeline<VideoFrame>({
       schedule: p.schedule,
       frameSize: portrait.z.data.length,
@@ -414,7 +440,22 @@ class LiveSamplerSession extends BaseSession {
     engine.logger.info({ policy: o.policy, steps: this.#steps, guidance, window: o.window, lag: this.info.lagFrames }, 'xportrait live session');
   }
 
-  async process(input: EngineInput): Promise<VideoFrame[]> {
+  /** The process()/flush() call running now: close() waits for it before releasing what it uses (GPU buffers). */
+  #inFlight: Promise<unknown> | null = null;
+
+  process(input: EngineInput): Promise<VideoFrame[]> {
+    return this.#track(this.#process(input));
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inFlight = p;
+    void p.catch(() => undefined).finally(() => {
+      if (this.#inFlight === p) this.#inFlight = null;
+    });
+    return p;
+  }
+
+  async #process(input: EngineInput): Promise<VideoFrame[]> {
     if (this.closed) throw new Error('xportrait: session is closed');
     const t0 = performance.now();
     mark(input.frame, 'engineStart', t0);
@@ -439,7 +480,21 @@ class LiveSamplerSession extends BaseSession {
     const frames = out ? [await this.#decode(out.key, out.latent)] : [];
     if (frames.length && this.#ttffMs === null) this.#ttffMs = performance.now() - (this.#firstInAt as number);
     this.timer.record('total', performance.now() - t0);
+    this.#countTraffic();
     return frames;
+  }
+
+  /** Adds the traffic since the last call as one tick (a process() or flush() call). */
+  #countTraffic(): void {
+    const t = this.net.traffic.tick();
+    const s = this.#traffic;
+    s.ticks++;
+    s.hostToDevice += t.hostToDevice;
+    s.deviceToHost += t.deviceToHost;
+    s.uploads += t.uploads;
+    s.downloads += t.downloads;
+    s.maxHostToDevice = Math.max(s.maxHostToDevice, t.hostToDevice);
+    s.last = { hostToDevice: t.hostToDevice, deviceToHost: t.deviceToHost, uploads: t.uploads, downloads: t.downloads };
   }
 
   #recordGraphStages(before: Record<string, number>): void {
@@ -452,16 +507,33 @@ class LiveSamplerSession extends BaseSession {
 
   async #decode(input: VideoFrame, latent: Float32Array): Promise<VideoFrame> {
     const t0 = performance.now();
-    const img = await this.net.decode({ data: latent, dims: [1, ...this.engine.pack.latentDims] });
-    const f = await this.outputFrame(input, img.data);
+    let image: Float32Array | Uint8Array;
+    if (this.#device) {
+      // Decoded and converted to 8-bit on the device: the frame's one download is H x W x 3 bytes.
+      const z = new ort.Tensor('float32', latent, [1, ...this.engine.pack.latentDims]);
+      const out = this.#device.ledger.adoptAll(await this.net.run('vae_decoder', { z }, ['image']));
+      try {
+        image = await this.#device.rgb8(out.image);
+      } finally {
+        this.#device.ledger.release(out.image);
+      }
+    } else {
+      image = (await this.net.decode({ data: latent, dims: [1, ...this.engine.pack.latentDims] })).data;
+    }
+    const f = await this.outputFrame(input, image);
     this.timer.record('decode', performance.now() - t0);
     return f;
   }
 
-  async flush(): Promise<VideoFrame[]> {
+  flush(): Promise<VideoFrame[]> {
+    return this.#track(this.#flush());
+  }
+
+  async #flush(): Promise<VideoFrame[]> {
     const outs = await this.#pipeline.flush(this.#denoiser);
     const frames: VideoFrame[] = [];
     for (const o of outs) frames.push(await this.#decode(o.key, o.latent));
+    this.#countTraffic();
     return frames;
   }
 
@@ -473,14 +545,41 @@ class LiveSamplerSession extends BaseSession {
       lagFrames: this.info.lagFrames,
       timeToFirstFrameMs: this.#ttffMs === null ? -1 : Math.round(this.#ttffMs),
       'cache.kv.MiB': +(this.#denoiser.kvBytes() / 2 ** 20).toFixed(2),
-      ...cacheExtra([this.#denoiser.contextControl.stats(), this.#denoiser.bankBatches.stats()]),
+      ...cacheExtra(this.#denoiser.cacheStats()),
+      ...this.#trafficStats(),
       graphMsTotal: Math.round(graphMs(this.net, ['']))
     });
   }
 
+  /** Host <-> device traffic (traffic.ts) and, when resident, the GPU buffers held: the session stats and /metrics. */
+  #trafficStats(): Record<string, number> {
+    const s = this.#traffic;
+    const gpu = this.#device?.ledger.stats();
+    return {
+      resident: this.#device ? 1 : 0,
+      'traffic.hostToDeviceBytes': s.hostToDevice,
+      'traffic.deviceToHostBytes': s.deviceToHost,
+      'traffic.hostToDeviceBytesPerTick': s.ticks ? Math.round(s.hostToDevice / s.ticks) : 0,
+      'traffic.hostToDeviceBytesMaxTick': s.maxHostToDevice,
+      'traffic.deviceToHostBytesPerFrame': this.framesOut ? Math.round(s.deviceToHost / this.framesOut) : 0,
+      'traffic.hostToDeviceBytesLastTick': s.last.hostToDevice,
+      'traffic.deviceToHostBytesLastTick': s.last.deviceToHost,
+      'traffic.uploadsLastTick': s.last.uploads,
+      'traffic.downloadsLastTick': s.last.downloads,
+      'traffic.uploadsPerTick': s.ticks ? +(s.uploads / s.ticks).toFixed(2) : 0,
+      'traffic.downloadsPerTick': s.ticks ? +(s.downloads / s.ticks).toFixed(2) : 0,
+      'traffic.setupHostToDeviceBytes': this.#trafficSetup.hostToDevice,
+      ...(gpu ? { 'gpu.liveBuffers': gpu.live, 'gpu.buffersMade': gpu.made, 'gpu.liveMiB': +(gpu.liveBytes / 2 ** 20).toFixed(3), 'gpu.peakMiB': +(gpu.peakBytes / 2 ** 20).toFixed(3) } : {}),
+    };
+  }
+
   override async close(): Promise<void> {
     if (this.closed) return;
+    this.closed = true;
+    // A tick still running holds the buffers it feeds: let it end before they are disposed.
+    await this.#inFlight?.catch(() => undefined);
     this.#pipeline.reset(this.#denoiser);
+    await this.#denoiser.release();
     await super.close();
   }
 }

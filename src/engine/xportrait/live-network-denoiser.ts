@@ -10,7 +10,7 @@
  * - `kvcache` policy: the temporal-attention keys/values each frame writes at each level, for both CFG branches.
  */
 import * as ort from 'onnxruntime-node';
-import { CountingCache, bytesOf } from './caches.ts';
+import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
 import type { BatchItem, LiveBatchPrediction, LiveBatchRequest, LiveDenoiser, LivePolicy } from './live.ts';
 import { numel, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
 import type { XPortraitCaches } from './offline.ts';
@@ -37,7 +37,19 @@ export interface LiveRunnerOptions {
 
 type Branch = 'cond' | 'uncond';
 
-export class LiveNetworkDenoiser implements LiveDenoiser {
+/** A live denoiser on the pack's networks, with its state on the host (this file) or the device (resident-denoiser.ts). */
+export interface NetworkDenoiser extends LiveDenoiser {
+  /** Hint features of a driving frame (both kinds), computed once when it enters. */
+  addFrame(seq: number, hints: Record<HintKind, F32>): Promise<void>;
+  retire(seqs: readonly number[]): void;
+  /** Bytes held in the kv cache (both branches). */
+  kvBytes(): number;
+  cacheStats(): CacheStats[];
+  /** Lets go of everything held (device buffers included). */
+  release(): Promise<void>;
+}
+
+export class LiveNetworkDenoiser implements NetworkDenoiser {
   readonly #o: LiveRunnerOptions;
   /** Summed ControlNet residuals of clean context frames, per frame. */
   readonly contextControl = new CountingCache<F32[]>('contextControl', { sizeOf: bytesOf });
@@ -226,6 +238,16 @@ export class LiveNetworkDenoiser implements LiveDenoiser {
       }
       this.kv.set(`${branch}|${it.seq}|${it.stepIndex}`, { k, v });
     });
+  }
+
+  cacheStats(): CacheStats[] {
+    return [this.contextControl.stats(), this.bankBatches.stats()];
+  }
+
+  async release(): Promise<void> {
+    this.contextControl.clear();
+    this.bankBatches.clear();
+    this.kv.clear();
   }
 
   /** Bytes held in the kv cache (both branches). */

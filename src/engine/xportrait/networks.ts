@@ -10,6 +10,7 @@
  * values are only valid until the next call of the same graph — callers that keep them copy them.
  */
 import * as ort from 'onnxruntime-node';
+import { TrafficCounter } from './traffic.ts';
 
 export interface F32 {
   data: Float32Array;
@@ -48,6 +49,8 @@ const two = (n: number) => String(n).padStart(2, '0');
 
 export class OnnxNetworks {
   readonly counters: NetworkCounters = { runs: {}, ms: {} };
+  /** Host <-> device bytes of every run (traffic.ts): what a GPU provider moves over the bus for this view. */
+  readonly traffic = new TrafficCounter();
   readonly bankCount: number;
   readonly residualCount: number;
   readonly #sessions: Map<string, GraphSession>;
@@ -110,6 +113,7 @@ export class OnnxNetworks {
     const t0 = performance.now();
     const res = await s.run(feeds, fetches);
     const ms = performance.now() - t0;
+    this.traffic.record(graph, feeds, res);
     for (const n of reuse) {
       if (this.#outBuffers.has(`${key}|${n}`)) continue;
       // Shapes vary only while a live window fills up: a small bound keeps odd shapes from piling up.

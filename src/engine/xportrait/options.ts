@@ -45,13 +45,20 @@ export const xportraitOptionsSchema = z.object({
    * each extra photo costs its bank per timestep and widens every reference attention (docs/xportrait.md).
    */
   maxReferences: num(z.number().int().min(1).max(MAX_REFERENCES_CEILING)).default(DEFAULT_MAX_REFERENCES),
+  /**
+   * Live state on the device (banks, hint features, residuals, kv entries, the decoded image stay in GPU buffers;
+   * docs/xportrait.md "Device-resident state"): auto = on for the live sampler on webgpu; on needs both.
+   */
+  resident: z.enum(['auto', 'on', 'off']).default('auto'),
 });
 
 /** `-O` keys of the xportrait engine, in the schema's order (the CLI's --help lists them). */
 export const XPORTRAIT_OPTION_KEYS = Object.keys(xportraitOptionsSchema.shape) as (keyof typeof xportraitOptionsSchema.shape)[];
 
 /** The parsed options, every default applied: the scheduler the sampler runs, its step count and CFG scale. */
-export type XPortraitOptions = Omit<z.infer<typeof xportraitOptionsSchema>, 'steps' | 'guidance' | 'scheduler'> & {
+export type XPortraitOptions = Omit<z.infer<typeof xportraitOptionsSchema>, 'steps' | 'guidance' | 'scheduler' | 'resident'> & {
+  /** The live tick keeps its state on the device (resolved from `resident=auto|on|off`). */
+  resident: boolean;
   scheduler: 'ddim' | 'lcm';
   steps: number;
   guidance: number;
@@ -76,6 +83,10 @@ export function parseXPortraitOptions(raw: Record<string, unknown>): XPortraitOp
   if (o.sampler === 'live' && o.policy === 'window' && o.window < steps) {
     throw new XPortraitOptionError(`xportrait: --window ${o.window} cannot hold the ${steps} frames in flight`);
   }
+  if (o.resident === 'on' && (o.device !== 'webgpu' || o.sampler !== 'live')) {
+    throw new XPortraitOptionError(`xportrait: --resident on keeps the live sampler's state in GPU buffers: it needs --device webgpu and --sampler live (got ${o.device}, ${o.sampler}); onnxruntime-node keeps outputs on the device only with WebGPU`);
+  }
+  const resident = o.resident === 'on' || (o.resident === 'auto' && o.device === 'webgpu' && o.sampler === 'live');
   const schedulerChoice: SchedulerChoice = scheduler === 'ddim' ? { kind: 'ddim', ddimSteps: steps } : { kind: 'lcm', steps };
-  return { ...o, scheduler, steps, guidance, schedulerChoice };
+  return { ...o, scheduler, steps, guidance, schedulerChoice, resident };
 }

@@ -14,6 +14,7 @@ import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pa
 import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
 import type { XPortraitConfig } from '../../model/config.ts';
 import type { KvSiteShape } from './live-network-denoiser.ts';
+import { DeviceOps } from './device-tensors.ts';
 import { OnnxNetworks, type F32, type GraphSession } from './networks.ts';
 import { checkDevice, cpuMemArenaFor, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
 import { makeNoiseSchedule, type NoiseSchedule } from './schedule.ts';
@@ -42,6 +43,11 @@ export interface LoadedPack {
   provider: ProviderOptions;
   /** The pack runtime holding the sessions (e.g. for the conformance runner). */
   runtime: PackRuntime;
+  /**
+   * Device-resident packs (`resident`): the graphs that make live state keep their outputs in GPU buffers
+   * (`residentPlacement`), and the ops graphs that rearrange them on the device. Undefined on a host-state pack.
+   */
+  deviceOps?: DeviceOps;
   /** Create sessions for more graphs (a no-op for those already open). */
   ensureGraphs(names: string[], onProgress?: (p: PackLoadProgress) => void): Promise<void>;
   close(): Promise<void>;
@@ -54,6 +60,22 @@ export interface OpenPackOptions extends ProviderOptions {
   /** Profile the sessions into this folder, so `runtime.placement(graph)` reports where each node ran (benches). */
   profileDir?: string;
   onProgress?: (p: PackLoadProgress) => void;
+  /**
+   * Keep the live state on the device (WebGPU only): see `residentPlacement`. Such a pack serves the live sampler's
+   * device-resident path only; its sessions return GPU tensors the host-state code cannot read.
+   */
+  resident?: boolean;
+}
+
+/**
+ * Where each graph of a device-resident pack puts its outputs: everything the live tick keeps (reference banks, hint
+ * features, ControlNet residuals, the kvcache's new keys/values, the decoded image) stays in GPU buffers; the UNet's
+ * eps comes to the host, where the LCM step runs; the VAE encoder's latent (once per portrait) too.
+ */
+export function residentPlacement(graph: string, outputs: readonly string[]): 'gpu-buffer' | 'cpu' | Record<string, 'gpu-buffer' | 'cpu'> {
+  if (graph === 'vae_encoder') return 'cpu';
+  if (graph.startsWith('unet_')) return Object.fromEntries(outputs.map((o) => [o, o === 'eps' ? 'cpu' : 'gpu-buffer']));
+  return 'gpu-buffer';
 }
 
 export async function readContext(path: string): Promise<F32> {
@@ -83,6 +105,9 @@ async function loadSessions(rt: PackRuntime, sessions: Map<string, GraphSession>
 /** Opens a pack on its own (its sessions are released by `close`). Prefer `acquirePack` inside a process. */
 export async function openPack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
   checkDevice(opts.device);
+  if (opts.resident && opts.device !== 'webgpu') {
+    throw new Error(`device-resident state needs --device webgpu (onnxruntime-node keeps outputs on the device only there), not ${opts.device}`);
+  }
   const manifest = await readPackManifest(dir);
   const contextPath = opts.contextFile ?? join(dir, CONTEXT_FILE);
   if (!existsSync(contextPath)) {
@@ -101,7 +126,9 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     .filter(([name]) => /\.(onnx|weights)$/.test(name))
     .reduce((a, [, f]) => a + f.bytes, 0) * (manifest.options.precision === 'float16' ? 2 : 1);
   const provider: ProviderOptions = { ...opts, cpuMemArena: cpuMemArenaFor(opts.cpuMemArena, opts.device, weightBytes, os.totalmem()) };
-  const rt = await PackRuntime.open(dir, { sessionOptions: sessionOptions(provider), profileDir: opts.profileDir });
+  const options = sessionOptions(provider);
+  const rt = await PackRuntime.open(dir, { sessionOptions: options, profileDir: opts.profileDir, outputPlacement: opts.resident ? residentPlacement : undefined });
+  const deviceOps = opts.resident ? new DeviceOps(options) : undefined;
   const available = (names: string[]) => names.filter((g) => g in manifest.graphs);
   const sessions = new Map<string, GraphSession>();
   try {
@@ -129,9 +156,13 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     imageSize: L.latentSize * L.vaeDownscale,
     kvSites: sites,
     provider,
+    deviceOps,
     ensureGraphs: (names, onProgress) => loadSessions(rt, sessions, available(names), { ...opts, onProgress }),
     // The runtime owns the sessions (it releases each once).
-    close: () => rt.close(),
+    close: async () => {
+      await deviceOps?.close();
+      await rt.close();
+    },
   };
 }
 
@@ -142,7 +173,7 @@ const shared = new Map<string, { pack: Promise<LoadedPack>; refs: number }>();
  * (each engine adds the graphs it needs), closed when the last holder releases it.
  */
 export async function acquirePack(dir: string, opts: OpenPackOptions): Promise<LoadedPack> {
-  const key = [resolve(dir), opts.device, opts.intraOpThreads ?? '', opts.contextFile ? resolve(opts.contextFile) : '', String(opts.cpuMemArena ?? 'auto')].join('|');
+  const key = [resolve(dir), opts.device, opts.intraOpThreads ?? '', opts.contextFile ? resolve(opts.contextFile) : '', String(opts.cpuMemArena ?? 'auto'), opts.resident ? 'resident' : 'host'].join('|');
   let entry = shared.get(key);
   if (!entry) {
     entry = { pack: openPack(dir, opts), refs: 0 };

@@ -170,3 +170,55 @@ export function hostTraffic(t: TickCalls): HostTraffic {
   const frames = Math.max(1, t.framesOut);
   return { hostToDevice: up, deviceToHost: down, uploads, downloads, hostToDevicePerFrame: up / frames, deviceToHostPerFrame: down / frames, perGraph };
 }
+
+/** Feeds a device-resident tick uploads from the host (resident-denoiser.ts); every other feed is already on the GPU. */
+export const RESIDENT_HOST_FEEDS: ReadonlySet<string> = new Set(['hint', 'x_t', 't', 'z', 'kv_pos', 'kv_mask']);
+/** Bytes of one int64 shape feed of the device rearranging graphs (device-ops.ts `stack`) for a rank-r result. */
+const shapeFeedBytes = (rank: number) => 8 * rank;
+
+/**
+ * The device-resident path (resident-denoiser.ts), steady state: uploads are the graph feeds in `RESIDENT_HOST_FEEDS`
+ * plus the result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch
+ * when context frames join it; the kvcache's past keys/values); downloads are the UNet's eps and the decoded frame as
+ * 8-bit RGB (H x W x 3 bytes, made by the `rgb8` graph on the device).
+ */
+export function residentTraffic(t: TickCalls): HostTraffic {
+  const perGraph: HostTraffic['perGraph'] = {};
+  let up = 0;
+  let down = 0;
+  let uploads = 0;
+  let downloads = 0;
+  const add = (graph: string, u: number, d: number, nu: number, nd: number) => {
+    const g = (perGraph[graph] ??= { hostToDevice: 0, deviceToHost: 0 });
+    g.hostToDevice += u;
+    g.deviceToHost += d;
+    up += u;
+    down += d;
+    uploads += nu;
+    downloads += nd;
+  };
+  const hasContext = t.plan.items.some((it) => it.kind === 'context');
+  for (const c of t.calls) {
+    const host = c.feeds.filter((f) => RESIDENT_HOST_FEEDS.has(f.name));
+    const eps = c.fetches.filter((f) => f.name === 'eps');
+    add(c.graph, host.reduce((s, f) => s + f.bytes, 0), eps.reduce((s, f) => s + f.bytes, 0), host.length, eps.length);
+    if (c.graph.startsWith('cn_body_')) {
+      const feat = c.feeds.find((f) => f.name === 'hint_feat');
+      add('ops.stack', shapeFeedBytes(feat?.shape.length ?? 4), 0, 1, 0);
+    }
+    if (c.graph === 'unet_cond' && hasContext) {
+      const control = c.feeds.filter((f) => f.name.startsWith('control.'));
+      add('ops.stack', control.reduce((s, f) => s + shapeFeedBytes(f.shape.length), 0), 0, control.length, 0);
+    }
+    if (c.graph.endsWith('_kv')) {
+      const past = c.feeds.filter((f) => f.name.startsWith('kv_past_'));
+      add('ops.stack', past.reduce((s, f) => s + shapeFeedBytes(f.shape.length), 0), 0, past.length, 0);
+    }
+    if (c.graph === 'vae_decoder') {
+      const image = c.fetches.find((f) => f.name === 'image');
+      if (image) add('ops.rgb8', 0, image.shape[2] * image.shape[3] * 3, 0, 1);
+    }
+  }
+  const frames = Math.max(1, t.framesOut);
+  return { hostToDevice: up, deviceToHost: down, uploads, downloads, hostToDevicePerFrame: up / frames, deviceToHostPerFrame: down / frames, perGraph };
+}

@@ -19,6 +19,11 @@ export interface PackRuntimeOptions {
    * (see placement.ts). Profiling records every run: meant for verification runs, not for serving.
    */
   profileDir?: string;
+  /**
+   * Where a graph's outputs are placed (`preferredOutputLocation`): e.g. `gpu-buffer` for the state a device-resident
+   * live tick keeps on the GPU (src/engine/xportrait/resident-denoiser.ts). Default: the host.
+   */
+  outputPlacement?: (graph: string, outputs: readonly string[]) => ort.InferenceSession.SessionOptions['preferredOutputLocation'];
 }
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -61,6 +66,8 @@ export class PackRuntime {
     if (!s) {
       const path = join(this.dir, this.graph(name).file);
       let options: ort.InferenceSession.SessionOptions = this.opts.sessionOptions ?? { intraOpNumThreads: this.opts.threads ?? 2, interOpNumThreads: 1, executionProviders: ['cpu'], graphOptimizationLevel: 'all' };
+      const placement = this.opts.outputPlacement?.(name, this.graph(name).outputs.map((o) => o.name));
+      if (placement) options = { ...options, preferredOutputLocation: placement };
       if (this.opts.profileDir) {
         const dir = join(this.opts.profileDir, name);
         mkdirSync(dir, { recursive: true });
