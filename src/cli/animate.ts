@@ -42,6 +42,8 @@ export interface AnimateOptions {
   engineOptions: Record<string, unknown>;
   /** Animate at most this many driving frames. */
   maxFrames?: number;
+  /** Execution provider of the face models (portrait analysis and driving-video tracking). Default cpu. */
+  faceDevice?: 'cpu' | 'webgpu';
   logger: Logger;
 }
 
@@ -131,7 +133,7 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
     let tracker: { track(f: VideoFrame): Promise<FaceObservation>; close(): Promise<void> } | undefined;
     if (engine.needsFace) {
       const face = await import('../face/node/index.ts');
-      const analyzer = await face.createPortraitAnalyzer();
+      const analyzer = await face.createPortraitAnalyzer({ device: opts.faceDevice });
       try {
         const res = await analyzer.analyze({ width: portrait.width, height: portrait.height, format: 'rgb', data: portrait.data });
         for (const w of res.warnings) log.warn({ event: 'portrait_warning' }, w);
@@ -162,7 +164,7 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
       } finally {
         await analyzer.close();
       }
-      const t = await face.createFaceTracker();
+      const t = await face.createFaceTracker({ device: opts.faceDevice });
       tracker = t;
       closers.push(() => t.close());
     }
@@ -285,6 +287,7 @@ const animateSchema = z.object({
   steps: z.string().regex(/^\d+$/, '--steps must be a whole number').optional(),
   seed: z.string().regex(/^-?\d+$/, '--seed must be a whole number').optional(),
   initialVideo: z.string().min(1).optional(),
+  faceDevice: z.enum(['cpu', 'webgpu'], { error: '--face-device must be cpu or webgpu' }).default('cpu'),
   json: z.boolean().default(false),
   progress: z.boolean().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -311,6 +314,7 @@ export function addAnimateCommand(program: Command): void {
     .addOption(new Option('--steps <n>', 'xportrait: LCM steps (live, 1-8) or DDIM steps (official, default 30 = 31 executed)'))
     .addOption(new Option('--seed <n>', 'xportrait: seed of the noise and of the window offsets'))
     .addOption(new Option('--initial-video <file>', 'xportrait official sampler: initial frames to q-sample from (e.g. a warp animate output)'))
+    .addOption(new Option('--face-device <device>', 'face models (portrait analysis, driving-video tracking) on cpu or webgpu').env('XPORTRAIT_FACE_DEVICE').default('cpu'))
     .addOption(new Option('--json', 'print the run report as JSON on stdout'))
     .addOption(new Option('--no-progress', 'no progress bar (default: shown when stderr is a terminal, else a line every 2 s)'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default('warn'))
@@ -346,7 +350,7 @@ export function addAnimateCommand(program: Command): void {
       let report: AnimateReport;
       try {
         report = await animate(
-          { portrait: o.portrait[0], morePortraits: o.portrait.slice(1), driving: o.driving, output: o.output, engine: o.engine, size: o.size, compare: o.compare, engineOptions, maxFrames: o.frames, logger },
+          { portrait: o.portrait[0], morePortraits: o.portrait.slice(1), driving: o.driving, output: o.output, engine: o.engine, size: o.size, compare: o.compare, engineOptions, maxFrames: o.frames, faceDevice: o.faceDevice, logger },
           (p) => {
             if (!bar) return;
             if (!started) {

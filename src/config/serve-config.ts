@@ -81,6 +81,8 @@ export const serveConfigSchema = z
      * Who tracks faces (src/session/client-tracking.ts): `client` (the page, with onnxruntime-web), `server` (our
      * tracker on the decoded video), `auto` (the page's landmarks while it sends them, else the server).
      */
+    /** Execution provider of the server's face tracker (BlazeFace, Face Mesh, Iris): cpu, or webgpu (docs/webgpu.md). */
+    faceDevice: z.enum(['cpu', 'webgpu']).default('cpu'),
     tracking: z.enum(['client', 'server', 'auto']).default('auto'),
     /** Prometheus metrics at GET /metrics (src/server/metrics.ts): on (loopback only unless a token is set) or off. */
     metrics: z.enum(['on', 'off']).default('on'),

@@ -9,6 +9,11 @@
  *   xportrait_frames_dropped_total{engine}            frames replaced in the mailbox before the engine took them
  *   xportrait_frames_sent_total{engine}               avatar frames sent
  *   xportrait_engine_queue_depth{engine}              frames waiting for or inside the engines (mailbox + engine lag)
+ *   xportrait_engine_host_bytes_total{engine,direction}
+ *                                                     bytes the engines moved between host and device memory
+ *                                                     (direction to_device / to_host; engines that report it:
+ *                                                     xportrait, src/engine/xportrait/traffic.ts; on the CPU
+ *                                                     provider what WOULD cross a bus fed the same way)
  *   xportrait_stage_seconds{engine,stage}             per-frame stage latency histogram: queue, track, engine,
  *                                                     output, total (receive -> send), and engine:<mark> for the
  *                                                     stage marks an engine stamps on its frames
@@ -32,6 +37,13 @@ import { HttpError, sendError } from './http.ts';
 
 /** Stage marks every session sets; any other mark inside the engine span is an engine sub-stage. */
 const KNOWN_MARKS = new Set(['capture', 'receive', 'trackStart', 'trackEnd', 'engineStart', 'engineEnd', 'send']);
+
+/** A session's engine host traffic so far (0 for engines that do not count it). */
+function trafficOf(s: LiveSession): { to_device: number; to_host: number } {
+  const extra = s.stats().engineStats.extra ?? {};
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  return { to_device: n(extra['traffic.hostToDeviceBytes']), to_host: n(extra['traffic.deviceToHostBytes']) };
+}
 
 /** 1 ms .. ~16 s, doubling. */
 const STAGE_BUCKETS = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i);
@@ -57,6 +69,8 @@ export class ServerMetrics {
   readonly #opts: MetricsOptions;
   readonly #token: Buffer | undefined;
   readonly #closedTotals = new Map<string, FrameTotals>();
+  /** Host <-> device bytes of closed sessions, per engine. */
+  readonly #closedTraffic = new Map<string, { to_device: number; to_host: number }>();
   readonly #engineOf = new WeakMap<LiveSession, string>();
   /** Sessions whose final counts are in #closedTotals. */
   readonly #folded = new WeakSet<LiveSession>();
@@ -120,6 +134,30 @@ export class ServerMetrics {
           for (const [engine, t] of self.#totals()) this.inc({ engine }, t[key]);
         },
       });
+    new Counter({
+      name: 'xportrait_engine_host_bytes_total',
+      help: 'Bytes the engines moved between host and device memory (to_device: uploads; to_host: downloads).',
+      labelNames: ['engine', 'direction'],
+      registers,
+      collect() {
+        this.reset();
+        const sum = new Map<string, { to_device: number; to_host: number }>();
+        for (const [engine, t] of self.#closedTraffic) sum.set(engine, { ...t });
+        for (const s of self.#opts.sessions()) {
+          if (self.#folded.has(s)) continue;
+          const engine = self.#engine(s);
+          const t = sum.get(engine) ?? { to_device: 0, to_host: 0 };
+          const x = trafficOf(s);
+          t.to_device += x.to_device;
+          t.to_host += x.to_host;
+          sum.set(engine, t);
+        }
+        for (const [engine, t] of sum) {
+          this.inc({ engine, direction: 'to_device' }, t.to_device);
+          this.inc({ engine, direction: 'to_host' }, t.to_host);
+        }
+      },
+    });
     frameCounter('xportrait_frames_received_total', 'Camera frames decoded by the server.', 'received');
     frameCounter('xportrait_frames_processed_total', 'Frames the engine took.', 'processed');
     frameCounter('xportrait_frames_dropped_total', 'Frames replaced in the newest-frame mailbox before the engine took them (engine busy).', 'dropped');
@@ -144,6 +182,11 @@ export class ServerMetrics {
       t.dropped += st.framesDropped;
       t.sent += st.framesSent;
       this.#closedTotals.set(engine, t);
+      const x = trafficOf(session);
+      const tr = this.#closedTraffic.get(engine) ?? { to_device: 0, to_host: 0 };
+      tr.to_device += x.to_device;
+      tr.to_host += x.to_host;
+      this.#closedTraffic.set(engine, tr);
       this.#folded.add(session);
     });
   }

@@ -153,7 +153,7 @@ export class XportraitServer {
 
   /** The face-tracking stage, loaded once per process (a failed load is not kept, so a later session retries). */
   #analyzerFactory(): Promise<FrameAnalyzerFactory | undefined> {
-    this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log })))().catch((err) => {
+    this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log, device: this.config.faceDevice })))().catch((err) => {
       this.#analyzer = undefined;
       throw err;
     });

@@ -20,7 +20,13 @@ export interface FrameAnalyzerFactory {
   create(opts: { logger: Logger }): Promise<FrameAnalyzer>;
 }
 
-type AnalyzerLoader = (opts: { logger: Logger }) => Promise<FrameAnalyzerFactory>;
+/** What a loader is told: the logger, and the execution provider for model-based analyzers (`serve --face-device`). */
+export interface AnalyzerLoaderOptions {
+  logger: Logger;
+  device?: 'cpu' | 'webgpu';
+}
+
+type AnalyzerLoader = (opts: AnalyzerLoaderOptions) => Promise<FrameAnalyzerFactory>;
 
 /**
  * Loaders, lazy like the engine registry so a passthrough server never loads face models. The face tracker adds

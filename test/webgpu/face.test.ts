@@ -10,6 +10,9 @@ import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/i
 import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { VideoFrame } from '../../src/media/frame.ts';
+import { parseServeConfig } from '../../src/config/serve-config.ts';
+import { defaultFrameAnalyzerLoader } from '../../src/session/frame-analyzer.ts';
+import { silentLogger } from '../../src/util/log.ts';
 import { SHARED } from '../xportrait/fixtures.ts';
 import { describeWebGpu } from './webgpu.ts';
 
@@ -76,6 +79,29 @@ describeWebGpu('face models on WebGPU vs CPU (real media)', () => {
     process.stdout.write(`\ntracker WebGPU vs CPU: worst ${worst.toExponential(2)} px, mean ${mean.toExponential(2)} px over ${FRAMES} frames x ${cpu[0].landmarks.length / 3} points\n`);
     expect(worst).toBeLessThanOrEqual(FACE_MAX_PX);
     expect(mean).toBeLessThanOrEqual(FACE_MEAN_PX);
+  }, 300_000);
+
+  it(`the live session's face stage with serve --face-device webgpu: landmarks within ${FACE_MAX_PX} px of --face-device cpu`, async () => {
+    // The server's path: config faceDevice -> the frame-analyzer loader -> one tracker per session (smoothing on).
+    const config = parseServeConfig({ faceDevice: 'webgpu' }, ['warp']);
+    expect(config.faceDevice).toBe('webgpu');
+    const loader = defaultFrameAnalyzerLoader();
+    if (!loader) throw new Error('no frame analyzer registered');
+    const out: FaceObservation[][] = [];
+    for (const device of ['cpu', config.faceDevice] as const) {
+      const factory = await loader({ logger: silentLogger(), device });
+      const a = await factory.create({ logger: silentLogger() });
+      try {
+        const obs: FaceObservation[] = [];
+        for (const f of frames.slice(0, 8)) obs.push(await a.analyze(f));
+        out.push(obs);
+      } finally {
+        await a.close();
+      }
+    }
+    const d = out[1].map((o, i) => distances(o.landmarks, out[0][i].landmarks));
+    expect(out[1].every((o) => !o.lost)).toBe(true);
+    expect(Math.max(...d.map((x) => x.max))).toBeLessThanOrEqual(FACE_MAX_PX);
   }, 300_000);
 
   it(`portrait analyzer: the portrait's landmarks within ${FACE_MAX_PX} px`, async () => {

@@ -65,6 +65,11 @@ describe('web client in chromium, xportrait engine on the tiny pack', () => {
       expect(after.n - before.n).toBeGreaterThanOrEqual(3); // the track keeps playing
       expect(stats).toMatch(/xportrait/);
       expect(server.activeSessions).toBe(1);
+      // The engine's host traffic reaches /metrics (on the CPU provider: what a GPU provider fed the same way moves).
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const bytes = (dir: string) => Number(new RegExp(`^xportrait_engine_host_bytes_total\\{engine="xportrait",direction="${dir}"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+      expect(bytes('to_device')).toBeGreaterThan(0);
+      expect(bytes('to_host')).toBeGreaterThan(0);
       await page.click('#stop');
     } finally {
       await page.close();

@@ -113,7 +113,9 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
         uploads: t.traffic.uploads,
         downloads: t.traffic.downloads,
         perGraphMB: Object.fromEntries(Object.entries(t.traffic.perGraph).map(([g, v]) => [g, { up: mb(v.hostToDevice), down: mb(v.deviceToHost) }])),
-        gpus: t.gpus.map((g) => ({ ...g, computeMs: r1(g.computeMs), hostMs: r1(g.hostMs), tickMs: r1(g.tickMs), fps: r1(g.fps, 2), fpsResident: r1(g.fpsResident, 2) })),
+        residentHostToDeviceMB: mb(t.residentTraffic.hostToDevice),
+        residentDeviceToHostMB: mb(t.residentTraffic.deviceToHost),
+        gpus: t.gpus.map((g) => ({ ...g, computeMs: r1(g.computeMs), hostMs: r1(g.hostMs), tickMs: r1(g.tickMs), fps: r1(g.fps, 2), residentHostMs: r1(g.residentHostMs, 2), fpsResident: r1(g.fpsResident, 2) })),
       })),
     };
     // Markdown tables (docs/xportrait.md copies them).
@@ -150,6 +152,26 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     }
     md.push('');
     out.hostTraffic = traffic;
+    // The same ticks on the device-resident path (WebGPU: resident-denoiser.ts; what stays and what crosses: tick-cost.ts residentTraffic).
+    md.push(`#### Host traffic per tick at ${size}², device-resident path (webgpu)`, '', '| policy | steps | host→device MB/tick | device→host MB/tick | transfers up/down | largest uploads | PCIe 4.0 x16 ms |', '|---|---|---|---|---|---|---|');
+    const resident: unknown[] = [];
+    for (const policy of policies) {
+      for (const k of steps) {
+        const w = policy === 'kvcache' ? kvWindow : window;
+        const t = await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, gpus: [] });
+        const r = t.residentTraffic;
+        const g4 = ((r.hostToDevice + r.deviceToHost) / (PCIE.gen4.effectiveGBs * 1e9)) * 1e3;
+        const top = Object.entries(r.perGraph)
+          .sort((x, y) => y[1].hostToDevice - x[1].hostToDevice)
+          .slice(0, 3)
+          .map(([g, v]) => `${g} ${mb(v.hostToDevice)}`)
+          .join(', ');
+        resident.push({ policy, steps: k, window: w, hostToDeviceMB: mb(r.hostToDevice), deviceToHostMB: mb(r.deviceToHost), uploads: r.uploads, downloads: r.downloads, pcie4Ms: r1(g4), perGraphMB: Object.fromEntries(Object.entries(r.perGraph).map(([g, v]) => [g, { up: mb(v.hostToDevice), down: mb(v.deviceToHost) }])) });
+        md.push(`| ${policy} (W ${w}) | ${k} | ${mb(r.hostToDevice)} | ${mb(r.deviceToHost)} | ${r.uploads} / ${r.downloads} | ${top} | ${r1(g4, 2)} |`);
+      }
+    }
+    md.push('');
+    out.residentTraffic = resident;
   }
 
   const measuredPath = arg(a, '--xpp-measured');

@@ -13,7 +13,7 @@
  * the host only as outputs of sessions placed on the CPU (`rgb8`, the UNet's `eps`).
  */
 import * as ort from 'onnxruntime-node';
-import { addGraph, rgb8Graph, rowsGraph, stackGraph, stackKey, uploadGraph, type StackSite } from '../../model/graphs/device-ops.ts';
+import { addGraph, hints8Graph, rgb8Graph, rowsGraph, stackGraph, stackKey, uploadGraph, type StackSite } from '../../model/graphs/device-ops.ts';
 import type { TrafficCounter } from './traffic.ts';
 
 const ELEM_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1 };
@@ -181,6 +181,13 @@ export class DeviceTensors {
   async upload(t: ort.Tensor): Promise<ort.Tensor> {
     const out = await this.#run('ops.upload', `upload:${t.dims.length}`, () => uploadGraph(t.dims.length), { in: t });
     return out.out;
+  }
+
+  /** The two hint images, uploaded as 8-bit RGB [S, S, 3] each, as float [1, 3, S, S] in [-1, 1] on the device. */
+  async hints8(pose: Uint8Array, local: Uint8Array, size: number): Promise<{ pose: ort.Tensor; local: ort.Tensor }> {
+    const t = (d: Uint8Array) => new ort.Tensor('uint8', d, [1, size, size, 3]);
+    const out = await this.#run('ops.hints8', 'hints8', hints8Graph, { pose: t(pose), local: t(local) });
+    return { pose: out.pose_f, local: out.local_f };
   }
 
   /** The decoder's image [1, 3, H, W] on the device -> uint8 RGB (H·W·3 bytes), the only download of a frame. */

@@ -35,7 +35,7 @@ import { readVideoFrames } from '../../media/ffmpeg.ts';
 import { StageTimer } from '../../util/timing.ts';
 import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
 import { LivePipeline } from './live.ts';
-import { LiveNetworkDenoiser, type NetworkDenoiser } from './live-network-denoiser.ts';
+import { LiveNetworkDenoiser, type HintImages8, type NetworkDenoiser } from './live-network-denoiser.ts';
 import { DeviceTensors } from './device-tensors.ts';
 import { ResidentLiveDenoiser } from './resident-denoiser.ts';
 import type { TrafficCounts } from './traffic.ts';
@@ -245,6 +245,8 @@ export async function resizeRgb(rgb: Uint8Array, w: number, h: number, tw: numbe
 interface Hints {
   pose: F32;
   local: F32;
+  /** The same images as 8-bit RGB (a device-resident session uploads these). */
+  rgb: HintImages8;
 }
 
 /** Alignment of driving frames to the portrait, fixed from one reference frame (live: the first with a face). */
@@ -278,7 +280,7 @@ class Aligner {
 export function drivingHints(frame: ImageLike, landmarks: Float32Array, alignment: XPortraitAlignment, S: number): Hints {
   if (S === 512) {
     const r = alignDrivingFrame(frame, landmarks, alignment);
-    return { pose: rgbToTensor(r.aligned, S, S), local: rgbToTensor(r.local, S, S) };
+    return { pose: rgbToTensor(r.aligned, S, S), local: rgbToTensor(r.local, S, S), rgb: { pose: r.aligned, local: r.local, size: S } };
   }
   const k = 512 / S;
   const aligned = warpToRgb(frame, S, S, composeAffine(alignedToFrame(alignment.affine512, frame.width, frame.height), [k, 0, 0, 0, k, 0]));
@@ -292,7 +294,7 @@ export function drivingHints(frame: ImageLike, landmarks: Float32Array, alignmen
       local.set(aligned.subarray(o, o + (x1 - x0) * 3), o);
     }
   }
-  return { pose: rgbToTensor(aligned, S, S), local: rgbToTensor(local, S, S) };
+  return { pose: rgbToTensor(aligned, S, S), local: rgbToTensor(local, S, S), rgb: { pose: aligned, local, size: S } };
 }
 
 function referenceInfo(p: SessionReferences): { given: number; used: number } {
@@ -470,7 +472,7 @@ class LiveSamplerSession extends BaseSession {
     this.#lastHints = hints;
     const seq = this.#pipeline.nextSeq;
     const msBefore = { ...this.net.counters.ms };
-    await this.#denoiser.addFrame(seq, hints);
+    await this.#denoiser.addFrame(seq, hints, hints.rgb);
     hints = null;
     const t1 = performance.now();
     this.timer.record('hint', t1 - t0);

@@ -37,10 +37,20 @@ export interface LiveRunnerOptions {
 
 type Branch = 'cond' | 'uncond';
 
+/** The two hint images as 8-bit RGB, [size, size, 3] each. */
+export interface HintImages8 {
+  pose: Uint8Array;
+  local: Uint8Array;
+  size: number;
+}
+
 /** A live denoiser on the pack's networks, with its state on the host (this file) or the device (resident-denoiser.ts). */
 export interface NetworkDenoiser extends LiveDenoiser {
-  /** Hint features of a driving frame (both kinds), computed once when it enters. */
-  addFrame(seq: number, hints: Record<HintKind, F32>): Promise<void>;
+  /**
+   * Hint features of a driving frame (both kinds), computed once when it enters. `rgb`: the same hint images as
+   * 8-bit RGB [S, S, 3] (what a device-resident denoiser uploads: a quarter of the float bytes).
+   */
+  addFrame(seq: number, hints: Record<HintKind, F32>, rgb?: HintImages8): Promise<void>;
   retire(seqs: readonly number[]): void;
   /** Bytes held in the kv cache (both branches). */
   kvBytes(): number;

@@ -12,7 +12,8 @@
  * - `kvcache`: each frame's keys/values per level and branch, split into rows and stacked into the next ticks'
  *   past keys/values on the device.
  *
- * Per tick the host uploads only what is new: the batch latents x and timesteps, the new frame's two hint images,
+ * Per tick the host uploads only what is new: the batch latents x and timesteps, the new frame's two hint images (as
+ * 8-bit RGB, made float on the device),
  * the kvcache positions and mask, and the small int64 shapes of the rearranging graphs; it downloads the UNet's eps
  * (the LCM step runs on the host) and, per output frame, the decoded image as 8-bit RGB. Every GPU buffer is owned by
  * the session's `GpuLedger` and released when its frame retires or the session closes.
@@ -20,7 +21,7 @@
 import * as ort from 'onnxruntime-node';
 import { CountingCache } from './caches.ts';
 import { DeviceTensors, tensorBytes } from './device-tensors.ts';
-import type { KvSiteShape, NetworkDenoiser } from './live-network-denoiser.ts';
+import type { HintImages8, KvSiteShape, NetworkDenoiser } from './live-network-denoiser.ts';
 import type { BatchItem, LiveBatchPrediction, LiveBatchRequest, LivePolicy } from './live.ts';
 import type { F32, HintKind, OnnxNetworks } from './networks.ts';
 import type { ReferenceLatent } from './references.ts';
@@ -80,12 +81,19 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     return this.#dev.ledger.adoptAll(await this.#net.run(graph, feeds, outputs, reuse));
   }
 
-  async addFrame(seq: number, hints: Record<HintKind, F32>): Promise<void> {
+  async addFrame(seq: number, hints: Record<HintKind, F32>, rgb?: HintImages8): Promise<void> {
     if (this.#hints.has(seq)) return;
+    // The hint images go up as 8-bit RGB when the caller has them (a quarter of the bytes), made float on the device.
+    const images = rgb ? await this.#dev.hints8(rgb.pose, rgb.local, rgb.size) : undefined;
     const feats = {} as Record<HintKind, ort.Tensor>;
-    for (const kind of ['pose', 'local'] as const) {
-      const r = await this.#run(`cn_hint_${kind}`, { hint: new ort.Tensor('float32', hints[kind].data, hints[kind].dims) }, ['hint_feat']);
-      feats[kind] = r.hint_feat;
+    try {
+      for (const kind of ['pose', 'local'] as const) {
+        const hint = images?.[kind] ?? new ort.Tensor('float32', hints[kind].data, hints[kind].dims);
+        const r = await this.#run(`cn_hint_${kind}`, { hint }, ['hint_feat']);
+        feats[kind] = r.hint_feat;
+      }
+    } finally {
+      if (images) this.#dev.ledger.release([images.pose, images.local]);
     }
     this.#hints.set(seq, feats);
   }

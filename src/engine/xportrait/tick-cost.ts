@@ -172,13 +172,13 @@ export function hostTraffic(t: TickCalls): HostTraffic {
 }
 
 /** Feeds a device-resident tick uploads from the host (resident-denoiser.ts); every other feed is already on the GPU. */
-export const RESIDENT_HOST_FEEDS: ReadonlySet<string> = new Set(['hint', 'x_t', 't', 'z', 'kv_pos', 'kv_mask']);
+export const RESIDENT_HOST_FEEDS: ReadonlySet<string> = new Set(['x_t', 't', 'z', 'kv_pos', 'kv_mask']);
 /** Bytes of one int64 shape feed of the device rearranging graphs (device-ops.ts `stack`) for a rank-r result. */
 const shapeFeedBytes = (rank: number) => 8 * rank;
 
 /**
- * The device-resident path (resident-denoiser.ts), steady state: uploads are the graph feeds in `RESIDENT_HOST_FEEDS`
- * plus the result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch
+ * The device-resident path (resident-denoiser.ts), steady state: uploads are the graph feeds in `RESIDENT_HOST_FEEDS`,
+ * the hint encoders' images as 8-bit RGB (one byte per value, made float by the `hints8` graph on the device), plus the result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch
  * when context frames join it; the kvcache's past keys/values); downloads are the UNet's eps and the decoded frame as
  * 8-bit RGB (H x W x 3 bytes, made by the `rgb8` graph on the device).
  */
@@ -202,6 +202,10 @@ export function residentTraffic(t: TickCalls): HostTraffic {
     const host = c.feeds.filter((f) => RESIDENT_HOST_FEEDS.has(f.name));
     const eps = c.fetches.filter((f) => f.name === 'eps');
     add(c.graph, host.reduce((s, f) => s + f.bytes, 0), eps.reduce((s, f) => s + f.bytes, 0), host.length, eps.length);
+    if (c.graph.startsWith('cn_hint_')) {
+      const hint = c.feeds.find((f) => f.name === 'hint');
+      if (hint) add('ops.hints8', hint.shape.reduce((a, b) => a * b, 1), 0, 1, 0);
+    }
     if (c.graph.startsWith('cn_body_')) {
       const feat = c.feeds.find((f) => f.name === 'hint_feat');
       add('ops.stack', shapeFeedBytes(feat?.shape.length ?? 4), 0, 1, 0);

@@ -30,7 +30,13 @@ export async function createFrameAnalyzerFactory(opts: { logger: Logger } & Node
 }> {
   // Build (or verify) the models once per process, so the first session does not pay for it.
   const built = ensureFaceModels({ dir: opts.modelsDir, ids: ['blazeface-front', 'blazeface-back', 'facemesh', 'iris'] });
-  opts.logger.info({ models: built.map((b) => `${b.id}:${b.status}`) }, 'face models ready');
+  if (opts.device === 'webgpu') {
+    // Fail at start (the server's preload logs it), not in every session: is there an adapter at all?
+    const { probeWebGpuAdapter } = await import('../../engine/xportrait/webgpu-adapter.ts');
+    const probe = await probeWebGpuAdapter();
+    if (!probe.ok) throw new Error(`--face-device webgpu: ${probe.reason}`);
+  }
+  opts.logger.info({ models: built.map((b) => `${b.id}:${b.status}`), device: opts.device ?? 'cpu' }, 'face models ready');
   return {
     name: 'face',
     async create() {

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx } from 'onnx-proto';
-import { hostTraffic, liveTickCalls, dimResolver, type GraphIo, type HostTraffic, type IoSpec, type LayoutDims, type TickCall } from '../../engine/xportrait/tick-cost.ts';
+import { hostTraffic, liveTickCalls, residentTraffic, dimResolver, type GraphIo, type HostTraffic, type IoSpec, type LayoutDims, type TickCall } from '../../engine/xportrait/tick-cost.ts';
 import type { LivePolicy } from '../../engine/xportrait/live.ts';
 import type { XPortraitConfig } from '../config.ts';
 import type { BuildOptions } from '../graphs/index.ts';
@@ -152,7 +152,9 @@ export interface GpuPrediction {
   /** computeMs + hostMs (no overlap). */
   tickMs: number;
   fps: number;
-  /** fps if the host traffic were gone (device-resident state). */
+  /** Host traffic of the device-resident path (resident-denoiser.ts, WebGPU) at the GPU's link rate. */
+  residentHostMs: number;
+  /** fps with the device-resident path's traffic (computeMs + residentHostMs). */
   fpsResident: number;
 }
 
@@ -165,6 +167,8 @@ export interface TickPrediction {
   flops: number;
   bytes: number;
   traffic: HostTraffic;
+  /** The device-resident path's traffic (tick-cost.ts residentTraffic). */
+  residentTraffic: HostTraffic;
   gpus: GpuPrediction[];
 }
 
@@ -188,6 +192,7 @@ export async function predictTick(src: GraphSource, o: PredictOptions): Promise<
   for (const g of src.names()) graphs[g] = await src.io(g);
   const tick = liveTickCalls({ ...o, graphs });
   const traffic = hostTraffic(tick);
+  const resident = residentTraffic(tick);
   const calls: CallCost[] = [];
   for (const c of tick.calls) calls.push(await costOfCall(src, c, o.layout, o.latentH, o.latentW, o.extraRefs ?? 0));
   const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
@@ -195,7 +200,8 @@ export async function predictTick(src: GraphSource, o: PredictOptions): Promise<
     const computeMs = calls.reduce((s, c) => s + graphTime(c.cost, gpu, eff).ms, 0);
     const hostMs = transferMs(traffic.hostToDevice, gpu, eff) + transferMs(traffic.deviceToHost, gpu, eff);
     const tickMs = computeMs + hostMs;
-    return { gpu: gpu.id, computeMs, hostMs, tickMs, fps: 1000 / tickMs, fpsResident: 1000 / computeMs };
+    const residentHostMs = transferMs(resident.hostToDevice, gpu, eff) + transferMs(resident.deviceToHost, gpu, eff);
+    return { gpu: gpu.id, computeMs, hostMs, tickMs, fps: 1000 / tickMs, residentHostMs, fpsResident: 1000 / (computeMs + residentHostMs) };
   });
   return {
     policy: o.policy,
@@ -206,6 +212,7 @@ export async function predictTick(src: GraphSource, o: PredictOptions): Promise<
     flops: calls.reduce((s, c) => s + c.flops, 0),
     bytes: calls.reduce((s, c) => s + c.bytes, 0),
     traffic,
+    residentTraffic: resident,
     gpus,
   };
 }

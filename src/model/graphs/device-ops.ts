@@ -9,6 +9,7 @@
  *   add      a + b per site (the pose and local ControlNet residuals)
  *   upload   identity: a host tensor made device-resident once (the text context)
  *   rgb8     the decoder's image [1, 3, H, W] (any range) -> uint8 RGB [1, H, W, 3]: the one download of a frame
+ *   hints8   the two hint images as uploaded, uint8 RGB [1, S, S, 3] -> float [1, 3, S, S] in [-1, 1]
  *
  * Ranks are part of a graph's key (an ONNX input has a rank); sizes are symbolic, so one graph serves every size.
  */
@@ -86,5 +87,19 @@ export function rgb8Graph(): Uint8Array {
   const scaled = g.op('Mul', [g.op('Add', [clamped, g.scalar(1)]), g.scalar(127.5)]);
   const bytes = g.op('Cast', [g.op('Floor', [g.op('Add', [scaled, g.scalar(0.5)])])], { to: attr.i(2) });
   g.output(g.op('Transpose', [bytes], { perm: attr.ints([0, 2, 3, 1]) }), 'rgb', 'uint8', [1, 'H', 'W', 3]);
+  return encodeModel(g);
+}
+
+/**
+ * The two hint images uploaded as 8-bit RGB (`pose`, `local`: uint8 [1, S, S, 3], a quarter of their float32 bytes)
+ * -> float [1, 3, S, S] in [-1, 1] (`pose_f`, `local_f`), as engine.ts `rgbToTensor` makes them on the host.
+ */
+export function hints8Graph(): Uint8Array {
+  const g = new GraphBuilder('hints8', new MemorySink());
+  for (const name of ['pose', 'local']) {
+    const x = g.input(name, 'uint8', [1, 'S', 'S', 3]);
+    const f = g.op('Cast', [g.op('Transpose', [x], { perm: attr.ints([0, 3, 1, 2]) })], { to: attr.i(1) });
+    g.output(g.op('Sub', [g.op('Mul', [g.op('Div', [f, g.scalar(255)]), g.scalar(2)]), g.scalar(1)]), `${name}_f`, 'float32', [1, 3, 'S', 'S']);
+  }
   return encodeModel(g);
 }
