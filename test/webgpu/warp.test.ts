@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { SamplingField } from '../../src/engine/warp/field.ts';
 import { createResampler, type I420Image } from '../../src/engine/warp/resample.ts';
 import { buildGatherSampleModel, buildGridSampleModel } from '../../src/engine/warp/resample-ort.ts';
-import { sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { sessionOptions } from '../../src/model/onnx/providers.ts';
 import { rgbToI420 } from '../../src/media/convert.ts';
 import { readPlacement } from '../../src/model/pack/placement.ts';
 import { SHARED } from '../xportrait/fixtures.ts';

@@ -37,8 +37,8 @@ import { LivePipeline } from '../../engine/xportrait/live.ts';
 import { LiveNetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
 import type { F32 } from '../../engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../engine/xportrait/pack-networks.ts';
-import { DEVICES, type Device, type MemArenaChoice } from '../../engine/xportrait/providers.ts';
-import { probeWebGpuAdapter } from '../../engine/xportrait/webgpu-adapter.ts';
+import { DEVICES, type Device, type MemArenaChoice } from '../../model/onnx/providers.ts';
+import { probeWebGpuAdapter } from '../../model/onnx/webgpu-adapter.ts';
 import { FastGaussian, SeededGaussian } from '../../engine/xportrait/rng.ts';
 import { quantile } from '../../util/timing.ts';
 

@@ -3,7 +3,7 @@
  * initializers (built once per session), so each frame feeds only the field. The graph normalises the grid
  * (align_corners=1: index 0 -> -1, index n-1 -> +1), subsamples it for the chroma planes, and rounds to uint8, so
  * its outputs are written straight into the I420 destination. On a GPU execution provider (`device`: the same
- * providers as the X-Portrait engine, ../xportrait/providers.ts) the same graph runs there, except on WebGPU:
+ * providers as every ONNX session, src/model/onnx/providers.ts) the same graph runs there, except on WebGPU:
  * onnxruntime's WebGPU provider has no GridSample and no Round kernel (measured with its profiler: both ran on the
  * CPU provider, with copies each way), so for `webgpu` the graph is built in the gather form (`buildGatherSampleModel`:
  * the same bilinear, border-clamped sampling written with Floor, Gather and arithmetic, every node on WebGPU).
@@ -11,7 +11,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { attr, encodeModel, GraphBuilder, MemorySink } from '../../model/onnx/graph.ts';
-import { checkDevice, explainProviderError, sessionOptions } from '../xportrait/providers.ts';
+import { checkDevice, explainProviderError, sessionOptions } from '../../model/onnx/providers.ts';
 import type { SamplingField } from './field.ts';
 import type { I420Image, Resampler, ResamplerOptions } from './resample.ts';
 

@@ -12,7 +12,7 @@
  *   as initializers, normalising the grid inside the graph; uint8 out through Round + Cast.
  * sharp/libvips has no general remap (only affine), so it cannot be a backend.
  */
-import type { Device } from '../xportrait/providers.ts';
+import type { Device } from '../../model/onnx/providers.ts';
 import type { SamplingField } from './field.ts';
 
 export interface I420Image {
