@@ -19,7 +19,8 @@ import { FACE_OVAL, INNER_LIP_RING, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from '.
 import { buildWarpMesh, meshTargets, pointInPolygon } from '../../src/engine/warp/warp-mesh.ts';
 import { EYE_WIDEN_DEAD_BAND, eyeClosureFor, IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion-transfer.ts';
 import { framePortrait, type FramedPortrait } from '../../src/engine/warp/portrait-framing.ts';
-import { createResampler, resampleI420 } from '../../src/engine/warp/resample.ts';
+import { createResampler } from '../../src/engine/warp/resample.ts';
+import { resampleI420 } from '../../src/media/resampling.ts';
 import { WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
 import { parseWarpOptions } from '../../src/engine/warp/options.ts';
 
