@@ -9,7 +9,7 @@ import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/i
 import type { PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import { PortraitFaceError } from '../../src/face/portrait-analyzer.ts';
 import { estimateHeadPose, rotationFromAngles } from '../../src/face/pose.ts';
-import { expressionSignals } from '../../src/face/expression.ts';
+import { derivedFromLandmarks } from '../../src/face/observation.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
@@ -58,10 +58,9 @@ afterAll(async () => {
   await analyzer?.close();
 });
 
-/** A face observation from landmarks (pose and expression re-fitted, as the tracker does). */
+/** A face observation from landmarks (box, pose and expression derived by the one builder, as the tracker does). */
 function observation(landmarks: Float32Array, like: FaceObservation): FaceObservation {
-  const pose = estimateHeadPose(landmarks);
-  return { ...like, lost: false, landmarks, rawLandmarks: landmarks, pose, expression: expressionSignals(landmarks, pose) };
+  return { ...like, lost: false, landmarks, rawLandmarks: landmarks, ...derivedFromLandmarks(landmarks) };
 }
 
 /** Landmarks rotated in 3D about the face's canonical origin (image axes), as a head turn would move them. */
