@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { z } from 'zod';
 import type { WindowMode } from '../model/graphs/motion.ts';
-import { DEVICES } from '../engine/xportrait/providers.ts';
+import { DEVICES } from '../model/onnx/providers.ts';
 import { UsageError } from './usage-error.ts';
 
 const buildSchema = z.object({
@@ -186,7 +186,7 @@ export function addPackCommand(program: Command): void {
     .action(async (dir: string, raw: Record<string, unknown>) => {
       const o = parse(verifySchema, raw);
       const { readPackManifest, PackRuntime, verifyHashes, verifyRandomRuns, verificationSizes, formatPlacement, targetMismatch } = await import('../model/pack/index.ts');
-      const { checkDevice, explainProviderError, sessionOptions } = await import('../engine/xportrait/providers.ts');
+      const { checkDevice, explainProviderError, sessionOptions } = await import('../model/onnx/providers.ts');
       const manifest = await readPackManifest(dir);
       let failed = 0;
       const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -212,7 +212,7 @@ export function addPackCommand(program: Command): void {
       const mismatch = targetMismatch(manifest.options, o.device);
       if (mismatch) say(`note: a pack built for ${manifest.options.target ?? 'cpu (no --target recorded)'}, run on ${o.device}: ${mismatch}`);
       if (o.device === 'webgpu') {
-        const { probeWebGpuAdapter, formatAdapter } = await import('../engine/xportrait/webgpu-adapter.ts');
+        const { probeWebGpuAdapter, formatAdapter } = await import('../model/onnx/webgpu-adapter.ts');
         const a = await probeWebGpuAdapter();
         say(a.ok ? `adapter: ${formatAdapter(a.adapter)}` : `adapter: not reported (${a.reason.split(';')[0]})`);
       }

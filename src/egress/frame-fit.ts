@@ -3,6 +3,7 @@
  * stream must keep one size for its whole life, while the avatar's size may change (passthrough follows the
  * camera; WebRTC may adapt the resolution).
  */
+import { scalePlane } from '../media/resampling.ts';
 
 export interface FitPlan {
   srcW: number;
@@ -30,29 +31,6 @@ export function blackI420(width: number, height: number, out: Uint8Array = new U
   out.fill(16, 0, width * height);
   out.fill(128, width * height);
   return out;
-}
-
-function scalePlane(src: Uint8Array, srcOff: number, sw: number, sh: number, dst: Uint8Array, dstOff: number, dstStride: number, dx: number, dy: number, dw: number, dh: number): void {
-  const fx = sw / dw;
-  const fy = sh / dh;
-  for (let j = 0; j < dh; j++) {
-    const syf = Math.max(0, (j + 0.5) * fy - 0.5);
-    const y0 = Math.min(sh - 1, Math.floor(syf));
-    const y1 = Math.min(sh - 1, y0 + 1);
-    const wy = syf - y0;
-    const r0 = srcOff + y0 * sw;
-    const r1 = srcOff + y1 * sw;
-    const o = dstOff + (dy + j) * dstStride + dx;
-    for (let i = 0; i < dw; i++) {
-      const sxf = Math.max(0, (i + 0.5) * fx - 0.5);
-      const x0 = Math.min(sw - 1, Math.floor(sxf));
-      const x1 = Math.min(sw - 1, x0 + 1);
-      const wx = sxf - x0;
-      const top = src[r0 + x0] * (1 - wx) + src[r0 + x1] * wx;
-      const bottom = src[r1 + x0] * (1 - wx) + src[r1 + x1] * wx;
-      dst[o + i] = (top * (1 - wy) + bottom * wy + 0.5) | 0;
-    }
-  }
 }
 
 /**

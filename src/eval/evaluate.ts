@@ -16,7 +16,7 @@
  */
 import sharp from 'sharp';
 import type { FaceTracker } from '../face/tracker.ts';
-import type { ImageLike } from '../face/image.ts';
+import type { ImageLike } from '../media/frame.ts';
 import { readVideoFrames } from '../media/ffmpeg.ts';
 import type { RgbImage } from '../media/frame.ts';
 import { probeVideo, trackingSize, type VideoProbe } from '../media/video-file.ts';

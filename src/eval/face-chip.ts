@@ -19,10 +19,10 @@
  * mesh 164 (mid-philtrum) would move the fitted chip by 2.5-3.9 px.
  * The mouth is left out on purpose (as dlib's 5-point scheme does): an animated mouth must not move the chip.
  *
- * Coordinates: dlib puts pixel centres on integers, we put them at i + 0.5 (src/face/image.ts), so template
+ * Coordinates: dlib puts pixel centres on integers, we put them at i + 0.5 (src/media/resampling.ts), so template
  * points are shifted by half a pixel; landmarks are already in our convention.
  */
-import type { Affine } from '../face/image.ts';
+import type { Affine } from '../media/resampling.ts';
 
 /** dlib's 5-point chip template, in the unit square of the tight face box. */
 export const DLIB_FIVE_POINT_TEMPLATE: ReadonlyArray<readonly [number, number]> = [

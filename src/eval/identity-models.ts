@@ -11,7 +11,7 @@
  *   comparison, converted on first use; 112x112 / 224x224 crop with the eyes level at the common recognition
  *   template's eye positions.
  */
-import type { Affine } from '../face/image.ts';
+import type { Affine } from '../media/resampling.ts';
 import { LEFT_EYE, RIGHT_EYE } from '../engine/warp/landmark-sets.ts';
 import { dlibFaceChipAffine } from './face-chip.ts';
 

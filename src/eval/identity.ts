@@ -4,8 +4,8 @@
  * ./identity-models.ts). Each embedding is kept raw (dlib's descriptors are compared by Euclidean distance) and
  * L2-normalised (cosine similarity, comparable across models).
  */
-import type { ImageLike } from '../face/image.ts';
-import { warpToTensor } from '../face/image.ts';
+import type { ImageLike } from '../media/frame.ts';
+import { warpToTensor } from '../media/resampling.ts';
 import { faceModelPath, OrtModelRunner } from '../face/node/index.ts';
 import { DEFAULT_IDENTITY_MODEL, IDENTITY_MODELS, type IdentityModelInfo } from './identity-models.ts';
 

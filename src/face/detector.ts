@@ -6,7 +6,8 @@
  * longer range: small faces too, ~3x the compute). The frame is letterboxed into the square input so faces
  * keep their aspect ratio.
  */
-import { invertAffine, applyAffine, warpToTensor, type Affine, type ImageLike } from './image.ts';
+import type { ImageLike } from '../media/frame.ts';
+import { invertAffine, applyAffine, warpToTensor, type Affine } from '../media/resampling.ts';
 import type { ModelRunner } from './model-runner.ts';
 
 export type DetectorRange = 'front' | 'back';

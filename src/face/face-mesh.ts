@@ -4,7 +4,8 @@
  * "refined" layout: 468..472 the subject's right iris (centre first, beside mesh points 33/133), 473..477 the
  * left iris (beside 362/263).
  */
-import { applyAffine, composeAffine, rectToAffine, warpToTensor, type Affine, type ImageLike, type RotatedRect } from './image.ts';
+import type { ImageLike } from '../media/frame.ts';
+import { applyAffine, composeAffine, rectToAffine, warpToTensor, type Affine, type RotatedRect } from '../media/resampling.ts';
 import { eyeRoi } from './roi.ts';
 import type { ModelRunner } from './model-runner.ts';
 

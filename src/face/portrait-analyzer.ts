@@ -6,7 +6,7 @@
  * then the landmarks' own ROI) since there is no previous frame to track from. No face: PortraitFaceError.
  */
 import { BlazeFaceDetector, type FaceDetection } from './detector.ts';
-import type { ImageLike } from './image.ts';
+import type { ImageLike } from '../media/frame.ts';
 import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './face-mesh.ts';
 import { observeFace } from './observation.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';

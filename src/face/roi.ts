@@ -4,7 +4,7 @@
  * does: rotation from the eye line, the box enlarged 1.5x and squared on its long side.
  */
 import type { FaceDetection } from './detector.ts';
-import type { RotatedRect } from './image.ts';
+import type { RotatedRect } from '../media/resampling.ts';
 
 /** Mesh indices of the outer eye corners used for the roll angle (subject's right eye, then left eye). */
 export const MESH_RIGHT_EYE_OUTER = 33;

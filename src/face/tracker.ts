@@ -11,7 +11,8 @@
  */
 import type { FrameTimes, PixelFormat } from '../media/frame.ts';
 import { BlazeFaceDetector, type DetectorOptions, type DetectorRange, type FaceDetection } from './detector.ts';
-import type { ImageLike, RotatedRect } from './image.ts';
+import type { ImageLike } from '../media/frame.ts';
+import type { RotatedRect } from '../media/resampling.ts';
 import { FaceMeshModel, IrisModel, LANDMARK_COUNT, MESH_POINTS, refineEyeRings } from './face-mesh.ts';
 import { observeFace } from './observation.ts';
 import { roiFromDetection, roiFromLandmarks } from './roi.ts';

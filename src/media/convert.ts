@@ -97,26 +97,6 @@ export function toRgb(frame: VideoFrame, format: Extract<PixelFormat, 'rgb' | 'r
   return { ...frame, format, data: out };
 }
 
-/**
- * Area-averaged luma thumbnail (w x h) of an I420 frame's Y plane: a cheap, codec-tolerant fingerprint of a picture,
- * used to compare camera and avatar pictures.
- */
-export function lumaThumbnail(y: Uint8Array, width: number, height: number, tw: number, th: number, stride = width): Float32Array {
-  const out = new Float32Array(tw * th);
-  for (let ty = 0; ty < th; ty++) {
-    const y0 = Math.floor((ty * height) / th);
-    const y1 = Math.max(y0 + 1, Math.floor(((ty + 1) * height) / th));
-    for (let tx = 0; tx < tw; tx++) {
-      const x0 = Math.floor((tx * width) / tw);
-      const x1 = Math.max(x0 + 1, Math.floor(((tx + 1) * width) / tw));
-      let sum = 0;
-      for (let yy = y0; yy < y1; yy++) for (let xx = x0; xx < x1; xx++) sum += y[yy * stride + xx];
-      out[ty * tw + tx] = sum / ((y1 - y0) * (x1 - x0));
-    }
-  }
-  return out;
-}
-
 /** Mean absolute difference of two equally sized arrays. */
 export function meanAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new RangeError(`meanAbsDiff: lengths differ (${a.length} vs ${b.length})`);

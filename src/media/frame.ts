@@ -23,14 +23,21 @@ export interface FrameTimes {
   [mark: string]: number;
 }
 
-export interface VideoFrame {
-  /** Monotonic per-session id assigned at receive time (or the source frame index for files). */
-  id: number;
+/**
+ * The one pixel-buffer type: a picture of a known format, tightly packed. Every sampler of media/resampling.ts reads
+ * it; a VideoFrame is one (plus its id and stage marks), and so are the warp engine's I420 portrait and the stills.
+ */
+export interface ImageLike {
   width: number;
   height: number;
   format: PixelFormat;
   /** Tightly packed pixels: I420 = Y plane, then U, then V (each chroma plane (w/2)x(h/2), rounded up). */
   data: Uint8Array;
+}
+
+export interface VideoFrame extends ImageLike {
+  /** Monotonic per-session id assigned at receive time (or the source frame index for files). */
+  id: number;
   times: FrameTimes;
 }
 

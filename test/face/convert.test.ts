@@ -10,7 +10,7 @@ import { convertTfjsModelFile } from '../../src/model/convert/files.ts';
 import { decodeWeights, halfToFloat, parseTfjsGraphModel } from '../../src/model/convert/tfjs-graph.ts';
 import { convertTfjsGraphToOnnx, transposeConst } from '../../src/model/convert/tfjs-to-onnx.ts';
 import { BlazeFaceDetector } from '../../src/face/detector.ts';
-import { rectToAffine, warpToTensor } from '../../src/face/image.ts';
+import { rectToAffine, warpToTensor } from '../../src/media/resampling.ts';
 import { FaceMeshModel } from '../../src/face/face-mesh.ts';
 import { faceModelPath, packageFile } from '../../src/face/node/model-files.ts';
 import { OrtModelRunner } from '../../src/face/node/ort-runner.ts';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { CANONICAL_FACE, CANONICAL_RIGID_INDICES } from '../../src/face/canonical-face.ts';
 import { blazeFaceAnchors, decodeBlazeFace, letterbox, weightedNms } from '../../src/face/detector.ts';
 import { expressionSignals } from '../../src/face/expression.ts';
-import { applyAffine, composeAffine, invertAffine, rectToAffine, warpToRgb, warpToTensor } from '../../src/face/image.ts';
+import { applyAffine, composeAffine, invertAffine, rectToAffine, warpToRgb, warpToTensor } from '../../src/media/resampling.ts';
 import { anglesFromRotation, estimateHeadPose, fitSimilarity3d, rotationFromAngles } from '../../src/face/pose.ts';
 import { roiFromLandmarks } from '../../src/face/roi.ts';
 import { meanAcceleration, OneEuroVectorFilter } from '../../src/face/smoothing.ts';

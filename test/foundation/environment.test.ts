@@ -5,6 +5,7 @@
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findChromium } from '../../src/bench/chromium.ts';
+import { sharedFolder } from '../../src/bench/shared-folder.ts';
 import { applyEnvironment } from '../../src/config/environment.ts';
 import { defaultModelsDir } from '../../src/face/node/model-files.ts';
 import { defaultFaceThreads } from '../../src/face/node/ort-runner.ts';
@@ -23,6 +24,15 @@ describe('configuration from the environment', () => {
     expect(mediaTools()).toEqual({ ffmpeg: 'ffmpeg', ffprobe: 'ffprobe' });
     expect(defaultModelsDir()).toBe(join(resolve(ROOT), 'models'));
     expect(defaultFaceThreads()).toBe(1);
+    expect(sharedFolder()).toBe(resolve('../shared'));
+  });
+
+  it('passes XPORTRAIT_SHARED to the bench suites as the shared folder; a suite flag still wins', () => {
+    applyEnvironment({ XPORTRAIT_SHARED: 'elsewhere/shared' });
+    expect(sharedFolder()).toBe(resolve('elsewhere/shared'));
+    expect(sharedFolder('/from/flag')).toBe('/from/flag');
+    applyEnvironment({ XPORTRAIT_SHARED: '' });
+    expect(sharedFolder()).toBe(resolve('../shared'));
   });
 
   it('passes FFMPEG, FFPROBE, XPORTRAIT_MODELS_DIR, XPORTRAIT_FACE_THREADS and CHROMIUM_PATH down as defaults', async () => {

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeLuma, encodeI420 } from '../../src/media/frame-id.ts';
 import { FfmpegEgress, streamSink, virtualCameraSink, classifyVirtualCamera } from '../../src/egress/ffmpeg-egress.ts';
-import { lumaThumbnail } from '../../src/media/convert.ts';
+import { lumaThumbnail } from '../../src/media/resampling.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import { readY4m } from '../../src/media/y4m.ts';
 import type { XportraitServer } from '../../src/server/server.ts';

@@ -9,7 +9,7 @@ import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/i
 import type { PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import { PortraitFaceError } from '../../src/face/portrait-analyzer.ts';
 import { estimateHeadPose, rotationFromAngles } from '../../src/face/pose.ts';
-import { expressionSignals } from '../../src/face/expression.ts';
+import { derivedFromLandmarks } from '../../src/face/observation.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
@@ -19,7 +19,8 @@ import { FACE_OVAL, INNER_LIP_RING, LEFT_EYE, MOUTH_CORNERS, RIGHT_EYE } from '.
 import { buildWarpMesh, meshTargets, pointInPolygon } from '../../src/engine/warp/warp-mesh.ts';
 import { EYE_WIDEN_DEAD_BAND, eyeClosureFor, IDENTITY_SIMILARITY, MotionTransfer } from '../../src/engine/warp/motion-transfer.ts';
 import { framePortrait, type FramedPortrait } from '../../src/engine/warp/portrait-framing.ts';
-import { createResampler, resampleI420 } from '../../src/engine/warp/resample.ts';
+import { createResampler } from '../../src/engine/warp/resample.ts';
+import { resampleI420 } from '../../src/media/resampling.ts';
 import { WarpEngine, type WarpSession } from '../../src/engine/warp/warp-engine.ts';
 import { parseWarpOptions } from '../../src/engine/warp/options.ts';
 
@@ -57,10 +58,9 @@ afterAll(async () => {
   await analyzer?.close();
 });
 
-/** A face observation from landmarks (pose and expression re-fitted, as the tracker does). */
+/** A face observation from landmarks (box, pose and expression derived by the one builder, as the tracker does). */
 function observation(landmarks: Float32Array, like: FaceObservation): FaceObservation {
-  const pose = estimateHeadPose(landmarks);
-  return { ...like, lost: false, landmarks, rawLandmarks: landmarks, pose, expression: expressionSignals(landmarks, pose) };
+  return { ...like, lost: false, landmarks, rawLandmarks: landmarks, ...derivedFromLandmarks(landmarks) };
 }
 
 /** Landmarks rotated in 3D about the face's canonical origin (image axes), as a head turn would move them. */

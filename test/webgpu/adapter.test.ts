@@ -8,7 +8,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, expect, it } from 'vitest';
-import { prepareDawnEnvironment, sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { prepareDawnEnvironment, sessionOptions } from '../../src/model/onnx/providers.ts';
 import { formatPlacement, readPlacement } from '../../src/model/pack/placement.ts';
 import { describeWebGpu, smokeModel, WEBGPU } from './webgpu.ts';
 

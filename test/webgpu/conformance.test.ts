@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { XPORTRAIT_CASE_RUNNERS } from '../../src/engine/xportrait/conformance.ts';
-import { sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { sessionOptions } from '../../src/model/onnx/providers.ts';
 import { formatConformance, runConformance, type CaseResult } from '../../src/model/conformance/runner.ts';
 import { attr, encodeModel, GraphBuilder, MemorySink } from '../../src/model/onnx/graph.ts';
 import { buildPack, formatPlacement, PackRuntime, readPlacement, verifyRandomRuns, type PackBuildResult, type PlacementReport } from '../../src/model/pack/index.ts';

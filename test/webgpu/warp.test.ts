@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { SamplingField } from '../../src/engine/warp/field.ts';
-import { createResampler, type I420Image } from '../../src/engine/warp/resample.ts';
+import { createResampler } from '../../src/engine/warp/resample.ts';
+import type { ImageLike } from '../../src/media/frame.ts';
+import type { SamplingField } from '../../src/media/resampling.ts';
 import { buildGatherSampleModel, buildGridSampleModel } from '../../src/engine/warp/resample-ort.ts';
-import { sessionOptions } from '../../src/engine/xportrait/providers.ts';
+import { sessionOptions } from '../../src/model/onnx/providers.ts';
 import { rgbToI420 } from '../../src/media/convert.ts';
 import { readPlacement } from '../../src/model/pack/placement.ts';
 import { SHARED } from '../xportrait/fixtures.ts';
@@ -21,7 +22,7 @@ import { describeWebGpu } from './webgpu.ts';
 const SIZE = 256;
 const tmp = mkdtempSync(join(os.tmpdir(), 'xp-webgpu-warp-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-let source: I420Image;
+let source: ImageLike;
 
 /** A warp-like field: a small rotation and zoom about the centre plus a smooth ripple, running past the edges (clamping). */
 function field(w: number, h: number): SamplingField {
@@ -41,7 +42,7 @@ function field(w: number, h: number): SamplingField {
 describeWebGpu('warp resampler on WebGPU (real portrait)', () => {
   beforeAll(async () => {
     const rgb = await sharp(join(SHARED, 'media/xportrait-source.png')).removeAlpha().resize(SIZE, SIZE).raw().toBuffer();
-    source = { width: SIZE, height: SIZE, data: rgbToI420(new Uint8Array(rgb), SIZE, SIZE) };
+    source = { width: SIZE, height: SIZE, format: 'i420', data: rgbToI420(new Uint8Array(rgb), SIZE, SIZE) };
   });
 
   it("samples the portrait as the TypeScript resampler does, within 1 level (rounding)", async () => {
@@ -67,7 +68,7 @@ describeWebGpu('warp resampler on WebGPU (real portrait)', () => {
 
   it('places every node of the WebGPU form on WebGPU (the GridSample form would leave GridSample and Round on the CPU)', async () => {
     const feed = { grid: new ort.Tensor('float32', field(64, 64).map, [1, 64, 64, 2]) };
-    const small: I420Image = { width: 64, height: 64, data: source.data.subarray(0, 64 * 64 * 1.5) };
+    const small: ImageLike = { width: 64, height: 64, format: 'i420', data: source.data.subarray(0, 64 * 64 * 1.5) };
     const placementOf = async (name: string, model: Uint8Array) => {
       const dir = join(tmp, name);
       mkdirSync(dir);

@@ -9,8 +9,8 @@
 import * as ort from 'onnxruntime-node';
 import { describe, it } from 'vitest';
 import { GraphBuilder, MemorySink, encodeModel } from '../../src/model/onnx/graph.ts';
-import { sessionOptions } from '../../src/engine/xportrait/providers.ts';
-import { formatAdapter, probeWebGpuAdapter, type WebGpuAdapterInfo } from '../../src/engine/xportrait/webgpu-adapter.ts';
+import { sessionOptions } from '../../src/model/onnx/providers.ts';
+import { formatAdapter, probeWebGpuAdapter, type WebGpuAdapterInfo } from '../../src/model/onnx/webgpu-adapter.ts';
 
 export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
 

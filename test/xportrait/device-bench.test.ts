@@ -25,7 +25,6 @@ interface LiveRow {
 
 describe('xportrait device bench', () => {
   it('measures the tiny pack on CPU: graphs at 1 and W frames, live window and kvcache, a partial report per stage, the pack reused by a second run', async () => {
-    process.env.XPORTRAIT_SHARED = SHARED;
     const dir = mkdtempSync(join(os.tmpdir(), 'xpd-test-'));
     try {
       await measure(dir);
@@ -38,7 +37,7 @@ describe('xportrait device bench', () => {
 async function measure(dir: string): Promise<void> {
   const partials: string[][] = [];
   const res = await run({
-    args: ['--xpd-synthetic', 'tiny', '--xpd-dir', dir, '--xpd-device', 'cpu', '--xpd-steps', '1,2', '--xpd-frames', '12', '--xpd-reps', '1', '--xpd-policy', 'window,kvcache', '--xpd-window', '4', '--xpd-threads', '2'],
+    args: ['--xpd-synthetic', 'tiny', '--xpd-shared', SHARED, '--xpd-dir', dir, '--xpd-device', 'cpu', '--xpd-steps', '1,2', '--xpd-frames', '12', '--xpd-reps', '1', '--xpd-policy', 'window,kvcache', '--xpd-window', '4', '--xpd-threads', '2'],
     log: () => {},
     partial: (r) => partials.push(Object.keys(r)),
   });
@@ -71,7 +70,7 @@ async function measure(dir: string): Promise<void> {
   expect((res.synthetic as { seconds: Record<string, number> }).seconds.packBuild).toBeGreaterThan(0);
 
   // A second run in the same folder (a second call on the same warm device) reuses the pack it built.
-  const again = await run({ args: ['--xpd-synthetic', 'tiny', '--xpd-dir', dir, '--xpd-skip-graphs', '--xpd-steps', '1', '--xpd-frames', '6', '--xpd-window', '2'], log: () => {} });
+  const again = await run({ args: ['--xpd-synthetic', 'tiny', '--xpd-shared', SHARED, '--xpd-dir', dir, '--xpd-skip-graphs', '--xpd-steps', '1', '--xpd-frames', '6', '--xpd-window', '2'], log: () => {} });
   expect(again.synthetic).toEqual({ kind: 'tiny', seconds: { reused: 1 } });
   expect((again.live as LiveRow[])[0].outputs).toBe(6);
 }

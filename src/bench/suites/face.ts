@@ -15,6 +15,7 @@ import { FACE_MODELS } from '../../face/models.ts';
 import { ensureFaceModels } from '../../face/node/model-files.ts';
 import { defaultFaceThreads, ortRunnerFactory } from '../../face/node/ort-runner.ts';
 import { FaceTracker, type FaceTrackerOptions, type TrackInput } from '../../face/tracker.ts';
+import { quantile } from '../../util/timing.ts';
 import type { BenchContext } from '../run-suites.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -59,7 +60,7 @@ async function trackingRun(name: string, frames: TrackInput[], passes: number, o
     }
     const cpuStats = (a: number[]) => {
       const s = a.slice().sort((x, y) => x - y);
-      return { p50Ms: round(s[Math.floor(s.length / 2)]), p95Ms: round(s[Math.min(s.length - 1, Math.floor(s.length * 0.95))]) };
+      return { p50Ms: round(quantile(s, 0.5)), p95Ms: round(quantile(s, 0.95)) };
     };
     const t = fresh.timings();
     const pick = (k: string) => (t[k] ? { count: t[k].count, p50Ms: round(t[k].p50Ms), p95Ms: round(t[k].p95Ms), meanMs: round(t[k].meanMs) } : undefined);
@@ -174,7 +175,7 @@ async function detectorRanges(threads: number) {
     times.sort((a, b) => a - b);
     out[range] = {
       inputSize: det.inputSize,
-      detectMs640x480: { p50: round(times[times.length >> 1]), p95: round(times[Math.floor(times.length * 0.95)]) },
+      detectMs640x480: { p50: round(quantile(times, 0.5)), p95: round(quantile(times, 0.95)) },
       facesFoundSelfie640x480: `${foundSelfie}/${selfie.length}`,
       facesFoundLongRange1280x720: `${foundFar}/${far.length}`,
     };

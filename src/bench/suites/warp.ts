@@ -37,7 +37,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const passes = passesArg >= 0 ? Math.max(1, Number(ctx.args[passesArg + 1]) || 3) : 3;
   // --warp-device: the execution provider of the `ort` resampler (the `ts` one is TypeScript on the CPU).
   const deviceArg = ctx.args.indexOf('--warp-device');
-  const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../engine/xportrait/providers.ts').Device;
+  const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../model/onnx/providers.ts').Device;
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
 

@@ -16,6 +16,7 @@
  *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window,kvcache] [--xpd-reps 10] [--xpd-threads N]
  *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
  *     [--xpd-kv-window W (kvcache's window, default min(W, 4))] [--xpd-size N (full: default resolution N², e.g. 128)]
+ *     [--xpd-shared DIR (tiny: the shared folder holding conformance/xp-tiny-64; default XPORTRAIT_SHARED, else ../shared)]
  *
  * On a device other than cpu the report also holds `adapter` (webgpu: Dawn's adapter and limits) and `placement`:
  * per graph, where onnxruntime ran its nodes during the timed runs (its profiler: compute nodes left on the CPU
@@ -25,10 +26,11 @@
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { float32ToBytes, writeSafetensors, writeTorchZip } from '../../model/checkpoint/index.ts';
 import { defaultConfigPath } from '../../model/config.ts';
+import { sharedFolder } from '../shared-folder.ts';
 import { syntheticTensors } from '../synthetic-checkpoint.ts';
 import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackManifest } from '../../model/pack/index.ts';
 import { CountingCache, bytesOf } from '../../engine/xportrait/caches.ts';
@@ -37,8 +39,8 @@ import { LivePipeline } from '../../engine/xportrait/live.ts';
 import { LiveNetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
 import type { F32 } from '../../engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../engine/xportrait/pack-networks.ts';
-import { DEVICES, type Device, type MemArenaChoice } from '../../engine/xportrait/providers.ts';
-import { probeWebGpuAdapter } from '../../engine/xportrait/webgpu-adapter.ts';
+import { DEVICES, type Device, type MemArenaChoice } from '../../model/onnx/providers.ts';
+import { probeWebGpuAdapter } from '../../model/onnx/webgpu-adapter.ts';
 import { FastGaussian, SeededGaussian } from '../../engine/xportrait/rng.ts';
 import { quantile } from '../../util/timing.ts';
 
@@ -68,7 +70,7 @@ async function writeRandomContext(dir: string, manifest: PackManifest): Promise<
   await writeSafetensors(join(dir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: [1, 77, C], data: float32ToBytes(data, 'float32') }]);
 }
 
-async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log'], target: Device, imageSize?: number): Promise<{ packDir: string; seconds: Record<string, number> }> {
+async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log'], target: Device, imageSize?: number, shared?: string): Promise<{ packDir: string; seconds: Record<string, number> }> {
   // Built for the device it runs on (`pack build --target`: e.g. MatMul attention for webgpu); cpu keeps the old name.
   const packDir = join(dir, `xp-${kind}${target === 'cpu' ? '' : `-${target}`}${imageSize ? `-${imageSize}` : ''}-pack`);
   const seconds: Record<string, number> = {};
@@ -82,10 +84,10 @@ async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']
   let checkpoint: string;
   let config: string | undefined;
   if (kind === 'tiny') {
-    const tiny = resolve(process.env.XPORTRAIT_SHARED ?? '../shared', 'conformance/xp-tiny-64');
+    const tiny = join(sharedFolder(shared), 'conformance/xp-tiny-64');
     checkpoint = join(tiny, 'checkpoint.th');
     config = join(tiny, 'config.yaml');
-    if (!existsSync(checkpoint)) throw new Error(`--xpd-synthetic tiny needs ${checkpoint} (set XPORTRAIT_SHARED to the shared folder)`);
+    if (!existsSync(checkpoint)) throw new Error(`--xpd-synthetic tiny needs ${checkpoint} (name the shared folder with --xpd-shared DIR or XPORTRAIT_SHARED)`);
   } else {
     checkpoint = join(dir, 'xp-synthetic-full-fp16.th');
     if (imageSize) {
@@ -274,7 +276,7 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     if (!packDir) {
       const size = arg(ctx, '--xpd-size') ? Number(arg(ctx, '--xpd-size')) : undefined;
       if (size !== undefined && synthetic !== 'full') throw new Error('--xpd-size applies to --xpd-synthetic full');
-      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log, device, size);
+      const built = await syntheticPack(synthetic as 'full' | 'tiny', workDir, ctx.log, device, size, arg(ctx, '--xpd-shared'));
       packDir = built.packDir;
       res.synthetic = { kind: synthetic, seconds: built.seconds };
       ctx.partial?.(res);

@@ -15,6 +15,7 @@
  * `npm run bench -- xportrait-references [--xp-pack DIR] [--xp-frames N]`. Without --xp-pack the tiny pack is built
  * from ../shared/conformance/xp-tiny-64 (random weights, 32 channels: the ratios, not the absolute times, carry over).
  */
+import { quantile } from '../../util/timing.ts';
 import type { BenchContext } from '../run-suites.ts';
 
 function argValue(args: string[], name: string): string | undefined {
@@ -22,7 +23,7 @@ function argValue(args: string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const median = (v: number[]) => quantile([...v].sort((a, b) => a - b), 0.5);
 
 export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const { mkdtempSync, rmSync } = await import('node:fs');

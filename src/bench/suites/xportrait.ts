@@ -122,7 +122,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   const N = Number(argValue(ctx.args, '--xp-frames') ?? 32);
   const K = Number(argValue(ctx.args, '--xp-steps') ?? 4);
   // --xp-device: the engine's graphs (and the tiny pack's op forms, `--target`) on that execution provider.
-  const device = (argValue(ctx.args, '--xp-device') ?? 'cpu') as import('../../engine/xportrait/providers.ts').Device;
+  const device = (argValue(ctx.args, '--xp-device') ?? 'cpu') as import('../../model/onnx/providers.ts').Device;
   let packDir = argValue(ctx.args, '--xp-pack');
   let tmp: string | undefined;
   if (!packDir) {

@@ -8,7 +8,8 @@
  */
 import { LEFT_EYE, RIGHT_EYE, type EyeSet } from './landmark-sets.ts';
 import type { WarpMesh } from './warp-mesh.ts';
-import type { I420Image } from './resample.ts';
+import type { ImageLike } from '../../media/frame.ts';
+import { pixelYuv } from '../../media/resampling.ts';
 
 const smooth = (e0: number, e1: number, x: number): number => {
   const t = x <= e0 ? 0 : x >= e1 ? 1 : (x - e0) / (e1 - e0);
@@ -24,15 +25,6 @@ export interface EyelidLook {
   extent: number;
 }
 
-function sampleYuv(img: I420Image, x: number, y: number): [number, number, number] {
-  const { width: w, height: h, data } = img;
-  const cw = Math.ceil(w / 2);
-  const ch = Math.ceil(h / 2);
-  const xi = Math.min(w - 1, Math.max(0, Math.round(x - 0.5)));
-  const yi = Math.min(h - 1, Math.max(0, Math.round(y - 0.5)));
-  return [data[yi * w + xi], data[w * h + (yi >> 1) * cw + (xi >> 1)], data[w * h + cw * ch + (yi >> 1) * cw + (xi >> 1)]];
-}
-
 function eyeExtent(rest: Float32Array, eye: EyeSet): number {
   const [u, l] = eye.lidPairs[3];
   const halfGap = Math.hypot(rest[3 * l] - rest[3 * u], rest[3 * l + 1] - rest[3 * u + 1]) / 2;
@@ -43,7 +35,7 @@ function eyeExtent(rest: Float32Array, eye: EyeSet): number {
 }
 
 /** The lid look of each eye (right, left), sampled once from the portrait. */
-export function eyelidLooks(mesh: WarpMesh, portrait: I420Image): [EyelidLook, EyelidLook] {
+export function eyelidLooks(mesh: WarpMesh, portrait: ImageLike): [EyelidLook, EyelidLook] {
   const rest = mesh.rest;
   return [RIGHT_EYE, LEFT_EYE].map((eye) => {
     const extent = eyeExtent(rest, eye);
@@ -62,8 +54,8 @@ export function eyelidLooks(mesh: WarpMesh, portrait: I420Image): [EyelidLook, E
       const cx = (ux + lx) / 2;
       const cy = (uy + ly) / 2;
       // Skin: past the eye's extent, above and below.
-      const a = sampleYuv(portrait, cx + dx * extent * 1.6, cy + dy * extent * 1.6);
-      const b = sampleYuv(portrait, cx - dx * extent * 1.5, cy - dy * extent * 1.5);
+      const a = pixelYuv(portrait, cx + dx * extent * 1.6, cy + dy * extent * 1.6);
+      const b = pixelYuv(portrait, cx - dx * extent * 1.5, cy - dy * extent * 1.5);
       for (let k = 0; k < 3; k++) {
         above[k] += a[k];
         below[k] += b[k];
@@ -71,7 +63,7 @@ export function eyelidLooks(mesh: WarpMesh, portrait: I420Image): [EyelidLook, E
       n++;
       // Lashes: the darkest pixel on the way up from the centre through the upper lid to the extent.
       for (let t = 0; t <= 1.4; t += 0.05) {
-        const p = sampleYuv(portrait, cx + dx * extent * t, cy + dy * extent * t);
+        const p = pixelYuv(portrait, cx + dx * extent * t, cy + dy * extent * t);
         if (p[0] < lash[0]) lash = p;
       }
     }

@@ -10,14 +10,8 @@
  * The layout, x and y interleaved, is GridSample's grid layout ([1, H, W, 2]) before normalisation, so a resampler
  * on another backend takes the same buffer.
  */
+import type { SamplingField } from '../../media/resampling.ts';
 import type { WarpMesh } from './warp-mesh.ts';
-
-export interface SamplingField {
-  width: number;
-  height: number;
-  /** Source (x, y) per destination pixel, interleaved, pixel-index units. */
-  map: Float32Array;
-}
 
 export function identityField(width: number, height: number): SamplingField {
   const map = new Float32Array(2 * width * height);

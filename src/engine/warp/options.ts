@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
-import { DEVICES, type Device } from '../xportrait/providers.ts';
+import { DEVICES, type Device } from '../../model/onnx/providers.ts';
 import type { MotionOptions } from './motion-transfer.ts';
 import { RESAMPLER_KINDS, type ResamplerKind } from './resample.ts';
 

@@ -8,9 +8,8 @@ import sharp from 'sharp';
 import { derivedFromLandmarks } from '../../face/observation.ts';
 import type { FaceBox, FaceObservation } from '../../face/types.ts';
 import { rgbToI420 } from '../../media/convert.ts';
-import type { RgbImage } from '../../media/frame.ts';
+import type { ImageLike, RgbImage } from '../../media/frame.ts';
 import { FACE_POINTS } from './landmark-sets.ts';
-import type { I420Image } from './resample.ts';
 
 export interface Crop {
   x: number;
@@ -21,7 +20,7 @@ export interface Crop {
 
 export interface FramedPortrait {
   rgb: RgbImage;
-  i420: I420Image;
+  i420: ImageLike;
   face: FaceObservation;
   /** The crop of the original picture that was scaled to the output. */
   crop: Crop;
@@ -68,5 +67,5 @@ export async function framePortrait(portrait: RgbImage, face: FaceObservation, o
     landmarks[3 * i + 2] = face.landmarks[3 * i + 2] * Math.sqrt(sx * sy);
   }
   const framed: FaceObservation = { ...face, landmarks, rawLandmarks: landmarks, frameWidth: outW, frameHeight: outH, ...derivedFromLandmarks(landmarks) };
-  return { rgb, i420: { width: outW, height: outH, data: rgbToI420(rgb.data, outW, outH) }, face: framed, crop };
+  return { rgb, i420: { width: outW, height: outH, format: 'i420', data: rgbToI420(rgb.data, outW, outH) }, face: framed, crop };
 }

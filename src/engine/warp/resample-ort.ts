@@ -3,7 +3,7 @@
  * initializers (built once per session), so each frame feeds only the field. The graph normalises the grid
  * (align_corners=1: index 0 -> -1, index n-1 -> +1), subsamples it for the chroma planes, and rounds to uint8, so
  * its outputs are written straight into the I420 destination. On a GPU execution provider (`device`: the same
- * providers as the X-Portrait engine, ../xportrait/providers.ts) the same graph runs there, except on WebGPU:
+ * providers as every ONNX session, src/model/onnx/providers.ts) the same graph runs there, except on WebGPU:
  * onnxruntime's WebGPU provider has no GridSample and no Round kernel (measured with its profiler: both ran on the
  * CPU provider, with copies each way), so for `webgpu` the graph is built in the gather form (`buildGatherSampleModel`:
  * the same bilinear, border-clamped sampling written with Floor, Gather and arithmetic, every node on WebGPU).
@@ -11,9 +11,10 @@
  */
 import * as ort from 'onnxruntime-node';
 import { attr, encodeModel, GraphBuilder, MemorySink } from '../../model/onnx/graph.ts';
-import { checkDevice, explainProviderError, sessionOptions } from '../xportrait/providers.ts';
-import type { SamplingField } from './field.ts';
-import type { I420Image, Resampler, ResamplerOptions } from './resample.ts';
+import { checkDevice, explainProviderError, sessionOptions } from '../../model/onnx/providers.ts';
+import type { ImageLike } from '../../media/frame.ts';
+import type { SamplingField } from '../../media/resampling.ts';
+import type { Resampler, ResamplerOptions } from './resample.ts';
 
 function floatBytes(src: Uint8Array, offset: number, n: number): Uint8Array {
   const f = new Float32Array(n);
@@ -22,7 +23,7 @@ function floatBytes(src: Uint8Array, offset: number, n: number): Uint8Array {
 }
 
 /** The GridSample graph for a source of sw x sh (I420) and a field of fw x fh. */
-export async function buildGridSampleModel(source: I420Image, fw: number, fh: number): Promise<Uint8Array> {
+export async function buildGridSampleModel(source: ImageLike, fw: number, fh: number): Promise<Uint8Array> {
   const { width: sw, height: sh, data } = source;
   const scw = Math.ceil(sw / 2);
   const sch = Math.ceil(sh / 2);
@@ -56,7 +57,7 @@ export async function buildGridSampleModel(source: I420Image, fw: number, fh: nu
  * position halved, rounded to uint8) in ops the WebGPU provider has: Clip, Floor, Gather over the flattened planes.
  * Rounding is floor(v + 0.5) (WebGPU has no Round): it differs from Round's half-to-even only at exact halves.
  */
-export async function buildGatherSampleModel(source: I420Image, fw: number, fh: number): Promise<Uint8Array> {
+export async function buildGatherSampleModel(source: ImageLike, fw: number, fh: number): Promise<Uint8Array> {
   const { width: sw, height: sh, data } = source;
   const scw = Math.ceil(sw / 2);
   const sch = Math.ceil(sh / 2);
@@ -105,14 +106,14 @@ export async function buildGatherSampleModel(source: I420Image, fw: number, fh: 
 export class OrtGridSampleResampler implements Resampler {
   readonly kind = 'ort' as const;
   #session: ort.InferenceSession | undefined;
-  readonly #source: I420Image;
+  readonly #source: ImageLike;
   #fieldSize = '';
 
-  private constructor(source: I420Image, private readonly opts: ResamplerOptions) {
+  private constructor(source: ImageLike, private readonly opts: ResamplerOptions) {
     this.#source = source;
   }
 
-  static async create(source: I420Image, opts: ResamplerOptions = {}): Promise<OrtGridSampleResampler> {
+  static async create(source: ImageLike, opts: ResamplerOptions = {}): Promise<OrtGridSampleResampler> {
     if (source.width < 2 || source.height < 2) throw new Error('resampler: source must be at least 2x2');
     checkDevice(opts.device ?? 'cpu');
     return new OrtGridSampleResampler(source, opts);

@@ -18,7 +18,8 @@
  * points are fixed on the surface, so on turned heads the jaw (0-16) and hence the centroid/extents differ
  * by a few pixels. Pixel conventions follow OpenCV/skimage (pixel centres at integer coordinates).
  */
-import { composeAffine, invertAffine, warpToRgb, type Affine, type ImageLike } from '../../face/image.ts';
+import type { ImageLike } from '../../media/frame.ts';
+import { composeAffine, invertAffine, warpToRgb, type Affine } from '../../media/resampling.ts';
 
 /**
  * Mesh index for each iBUG-68 point (0-16 jaw from the subject's right, 17-21 right brow, 22-26 left brow,

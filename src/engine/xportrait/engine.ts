@@ -19,7 +19,8 @@ import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionIn
 import type { EngineLoadOptions } from '../engine.ts';
 import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../../face/types.ts';
-import { composeAffine, warpToRgb, type ImageLike } from '../../face/image.ts';
+import type { ImageLike } from '../../media/frame.ts';
+import { composeAffine, warpToRgb } from '../../media/resampling.ts';
 import {
   alignDrivingFrame,
   alignedToFrame,

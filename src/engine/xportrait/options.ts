@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { LIVE_POLICIES } from './live.ts';
-import { DEVICES } from './providers.ts';
+import { DEVICES } from '../../model/onnx/providers.ts';
 import { DEFAULT_MAX_REFERENCES, MAX_REFERENCES_CEILING } from './references.ts';
 import type { SchedulerChoice } from './sampler.ts';
 

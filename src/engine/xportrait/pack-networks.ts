@@ -16,7 +16,7 @@ import type { XPortraitConfig } from '../../model/config.ts';
 import type { KvSiteShape } from './live-network-denoiser.ts';
 import { DeviceOps } from './device-tensors.ts';
 import { OnnxNetworks, type F32, type GraphSession } from './networks.ts';
-import { checkDevice, cpuMemArenaFor, explainProviderError, sessionOptions, type ProviderOptions } from './providers.ts';
+import { checkDevice, cpuMemArenaFor, explainProviderError, sessionOptions, type ProviderOptions } from '../../model/onnx/providers.ts';
 import { makeNoiseSchedule, type NoiseSchedule } from './schedule.ts';
 
 export const CONTEXT_FILE = 'context.safetensors';

@@ -3,7 +3,7 @@
  * these machines, 2 was ~25% faster (platform notes).
  */
 import * as ort from 'onnxruntime-node';
-import { explainProviderError, sessionOptions, type Device } from '../../engine/xportrait/providers.ts';
+import { explainProviderError, sessionOptions, type Device } from '../../model/onnx/providers.ts';
 import type { ModelRunner, ModelRunnerFactory, TensorData } from '../model-runner.ts';
 import { defaultModelsDir, faceModelPath } from './model-files.ts';
 import { faceNodeSettings } from './settings.ts';

@@ -14,7 +14,7 @@
  * - cuda, tensorrt: MultiHeadAttention at float32 (fused kernels there), GroupNorm decomposed — not measured on a
  *   GPU by this project yet: `pack verify --device cuda --against SET` is the check.
  */
-import type { Device } from '../../engine/xportrait/providers.ts';
+import type { Device } from '../onnx/providers.ts';
 import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
 
 export type PackTarget = Device;

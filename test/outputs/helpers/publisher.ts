@@ -6,7 +6,8 @@
  */
 import { CELLS, decodeLuma, encodeI420, STRIP_ROWS } from '../../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../../src/media/ffmpeg.ts';
-import { i420ToRgb, lumaThumbnail } from '../../../src/media/convert.ts';
+import { i420ToRgb } from '../../../src/media/convert.ts';
+import { lumaThumbnail } from '../../../src/media/resampling.ts';
 import type { XportraitServer } from '../../../src/server/server.ts';
 import { DRIVING_VIDEO } from '../../helpers/fake-camera.ts';
 import { startNodeSession, waitFor, type NodeSession } from '../../helpers/signaling-client.ts';

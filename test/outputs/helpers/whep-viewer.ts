@@ -4,7 +4,7 @@
  * the pixels by the publisher) and a 32x32 luma thumbnail are kept, so tests compare them with the avatar.
  */
 import { decodeLuma } from '../../../src/media/frame-id.ts';
-import { lumaThumbnail } from '../../../src/media/convert.ts';
+import { lumaThumbnail } from '../../../src/media/resampling.ts';
 import { RTCPeerConnection, RTCVideoSink } from '../../../src/rtc/wrtc.ts';
 
 export interface SeenPicture {

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeLuma } from '../../../src/media/frame-id.ts';
-import { lumaThumbnail } from '../../../src/media/convert.ts';
+import { lumaThumbnail } from '../../../src/media/resampling.ts';
 import { RTCPeerConnection, RTCVideoSink } from '../../../src/rtc/wrtc.ts';
 
 export interface WhipRequest {

@@ -9,6 +9,7 @@
  * / `stop()` follow the camera, `channel` is set per connection, `close()` ends the worker.
  */
 import { LANDMARK_CHANNEL_LABEL } from '../../../src/session/landmark-wire.ts';
+import { quantile } from '../../../src/util/timing.ts';
 import { MeshOverlay } from './mesh-overlay.ts';
 import type { FromWorker, ReadyReply, ResultReply, ToWorker, TrackingBackend } from './protocol.ts';
 
@@ -222,7 +223,7 @@ export class BrowserTracking {
 
   stats(): BrowserTrackingStats {
     const sorted = this.#times.slice().sort((a, b) => a - b);
-    const q = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : NaN);
+    const q = (p: number) => quantile(sorted, p); // NaN when nothing was tracked yet
     const now = performance.now();
     while (this.#trackedAt.length && this.#trackedAt[0] < now - 1000) this.#trackedAt.shift();
     return {

@@ -14,6 +14,7 @@ import type * as OrtNs from 'onnxruntime-web';
 import { decodeLuma, decodeRgba } from '../../../src/media/frame-id.ts';
 import { FaceTracker, type TrackInput } from '../../../src/face/tracker.ts';
 import { checkPoints, encodeLandmarkMessage, normalizeLandmarks } from '../../../src/session/landmark-wire.ts';
+import { quantile } from '../../../src/util/timing.ts';
 import { OrtWebRunner } from './ort-web-runner.ts';
 import type { BenchRequest, FromWorker, InitRequest, ToWorker } from './protocol.ts';
 
@@ -131,7 +132,7 @@ async function bench(m: BenchRequest): Promise<void> {
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
-    models[id] = { p50: times[Math.floor(times.length / 2)], p95: times[Math.min(times.length - 1, Math.floor(times.length * 0.95))], min: times[0] };
+    models[id] = { p50: quantile(times, 0.5), p95: quantile(times, 0.95), min: times[0] };
   }
   post({ type: 'bench', models });
 }

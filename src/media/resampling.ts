@@ -1,21 +1,22 @@
 /**
- * Image sampling for the face models, in plain TypeScript on pixel arrays (runs in Node and in a page).
+ * Image resampling, the one module: every place that reads pixels of an `ImageLike` (media/frame.ts) at other
+ * positions than it was stored at, in plain TypeScript on pixel arrays (runs in Node and in a page):
+ * - affine warps into model inputs and RGB crops (`warpToTensor`, `warpToRgb`: the face models, X-Portrait's
+ *   driving-frame alignment, the identity model), below;
+ * - the warp engine's field sampler (`resampleI420`: I420 through a per-pixel position field, edge-clamped);
+ * - axis-aligned plane scaling (`scalePlane`: egress's fixed-size canvas);
+ * - area averages (`lumaThumbnail`: picture fingerprints) and single pixels (`pixelYuv`).
+ * Each hot loop is written for its own access pattern (see the comments at each): one general per-pixel sampler
+ * would cost the tracker and the warp engine measurable time per frame (src/bench/suites/face.ts, warp.ts).
  *
- * One primitive: warp a source image through an affine map into a destination grid, bilinear, after an integer
+ * Affine warps: warp a source image through an affine map into a destination grid, bilinear, after an integer
  * box pre-filter of the covered region when the map shrinks the image 2x or more, so a 1280x720 frame sampled
  * down to 128x128 does not alias. Reads I420 (WebRTC), RGB (files) and RGBA directly: no whole-frame colour conversion per frame.
  *
  * Coordinates are continuous: pixel (i, j) covers [i, i+1) x [j, j+1), its centre is (i+0.5, j+0.5). The
  * affine maps a destination point to a source point.
  */
-import type { PixelFormat } from '../media/frame.ts';
-
-export interface ImageLike {
-  width: number;
-  height: number;
-  format: PixelFormat;
-  data: Uint8Array;
-}
+import type { ImageLike } from './frame.ts';
 
 /** x_src = a*x + b*y + c, y_src = d*x + e*y + f. */
 export type Affine = readonly [number, number, number, number, number, number];
@@ -240,6 +241,10 @@ function warp(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: numbe
 /**
  * The I420 hot path (WebRTC frames): luma and chroma bilinear inlined for points well inside the frame, the
  * general sampler at the borders. Chroma is interpolated, then converted (BT.601 limited range).
+ * Its tap loop has the same shape as warpInterleaved's on purpose: the two read different layouts (three planes
+ * at two resolutions vs interleaved bytes), and one shared loop would need a per-sample read callback or a format
+ * branch in the innermost loop of the path every model input of every tracked frame takes (the face bench). Kept
+ * specialised; a merged loop has not been measured.
  */
 function warpI420(src: ImageLike, dstW: number, dstH: number, m: Affine, taps: number, out: Float32Array, outOffset: number, scale: number, offset: number): void {
   const [a, b, c, d, e, f] = m;
@@ -501,4 +506,148 @@ export interface RotatedRect {
   width: number;
   height: number;
   angle: number;
+}
+
+/**
+ * Where to sample, per destination pixel: the warp engine's dense field (engine/warp/field.ts builds it). The layout,
+ * x and y interleaved, is GridSample's grid layout ([1, H, W, 2]) before normalisation.
+ */
+export interface SamplingField {
+  width: number;
+  height: number;
+  /** Source (x, y) per destination pixel, interleaved, pixel-index units. */
+  map: Float32Array;
+}
+
+/**
+ * Bilinear sample of one uint8 plane at field positions (x, y) * scale, read every `step` field pixels, positions
+ * clamped to the plane's edge. The warp engine's per-frame loop (every output pixel of every plane): kept apart from
+ * the affine warps above because its positions come from memory, not from two additions per pixel, and it writes
+ * uint8 planes, not float RGB.
+ */
+export function samplePlane(
+  src: Uint8Array,
+  srcOffset: number,
+  sw: number,
+  sh: number,
+  map: Float32Array,
+  fieldWidth: number,
+  dst: Uint8Array,
+  dstOffset: number,
+  dw: number,
+  dh: number,
+  step: number,
+  scale: number,
+): void {
+  const maxX = sw - 1;
+  const maxY = sh - 1;
+  for (let y = 0; y < dh; y++) {
+    let m = 2 * (y * step * fieldWidth);
+    let o = dstOffset + y * dw;
+    const mStep = 2 * step;
+    for (let x = 0; x < dw; x++, m += mStep, o++) {
+      let sx = map[m] * scale;
+      let sy = map[m + 1] * scale;
+      if (sx < 0) sx = 0;
+      else if (sx > maxX) sx = maxX;
+      if (sy < 0) sy = 0;
+      else if (sy > maxY) sy = maxY;
+      let x0 = sx | 0;
+      let y0 = sy | 0;
+      if (x0 >= maxX) x0 = maxX - 1;
+      if (y0 >= maxY) y0 = maxY - 1;
+      const fx = sx - x0;
+      const fy = sy - y0;
+      const i = srcOffset + y0 * sw + x0;
+      const a = src[i];
+      const b = src[i + 1];
+      const c = src[i + sw];
+      const d = src[i + sw + 1];
+      const top = a + (b - a) * fx;
+      const bot = c + (d - c) * fx;
+      dst[o] = (top + (bot - top) * fy + 0.5) | 0;
+    }
+  }
+}
+
+/**
+ * `dst` (I420, the field's size) = `src` (I420) sampled at the field's positions, bilinear, positions outside the
+ * source clamped to its edge. Chroma planes use the field at their co-sited luma pixel, halved.
+ */
+export function resampleI420(src: ImageLike, field: SamplingField, dst: Uint8Array): void {
+  if (src.format !== 'i420') throw new Error(`resampleI420: source is ${src.format}, not i420`);
+  const { width: sw, height: sh, data } = src;
+  const { width: dw, height: dh, map } = field;
+  const scw = Math.ceil(sw / 2);
+  const sch = Math.ceil(sh / 2);
+  const dcw = Math.ceil(dw / 2);
+  const dch = Math.ceil(dh / 2);
+  if (dst.length < dw * dh + 2 * dcw * dch) throw new Error(`resampler: destination holds ${dst.length} bytes, I420 ${dw}x${dh} needs ${dw * dh + 2 * dcw * dch}`);
+  samplePlane(data, 0, sw, sh, map, dw, dst, 0, dw, dh, 1, 1);
+  const su = sw * sh;
+  const du = dw * dh;
+  samplePlane(data, su, scw, sch, map, dw, dst, du, dcw, dch, 2, 0.5);
+  samplePlane(data, su + scw * sch, scw, sch, map, dw, dst, du + dcw * dch, dcw, dch, 2, 0.5);
+}
+
+/**
+ * Scale one uint8 plane (sw x sh at `srcOff`) into the rectangle (dx, dy, dw, dh) of a plane of row stride
+ * `dstStride`, bilinear with half-pixel centres, edge-clamped. Axis-aligned, so each row's source rows and each
+ * column's weights are computed once per row/column, not per pixel through an affine map.
+ */
+export function scalePlane(src: Uint8Array, srcOff: number, sw: number, sh: number, dst: Uint8Array, dstOff: number, dstStride: number, dx: number, dy: number, dw: number, dh: number): void {
+  const fx = sw / dw;
+  const fy = sh / dh;
+  for (let j = 0; j < dh; j++) {
+    const syf = Math.max(0, (j + 0.5) * fy - 0.5);
+    const y0 = Math.min(sh - 1, Math.floor(syf));
+    const y1 = Math.min(sh - 1, y0 + 1);
+    const wy = syf - y0;
+    const r0 = srcOff + y0 * sw;
+    const r1 = srcOff + y1 * sw;
+    const o = dstOff + (dy + j) * dstStride + dx;
+    for (let i = 0; i < dw; i++) {
+      const sxf = Math.max(0, (i + 0.5) * fx - 0.5);
+      const x0 = Math.min(sw - 1, Math.floor(sxf));
+      const x1 = Math.min(sw - 1, x0 + 1);
+      const wx = sxf - x0;
+      const top = src[r0 + x0] * (1 - wx) + src[r0 + x1] * wx;
+      const bottom = src[r1 + x0] * (1 - wx) + src[r1 + x1] * wx;
+      dst[o + i] = (top * (1 - wy) + bottom * wy + 0.5) | 0;
+    }
+  }
+}
+
+/**
+ * Area-averaged luma thumbnail (w x h) of an I420 frame's Y plane: a cheap, codec-tolerant fingerprint of a picture,
+ * used to compare camera and avatar pictures.
+ */
+export function lumaThumbnail(y: Uint8Array, width: number, height: number, tw: number, th: number, stride = width): Float32Array {
+  const out = new Float32Array(tw * th);
+  for (let ty = 0; ty < th; ty++) {
+    const y0 = Math.floor((ty * height) / th);
+    const y1 = Math.max(y0 + 1, Math.floor(((ty + 1) * height) / th));
+    for (let tx = 0; tx < tw; tx++) {
+      const x0 = Math.floor((tx * width) / tw);
+      const x1 = Math.max(x0 + 1, Math.floor(((tx + 1) * width) / tw));
+      let sum = 0;
+      for (let yy = y0; yy < y1; yy++) for (let xx = x0; xx < x1; xx++) sum += y[yy * stride + xx];
+      out[ty * tw + tx] = sum / ((y1 - y0) * (x1 - x0));
+    }
+  }
+  return out;
+}
+
+/**
+ * Y, U and V of the I420 pixel nearest to the continuous point (x, y) (pixel centres at +0.5), clamped to the
+ * picture: one read, for colours sampled once per session (the warp engine's eyelid look).
+ */
+export function pixelYuv(img: ImageLike, x: number, y: number): [number, number, number] {
+  if (img.format !== 'i420') throw new Error(`pixelYuv: image is ${img.format}, not i420`);
+  const { width: w, height: h, data } = img;
+  const cw = Math.ceil(w / 2);
+  const ch = Math.ceil(h / 2);
+  const xi = Math.min(w - 1, Math.max(0, Math.round(x - 0.5)));
+  const yi = Math.min(h - 1, Math.max(0, Math.round(y - 0.5)));
+  return [data[yi * w + xi], data[w * h + (yi >> 1) * cw + (xi >> 1)], data[w * h + cw * ch + (yi >> 1) * cw + (xi >> 1)]];
 }

@@ -1,5 +1,7 @@
 /**
- * Execution providers for the X-Portrait graphs. CPU is the default; `--device cuda|tensorrt|webgpu` are opt-in.
+ * Execution providers of every onnxruntime-node session we open: the X-Portrait graphs, the warp engine's `ort`
+ * resampler and the face models (one home, beside the graph builder, so no engine imports another's folder). CPU is
+ * the default; `--device cuda|tensorrt|webgpu` are opt-in.
  *
  * onnxruntime-node 1.30's linux-x64 package bundles the CPU and WebGPU (Dawn/Vulkan) providers. The CUDA and
  * TensorRT providers are separate shared libraries its install script downloads from NuGet — which this project
