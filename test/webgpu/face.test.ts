@@ -93,7 +93,8 @@ describeWebGpu('face models on WebGPU vs CPU (real media)', () => {
       const a = await factory.create({ logger: silentLogger() });
       try {
         const obs: FaceObservation[] = [];
-        for (const f of frames.slice(0, 8)) obs.push(await a.analyze(f));
+        // Capture times 1/30 s apart: the session's tracker smooths over time, so both runs must see the same clock.
+        for (const [i, f] of frames.slice(0, 8).entries()) obs.push(await a.analyze({ ...f, times: { capture: 1000 + (i * 1000) / 30 } }));
         out.push(obs);
       } finally {
         await a.close();

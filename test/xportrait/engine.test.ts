@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { engineOptionsOf, parseServeConfig } from '../../src/config/serve-config.ts';
 import { parseXPortraitOptions } from '../../src/engine/xportrait/options.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
+import { loadXPortraitEngine } from '../../src/engine/xportrait/engine.ts';
 import type { Engine, EngineSession } from '../../src/engine/engine.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
@@ -120,6 +121,26 @@ describe('xportrait engine (tiny pack, real portrait and driving video)', () => 
     expect(st.extra?.['cache.kv.MiB']).toBeGreaterThan(0);
     await s.close();
   }, 600_000);
+
+  it("a second engine on an open pack loads no graph: its session's first frame waits only for its own ticks", async () => {
+    // threads: 1 is a pack key no other test of this file opens, so the first load below really loads.
+    const loads: string[][] = [[], []];
+    const timings: Array<{ loadMs: number; firstFrameMs: number }> = [];
+    for (const i of [0, 1]) {
+      const t0 = performance.now();
+      const e = await loadXPortraitEngine({ logger: silentLogger(), options: { pack: pack.dir, threads: 1, steps: 2, window: 4 } }, (p) => loads[i].push(p.graph));
+      engines.push(e);
+      const t1 = performance.now();
+      const s = await e.createSession({ portrait, portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
+      const out = await drive(s, 3);
+      timings.push({ loadMs: Math.round(t1 - t0), firstFrameMs: Number(s.stats().extra?.timeToFirstFrameMs) });
+      expect(out.length).toBe(3);
+      await s.close();
+    }
+    console.log(`time to first frame (tiny pack, CPU, 2 steps): first engine ${JSON.stringify(timings[0])} (${loads[0].length} graphs loaded), second ${JSON.stringify(timings[1])} (${loads[1].length})`);
+    expect(loads[0].length).toBeGreaterThan(0);
+    expect(loads[1]).toEqual([]);
+  });
 
   it('official sampler: collects the clip, then produces every frame at flush', async () => {
     const e = await engine({ sampler: 'official', steps: 2 });

@@ -32,7 +32,7 @@ export async function createFrameAnalyzerFactory(opts: { logger: Logger } & Node
   const built = ensureFaceModels({ dir: opts.modelsDir, ids: ['blazeface-front', 'blazeface-back', 'facemesh', 'iris'] });
   if (opts.device === 'webgpu') {
     // Fail at start (the server's preload logs it), not in every session: is there an adapter at all?
-    const { probeWebGpuAdapter } = await import('../../engine/xportrait/webgpu-adapter.ts');
+    const { probeWebGpuAdapter } = await import('../../model/onnx/webgpu-adapter.ts');
     const probe = await probeWebGpuAdapter();
     if (!probe.ok) throw new Error(`--face-device webgpu: ${probe.reason}`);
   }
