@@ -19,6 +19,8 @@ import { readPackManifest } from '../../src/model/pack/index.ts';
 import { hostTraffic, liveTickCalls, residentTraffic } from '../../src/engine/xportrait/tick-cost.ts';
 import type { VideoFrame } from '../../src/media/frame.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { run as deviceBench } from '../../src/bench/suites/xportrait-device.ts';
+import { SHARED } from '../xportrait/fixtures.ts';
 import { buildWebGpuTinyPack, byteDiff, driveSession, liveInputs, type LiveInputs } from './live-fixture.ts';
 import { describeWebGpu } from './webgpu.ts';
 
@@ -122,4 +124,29 @@ describeWebGpu('device-resident live tick on WebGPU (tiny pack, real media)', ()
       expect(dev.closed['gpu.liveBuffers']).toBe(0);
     }, 600_000);
   }
+
+  it('the device bench runs the resident path on webgpu as the engine does: traffic per steady tick = formula, no buffer left', async () => {
+    const dir = mkdtempSync(join(os.tmpdir(), 'xpd-resident-'));
+    try {
+      const res = await deviceBench({
+        args: ['--xpd-synthetic', 'tiny', '--xpd-shared', SHARED, '--xpd-dir', dir, '--xpd-device', 'webgpu', '--xpd-skip-graphs', '--xpd-steps', '1', '--xpd-frames', '9', '--xpd-policy', 'window,kvcache', '--xpd-window', '4', '--xpd-threads', '2'],
+        log: () => {},
+      });
+      expect(res.resident).toBe(true);
+      const m = await readPackManifest((res.pack as { dir: string }).dir);
+      const graphs = Object.fromEntries(Object.entries(m.graphs).map(([g, e]) => [g, { inputs: e.inputs, outputs: e.outputs }]));
+      const live = res.live as Array<{ policy: 'window' | 'kvcache'; steps: number; window: number; outputs: number; frames: number; lagFrames: number; resident: boolean; hostToDeviceBytesPerTick: number; deviceToHostBytesPerTick: number; gpuLiveAfterClose: number; error?: string }>;
+      expect(live.map((l) => l.policy)).toEqual(['window', 'kvcache']);
+      for (const l of live) {
+        expect(l.error).toBeUndefined();
+        expect(l.resident).toBe(true);
+        expect(l.outputs).toBe(l.frames - l.lagFrames);
+        const want = residentTraffic(liveTickCalls({ policy: l.policy, steps: l.steps, window: l.window, sinkFrames: Math.min(2, l.window - 1), latentH: m.layout.latentSize, layout: m.layout, graphs }));
+        expect([l.policy, l.hostToDeviceBytesPerTick, l.deviceToHostBytesPerTick]).toEqual([l.policy, want.hostToDevice, want.deviceToHost]);
+        expect(l.gpuLiveAfterClose).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 600_000);
 });

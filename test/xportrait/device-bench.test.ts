@@ -21,6 +21,9 @@ interface LiveRow {
   fps: number | null;
   lagFrames: number;
   error?: string;
+  resident?: boolean;
+  hostToDeviceBytesPerTick?: number | null;
+  deviceToHostBytesPerTick?: number | null;
 }
 
 describe('xportrait device bench', () => {
@@ -60,6 +63,10 @@ async function measure(dir: string): Promise<void> {
     // every frame comes out (the pipeline is flushed only by the session; here: frames minus the lag)
     expect(l.outputs).toBe(l.frames - l.lagFrames);
     expect(l.fps).toBeGreaterThan(0);
+    // Host traffic of the steady ticks is reported (on the CPU: what a GPU provider fed the same way moves).
+    expect(l.resident).toBe(false);
+    expect(l.hostToDeviceBytesPerTick).toBeGreaterThan(0);
+    expect(l.deviceToHostBytesPerTick).toBeGreaterThan(0);
   }
   // synthetic pack, opened pack, graph times, then one report per live run
   expect(partials.length).toBe(3 + live.length);

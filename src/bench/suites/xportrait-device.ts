@@ -16,6 +16,7 @@
  *     [--xpd-steps 1,2,4] [--xpd-frames 48] [--xpd-policy window,kvcache] [--xpd-reps 10] [--xpd-threads N]
  *     [--xpd-window W] [--xpd-uncond] [--xpd-dir DIR] [--xpd-keep] [--xpd-skip-graphs] [--xpd-mem-arena auto|on|off]
  *     [--xpd-kv-window W (kvcache's window, default min(W, 4))] [--xpd-size N (full: default resolution N², e.g. 128)]
+ *     [--xpd-resident auto|on|off (webgpu: the live state in GPU buffers, as the engine runs it; default auto = on there)]
  *     [--xpd-shared DIR (tiny: the shared folder holding conformance/xp-tiny-64; default XPORTRAIT_SHARED, else ../shared)]
  *
  * On a device other than cpu the report also holds `adapter` (webgpu: Dawn's adapter and limits) and `placement`:
@@ -36,7 +37,9 @@ import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackMan
 import { CountingCache, bytesOf } from '../../engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../engine/xportrait/lcm.ts';
 import { LivePipeline } from '../../engine/xportrait/live.ts';
-import { LiveNetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
+import { LiveNetworkDenoiser, type NetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
+import { DeviceTensors } from '../../engine/xportrait/device-tensors.ts';
+import { ResidentLiveDenoiser } from '../../engine/xportrait/resident-denoiser.ts';
 import type { F32 } from '../../engine/xportrait/networks.ts';
 import { CONTEXT_FILE, openPack, type LoadedPack } from '../../engine/xportrait/pack-networks.ts';
 import { DEVICES, type Device, type MemArenaChoice } from '../../model/onnx/providers.ts';
@@ -158,7 +161,11 @@ async function graphTimings(pack: LoadedPack, opened: string[], window: number, 
               ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % 1000)), shape)
               : new ort.Tensor('float32', rnd.fill(new Float32Array(n)), shape);
         }
-        const run = () => pack.runtime.run(name, feeds);
+        // A resident pack keeps some outputs on the device: free them after each run (never read them).
+        const run = async () => {
+          const r = await pack.runtime.run(name, feeds);
+          for (const t of Object.values(r)) if (t.location === 'gpu-buffer') t.dispose();
+        };
         await run();
         await run();
         const ms: number[] = [];
@@ -190,7 +197,20 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     hint: new CountingCache<F32>('hint', { sizeOf: bytesOf }),
     sourceLatent: new CountingCache<F32>('sourceLatent', { sizeOf: bytesOf }),
   };
-  const denoiser = new LiveNetworkDenoiser({ net, caches, policy: o.policy, portraitKey: 'bench', zRef, latentDims: pack.latentDims, kvSites: pack.kvSites });
+  // A resident pack (webgpu): the state stays in GPU buffers (resident-denoiser.ts), as the engine runs it there.
+  const device = pack.deviceOps ? new DeviceTensors(pack.deviceOps, net.traffic) : undefined;
+  const denoiser: NetworkDenoiser = device
+    ? new ResidentLiveDenoiser({ net, device, policy: o.policy, refs: [{ key: 'bench', z: zRef }], latentDims: pack.latentDims, kvSites: pack.kvSites })
+    : new LiveNetworkDenoiser({ net, caches, policy: o.policy, portraitKey: 'bench', zRef, latentDims: pack.latentDims, kvSites: pack.kvSites });
+  const decodeFrame = async (latent: Float32Array) => {
+    if (!device) return void (await net.decode({ data: latent, dims: [1, ...pack.latentDims] }));
+    const r = device.ledger.adoptAll(await net.run('vae_decoder', { z: new ort.Tensor('float32', latent, [1, ...pack.latentDims]) }, ['image']));
+    try {
+      await device.rgb8(r.image);
+    } finally {
+      device.ledger.release(r.image);
+    }
+  };
   const pipeline = new LivePipeline<number>({
     schedule: pack.schedule,
     frameSize: zRef.data.length,
@@ -203,10 +223,13 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
     noise: new FastGaussian(5),
   });
   // a few distinct driving hints, cycled (hint encoders run per frame regardless)
-  const hintSets = Array.from({ length: 4 }, () => ({
-    pose: { data: rnd.fill(new Float32Array(3 * S * S)), dims: [1, 3, S, S] },
-    local: { data: rnd.fill(new Float32Array(3 * S * S)), dims: [1, 3, S, S] },
-  }));
+  const hintSets = Array.from({ length: 4 }, () => {
+    const bytes = () => Uint8Array.from(rnd.fill(new Float32Array(3 * S * S)), (v) => Math.max(0, Math.min(255, Math.round(128 + 60 * v))));
+    const rgb = { pose: bytes(), local: bytes(), size: S };
+    const f = (b: Uint8Array) => ({ data: Float32Array.from(b, (v) => (v / 255) * 2 - 1), dims: [1, 3, S, S] });
+    return { hints: { pose: f(rgb.pose), local: f(rgb.local) }, rgb };
+  });
+  const traffic = { steadyHostToDevice: 0, steadyDeviceToHost: 0, steadyTicks: 0, maxHostToDevice: 0 };
   const full = pipeline.lagFrames + o.window; // from here on every tick is steady state
   const t0 = performance.now();
   let ttff = -1;
@@ -222,25 +245,39 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
       steadyOutputs = 0;
     }
     const f0 = performance.now();
-    await denoiser.addFrame(pipeline.nextSeq, hintSets[i % hintSets.length] as never);
+    const h = hintSets[i % hintSets.length];
+    await denoiser.addFrame(pipeline.nextSeq, h.hints, h.rgb);
     const out = await pipeline.push(i, zRef.data, denoiser);
     const f1 = performance.now();
     if (out) {
-      await net.decode({ data: out.latent, dims: [1, ...pack.latentDims] });
+      await decodeFrame(out.latent);
       decode.push(performance.now() - f1);
       outputs++;
       steadyOutputs++;
       if (ttff < 0) ttff = performance.now() - t0;
     }
+    const moved = net.traffic.tick();
     if (i >= full) {
       tick.push(f1 - f0);
       frame.push(performance.now() - f0);
+      traffic.steadyHostToDevice += moved.hostToDevice;
+      traffic.steadyDeviceToHost += moved.deviceToHost;
+      traffic.steadyTicks++;
+      traffic.maxHostToDevice = Math.max(traffic.maxHostToDevice, moved.hostToDevice);
     }
   }
   const steadyS = (performance.now() - steadyStart) / 1000;
   const fps = steadyOutputs / steadyS;
   pipeline.reset(denoiser);
+  const gpu = device?.ledger.stats();
+  await denoiser.release();
   return {
+    resident: !!device,
+    // Host traffic of the steady ticks (traffic.ts: what crossed between host and device memory).
+    hostToDeviceBytesPerTick: traffic.steadyTicks ? Math.round(traffic.steadyHostToDevice / traffic.steadyTicks) : null,
+    hostToDeviceBytesMaxTick: traffic.maxHostToDevice,
+    deviceToHostBytesPerTick: traffic.steadyTicks ? Math.round(traffic.steadyDeviceToHost / traffic.steadyTicks) : null,
+    ...(gpu ? { gpuBuffersMade: gpu.made, gpuPeakMiB: round(gpu.peakBytes / 2 ** 20, 1), gpuLiveAfterClose: device?.ledger.live } : {}),
     steps: o.steps,
     policy: o.policy,
     window: o.window,
@@ -300,7 +337,11 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
     // placement is read: after the per-graph runs, and after the live runs for the kv UNets (which only those run)
     // and for every graph with --xpd-skip-graphs.
     const profileDir = device !== 'cpu' ? join(workDir, 'profiles') : undefined;
-    const pack = await openPack(packDir, { device, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, profileDir, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
+    const residentArg = arg(ctx, '--xpd-resident') ?? 'auto';
+    if (!['auto', 'on', 'off'].includes(residentArg)) throw new Error(`--xpd-resident must be auto, on or off, got ${residentArg}`);
+    const resident = residentArg === 'on' || (residentArg === 'auto' && device === 'webgpu');
+    res.resident = resident;
+    const pack = await openPack(packDir, { device, resident, intraOpThreads: threads, cpuMemArena: (arg(ctx, '--xpd-mem-arena') ?? 'auto') as MemArenaChoice, graphs, profileDir, onProgress: (p) => (load[p.graph] = round(p.ms, 0)) });
     res.pack = { dir: packDir, cpuMemArena: pack.provider.cpuMemArena, imageSize: pack.imageSize, latent: pack.latentDims, precision: pack.manifest.options.precision, attention: pack.manifest.options.attention, groupNorm: pack.manifest.options.groupNorm, target: pack.manifest.options.target ?? null, loadSeconds: round((performance.now() - t0) / 1000), sessionMs: load };
     ctx.partial?.(res);
     try {
@@ -341,7 +382,7 @@ export async function run(ctx: Ctx): Promise<Record<string, unknown>> {
           ctx.log(`live pipeline: ${k} step(s), ${frames} frames, policy ${policy}, window ${w}`);
           try {
             const r = await liveRun(pack, { steps: k, frames, policy, window: w });
-            ctx.log(`  ${r.fps ?? '–'} fps steady, tick p50 ${r.tickMs.p50} ms, decode p50 ${r.decodeMs.p50} ms, first output after ${r.timeToFirstOutputMs} ms`);
+            ctx.log(`  ${r.fps ?? '–'} fps steady, tick p50 ${r.tickMs.p50} ms, decode p50 ${r.decodeMs.p50} ms, first output after ${r.timeToFirstOutputMs} ms; host->device ${r.hostToDeviceBytesPerTick} B/tick, device->host ${r.deviceToHostBytesPerTick} B/tick${r.resident ? ' (resident)' : ''}`);
             live.push(r);
           } catch (err) {
             ctx.log(`  failed: ${(err as Error).message.split('\n')[0]}`);
