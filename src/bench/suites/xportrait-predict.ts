@@ -23,7 +23,7 @@ import { readFileSync } from 'node:fs';
 import type { BenchContext } from '../run-suites.ts';
 import { defaultConfigPath, loadXPortraitConfig } from '../../model/config.ts';
 import { packLayout } from '../../model/pack/build.ts';
-import { configGraphs, costOfCall, largestTensors, predictTick, type GraphSource, type TickPrediction } from '../../model/analysis/tick-predict.ts';
+import { configGraphs, costOfCall, largestTensors, predictFirstFrame, predictTick, type GraphSource, type TickPrediction } from '../../model/analysis/tick-predict.ts';
 import { DEFAULT_EFFICIENCY, GPUS, PCIE, graphTime, type Efficiency } from '../../model/analysis/roofline.ts';
 import { WEBGPU_DEFAULT_BINDING_BYTES, WEBGPU_DESKTOP_BINDING_BYTES } from '../../model/analysis/tensor-bound.ts';
 import type { LivePolicy } from '../../engine/xportrait/live.ts';
@@ -172,6 +172,19 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     }
     md.push('');
     out.residentTraffic = resident;
+    // Time to the first frame of a new session on an open pack (no graph loads: sessions share the pack).
+    md.push(`#### Predicted time to first frame at ${size}², a new session on an open pack (ms: host-state path / device-resident)`, '', `| policy | steps | ticks to first frame | ${GPUS.map((g) => g.id).join(' | ')} |`, `|---|---|---|${GPUS.map(() => '---').join('|')}|`);
+    const firstFrame: unknown[] = [];
+    for (const policy of policies) {
+      for (const k of steps) {
+        const w = policy === 'kvcache' ? kvWindow : window;
+        const f = await predictFirstFrame(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, efficiency: eff });
+        firstFrame.push({ policy, steps: k, window: w, ticks: f.ticks, gpus: f.gpus.map((g) => ({ gpu: g.gpu, setupMs: r1(g.setupMs), ticksMs: r1(g.ticksMs), hostMs: r1(g.hostMs), residentHostMs: r1(g.residentHostMs, 2), firstFrameMs: r1(g.firstFrameMs), firstFrameResidentMs: r1(g.firstFrameResidentMs) })) });
+        md.push(`| ${policy} (W ${w}) | ${k} | ${f.ticks} | ${f.gpus.map((g) => `${r1(g.firstFrameMs, 0)} / ${r1(g.firstFrameResidentMs, 0)}`).join(' | ')} |`);
+      }
+    }
+    md.push('');
+    out.firstFrame = firstFrame;
   }
 
   const measuredPath = arg(a, '--xpp-measured');

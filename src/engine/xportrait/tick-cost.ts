@@ -87,22 +87,14 @@ function uses(specs: IoSpec[], dim: (d: number | string) => number): TensorUse[]
   });
 }
 
-/** The calls of one steady-state tick (after the window and caches have filled). */
-export function liveTickCalls(o: TickCostOptions): TickCalls {
+function plannerFor(o: TickCostOptions): { planner: LivePlanner; K: number; window: number } {
   const K = o.steps;
   const window = o.window ?? 16;
-  const planner = new LivePlanner({ timesteps: lcmTimesteps(K), policy: o.policy, window, sinkFrames: o.sinkFrames ?? 2, contextTimestep: o.contextTimestep ?? 0 });
-  // Simulate the runner's context-residual cache while the pipeline fills, then take one steady tick.
-  const cachedCtx = new Set<number>();
-  let plan = planner.next();
-  let newCtx = 0;
-  for (let i = 0; i < 3 * window + 2 * K + 4; i++) {
-    plan = planner.next();
-    const ctx = plan.items.filter((it) => it.kind === 'context');
-    newCtx = ctx.filter((it) => !cachedCtx.has(it.seq)).length;
-    for (const it of ctx) cachedCtx.add(it.seq);
-    for (const s of plan.retire) cachedCtx.delete(s);
-  }
+  return { planner: new LivePlanner({ timesteps: lcmTimesteps(K), policy: o.policy, window, sinkFrames: o.sinkFrames ?? 2, contextTimestep: o.contextTimestep ?? 0 }), K, window };
+}
+
+/** The graph calls of one planned tick; `newCtx`: context items whose residuals are not cached yet (window). */
+function tickCallsOf(o: TickCostOptions, plan: TickPlan, newCtx: number): TickCall[] {
   const items = plan.items;
   const B = items.length;
   const denoise = items.filter((it) => it.kind === 'denoise').length;
@@ -123,18 +115,80 @@ export function liveTickCalls(o: TickCostOptions): TickCalls {
     call('cn_hint_local', 1);
   }
   const cn = o.policy === 'window' ? newCtx + denoise : denoise;
-  call('cn_body_pose', cn);
-  call('cn_body_local', cn);
+  if (cn > 0) {
+    call('cn_body_pose', cn);
+    call('cn_body_local', cn);
+  }
   const guided = (o.guidance ?? 1) !== 1;
-  if (o.policy === 'window') {
-    call('unet_cond', B, { bankBatch });
-    if (guided) call('unet_uncond', B);
-  } else {
-    call('unet_cond_kv', B, { bankBatch, kvLength });
-    if (guided) call('unet_uncond_kv', B, { kvLength });
+  if (B > 0) {
+    if (o.policy === 'window') {
+      call('unet_cond', B, { bankBatch });
+      if (guided) call('unet_uncond', B);
+    } else {
+      call('unet_cond_kv', B, { bankBatch, kvLength });
+      if (guided) call('unet_uncond_kv', B, { kvLength });
+    }
   }
   if (plan.emit !== null) call('vae_decoder', 1);
-  return { plan, calls, framesOut: plan.emit !== null ? 1 : 0 };
+  return calls;
+}
+
+/** The calls of one steady-state tick (after the window and caches have filled). */
+export function liveTickCalls(o: TickCostOptions): TickCalls {
+  const { planner, K, window } = plannerFor(o);
+  // Simulate the runner's context-residual cache while the pipeline fills, then take one steady tick.
+  const cachedCtx = new Set<number>();
+  let plan = planner.next();
+  let newCtx = 0;
+  for (let i = 0; i < 3 * window + 2 * K + 4; i++) {
+    plan = planner.next();
+    const ctx = plan.items.filter((it) => it.kind === 'context');
+    newCtx = ctx.filter((it) => !cachedCtx.has(it.seq)).length;
+    for (const it of ctx) cachedCtx.add(it.seq);
+    for (const s of plan.retire) cachedCtx.delete(s);
+  }
+  return { plan, calls: tickCallsOf(o, plan, newCtx), framesOut: plan.emit !== null ? 1 : 0 };
+}
+
+export interface FirstFrameCalls {
+  /** Once per session: the portrait's latent (VAE encoder) and the reference bank of each distinct timestep. */
+  setup: TickCall[];
+  /** The ticks from the first frame in to the first frame out (the pipeline's lag + 1), each with its calls. */
+  ticks: TickCalls[];
+}
+
+/**
+ * What a new session runs before its first avatar frame, on a pack already open (issue 16, time to first frame):
+ * the VAE encoder on the portrait, the reference net at every timestep the first ticks use (then cached), and the
+ * ticks until the first frame comes out — their batches grow while the window fills, so they are planned, not taken
+ * from the steady tick.
+ */
+export function firstFrameCalls(o: TickCostOptions): FirstFrameCalls {
+  const { planner } = plannerFor(o);
+  const ticks: TickCalls[] = [];
+  const ts = new Set<number>();
+  for (let i = 0; i < 64; i++) {
+    const plan = planner.next();
+    // Before the first frame out every context item is new (nothing cached yet).
+    const newCtx = plan.items.filter((it) => it.kind === 'context').length;
+    for (const it of plan.items) ts.add(it.t);
+    ticks.push({ plan, calls: tickCallsOf(o, plan, newCtx), framesOut: plan.emit !== null ? 1 : 0 });
+    if (plan.emit !== null) break;
+  }
+  const setup: TickCall[] = [];
+  const one = (graph: string) => {
+    const io = o.graphs[graph];
+    if (!io) {
+      if (o.skipMissing) return;
+      throw new Error(`the pack has no graph '${graph}'`);
+    }
+    const d = { batch: 1, bankBatch: 1, kvLength: 1 };
+    const dim = dimResolver(o.layout, { ...d, latentH: o.latentH, latentW: o.latentW, bankRefs: 1 });
+    setup.push({ graph, batch: 1, dims: d, feeds: uses(io.inputs, dim), fetches: uses(io.outputs, dim) });
+  };
+  one('vae_encoder');
+  for (let r = 0; r < 1 + (o.extraRefs ?? 0); r++) for (const _t of ts) one('refnet_bank');
+  return { setup, ticks };
 }
 
 export interface HostTraffic {

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx } from 'onnx-proto';
-import { hostTraffic, liveTickCalls, residentTraffic, dimResolver, type GraphIo, type HostTraffic, type IoSpec, type LayoutDims, type TickCall } from '../../engine/xportrait/tick-cost.ts';
+import { firstFrameCalls, hostTraffic, liveTickCalls, residentTraffic, dimResolver, type GraphIo, type HostTraffic, type IoSpec, type LayoutDims, type TickCall } from '../../engine/xportrait/tick-cost.ts';
 import type { LivePolicy } from '../../engine/xportrait/live.ts';
 import type { XPortraitConfig } from '../config.ts';
 import type { BuildOptions } from '../graphs/index.ts';
@@ -258,4 +258,62 @@ export async function largestTensors(src: GraphSource, o: { layout: LayoutDims; 
   const order = src.names();
   for (const { call, at } of [...calls.values()].sort((x, y) => order.indexOf(x.call.graph) - order.indexOf(y.call.graph))) await consider(call, at);
   return src.names().flatMap((g) => (best.has(g) ? [best.get(g)!] : []));
+}
+
+export interface FirstFramePrediction {
+  policy: LivePolicy;
+  steps: number;
+  /** Ticks from the first frame in to the first frame out. */
+  ticks: number;
+  gpus: Array<{
+    gpu: string;
+    /** VAE encoder + the reference net at each timestep the first ticks use. */
+    setupMs: number;
+    /** The ticks' graphs (hint encoders, ControlNets, UNet, the decoder of the frame that comes out). */
+    ticksMs: number;
+    /** Host traffic of those calls at the link rate: host-state path, device-resident path. */
+    hostMs: number;
+    residentHostMs: number;
+    firstFrameMs: number;
+    firstFrameResidentMs: number;
+  }>;
+}
+
+/**
+ * Time to the first avatar frame of a new session on a pack already open (sessions share one opened pack, so no graph
+ * loads): the session's setup calls and the warm-up ticks up to the first output (tick-cost.ts `firstFrameCalls`),
+ * each at its own batch, on the roofline; plus their host traffic (setup: every feed up and fetch down on the
+ * host-state path; on the resident path the reference banks stay on the device).
+ */
+export async function predictFirstFrame(src: GraphSource, o: PredictOptions): Promise<FirstFramePrediction> {
+  const graphs: Record<string, GraphIo> = {};
+  for (const g of src.names()) graphs[g] = await src.io(g);
+  const ff = firstFrameCalls({ ...o, graphs });
+  const costs = new Map<string, CallCost>();
+  const costOf = async (c: TickCall) => {
+    const key = `${c.graph}|${c.dims.batch}|${c.dims.bankBatch}|${c.dims.kvLength}`;
+    let r = costs.get(key);
+    if (!r) costs.set(key, (r = await costOfCall(src, c, o.layout, o.latentH, o.latentW, o.extraRefs ?? 0)));
+    return r;
+  };
+  const setupCosts = await Promise.all(ff.setup.map(costOf));
+  const tickCosts = await Promise.all(ff.ticks.flatMap((t) => t.calls).map(costOf));
+  const setupHost = hostTraffic({ plan: ff.ticks[0].plan, calls: ff.setup, framesOut: 0 });
+  const setupResidentBytes = ff.setup.reduce((s, c) => s + c.feeds.filter((f) => f.name !== 'context').reduce((a, f) => a + f.bytes, 0) + (c.graph === 'vae_encoder' ? c.fetches.reduce((a, f) => a + f.bytes, 0) : 0), 0);
+  const host = ff.ticks.map(hostTraffic);
+  const resident = ff.ticks.map(residentTraffic);
+  const sumBytes = (ts: HostTraffic[]) => ts.reduce((s, t) => s + t.hostToDevice + t.deviceToHost, 0);
+  const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
+  return {
+    policy: o.policy,
+    steps: o.steps,
+    ticks: ff.ticks.length,
+    gpus: (o.gpus ?? GPUS).map((gpu) => {
+      const setupMs = setupCosts.reduce((s, c) => s + graphTime(c.cost, gpu, eff).ms, 0);
+      const ticksMs = tickCosts.reduce((s, c) => s + graphTime(c.cost, gpu, eff).ms, 0);
+      const hostMs = transferMs(setupHost.hostToDevice + setupHost.deviceToHost + sumBytes(host), gpu, eff);
+      const residentHostMs = transferMs(setupResidentBytes + sumBytes(resident), gpu, eff);
+      return { gpu: gpu.id, setupMs, ticksMs, hostMs, residentHostMs, firstFrameMs: setupMs + ticksMs + hostMs, firstFrameResidentMs: setupMs + ticksMs + residentHostMs };
+    }),
+  };
 }
