@@ -90,7 +90,8 @@ export class Outputs implements SessionOutputs {
 
   #createEgress(): Egress[] {
     const c = this.#config;
-    const size = { width: c.outputSize, height: c.outputSize, fps: c.egressFps };
+    // the egress keeps one size for its whole life: the output frame's when there is one (frames of another size are fitted)
+    const size = { width: c.outputFrame?.width ?? c.outputSize, height: c.outputFrame?.height ?? c.outputSize, fps: c.egressFps };
     const out: Egress[] = [];
     const logger = this.#log.child({ room: c.room });
     if (c.rtmpUrl) {

@@ -21,7 +21,7 @@ import busboy from 'busboy';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { engineOptionsFor } from '../config/engine-options.ts';
-import { engineOptionsOf, type ServeConfig } from '../config/serve-config.ts';
+import { engineOptionsOf, outputFrameSpecOf, type ServeConfig } from '../config/serve-config.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { EngineHost } from './engine-host.ts';
@@ -199,6 +199,7 @@ export class XportraitServer {
       defaultEngine: this.config.engine,
       iceServers: this.config.iceServers,
       outputSize: this.config.outputSize,
+      outputFrame: outputFrameSpecOf(this.config),
       tracking: this.config.tracking,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
@@ -281,6 +282,12 @@ export class XportraitServer {
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
   }
 
+  /** The output frame for /api/info (the page's Share panel and the extension read it), or null: the avatar as rendered. */
+  #outputFrameInfo(): { width: number; height: number; avatarHeight: number; background: string } | null {
+    const f = outputFrameSpecOf(this.config);
+    return f ? { width: f.width, height: f.height, avatarHeight: f.avatarHeight, background: this.config.outputBackground } : null;
+  }
+
   #info(res: ServerResponse): void {
     sendJson(res, 200, {
       name: 'xportrait-cam',
@@ -289,6 +296,7 @@ export class XportraitServer {
       sessions: this.#slots,
       maxSessions: this.config.maxSessions,
       outputSize: this.config.outputSize,
+      outputFrame: this.#outputFrameInfo(),
       iceServers: this.config.iceServers,
       rooms: this.outputs.info(),
       limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
