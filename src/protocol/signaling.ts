@@ -103,6 +103,32 @@ export interface RoomStatus {
   viewers: number;
   maxViewers: number;
   egress: EgressStatus[];
+  /**
+   * The picture viewers get (issue 21: the extension reports it as its camera's settings): the last frame's size
+   * (the server's --output-frame, or the avatar's own size), before any frame the size the server is set to make;
+   * fps: frames handed on over the last second (0 while nobody publishes).
+   */
+  frame: RoomFrame;
+  /** The publisher's avatar latency as the server measures it (lip sync); absent while nobody publishes. */
+  latency?: RoomLatency;
+}
+
+export interface RoomFrame {
+  width: number;
+  height: number;
+  fps: number;
+}
+
+/**
+ * Milliseconds from the publisher's camera to the avatar leaving this server: `serverMs` receive -> send (the
+ * median of the last stats window: mailbox, tracking, engine, composite), `inboundMs` the publisher's camera to
+ * this server's decoder (half the round-trip time plus the server's jitter-buffer delay on the incoming video),
+ * `totalMs` their sum. The viewer adds its own network and jitter buffer (the extension measures those itself).
+ */
+export interface RoomLatency {
+  serverMs: number;
+  inboundMs: number;
+  totalMs: number;
 }
 
 /** What became of the offer's reference photos (only when it gave more than the main one). */
