@@ -59,6 +59,8 @@ export class Room extends EventEmitter<{ changed: [] }> {
   /** The publisher's inbound latency (RTT/2 + jitter buffer), refreshed from its WebRTC stats (async) by status(). */
   #inboundMs: number | undefined;
   #inboundAt = 0;
+  /** The inbound jitter-buffer counters at the last refresh, and the publisher they belong to. */
+  #inboundWindow: { session?: LiveSession; frames?: number; delay?: number; jitterMs?: number } = {};
 
   constructor(
     readonly name: string,
@@ -176,7 +178,8 @@ export class Room extends EventEmitter<{ changed: [] }> {
     const now = performance.now();
     if (now - this.#inboundAt >= 1000) {
       this.#inboundAt = now;
-      void inboundLatencyMs(session).then(
+      if (this.#inboundWindow.session !== session) this.#inboundWindow = { session };
+      void inboundLatencyMs(session, this.#inboundWindow).then(
         (ms) => (this.#inboundMs = ms),
         () => {},
       );
@@ -198,19 +201,22 @@ export class Room extends EventEmitter<{ changed: [] }> {
 
 /**
  * Camera -> this server's decoder for a session's incoming video, from its WebRTC stats: half the current round-trip
- * time of the nominated candidate pair plus the mean jitter-buffer delay of the inbound video.
+ * time of the nominated candidate pair plus the jitter-buffer delay of the frames the inbound video emitted since the
+ * previous call (`prev` carries the counters; the average since the start would keep the connection's first seconds).
  */
-export async function inboundLatencyMs(session: LiveSession): Promise<number> {
+export async function inboundLatencyMs(session: LiveSession, prev: { frames?: number; delay?: number; jitterMs?: number } = {}): Promise<number> {
   const stats = await session.rtcStats();
   let rttMs = 0;
-  let jitterMs = 0;
   for (const s of stats) {
     if (s.type === 'candidate-pair' && s.nominated === true && typeof s.currentRoundTripTime === 'number') rttMs = s.currentRoundTripTime * 1000;
-    if (s.type === 'inbound-rtp' && s.kind === 'video' && typeof s.jitterBufferDelay === 'number' && typeof s.jitterBufferEmittedCount === 'number' && s.jitterBufferEmittedCount > 0) {
-      jitterMs = (s.jitterBufferDelay / s.jitterBufferEmittedCount) * 1000;
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && typeof s.jitterBufferDelay === 'number' && typeof s.jitterBufferEmittedCount === 'number') {
+      const frames = s.jitterBufferEmittedCount - (prev.frames ?? 0);
+      if (frames > 0) prev.jitterMs = ((s.jitterBufferDelay - (prev.delay ?? 0)) / frames) * 1000;
+      prev.frames = s.jitterBufferEmittedCount;
+      prev.delay = s.jitterBufferDelay;
     }
   }
-  return rttMs / 2 + jitterMs;
+  return rttMs / 2 + (prev.jitterMs ?? 0);
 }
 
 export class RoomRegistry {

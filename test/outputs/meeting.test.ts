@@ -7,7 +7,9 @@
  * naming them, in getUserMedia and applyConstraints), the whole face inside the 16:9 tile, the microphone track
  * beside it, restart, and a real camera after the avatar.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -49,18 +51,9 @@ beforeAll(async () => {
   analyzer = await createPortraitAnalyzer();
   browser = await launchChromium({
     viewport: { width: 800, height: 500 },
-    extraArgs: [`--disable-extensions-except=${EXTENSION}`, `--load-extension=${EXTENSION}`],
+    extraArgs: [`--disable-extensions-except=${EXTENSION}`, `--load-extension=${EXTENSION}`, `--use-file-for-fake-audio-capture=${toneBursts()}`],
   });
-  // configure the extension as a user would, on its settings page
-  const ctx = browser.context;
-  const worker = ctx.serviceWorkers()[0] ?? (await ctx.waitForEvent('serviceworker', { timeout: 15_000 }));
-  const options = await ctx.newPage();
-  await options.goto(`chrome-extension://${new URL(worker.url()).host}/options.html`);
-  await options.fill('#server', server.url);
-  await options.fill('#room', 'meet');
-  await options.click('#save');
-  await options.waitForFunction(() => /Saved/.test(document.getElementById('result')?.textContent ?? ''));
-  await options.close();
+  await configure({ server: server.url, room: 'meet' });
 }, 120_000);
 
 afterAll(async () => {
@@ -70,6 +63,47 @@ afterAll(async () => {
   await server?.close();
   await analyzer?.close();
 });
+
+/** A 48 kHz mono WAV: a 30 ms 1 kHz tone burst once a second, for the fake microphone (chromium loops it). */
+function toneBursts(seconds = 4): string {
+  const rate = 48_000;
+  const n = rate * seconds;
+  const pcm = Buffer.alloc(n * 2);
+  for (let i = 0; i < n; i++) {
+    const t = (i % rate) / rate;
+    const v = t < 0.03 ? Math.sin(2 * Math.PI * 1000 * t) * 0.8 : 0;
+    pcm.writeInt16LE(Math.round(v * 32767), i * 2);
+  }
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0);
+  h.writeUInt32LE(36 + pcm.length, 4);
+  h.write('WAVEfmt ', 8);
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20);
+  h.writeUInt16LE(1, 22);
+  h.writeUInt32LE(rate, 24);
+  h.writeUInt32LE(rate * 2, 28);
+  h.writeUInt16LE(2, 32);
+  h.writeUInt16LE(16, 34);
+  h.write('data', 36);
+  h.writeUInt32LE(pcm.length, 40);
+  const path = join(mkdtempSync(join(tmpdir(), 'xp-mic-')), 'bursts.wav');
+  writeFileSync(path, Buffer.concat([h, pcm]));
+  return path;
+}
+
+/** Set the extension's settings on its options page, as a user would. */
+async function configure(fields: Record<string, string>): Promise<void> {
+  const ctx = browser.context;
+  const worker = ctx.serviceWorkers()[0] ?? (await ctx.waitForEvent('serviceworker', { timeout: 15_000 }));
+  const options = await ctx.newPage();
+  await options.goto(`chrome-extension://${new URL(worker.url()).host}/options.html`);
+  await options.waitForFunction(() => (document.getElementById('server') as HTMLInputElement).value !== '');
+  for (const [id, value] of Object.entries(fields)) await options.fill(`#${id}`, value);
+  await options.click('#save');
+  await options.waitForFunction(() => /Saved/.test(document.getElementById('result')?.textContent ?? ''));
+  await options.close();
+}
 
 const meetingUrl = () => `http://127.0.0.1:${(site.address() as AddressInfo).port}/`;
 
@@ -182,6 +216,58 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
         await p.evaluate(() => (window as any).meeting.leave()).catch(() => {});
         await p.close();
       }
+    }
+  });
+
+  it('lip sync: a fixed delay from the settings delays the microphone by that much', async () => {
+    await configure({ audioDelay: '250' });
+    const page = await browser.context.newPage();
+    try {
+      await page.goto(meetingUrl());
+      expect((await page.evaluate(() => (window as any).meeting.join())).audioTracks).toBe(1);
+      expect(await page.evaluate(() => (window as any).__xportraitCam.lipSync())).toEqual([expect.objectContaining({ mode: 'fixed', targetMs: 250, appliedMs: 250 })]);
+      const m = await page.evaluate(() => (window as any).meeting.audioOffset(4));
+      console.log(`lip sync, fixed 250 ms: measured offsets ${m.offsets.map((x: number) => Math.round(x)).join(', ')} ms (onsets ${m.onsets})`);
+      expect(m.offsets.length).toBeGreaterThanOrEqual(2);
+      expect(Math.abs(m.medianMs - 250)).toBeLessThan(40);
+    } finally {
+      await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
+      await page.close();
+    }
+  });
+
+  it('lip sync: "auto" follows the latency the server reports for the room, smoothed and in gentle steps', async () => {
+    await configure({ audioDelay: 'auto' });
+    const page = await browser.context.newPage();
+    try {
+      await page.goto(meetingUrl());
+      expect((await page.evaluate(() => (window as any).meeting.join())).audioTracks).toBe(1);
+      const samples: { appliedMs: number; serverMs: number; receiveMs: number; mode: string }[] = [];
+      for (let i = 0; i < 6; i++) {
+        samples.push((await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0]);
+        await page.waitForTimeout(1000);
+      }
+      console.log(`lip sync, auto: ${samples.map((s) => `${s.appliedMs} (server ${s.serverMs} + receive ${s.receiveMs})`).join(', ')} ms`);
+      const room = server.outputs.rooms.get('meet')?.status().latency;
+      expect(room?.totalMs).toBeGreaterThan(0);
+      const last = samples[samples.length - 1];
+      expect(last.mode).toBe('auto');
+      // the server's figure for the room, plus this page's receive side
+      expect(Math.abs(last.serverMs - (room?.totalMs ?? 0))).toBeLessThan(Math.max(15, (room?.totalMs ?? 0) * 0.5));
+      expect(last.appliedMs).toBeGreaterThan(0);
+      expect(last.appliedMs).toBeLessThanOrEqual(1000);
+      for (let i = 1; i < samples.length; i++) expect(Math.abs(samples[i].appliedMs - samples[i - 1].appliedMs)).toBeLessThanOrEqual(2 * 40 + 1);
+      // the microphone really is delayed by what it says (the delay may still be moving: within its range over the window)
+      const before = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0].appliedMs;
+      const m = await page.evaluate(() => (window as any).meeting.audioOffset(4));
+      const after = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0].appliedMs;
+      console.log(`lip sync, auto at ${before}-${after} ms: measured offsets ${m.offsets.map((x: number) => Math.round(x)).join(', ')} ms`);
+      expect(m.offsets.length).toBeGreaterThanOrEqual(2);
+      expect(m.medianMs).toBeGreaterThan(Math.min(before, after) - 40);
+      expect(m.medianMs).toBeLessThan(Math.max(before, after) + 40);
+    } finally {
+      await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
+      await page.close();
     }
   });
 });

@@ -60,7 +60,7 @@ async function roomInfo() {
   }
   if (!res.ok) throw new Error(`the server refused the room's status: ${await errorText(res)}`);
   const room = await res.json();
-  return { room, audioDelay: s.audioDelay };
+  return { room };
 }
 
 const REQUESTS = { 'whep-offer': (msg) => whepOffer(msg.sdp), 'whep-delete': (msg) => whepDelete(msg.resource), 'room-info': () => roomInfo() };

@@ -6,7 +6,7 @@
   const post = (msg) => window.postMessage({ source: 'xportrait-cam-ext', ...msg }, '*');
 
   function sendSettings() {
-    chrome.storage.sync.get({ enabled: true, preferAvatar: false }, (s) => post({ type: 'settings', settings: s }));
+    chrome.storage.sync.get({ enabled: true, preferAvatar: false, audioDelay: 'auto' }, (s) => post({ type: 'settings', settings: s }));
   }
   sendSettings();
   chrome.storage.onChanged.addListener(sendSettings);

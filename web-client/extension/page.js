@@ -10,6 +10,12 @@
 // values (bare numbers, `ideal`) pick that mode; required ones (`exact`, `min`, `max`) it cannot meet fail with an
 // OverconstrainedError naming the constraint, in getUserMedia and in applyConstraints; getSettings(),
 // getCapabilities() and getConstraints() report the mode granted and the constraints applied.
+//
+// Lip sync: the microphone, when the page asks for it with the avatar, is delayed by the avatar's latency (WebAudio
+// DelayNode into a MediaStreamAudioDestinationNode), so voice and lips arrive together. The delay follows the live
+// figure: the server's for the room (publisher's camera -> avatar leaving the server) plus this page's own receive
+// side (half the round trip and the jitter buffer of the avatar's WHEP connection), polled every second, smoothed,
+// bounded (0-1000 ms) and moved gently (a ramp, at most 40 ms per second); or a fixed delay from the settings.
 (() => {
   'use strict';
   if (window.__xportraitCam || !navigator.mediaDevices) return;
@@ -22,7 +28,7 @@
   const PeerConnection = window.RTCPeerConnection;
   const pending = new Map();
   let nextId = 1;
-  let settings = { enabled: true, preferAvatar: false };
+  let settings = { enabled: true, preferAvatar: false, audioDelay: 'auto' };
   /** The mode the camera offers, as the server last said (undefined before the first getUserMedia for it). */
   let lastMode;
   /** The avatar arrives at the camera's rate, at most this. */
@@ -192,6 +198,7 @@
    */
   function asCamera(track, shared, mode, constraints) {
     Object.defineProperty(track, 'label', { value: LABEL, configurable: true });
+    Object.defineProperty(track, '__xportraitShared', { value: shared });
     let applied = constraints && typeof constraints === 'object' ? { ...constraints } : {};
     const origSettings = track.getSettings.bind(track);
     track.getSettings = () => ({
@@ -227,6 +234,134 @@
     return track;
   }
 
+  const LIP_SYNC = {
+    /** Upper bound of the delay (a figure above it is a fault, not a latency to follow). */
+    maxMs: 1000,
+    pollMs: 1000,
+    /** Weight of each new measurement in the smoothed figure. */
+    alpha: 0.3,
+    /** Largest change of the delay per poll. */
+    stepMs: 40,
+    /** Changes smaller than this are left alone (no constant wobble). */
+    deadBandMs: 4,
+  };
+
+  /** The fixed delay from the settings ("auto": none, follow the server), in ms within bounds. */
+  function fixedDelayMs() {
+    const v = settings.audioDelay;
+    if (v === undefined || v === null || v === '' || v === 'auto') return undefined;
+    const n = Number(v);
+    return Number.isFinite(n) ? Math.max(0, Math.min(LIP_SYNC.maxMs, n)) : undefined;
+  }
+
+  /**
+   * This page's receive side of the avatar: half the round trip plus the jitter-buffer delay of the frames emitted
+   * since the previous call (a window, not the average since the start, which keeps the connection's first seconds).
+   * `prev` carries the counters from call to call.
+   */
+  async function receiveSideMs(pc, prev) {
+    let rtt = 0;
+    let jitter;
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
+      if (r.type === 'candidate-pair' && r.nominated && typeof r.currentRoundTripTime === 'number') rtt = r.currentRoundTripTime * 1000;
+      if (r.type === 'inbound-rtp' && r.kind === 'video' && typeof r.jitterBufferDelay === 'number') {
+        const frames = r.jitterBufferEmittedCount - (prev.frames || 0);
+        if (frames > 0) jitter = ((r.jitterBufferDelay - (prev.delay || 0)) / frames) * 1000;
+        prev.frames = r.jitterBufferEmittedCount;
+        prev.delay = r.jitterBufferDelay;
+      }
+    });
+    if (jitter !== undefined) prev.jitterMs = jitter;
+    return rtt / 2 + (prev.jitterMs || 0);
+  }
+
+  /** Lip-sync state of the live delayed microphones (read by tests and for support: window.__xportraitCam.lipSync()). */
+  const lipSyncs = new Set();
+
+  /**
+   * The microphone track delayed by the avatar's latency. `shared` is the avatar's WHEP connection (for its receive
+   * side); `roomLatency` the server's first figure. Falls back to the microphone as it is, with a console warning,
+   * when the page may not run audio (an AudioContext that stays suspended would send silence).
+   */
+  async function delayedMicrophone(mic, shared, roomLatency) {
+    const ctx = new AudioContext({ latencyHint: 'interactive' });
+    if (ctx.state !== 'running') await Promise.race([ctx.resume(), new Promise((r) => setTimeout(r, 500))]);
+    if (ctx.state !== 'running') {
+      console.warn('xportrait-cam: audio cannot run on this page yet (no user gesture): the microphone is not delayed for lip sync');
+      ctx.close();
+      return mic;
+    }
+    const source = ctx.createMediaStreamSource(new MediaStream([mic]));
+    const delay = ctx.createDelay(LIP_SYNC.maxMs / 1000 + 0.05);
+    const dest = ctx.createMediaStreamDestination();
+    source.connect(delay).connect(dest);
+    const track = dest.stream.getAudioTracks()[0];
+    const state = { mode: 'auto', targetMs: 0, appliedMs: 0, serverMs: 0, receiveMs: 0, updates: 0 };
+    const clamp = (ms) => Math.max(0, Math.min(LIP_SYNC.maxMs, ms));
+    const set = (ms, ramp) => {
+      state.appliedMs = Math.round(ms);
+      // a ramp, never a jump: an abrupt change of a delay line clicks and drops or repeats speech
+      if (ramp) delay.delayTime.setTargetAtTime(ms / 1000, ctx.currentTime, 0.3);
+      else delay.delayTime.setValueAtTime(ms / 1000, ctx.currentTime);
+    };
+    let smoothed;
+    const jitterWindow = {};
+    const update = async (first) => {
+      const fixed = fixedDelayMs();
+      if (fixed !== undefined) {
+        state.mode = 'fixed';
+        state.targetMs = fixed;
+        if (Math.abs(fixed - state.appliedMs) >= 1) set(fixed, !first);
+        return;
+      }
+      state.mode = 'auto';
+      let serverMs = state.serverMs;
+      if (first) serverMs = roomLatency ? roomLatency.totalMs : 0;
+      else {
+        const info = await ask('room-info', {}).catch(() => undefined);
+        if (info && info.room && info.room.latency) serverMs = info.room.latency.totalMs;
+      }
+      const receiveMs = shared.pc.connectionState === 'closed' ? state.receiveMs : await receiveSideMs(shared.pc, jitterWindow).catch(() => state.receiveMs);
+      state.serverMs = Math.round(serverMs);
+      state.receiveMs = Math.round(receiveMs);
+      const measured = clamp(serverMs + receiveMs);
+      smoothed = smoothed === undefined ? measured : smoothed + LIP_SYNC.alpha * (measured - smoothed);
+      state.targetMs = Math.round(smoothed);
+      const diff = smoothed - state.appliedMs;
+      if (first) set(smoothed, false);
+      else if (Math.abs(diff) >= LIP_SYNC.deadBandMs) set(clamp(state.appliedMs + Math.max(-LIP_SYNC.stepMs, Math.min(LIP_SYNC.stepMs, diff))), true);
+      state.updates++;
+    };
+    await update(true);
+    const timer = setInterval(() => void update(false).catch(() => {}), LIP_SYNC.pollMs);
+    lipSyncs.add(state);
+    // Look like the microphone to the page.
+    Object.defineProperty(track, 'label', { value: mic.label, configurable: true });
+    const micSettings = mic.getSettings.bind(mic);
+    track.getSettings = () => micSettings();
+    track.getCapabilities = () => (mic.getCapabilities ? mic.getCapabilities() : {});
+    track.getConstraints = () => mic.getConstraints();
+    track.applyConstraints = (c) => mic.applyConstraints(c);
+    Object.defineProperty(track, 'enabled', {
+      configurable: true,
+      get: () => mic.enabled,
+      set: (v) => {
+        mic.enabled = v;
+      },
+    });
+    const origStop = track.stop.bind(track);
+    track.stop = () => {
+      origStop();
+      mic.stop();
+      clearInterval(timer);
+      lipSyncs.delete(state);
+      ctx.close();
+    };
+    mic.addEventListener('ended', () => track.stop());
+    return track;
+  }
+
   md.getUserMedia = async function getUserMedia(constraints) {
     if (!constraints || !wantsAvatar(constraints.video)) return origGetUserMedia(constraints);
     const info = await roomInfo();
@@ -237,7 +372,8 @@
     const tracks = [video];
     if (constraints.audio) {
       try {
-        tracks.push(...(await origGetUserMedia({ audio: constraints.audio })).getAudioTracks());
+        const mic = (await origGetUserMedia({ audio: constraints.audio })).getAudioTracks()[0];
+        tracks.push(await delayedMicrophone(mic, video.__xportraitShared, info.room && info.room.latency));
       } catch (err) {
         video.stop();
         throw err;
@@ -246,5 +382,10 @@
     return new MediaStream(tracks);
   };
 
-  window.__xportraitCam = { deviceId: DEVICE_ID, version: '0.1.0' };
+  window.__xportraitCam = {
+    deviceId: DEVICE_ID,
+    version: '0.2.0',
+    /** The delayed microphones' state: mode (auto/fixed), targetMs, appliedMs, serverMs, receiveMs. */
+    lipSync: () => [...lipSyncs].map((s) => ({ ...s })),
+  };
 })();
