@@ -173,7 +173,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
   #latency(): RoomLatency | undefined {
     const session = this.#publisher?.session;
     if (!session || session.closed) return undefined;
-    const total = session.stats().stages.total;
+    const total = session.stageStats().total;
     if (!total || total.count === 0) return undefined;
     const now = performance.now();
     if (now - this.#inboundAt >= 1000) {

@@ -265,6 +265,11 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     };
   }
 
+  /** The stage timings alone (stats() without its side effect of starting a new frame-rate window). */
+  stageStats(): Record<string, StageStats> {
+    return this.#timer.snapshot();
+  }
+
   /** Server-side WebRTC statistics. */
   rtcStats(): Promise<Record<string, unknown>[]> {
     return this.#peer.getStats();
