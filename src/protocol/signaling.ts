@@ -120,14 +120,16 @@ export interface RoomFrame {
 }
 
 /**
- * Milliseconds from the publisher's camera to the avatar leaving this server: `serverMs` receive -> send (the
- * median of the last stats window: mailbox, tracking, engine, composite), `inboundMs` the publisher's camera to
- * this server's decoder (half the round-trip time plus the server's jitter-buffer delay on the incoming video),
- * `totalMs` their sum. The viewer adds its own network and jitter buffer (the extension measures those itself).
+ * Milliseconds from the publisher's camera to the avatar leaving this server's encoder: `inboundMs` the publisher's
+ * picture reaching this server's decoder (half the round-trip time plus the jitter-buffer delay of the incoming
+ * video), `serverMs` receive -> send (the median of the last window: mailbox, tracking, engine, composite),
+ * `encodeMs` the room's one VP8 encode for its viewers (mean per frame over the last second), `totalMs` their sum.
+ * The viewer adds its own network, jitter buffer, decoding and display (the extension measures those itself).
  */
 export interface RoomLatency {
   serverMs: number;
   inboundMs: number;
+  encodeMs: number;
   totalMs: number;
 }
 

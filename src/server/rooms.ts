@@ -58,6 +58,8 @@ export class Room extends EventEmitter<{ changed: [] }> {
   #rate = { at: performance.now(), frames: 0, fps: 0 };
   /** The publisher's inbound latency (RTT/2 + jitter buffer), refreshed from its WebRTC stats (async) by status(). */
   #inboundMs: number | undefined;
+  /** The relay's encode time per frame, refreshed with the inbound figure. */
+  #encodeMs: number | undefined;
   #inboundAt = 0;
   /** The inbound jitter-buffer counters at the last refresh, and the publisher they belong to. */
   #inboundWindow: { session?: LiveSession; frames?: number; delay?: number; jitterMs?: number } = {};
@@ -167,8 +169,9 @@ export class Room extends EventEmitter<{ changed: [] }> {
   }
 
   /**
-   * The publisher's latency: the session's receive -> send median (synchronous) and its inbound network figure,
-   * refreshed from WebRTC stats at most once a second (the figure lags by one call, never blocks the status).
+   * The publisher's latency: the session's receive -> send median (synchronous), its inbound network figure and the
+   * relay's encode time, both refreshed from WebRTC stats at most once a second (they lag by one call, never block
+   * the status).
    */
   #latency(): RoomLatency | undefined {
     const session = this.#publisher?.session;
@@ -183,10 +186,15 @@ export class Room extends EventEmitter<{ changed: [] }> {
         (ms) => (this.#inboundMs = ms),
         () => {},
       );
+      void this.relay.encodeMs().then(
+        (ms) => (this.#encodeMs = ms),
+        () => {},
+      );
     }
     const serverMs = Math.round(total.p50Ms);
     const inboundMs = Math.round(this.#inboundMs ?? 0);
-    return { serverMs, inboundMs, totalMs: serverMs + inboundMs };
+    const encodeMs = Math.round(this.#encodeMs ?? 0);
+    return { serverMs, inboundMs, encodeMs, totalMs: serverMs + inboundMs + encodeMs };
   }
 
   async close(): Promise<void> {

@@ -45,7 +45,9 @@ function startMeetingSite(): Promise<Server> {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ outputFrame: '1280x720' });
+  // the avatar (here the publisher's camera picture: passthrough) at 0.85 of the frame's height, as a user would set it
+  // for a picture whose face may reach its edge
+  server = await startTestServer({ outputFrame: '1280x720', outputAvatarHeight: '0.85' });
   publisher = await startVideoPublisher(server, { room: 'meet', width: 480, height: 360 });
   site = await startMeetingSite();
   analyzer = await createPortraitAnalyzer();
@@ -64,13 +66,13 @@ afterAll(async () => {
   await analyzer?.close();
 });
 
-/** A 48 kHz mono WAV: a 30 ms 1 kHz tone burst once a second, for the fake microphone (chromium loops it). */
-function toneBursts(seconds = 4): string {
+/** A 48 kHz mono WAV: a 30 ms 1 kHz tone burst every 2 s, for the fake microphone (chromium loops it). */
+function toneBursts(seconds = 8): string {
   const rate = 48_000;
   const n = rate * seconds;
   const pcm = Buffer.alloc(n * 2);
   for (let i = 0; i < n; i++) {
-    const t = (i % rate) / rate;
+    const t = (i % (2 * rate)) / rate;
     const v = t < 0.03 ? Math.sin(2 * Math.PI * 1000 * t) * 0.8 : 0;
     pcm.writeInt16LE(Math.round(v * 32767), i * 2);
   }
@@ -209,6 +211,8 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
       // stopping one tab's camera leaves the other playing
       await second.evaluate(() => (window as any).meeting.leave());
       await waitFor(() => server.outputs.rooms.get('meet')?.viewerCount === 1, 10_000, 'one WHEP session left');
+      // the first tab in front again (a background tab's video callbacks are throttled)
+      await first.bringToFront();
       const before = await first.evaluate(() => (window as any).meeting.shown);
       await expect.poll(() => first.evaluate(() => (window as any).meeting.shown), { timeout: 10_000 }).toBeGreaterThan(before + 10);
     } finally {
@@ -226,10 +230,12 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
       await page.goto(meetingUrl());
       expect((await page.evaluate(() => (window as any).meeting.join())).audioTracks).toBe(1);
       expect(await page.evaluate(() => (window as any).__xportraitCam.lipSync())).toEqual([expect.objectContaining({ mode: 'fixed', targetMs: 250, appliedMs: 250 })]);
-      const m = await page.evaluate(() => (window as any).meeting.audioOffset(4));
+      const m = await page.evaluate(() => (window as any).meeting.audioOffset(5));
       console.log(`lip sync, fixed 250 ms: measured offsets ${m.offsets.map((x: number) => Math.round(x)).join(', ')} ms (onsets ${m.onsets})`);
       expect(m.offsets.length).toBeGreaterThanOrEqual(2);
-      expect(Math.abs(m.medianMs - 250)).toBeLessThan(40);
+      // the delay line plus its own pipeline (AudioContext -> MediaStreamAudioDestinationNode: 25-40 ms measured here)
+      expect(m.medianMs).toBeGreaterThan(250 - 15);
+      expect(m.medianMs).toBeLessThan(250 + 60);
     } finally {
       await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
       await page.close();
@@ -259,12 +265,12 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
       for (let i = 1; i < samples.length; i++) expect(Math.abs(samples[i].appliedMs - samples[i - 1].appliedMs)).toBeLessThanOrEqual(2 * 40 + 1);
       // the microphone really is delayed by what it says (the delay may still be moving: within its range over the window)
       const before = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0].appliedMs;
-      const m = await page.evaluate(() => (window as any).meeting.audioOffset(4));
+      const m = await page.evaluate(() => (window as any).meeting.audioOffset(5));
       const after = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0].appliedMs;
       console.log(`lip sync, auto at ${before}-${after} ms: measured offsets ${m.offsets.map((x: number) => Math.round(x)).join(', ')} ms`);
       expect(m.offsets.length).toBeGreaterThanOrEqual(2);
-      expect(m.medianMs).toBeGreaterThan(Math.min(before, after) - 40);
-      expect(m.medianMs).toBeLessThan(Math.max(before, after) + 40);
+      expect(m.medianMs).toBeGreaterThan(Math.min(before, after) - 15);
+      expect(m.medianMs).toBeLessThan(Math.max(before, after) + 60);
     } finally {
       await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
       await page.close();

@@ -13,8 +13,9 @@
 //
 // Lip sync: the microphone, when the page asks for it with the avatar, is delayed by the avatar's latency (WebAudio
 // DelayNode into a MediaStreamAudioDestinationNode), so voice and lips arrive together. The delay follows the live
-// figure: the server's for the room (publisher's camera -> avatar leaving the server) plus this page's own receive
-// side (half the round trip and the jitter buffer of the avatar's WHEP connection), polled every second, smoothed,
+// figure: the server's for the room (publisher's camera -> avatar leaving the server's encoder) plus this page's own
+// receive side (half the round trip, jitter buffer and decoding of the avatar's WHEP connection, one frame of
+// display), polled every second, smoothed,
 // bounded (0-1000 ms) and moved gently (a ramp, at most 40 ms per second); or a fixed delay from the settings.
 (() => {
   'use strict';
@@ -255,25 +256,31 @@
   }
 
   /**
-   * This page's receive side of the avatar: half the round trip plus the jitter-buffer delay of the frames emitted
-   * since the previous call (a window, not the average since the start, which keeps the connection's first seconds).
-   * `prev` carries the counters from call to call.
+   * This page's receive side of the avatar, ms: half the round trip, plus per frame emitted since the previous call
+   * (a window, not the average since the start, which keeps the connection's first seconds) the processing delay
+   * (first packet in -> decoded: jitter buffer, assembly, decoding; the jitter-buffer delay plus the decode time where
+   * the browser lacks totalProcessingDelay), plus one frame interval for display. `prev` carries the counters.
    */
   async function receiveSideMs(pc, prev) {
     let rtt = 0;
-    let jitter;
+    let perFrame;
+    let fps = 0;
     const stats = await pc.getStats();
     stats.forEach((r) => {
       if (r.type === 'candidate-pair' && r.nominated && typeof r.currentRoundTripTime === 'number') rtt = r.currentRoundTripTime * 1000;
-      if (r.type === 'inbound-rtp' && r.kind === 'video' && typeof r.jitterBufferDelay === 'number') {
-        const frames = r.jitterBufferEmittedCount - (prev.frames || 0);
-        if (frames > 0) jitter = ((r.jitterBufferDelay - (prev.delay || 0)) / frames) * 1000;
-        prev.frames = r.jitterBufferEmittedCount;
-        prev.delay = r.jitterBufferDelay;
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        const processing = typeof r.totalProcessingDelay === 'number' ? r.totalProcessingDelay : (r.jitterBufferDelay || 0) + (r.totalDecodeTime || 0);
+        const count = typeof r.totalProcessingDelay === 'number' ? r.framesDecoded : r.jitterBufferEmittedCount;
+        const frames = count - (prev.frames || 0);
+        if (frames > 0) perFrame = ((processing - (prev.processing || 0)) / frames) * 1000;
+        prev.frames = count;
+        prev.processing = processing;
+        fps = r.framesPerSecond || 0;
       }
     });
-    if (jitter !== undefined) prev.jitterMs = jitter;
-    return rtt / 2 + (prev.jitterMs || 0);
+    if (perFrame !== undefined) prev.perFrameMs = perFrame;
+    const display = fps > 0 ? 1000 / fps : 1000 / MAX_FPS;
+    return rtt / 2 + (prev.perFrameMs || 0) + display;
   }
 
   /** Lip-sync state of the live delayed microphones (read by tests and for support: window.__xportraitCam.lipSync()). */
