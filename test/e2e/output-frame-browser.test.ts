@@ -44,6 +44,8 @@ describe.runIf(chromiumPath())('output frame in chromium', () => {
         return v.videoWidth === 1280 && v.videoHeight === 720;
       }, null, { timeout: 30_000 });
       await page.waitForTimeout(1000);
+      // the page's Share panel says what every output gets
+      await expect.poll(() => page.textContent('#share-picture'), { timeout: 10_000 }).toMatch(/^1280×720 \(16:9\)/);
       // the picture as shown, at 640x360, back to node for the face tracker
       const shot = await page.evaluate(() => {
         const v = document.getElementById('avatar') as HTMLVideoElement;
