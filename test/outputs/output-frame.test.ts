@@ -5,6 +5,7 @@
  * background is the portrait's own colours (not black, not a copy of the face: blurred), a colour background is that
  * colour, and the setting is validated at start.
  */
+import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseServeConfig, outputFrameSpecOf } from '../../src/config/serve-config.ts';
@@ -144,7 +145,7 @@ describe('output frame', () => {
     const a = c.compose(avatar);
     const b = c.compose({ ...avatar, id: 8 });
     expect(c.backgroundsBuilt).toBe(1);
-    expect(a.data).not.toBe(b.data); // each frame its own pixels: outputs may hold a frame while the next is made
+    expect(a.data === b.data).toBe(false); // each frame its own pixels: outputs may hold a frame while the next is made
     expect(Buffer.compare(a.data, b.data)).toBe(0);
     const small = { ...avatar, width: 256, height: 256, data: new Uint8Array(byteLength('i420', 256, 256)).fill(100) };
     const s = c.compose(small);
@@ -153,7 +154,7 @@ describe('output frame', () => {
     expect(s.data[360 * 1280 + 640]).toBe(100);
     // a frame that already is the output frame passes as it is
     const full = { ...avatar, width: 1280, height: 720, data: new Uint8Array(byteLength('i420', 1280, 720)) };
-    expect(c.compose(full)).toBe(full);
+    expect(c.compose(full) === full).toBe(true);
   });
 
   it('is a setting validated at start, with its flag named in the error', () => {
@@ -174,4 +175,16 @@ describe('output frame', () => {
     expect(msg).toMatch(/--output-avatar-height: must be at most 1/);
     expect(msg).toMatch(/--output-background: must be "blur"/);
   });
+
+  it('`serve` takes it from the environment and stops at start on a bad value, naming the flag', () => {
+    const bin = new URL('../../bin/xportrait-cam.mjs', import.meta.url).pathname;
+    const r = spawnSync(process.execPath, [bin, 'serve', '--port', '0'], {
+      env: { ...process.env, XPORTRAIT_OUTPUT_FRAME: '1281x720', XPORTRAIT_OUTPUT_BACKGROUND: 'plaid' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/--output-frame: must be WIDTHxHEIGHT with even numbers from 64 to 4096, e\.g\. 1280x720 \(got 1281x720\)/);
+    expect(r.stderr).toMatch(/--output-background: must be "blur"/);
+  }, 90_000);
 });
