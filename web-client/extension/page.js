@@ -380,7 +380,13 @@
     if (constraints.audio) {
       try {
         const mic = (await origGetUserMedia({ audio: constraints.audio })).getAudioTracks()[0];
-        tracks.push(await delayedMicrophone(mic, video.__xportraitShared, info.room && info.room.latency));
+        // lip sync is worth having, never worth losing the microphone over
+        tracks.push(
+          await delayedMicrophone(mic, video.__xportraitShared, info.room && info.room.latency).catch((err) => {
+            console.warn(`xportrait-cam: the microphone is not delayed for lip sync (${err && err.message})`);
+            return mic;
+          }),
+        );
       } catch (err) {
         video.stop();
         throw err;
