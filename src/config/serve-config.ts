@@ -8,7 +8,7 @@ import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 import { errorMessage } from '../util/error-message.ts';
-import { parseBackground, parseFrameSize, type OutputFrameSpec } from '../media/output-frame.ts';
+import { BACKGROUND_RULE, parseBackground, parseFrameSize, type OutputFrameSpec } from '../media/output-frame.ts';
 
 
 const fileExists = z.string().min(1).refine((p) => existsSync(p), { message: 'file does not exist' });
@@ -97,18 +97,18 @@ export const serveConfigSchema = z
       .transform(Number)
       .pipe(z.number().gt(0, 'must be above 0').max(1, 'must be at most 1 (the whole height)'))
       .default(1),
-    /** Behind the avatar in the output frame: "blur" (its edges extended and blurred) or #rrggbb. */
+    /** Behind the avatar in the output frame: "blur" (its edges extended and blurred), #rrggbb, or an image file. */
     outputBackground: z
       .string()
       .trim()
-      .refine((v) => {
+      .superRefine((v, ctx) => {
         try {
-          parseBackground(v);
-          return true;
-        } catch {
-          return false;
+          const b = parseBackground(v);
+          if (b.kind === 'image' && !existsSync(b.path)) ctx.addIssue({ code: 'custom', message: `image file ${b.path} does not exist (${BACKGROUND_RULE})` });
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: errorMessage(err) });
         }
-      }, 'must be "blur" (the avatar\'s edges extended and blurred) or a colour #rrggbb')
+      })
       .default('blur'),
     /** Directory of the built web client (default web-client/dist). */
     webRoot: z.string().min(1).optional(),

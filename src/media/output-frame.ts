@@ -13,6 +13,8 @@
  * avatar is already at its placed size (e.g. `--output-size 720` in a 1280x720 frame) it is a row copy.
  * Measured in `npm run bench -- output-frame` (docs/measurements.md).
  */
+import sharp from 'sharp';
+import { rgbToI420 } from './convert.ts';
 import { byteLength, type VideoFrame } from './frame.ts';
 
 export interface FrameSize {
@@ -20,8 +22,11 @@ export interface FrameSize {
   height: number;
 }
 
-/** Background behind the avatar: its edges extended and blurred, or one colour (RGB 0-255). */
-export type OutputBackground = { kind: 'blur' } | { kind: 'color'; rgb: [number, number, number] };
+/**
+ * Background behind the avatar: its edges extended and blurred, one colour (RGB 0-255), or a picture the user picks
+ * (a file; `i420` holds it at the frame's size once loadOutputFrame() has read it).
+ */
+export type OutputBackground = { kind: 'blur' } | { kind: 'color'; rgb: [number, number, number] } | { kind: 'image'; path: string; i420?: Uint8Array };
 
 export interface OutputFrameSpec extends FrameSize {
   /** Share of the frame's height the avatar takes (0 < share <= 1); narrower frames fit it to their width. */
@@ -38,7 +43,7 @@ export interface Placement {
 }
 
 export const FRAME_SIZE_RULE = 'WIDTHxHEIGHT with even numbers from 64 to 4096, e.g. 1280x720';
-export const BACKGROUND_RULE = '"blur" (the avatar\'s edges extended and blurred) or a colour #rrggbb';
+export const BACKGROUND_RULE = '"blur" (the avatar\'s edges extended and blurred), a colour #rrggbb, or an image file (PNG, JPEG, WebP)';
 
 /** "1280x720" -> {width, height}; throws with the rule on anything else. */
 export function parseFrameSize(text: string): FrameSize {
@@ -52,11 +57,12 @@ export function parseFrameSize(text: string): FrameSize {
   return { width, height };
 }
 
-/** "blur" or "#rrggbb" (also "rrggbb", "#rgb"). */
+/** "blur", "#rrggbb" (also "rrggbb", "#rgb"), or a file path (anything with a dot or a slash in it). */
 export function parseBackground(text: string): OutputBackground {
   const t = text.trim().toLowerCase();
   if (t === 'blur') return { kind: 'blur' };
   const m = /^#?([0-9a-f]{6}|[0-9a-f]{3})$/.exec(t);
+  if (!m && /[./\\]/.test(t)) return { kind: 'image', path: text.trim() };
   if (!m) throw new Error(`must be ${BACKGROUND_RULE}`);
   const hex = m[1].length === 3 ? [...m[1]].map((c) => c + c).join('') : m[1];
   return { kind: 'color', rgb: [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16)) as [number, number, number] };
@@ -271,6 +277,12 @@ export function buildBackground(avatar: VideoFrame, spec: OutputFrameSpec, place
   const out = new Uint8Array(byteLength('i420', W, H));
   const dY = W * H;
   const dC = (W / 2) * (H / 2);
+  if (spec.background.kind === 'image') {
+    const pic = spec.background.i420;
+    if (!pic || pic.length !== out.length) throw new Error(`background image ${spec.background.path} is not loaded at ${W}x${H} (loadOutputFrame first)`);
+    out.set(pic);
+    return out;
+  }
   if (spec.background.kind === 'color') {
     const [y, u, v] = colorToYuv(spec.background.rgb);
     out.fill(y, 0, dY);
@@ -331,3 +343,22 @@ export class OutputFrameCompositor {
     return { ...avatar, width: W, height: H, data };
   }
 }
+
+/**
+ * The spec ready to composite: an image background read once (sharp), scaled to cover the frame and converted to
+ * I420; the other backgrounds as they are. Throws a message naming the file when it is not a picture.
+ */
+export async function loadOutputFrame(spec: OutputFrameSpec): Promise<OutputFrameSpec>;
+export async function loadOutputFrame(spec: OutputFrameSpec | undefined): Promise<OutputFrameSpec | undefined>;
+export async function loadOutputFrame(spec: OutputFrameSpec | undefined): Promise<OutputFrameSpec | undefined> {
+  if (!spec || spec.background.kind !== 'image') return spec;
+  const { path } = spec.background;
+  let rgb: Buffer;
+  try {
+    rgb = await sharp(path).removeAlpha().resize(spec.width, spec.height, { fit: 'cover' }).raw().toBuffer();
+  } catch (err) {
+    throw new Error(`--output-background ${path}: not a picture this server can read (${err instanceof Error ? err.message : String(err)})`);
+  }
+  return { ...spec, background: { kind: 'image', path, i420: rgbToI420(new Uint8Array(rgb), spec.width, spec.height) } };
+}
+

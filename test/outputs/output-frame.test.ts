@@ -14,7 +14,10 @@ import type { PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import type { FaceBox } from '../../src/face/types.ts';
 import { i420ToRgb } from '../../src/media/convert.ts';
 import { byteLength, type VideoFrame } from '../../src/media/frame.ts';
-import { OutputFrameCompositor, colorToYuv, parseBackground, parseFrameSize, placeAvatar, type OutputFrameSpec } from '../../src/media/output-frame.ts';
+import { OutputFrameCompositor, colorToYuv, loadOutputFrame, parseBackground, parseFrameSize, placeAvatar, type OutputFrameSpec } from '../../src/media/output-frame.ts';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { framePortrait } from '../../src/engine/warp/portrait-framing.ts';
 import { SOURCE_PORTRAIT } from '../helpers/fake-camera.ts';
 
@@ -138,6 +141,35 @@ describe('output frame', () => {
     // corners of the frame are the colour, the centre is the avatar
     expect(lumaStats(out, 0, 0, 100, 100).sd).toBe(0);
     expect(lumaStats(out, 540, 260, 200, 200).sd).toBeGreaterThan(5);
+  });
+
+  it('an image background is the picture the user picked, scaled to cover the frame; a file that is no picture stops the start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xp-bg-'));
+    // a 400x300 picture: left half red, right half blue (cover-scaled to 1280x720 it keeps both halves)
+    const w = 400;
+    const h = 300;
+    const rgb = Buffer.alloc(w * h * 3);
+    for (let i = 0; i < w * h; i++) rgb.set(i % w < w / 2 ? [220, 30, 30] : [30, 30, 220], i * 3);
+    const png = join(dir, 'office.png');
+    await sharp(rgb, { raw: { width: w, height: h, channels: 3 } }).png().toFile(png);
+    const c = parseServeConfig({ outputFrame: '1280x720', outputAvatarHeight: '0.6', outputBackground: png });
+    const spec = await loadOutputFrame(outputFrameSpecOf(c));
+    const out = new OutputFrameCompositor(spec as OutputFrameSpec).compose(avatar);
+    const rgbOut = i420ToRgb(out.data, 1280, 720);
+    const px = (x: number, y: number) => [...rgbOut.subarray((y * 1280 + x) * 3, (y * 1280 + x) * 3 + 3)];
+    const [lr, , lb] = px(40, 40);
+    const [rr, , rb] = px(1240, 680);
+    expect(lr).toBeGreaterThan(180);
+    expect(lb).toBeLessThan(70);
+    expect(rb).toBeGreaterThan(180);
+    expect(rr).toBeLessThan(70);
+    // the avatar in the middle is the avatar
+    expect(lumaStats(out, 560, 280, 160, 160).sd).toBeGreaterThan(5);
+    // a file that does not exist: refused with the settings; one that is no picture: refused when the server loads it
+    expect(() => parseServeConfig({ outputBackground: join(dir, 'missing.png') })).toThrow(/--output-background: image file .*missing\.png does not exist/);
+    const text = join(dir, 'notes.txt');
+    writeFileSync(text, 'not a picture');
+    await expect(loadOutputFrame(outputFrameSpecOf(parseServeConfig({ outputFrame: '640x360', outputBackground: text })))).rejects.toThrow(/--output-background .*notes\.txt: not a picture/);
   });
 
   it('builds the background once per avatar size, and again when the size changes', () => {
