@@ -14,8 +14,8 @@
 // Lip sync: the microphone, when the page asks for it with the avatar, is delayed by the avatar's latency (WebAudio
 // DelayNode into a MediaStreamAudioDestinationNode), so voice and lips arrive together. The delay follows the live
 // figure: the server's for the room (publisher's camera -> avatar leaving the server's encoder) plus this page's own
-// receive side (half the round trip, jitter buffer and decoding of the avatar's WHEP connection, one frame of
-// display), polled every second, smoothed,
+// receive side (half the round trip, jitter buffer and decoding of the avatar's WHEP connection, one screen refresh
+// of display), polled every second, smoothed,
 // bounded (0-1000 ms) and moved gently (a ramp, at most 40 ms per second); or a fixed delay from the settings.
 (() => {
   'use strict';
@@ -235,6 +235,9 @@
     return track;
   }
 
+  /** One screen refresh at 60 Hz: from decoded to shown. */
+  const DISPLAY_MS = 1000 / 60;
+
   const LIP_SYNC = {
     /** Upper bound of the delay (a figure above it is a fault, not a latency to follow). */
     maxMs: 1000,
@@ -259,12 +262,11 @@
    * This page's receive side of the avatar, ms: half the round trip, plus per frame emitted since the previous call
    * (a window, not the average since the start, which keeps the connection's first seconds) the processing delay
    * (first packet in -> decoded: jitter buffer, assembly, decoding; the jitter-buffer delay plus the decode time where
-   * the browser lacks totalProcessingDelay), plus one frame interval for display. `prev` carries the counters.
+   * the browser lacks totalProcessingDelay), plus one screen refresh for display. `prev` carries the counters.
    */
   async function receiveSideMs(pc, prev) {
     let rtt = 0;
     let perFrame;
-    let fps = 0;
     const stats = await pc.getStats();
     stats.forEach((r) => {
       if (r.type === 'candidate-pair' && r.nominated && typeof r.currentRoundTripTime === 'number') rtt = r.currentRoundTripTime * 1000;
@@ -275,12 +277,12 @@
         if (frames > 0) perFrame = ((processing - (prev.processing || 0)) / frames) * 1000;
         prev.frames = count;
         prev.processing = processing;
-        fps = r.framesPerSecond || 0;
       }
     });
     if (perFrame !== undefined) prev.perFrameMs = perFrame;
-    const display = fps > 0 ? 1000 / fps : 1000 / MAX_FPS;
-    return rtt / 2 + (prev.perFrameMs || 0) + display;
+    // a decoded frame is shown at the next screen refresh (not a frame interval of the stream: at a low avatar
+    // frame rate that would add 100 ms and more that the picture never waits)
+    return rtt / 2 + (prev.perFrameMs || 0) + DISPLAY_MS;
   }
 
   /** Lip-sync state of the live delayed microphones (read by tests and for support: window.__xportraitCam.lipSync()). */
