@@ -33,6 +33,9 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(serveDefault('maxUploadBytes')))
     .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(serveDefault('maxPortraitPixels')))
     .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default(serveDefault('outputSize')))
+    .addOption(new Option('--output-frame <WxH>', 'frame every output gets, e.g. 1280x720 for meetings (16:9): the avatar centred in it over --output-background (default: the avatar as rendered)').env('XPORTRAIT_OUTPUT_FRAME'))
+    .addOption(new Option('--output-avatar-height <share>', 'share of the --output-frame height the avatar takes (above 0, at most 1)').env('XPORTRAIT_OUTPUT_AVATAR_HEIGHT').default(serveDefault('outputAvatarHeight')))
+    .addOption(new Option('--output-background <blur|#rrggbb|file>', 'behind the avatar in --output-frame: blur (its own edges extended and blurred), a colour, or an image file (scaled to cover the frame)').env('XPORTRAIT_OUTPUT_BACKGROUND').default(serveDefault('outputBackground')))
     .addOption(new Option('--web-root <dir>', 'directory of the built web client').env('XPORTRAIT_WEB_ROOT'))
     .addOption(
       new Option('--tracking <mode>', 'who tracks faces: client (the browser, onnxruntime-web), server, or auto (the browser when it sends landmarks, else the server)')

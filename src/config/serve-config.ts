@@ -8,6 +8,7 @@ import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
 import { errorMessage } from '../util/error-message.ts';
+import { BACKGROUND_RULE, parseBackground, parseFrameSize, type OutputFrameSpec } from '../media/output-frame.ts';
 
 
 const fileExists = z.string().min(1).refine((p) => existsSync(p), { message: 'file does not exist' });
@@ -74,6 +75,41 @@ export const serveConfigSchema = z
     maxPortraitPixels: wholeNumber(64, 100_000_000).default(4096 * 4096),
     /** Avatar output size (engines that render at their own size scale to it; passthrough keeps the camera size). */
     outputSize: wholeNumber(64, 2048).default(512),
+    /**
+     * The output frame every output gets (src/media/output-frame.ts), e.g. 1280x720 for meetings: the avatar
+     * centred in it over --output-background. Unset: the avatar as rendered (--output-size, square).
+     */
+    outputFrame: z
+      .string()
+      .trim()
+      .transform((v, ctx) => {
+        try {
+          return parseFrameSize(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+          return z.NEVER;
+        }
+      })
+      .optional(),
+    /** Share of the output frame's height the avatar takes (with --output-frame). */
+    outputAvatarHeight: z
+      .union([z.number(), z.string().trim().regex(/^\d*\.?\d+$/, 'must be a number above 0 and at most 1, e.g. 0.9')])
+      .transform(Number)
+      .pipe(z.number().gt(0, 'must be above 0').max(1, 'must be at most 1 (the whole height)'))
+      .default(1),
+    /** Behind the avatar in the output frame: "blur" (its edges extended and blurred), #rrggbb, or an image file. */
+    outputBackground: z
+      .string()
+      .trim()
+      .superRefine((v, ctx) => {
+        try {
+          const b = parseBackground(v);
+          if (b.kind === 'image' && !existsSync(b.path)) ctx.addIssue({ code: 'custom', message: `image file ${b.path} does not exist (${BACKGROUND_RULE})` });
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+        }
+      })
+      .default('blur'),
     /** Directory of the built web client (default web-client/dist). */
     webRoot: z.string().min(1).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -118,6 +154,12 @@ export function parseServeConfig(raw: Record<string, unknown>, engineNames?: rea
     throw new Error(`invalid configuration:\n  --engine: unknown engine "${result.data.engine}" (available: ${engineNames.join(', ')})`);
   }
   return result.data;
+}
+
+/** The output frame (--output-frame with its avatar height and background), or undefined: the avatar as rendered. */
+export function outputFrameSpecOf(c: Pick<ServeConfig, 'outputFrame' | 'outputAvatarHeight' | 'outputBackground'>): OutputFrameSpec | undefined {
+  if (!c.outputFrame) return undefined;
+  return { ...c.outputFrame, avatarHeight: c.outputAvatarHeight, background: parseBackground(c.outputBackground) };
 }
 
 /** The options every engine loader receives: `--pack` plus each `--engine-opt key=value`. */

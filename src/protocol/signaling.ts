@@ -103,6 +103,34 @@ export interface RoomStatus {
   viewers: number;
   maxViewers: number;
   egress: EgressStatus[];
+  /**
+   * The picture viewers get (issue 21: the extension reports it as its camera's settings): the last frame's size
+   * (the server's --output-frame, or the avatar's own size), before any frame the size the server is set to make;
+   * fps: frames handed on over the last second (0 while nobody publishes).
+   */
+  frame: RoomFrame;
+  /** The publisher's avatar latency as the server measures it (lip sync); absent while nobody publishes. */
+  latency?: RoomLatency;
+}
+
+export interface RoomFrame {
+  width: number;
+  height: number;
+  fps: number;
+}
+
+/**
+ * Milliseconds from the publisher's camera to the avatar leaving this server's encoder: `inboundMs` the publisher's
+ * picture reaching this server's decoder (half the round-trip time plus the jitter-buffer delay of the incoming
+ * video), `serverMs` receive -> send (the median of the last window: mailbox, tracking, engine, composite),
+ * `encodeMs` the room's one VP8 encode for its viewers (mean per frame over the last second), `totalMs` their sum.
+ * The viewer adds its own network, jitter buffer, decoding and display (the extension measures those itself).
+ */
+export interface RoomLatency {
+  serverMs: number;
+  inboundMs: number;
+  encodeMs: number;
+  totalMs: number;
 }
 
 /** What became of the offer's reference photos (only when it gave more than the main one). */

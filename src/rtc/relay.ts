@@ -176,6 +176,17 @@ class EncoderLink {
     await this.#pc.setRemoteDescription({ type: 'answer', sdp });
   }
 
+  /** The encoder's cumulative counters (outbound video): frames encoded and seconds spent encoding them. */
+  async encodeCounters(): Promise<{ frames: number; seconds: number } | undefined> {
+    const report = (await this.#pc.getStats()) as unknown as Map<string, Record<string, unknown>>;
+    for (const s of report.values()) {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && typeof s.framesEncoded === 'number' && typeof s.totalEncodeTime === 'number') {
+        return { frames: s.framesEncoded, seconds: s.totalEncodeTime };
+      }
+    }
+    return undefined;
+  }
+
   /** Ask the encoder for a key frame. */
   requestKeyframe(): void {
     const receiver = this.ingest.getTransceivers()[0]?.receiver;
@@ -192,6 +203,8 @@ class EncoderLink {
 }
 
 export class RtpRelay extends EventEmitter<RelayEvents> {
+  /** Encoder counters at the previous encodeMs() call, and the figure it gave. */
+  #encodeWindow: { frames: number; seconds: number; ms: number } | undefined;
   readonly #log: Logger;
   readonly #opts: Required<Omit<RelayOptions, 'logger' | 'iceServers'>> & Pick<RelayOptions, 'iceServers'>;
   readonly #viewers = new Map<string, RelayViewer>();
@@ -221,6 +234,22 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
 
   get viewerCount(): number {
     return this.#viewers.size;
+  }
+
+  /**
+   * Mean encode time per frame (ms) of the one encoder since the previous call (a window, not the average since the
+   * start); the previous figure while no frame was encoded in between; undefined before the encoder ran.
+   */
+  async encodeMs(): Promise<number | undefined> {
+    const link = this.#linkReady;
+    if (!link || link.closed) return this.#encodeWindow?.ms;
+    const c = await link.encodeCounters().catch(() => undefined);
+    if (!c) return this.#encodeWindow?.ms;
+    const prev = this.#encodeWindow;
+    const frames = c.frames - (prev?.frames ?? 0);
+    const ms = frames > 0 && (!prev || c.frames >= prev.frames) ? ((c.seconds - (prev?.seconds ?? 0)) / frames) * 1000 : (prev?.ms ?? 0);
+    this.#encodeWindow = { frames: c.frames, seconds: c.seconds, ms };
+    return ms;
   }
 
   get viewers(): RelayViewer[] {

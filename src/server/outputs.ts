@@ -74,6 +74,7 @@ export class Outputs implements SessionOutputs {
       maxViewers: c.maxViewers,
       maxRooms: c.maxRooms,
       iceServers: c.iceServers,
+      frameSize: this.#frameSize(),
     });
     const egress = this.#createEgress();
     if (egress.length) {
@@ -88,9 +89,16 @@ export class Outputs implements SessionOutputs {
     ];
   }
 
+  /** The picture size sessions make: the output frame, else the avatar's square. */
+  #frameSize(): { width: number; height: number } {
+    const c = this.#config;
+    return { width: c.outputFrame?.width ?? c.outputSize, height: c.outputFrame?.height ?? c.outputSize };
+  }
+
   #createEgress(): Egress[] {
     const c = this.#config;
-    const size = { width: c.outputSize, height: c.outputSize, fps: c.egressFps };
+    // the egress keeps one size for its whole life: the output frame's when there is one (frames of another size are fitted)
+    const size = { ...this.#frameSize(), fps: c.egressFps };
     const out: Egress[] = [];
     const logger = this.#log.child({ room: c.room });
     if (c.rtmpUrl) {
@@ -172,7 +180,7 @@ export class Outputs implements SessionOutputs {
     if (!viewToken) {
       if (method !== 'GET') throw new HttpError(405, 'method_not_allowed', `use GET /api/rooms/${room}`, { headers: { allow: 'GET' } });
       await this.#authorize(req, room, 'view');
-      return sendJson(res, 200, this.roomStatus(room) ?? emptyStatus(room, this.#config.maxViewers), cors);
+      return sendJson(res, 200, this.roomStatus(room) ?? emptyStatus(room, this.#config.maxViewers, this.#frameSize()), cors);
     }
     if (method !== 'POST') throw new HttpError(405, 'method_not_allowed', `use POST /api/rooms/${room}/view-token`, { headers: { allow: 'POST' } });
     await this.#authorize(req, room, 'publish');
@@ -226,6 +234,6 @@ export class Outputs implements SessionOutputs {
   }
 }
 
-function emptyStatus(name: string, maxViewers: number): RoomStatus {
-  return { name, publishing: false, viewers: 0, maxViewers, egress: [] };
+function emptyStatus(name: string, maxViewers: number, size: { width: number; height: number }): RoomStatus {
+  return { name, publishing: false, viewers: 0, maxViewers, egress: [], frame: { ...size, fps: 0 } };
 }

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Egress } from '../egress/egress.ts';
 import type { VideoFrame } from '../media/frame.ts';
 import { RtpRelay } from '../rtc/relay.ts';
-import type { RoomStatus } from '../protocol/signaling.ts';
+import type { RoomFrame, RoomLatency, RoomStatus } from '../protocol/signaling.ts';
 import { HttpError } from './http.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -34,6 +34,8 @@ export interface RoomOptions {
   viewerBitrateKbps: number;
   maxViewers: number;
   iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+  /** The picture size the server is set to make (--output-frame, else --output-size square), until a frame says. */
+  frameSize?: { width: number; height: number };
 }
 
 interface Publisher {
@@ -51,6 +53,16 @@ export class Room extends EventEmitter<{ changed: [] }> {
   #closed = false;
   /** Frames handed on (relay and egress). */
   frames = 0;
+  #lastSize: { width: number; height: number } | undefined;
+  /** Frames handed on at the start of the current and of the last one-second window, for `status().frame.fps`. */
+  #rate = { at: performance.now(), frames: 0, fps: 0 };
+  /** The publisher's inbound latency (RTT/2 + jitter buffer), refreshed from its WebRTC stats (async) by status(). */
+  #inboundMs: number | undefined;
+  /** The relay's encode time per frame, refreshed with the inbound figure. */
+  #encodeMs: number | undefined;
+  #inboundAt = 0;
+  /** The inbound jitter-buffer counters at the last refresh, and the publisher they belong to. */
+  #inboundWindow: { session?: LiveSession; frames?: number; delay?: number; jitterMs?: number } = {};
 
   constructor(
     readonly name: string,
@@ -114,6 +126,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
   pushFrame(frame: VideoFrame): void {
     if (this.#closed) return;
     this.frames++;
+    if (this.#lastSize?.width !== frame.width || this.#lastSize?.height !== frame.height) this.#lastSize = { width: frame.width, height: frame.height };
     this.relay.pushFrame(frame);
     for (const e of this.egress) {
       try {
@@ -138,7 +151,50 @@ export class Room extends EventEmitter<{ changed: [] }> {
       viewers: this.relay.viewerCount,
       maxViewers: this.opts.maxViewers,
       egress: this.egress.map((e) => e.status()),
+      frame: this.#frame(),
+      latency: this.#latency(),
     };
+  }
+
+  #frame(): RoomFrame {
+    const now = performance.now();
+    const r = this.#rate;
+    if (now - r.at >= 1000) {
+      r.fps = Math.round(((this.frames - r.frames) * 1000) / (now - r.at));
+      r.at = now;
+      r.frames = this.frames;
+    }
+    const size = this.#lastSize ?? this.opts.frameSize ?? { width: 0, height: 0 };
+    return { width: size.width, height: size.height, fps: this.#publisher ? r.fps : 0 };
+  }
+
+  /**
+   * The publisher's latency: the session's receive -> send median (synchronous), its inbound network figure and the
+   * relay's encode time, both refreshed from WebRTC stats at most once a second (they lag by one call, never block
+   * the status).
+   */
+  #latency(): RoomLatency | undefined {
+    const session = this.#publisher?.session;
+    if (!session || session.closed) return undefined;
+    const total = session.stageStats().total;
+    if (!total || total.count === 0) return undefined;
+    const now = performance.now();
+    if (now - this.#inboundAt >= 1000) {
+      this.#inboundAt = now;
+      if (this.#inboundWindow.session !== session) this.#inboundWindow = { session };
+      void inboundLatencyMs(session, this.#inboundWindow).then(
+        (ms) => (this.#inboundMs = ms),
+        () => {},
+      );
+      void this.relay.encodeMs().then(
+        (ms) => (this.#encodeMs = ms),
+        () => {},
+      );
+    }
+    const serverMs = Math.round(total.p50Ms);
+    const inboundMs = Math.round(this.#inboundMs ?? 0);
+    const encodeMs = Math.round(this.#encodeMs ?? 0);
+    return { serverMs, inboundMs, encodeMs, totalMs: serverMs + inboundMs + encodeMs };
   }
 
   async close(): Promise<void> {
@@ -149,6 +205,26 @@ export class Room extends EventEmitter<{ changed: [] }> {
     this.relay.close();
     await Promise.allSettled(this.egress.map((e) => e.close()));
   }
+}
+
+/**
+ * Camera -> this server's decoder for a session's incoming video, from its WebRTC stats: half the current round-trip
+ * time of the nominated candidate pair plus the jitter-buffer delay of the frames the inbound video emitted since the
+ * previous call (`prev` carries the counters; the average since the start would keep the connection's first seconds).
+ */
+export async function inboundLatencyMs(session: LiveSession, prev: { frames?: number; delay?: number; jitterMs?: number } = {}): Promise<number> {
+  const stats = await session.rtcStats();
+  let rttMs = 0;
+  for (const s of stats) {
+    if (s.type === 'candidate-pair' && s.nominated === true && typeof s.currentRoundTripTime === 'number') rttMs = s.currentRoundTripTime * 1000;
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && typeof s.jitterBufferDelay === 'number' && typeof s.jitterBufferEmittedCount === 'number') {
+      const frames = s.jitterBufferEmittedCount - (prev.frames ?? 0);
+      if (frames > 0) prev.jitterMs = ((s.jitterBufferDelay - (prev.delay ?? 0)) / frames) * 1000;
+      prev.frames = s.jitterBufferEmittedCount;
+      prev.delay = s.jitterBufferDelay;
+    }
+  }
+  return rttMs / 2 + (prev.jitterMs ?? 0);
 }
 
 export class RoomRegistry {

@@ -21,7 +21,8 @@ import busboy from 'busboy';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { engineOptionsFor } from '../config/engine-options.ts';
-import { engineOptionsOf, type ServeConfig } from '../config/serve-config.ts';
+import { engineOptionsOf, outputFrameSpecOf, type ServeConfig } from '../config/serve-config.ts';
+import { loadOutputFrame, type OutputFrameSpec } from '../media/output-frame.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { EngineHost } from './engine-host.ts';
@@ -74,6 +75,8 @@ export class XportraitServer {
   readonly #log: Logger;
   #slots = 0;
   #closing = false;
+  /** `--output-frame` with its background loaded (start()), or undefined: the avatar as rendered. */
+  #outputFrame: OutputFrameSpec | undefined;
   #analyzer: Promise<FrameAnalyzerFactory | undefined> | undefined;
   /** Face + identity models for offers with several reference photos, opened on the first such offer. */
   #referenceChecker: ReferenceChecker | undefined;
@@ -116,7 +119,10 @@ export class XportraitServer {
   }
 
   static async start(config: ServeConfig, deps: ServerDeps): Promise<XportraitServer> {
+    // the output frame's background image is read once, before anything starts (a bad file stops the start here)
+    const outputFrame = await loadOutputFrame(outputFrameSpecOf(config));
     const server = new XportraitServer(config, deps);
+    server.#outputFrame = outputFrame;
     await new Promise<void>((resolve, reject) => {
       server.#http.once('error', reject);
       server.#http.listen(config.port, config.host, () => {
@@ -199,6 +205,7 @@ export class XportraitServer {
       defaultEngine: this.config.engine,
       iceServers: this.config.iceServers,
       outputSize: this.config.outputSize,
+      outputFrame: this.#outputFrame,
       tracking: this.config.tracking,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
@@ -281,6 +288,13 @@ export class XportraitServer {
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
   }
 
+  /** The output frame for /api/info (the page's Share panel and the extension read it), or null: the avatar as rendered. */
+  #outputFrameInfo(): { width: number; height: number; avatarHeight: number; background: string } | null {
+    const f = outputFrameSpecOf(this.config);
+    // an image background is named "image": the server's file paths are none of a client's business
+    return f ? { width: f.width, height: f.height, avatarHeight: f.avatarHeight, background: f.background.kind === 'image' ? 'image' : this.config.outputBackground } : null;
+  }
+
   #info(res: ServerResponse): void {
     sendJson(res, 200, {
       name: 'xportrait-cam',
@@ -289,6 +303,7 @@ export class XportraitServer {
       sessions: this.#slots,
       maxSessions: this.config.maxSessions,
       outputSize: this.config.outputSize,
+      outputFrame: this.#outputFrameInfo(),
       iceServers: this.config.iceServers,
       rooms: this.outputs.info(),
       limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },

@@ -23,6 +23,7 @@ import type { Engine } from '../engine/engine.ts';
 import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
 import type { RgbImage } from '../media/frame.ts';
+import type { OutputFrameSpec } from '../media/output-frame.ts';
 
 export interface SignalingContext {
   logger: Logger;
@@ -31,6 +32,8 @@ export interface SignalingContext {
   defaultEngine: string;
   iceServers: IceServer[];
   outputSize: number;
+  /** `--output-frame`: every session's avatar composited into this frame (src/media/output-frame.ts). */
+  outputFrame?: OutputFrameSpec;
   statsIntervalMs: number;
   /** WebSocket ping period; a connection that misses a pong for a whole period is dropped (half-open TCP). */
   heartbeatMs: number;
@@ -218,6 +221,7 @@ export class SignalingConnection {
         moreReferences: more,
         outputWidth: this.ctx.outputSize,
         outputHeight: this.ctx.outputSize,
+        outputFrame: this.ctx.outputFrame,
         logger: this.#log.child({ engine: engineName }),
         iceServers: this.ctx.iceServers as RTCIceServer[],
         analyzerFactory,

@@ -2,8 +2,11 @@
  * One live session: camera frames in from the RTC peer, the NEWEST one through a size-1 mailbox to the (optional)
  * face stage and the engine, the engine's output back out on the peer's avatar track.
  *
- *   RtcPeer 'frame' ─▶ Mailbox(1) ─▶ [FrameAnalyzer] ─▶ EngineSession.process ─▶ toI420 ─▶ RtcPeer.sendFrame
- *                                                                                      └─▶ 'frame' event (relays, egress)
+ *   RtcPeer 'frame' ─▶ Mailbox(1) ─▶ [FrameAnalyzer] ─▶ EngineSession.process ─▶ toI420 ─▶ [output frame] ─▶ RtcPeer.sendFrame
+ *                                                                                                       └─▶ 'frame' event (relays, egress)
+ *
+ * The optional output frame (`--output-frame`, src/media/output-frame.ts) places the avatar in the frame shape the
+ * outputs ask for (e.g. 1280x720) here, once per frame, so the page, the viewers and every egress get one picture.
  *
  * Stale frames are replaced in the mailbox (and counted), never queued. Every frame keeps its id and stage marks
  * (receive, trackStart/End, engineStart/End, send). A failing engine or analyzer ends this session only, with a
@@ -15,6 +18,7 @@ import type { Engine, EngineControl, EngineSession, EngineStats } from '../engin
 import type { FaceObservation } from '../face/types.ts';
 import { toI420 } from '../media/convert.ts';
 import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
+import { OutputFrameCompositor, type OutputFrameSpec } from '../media/output-frame.ts';
 import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
@@ -42,6 +46,8 @@ export interface LiveSessionOptions {
   moreReferences?: RgbImage[];
   outputWidth: number;
   outputHeight: number;
+  /** The frame every output gets (`--output-frame`): the avatar composited into it. Unset: the avatar as rendered. */
+  outputFrame?: OutputFrameSpec;
   logger: Logger;
   iceServers?: RTCIceServer[];
   /** Needed when `engine.needsFace`; the session opens one analyzer for itself. */
@@ -81,7 +87,7 @@ export interface SessionStats {
   /** Over the last stats interval. */
   fpsIn: number;
   fpsOut: number;
-  /** queue (receive -> first stage), track, engine (the engine call), total (receive -> send). */
+  /** queue (receive -> first stage), track, engine (the engine call), composite (the output frame), total (receive -> send). */
   stages: Record<string, StageStats>;
   engineStats: EngineStats;
   /** Client-side face tracking (sessions of engines that need a face, when the server accepts client landmarks). */
@@ -108,6 +114,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   readonly #client: ClientTracking | undefined;
   readonly #peer: RtcPeer;
   readonly #tap: FrameTap | undefined;
+  readonly #compositor: OutputFrameCompositor | undefined;
   readonly #mailbox = new Mailbox<VideoFrame>();
   readonly #timer = new StageTimer();
   readonly #startedAt = performance.now();
@@ -171,6 +178,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#client = client;
     this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
+    this.#compositor = opts.outputFrame ? new OutputFrameCompositor(opts.outputFrame) : undefined;
     this.#peer.on('frame', (f) => {
       // a landmark-driven engine fed by the page's landmarks does not need the decoded picture
       if (this.#client && !this.#client.takeVideoFrame(f)) return;
@@ -257,6 +265,11 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     };
   }
 
+  /** The stage timings alone (stats() without its side effect of starting a new frame-rate window). */
+  stageStats(): Record<string, StageStats> {
+    return this.#timer.snapshot();
+  }
+
   /** Server-side WebRTC statistics. */
   rtcStats(): Promise<Record<string, unknown>[]> {
     return this.#peer.getStats();
@@ -326,7 +339,12 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   }
 
   #send(out: VideoFrame): void {
-    const frame = toI420(out);
+    let frame = toI420(out);
+    if (this.#compositor) {
+      const t0 = performance.now();
+      frame = this.#compositor.compose(frame);
+      this.#timer.record('composite', performance.now() - t0);
+    }
     this.#tap?.beforeSend(frame);
     this.#peer.sendFrame(mark(frame, 'send'));
     const t = frame.times;

@@ -3,7 +3,7 @@
 // CSP and mixed-content rules do not block them. The server answers CORS for any origin.
 'use strict';
 
-const DEFAULTS = { server: 'http://localhost:8080', room: 'main', token: '', enabled: true, preferAvatar: false };
+const DEFAULTS = { server: 'http://localhost:8080', room: 'main', token: '', enabled: true, preferAvatar: false, audioDelay: 'auto' };
 
 function settings() {
   return new Promise((resolve) => chrome.storage.sync.get(DEFAULTS, resolve));
@@ -46,8 +46,28 @@ async function whepDelete(resource) {
   return {};
 }
 
+/** The room's status (GET /api/rooms/<room>): the picture's size and rate, and the publisher's measured latency. */
+async function roomInfo() {
+  const s = await settings();
+  const base = String(s.server).replace(/\/+$/, '');
+  const headers = {};
+  if (s.token) headers.authorization = `Bearer ${s.token}`;
+  let res;
+  try {
+    res = await fetch(`${base}/api/rooms/${encodeURIComponent(s.room)}`, { headers });
+  } catch (err) {
+    throw new Error(`cannot reach ${base} (is xportrait-cam serve running? check the extension's settings)`);
+  }
+  if (!res.ok) throw new Error(`the server refused the room's status: ${await errorText(res)}`);
+  const room = await res.json();
+  return { room };
+}
+
+const REQUESTS = { 'whep-offer': (msg) => whepOffer(msg.sdp), 'whep-delete': (msg) => whepDelete(msg.resource), 'room-info': () => roomInfo() };
+
 chrome.runtime.onMessage.addListener((msg, _sender, reply) => {
-  const work = msg.type === 'whep-offer' ? whepOffer(msg.sdp) : msg.type === 'whep-delete' ? whepDelete(msg.resource) : Promise.reject(new Error(`unknown request ${msg.type}`));
+  const handler = REQUESTS[msg.type];
+  const work = handler ? handler(msg) : Promise.reject(new Error(`unknown request ${msg.type}`));
   work.then(
     (result) => reply({ result }),
     (err) => reply({ error: err.message }),

@@ -6,7 +6,7 @@
   const post = (msg) => window.postMessage({ source: 'xportrait-cam-ext', ...msg }, '*');
 
   function sendSettings() {
-    chrome.storage.sync.get({ enabled: true, preferAvatar: false }, (s) => post({ type: 'settings', settings: s }));
+    chrome.storage.sync.get({ enabled: true, preferAvatar: false, audioDelay: 'auto' }, (s) => post({ type: 'settings', settings: s }));
   }
   sendSettings();
   chrome.storage.onChanged.addListener(sendSettings);
@@ -14,7 +14,7 @@
   window.addEventListener('message', (e) => {
     if (e.source !== window || !e.data || e.data.source !== 'xportrait-cam-page') return;
     const { id, type, sdp, resource } = e.data;
-    if (type !== 'whep-offer' && type !== 'whep-delete') return;
+    if (type !== 'whep-offer' && type !== 'whep-delete' && type !== 'room-info') return;
     chrome.runtime.sendMessage({ type, sdp, resource }, (reply) => {
       if (chrome.runtime.lastError) return post({ id, error: chrome.runtime.lastError.message });
       post({ id, ...(reply || { error: 'no answer from the extension' }) });

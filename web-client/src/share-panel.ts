@@ -34,6 +34,7 @@ export class SharePanel {
     this.#el = {
       room: q('#share-room'),
       viewers: q('#share-viewers'),
+      picture: q('#share-picture'),
       links: q('#share-links'),
       egress: q('#share-egress'),
       note: q('#share-note'),
@@ -143,6 +144,13 @@ export class SharePanel {
     this.#el.note.textContent = notes.join(' ');
     const s = this.#status;
     this.#el.viewers.textContent = s ? `${s.viewers} of ${s.maxViewers}` : '–';
+    // what every output gets (the avatar video on this page is that picture): its size (--output-frame), rate, and
+    // the latency the server measures (the extension delays the microphone by it, OBS users set it as audio offset)
+    const f = s?.frame;
+    const parts = f && f.width ? [`${f.width}×${f.height}${f.width !== f.height ? ` (${aspect(f.width, f.height)})` : ''}`] : [];
+    if (f && f.fps) parts.push(`${f.fps} fps`);
+    if (s?.latency) parts.push(`avatar latency ${s.latency.totalMs} ms at the server`);
+    this.#el.picture.textContent = parts.length ? parts.join(' · ') : '–';
     this.#el.egress.replaceChildren(
       ...(s?.egress.length
         ? s.egress.map((e) => {
@@ -156,6 +164,13 @@ export class SharePanel {
         : [Object.assign(document.createElement('li'), { textContent: s ? 'none configured (--rtmp-url, --v4l2, --whip-url)' : '–' })]),
     );
   }
+}
+
+/** "16:9" for 1280x720, "4:3" for 640x480; else the ratio to two decimals. */
+function aspect(w: number, h: number): string {
+  const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+  const g = gcd(w, h);
+  return w / g <= 32 && h / g <= 32 ? `${w / g}:${h / g}` : (w / h).toFixed(2);
 }
 
 function linkRow(label: string, value: string, id: string): HTMLElement {
