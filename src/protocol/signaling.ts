@@ -82,6 +82,14 @@ export type ErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'room_busy'
+  /** Over the connection's message rate (token bucket); a client that keeps on is closed (1008). */
+  | 'rate_limited'
+  /** Too many messages waiting on this connection (e.g. while an offer is being answered). */
+  | 'overloaded'
+  /** An offer while this connection's previous one is still being answered. */
+  | 'offer_in_progress'
+  /** The offer's SDP is over the server's --max-sdp-bytes. */
+  | 'sdp_too_large'
   | 'internal';
 
 /** Face tracking on this server (src/session/client-tracking.ts), so a page knows whether to track itself. */

@@ -12,6 +12,11 @@
  *   xportrait_stage_seconds{engine,stage}             per-frame stage latency histogram: queue, track, engine,
  *                                                     output, total (receive -> send), and engine:<mark> for the
  *                                                     stage marks an engine stamps on its frames
+ *   xportrait_signaling_connections                   signaling WebSockets open now
+ *   xportrait_limit_hits_total{limit}                 requests and messages refused by a limit (connections_total,
+ *                                                     connections_per_address, message_rate, rate_limit_close,
+ *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes)
+ *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,
  *                                                     event-loop lag, GC)
  *
@@ -33,6 +38,11 @@ import { HttpError, sendError } from './http.ts';
 /** Stage marks every session sets; any other mark inside the engine span is an engine sub-stage. */
 const KNOWN_MARKS = new Set(['capture', 'receive', 'trackStart', 'trackEnd', 'engineStart', 'engineEnd', 'send']);
 
+const CSP_DIRECTIVES = new Set([
+  'default-src', 'script-src', 'script-src-elem', 'script-src-attr', 'style-src', 'style-src-elem', 'style-src-attr', 'img-src', 'media-src',
+  'connect-src', 'worker-src', 'object-src', 'base-uri', 'form-action', 'frame-ancestors', 'frame-src', 'font-src', 'manifest-src', 'child-src',
+]);
+
 /** 1 ms .. ~16 s, doubling. */
 const STAGE_BUCKETS = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i);
 
@@ -43,6 +53,8 @@ export interface MetricsOptions {
   token?: string;
   /** Live sessions, for the counters read at scrape time. */
   sessions: () => Iterable<LiveSession>;
+  /** Signaling connections open now (read at scrape time). */
+  connections?: () => number;
 }
 
 interface FrameTotals {
@@ -63,6 +75,8 @@ export class ServerMetrics {
   readonly #started: Counter<'engine'>;
   readonly #failed: Counter<'engine' | 'code'>;
   readonly #stage: Histogram<'engine' | 'stage'>;
+  readonly #limitHits: Counter<'limit'>;
+  readonly #cspViolations: Counter<'directive'>;
 
   constructor(opts: MetricsOptions) {
     this.#opts = opts;
@@ -83,7 +97,17 @@ export class ServerMetrics {
       buckets: STAGE_BUCKETS,
       registers,
     });
+    this.#limitHits = new Counter({ name: 'xportrait_limit_hits_total', help: 'Requests, connections and messages refused by a limit.', labelNames: ['limit'], registers });
+    this.#cspViolations = new Counter({ name: 'xportrait_csp_violations_total', help: 'Content-Security-Policy violations reported by the pages.', labelNames: ['directive'], registers });
     const self = this;
+    new Gauge({
+      name: 'xportrait_signaling_connections',
+      help: 'Signaling WebSockets open now.',
+      registers,
+      collect() {
+        this.set(self.#opts.connections?.() ?? 0);
+      },
+    });
     new Gauge({
       name: 'xportrait_sessions',
       help: 'Live sessions now.',
@@ -128,6 +152,23 @@ export class ServerMetrics {
 
   get enabled(): boolean {
     return this.#opts.enabled !== false;
+  }
+
+  /** A limit refused something (`limit` names it: see the list at the top). */
+  limitHit(limit: string): void {
+    this.#limitHits.inc({ limit });
+  }
+
+  /** How often `limit` was hit so far (tests, logs). */
+  async limitHits(limit: string): Promise<number> {
+    const m = await this.#limitHits.get();
+    return m.values.find((v) => v.labels.limit === limit)?.value ?? 0;
+  }
+
+  /** A page reported a CSP violation. */
+  cspViolation(directive: string): void {
+    // reports come from anyone's browser: only known directive names become labels (bounded cardinality)
+    this.#cspViolations.inc({ directive: CSP_DIRECTIVES.has(directive) ? directive : 'other' });
   }
 
   /** Start following a session (called once, when it starts). */
