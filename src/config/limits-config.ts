@@ -20,10 +20,13 @@ const ORIGIN = /^[a-z][a-z0-9+.-]*:\/\/[A-Za-z0-9.-]+(?::\d{1,5})?$|^[a-z][a-z0-
  */
 export type CorsSetting = { mode: 'auto' } | { mode: 'none' } | { mode: 'any' } | { mode: 'list'; origins: string[] };
 
+/** `--cors`'s default, as its flag states it (the field below is a transform, which holds no plain default). */
+export const CORS_DEFAULT = 'auto';
+
 const corsSetting = z
   .string()
   .trim()
-  .default('auto')
+  .default(CORS_DEFAULT)
   .transform((v, ctx): CorsSetting => {
     if (v === 'auto') return { mode: 'auto' };
     if (v === 'none' || v === '') return { mode: 'none' };
@@ -66,7 +69,7 @@ export function limitOptions(): Option[] {
   const d = (k: keyof typeof limitsConfigShape) => schemaDefault(limitsConfigShape[k]);
   return [
     new Option('--source-maps <on|off>', 'serve the web client\'s source maps').env('XPORTRAIT_SOURCE_MAPS').default(d('sourceMaps')),
-    new Option('--cors <origins>', 'origins that may call WHEP, /api/rooms and /ws from other pages: auto (any with --secret, none without), none, * or a comma-separated list').env('XPORTRAIT_CORS').default(d('cors')),
+    new Option('--cors <origins>', 'origins that may call WHEP, /api/rooms and /ws from other pages: auto (any with --secret, none without), none, * or a comma-separated list').env('XPORTRAIT_CORS').default(CORS_DEFAULT),
     new Option('--max-connections-per-address <n>', 'signaling WebSockets open at once from one client address').env('XPORTRAIT_MAX_CONNECTIONS_PER_ADDRESS').default(d('maxConnectionsPerAddress')),
     new Option('--max-connections <n>', 'signaling WebSockets open at once in total').env('XPORTRAIT_MAX_CONNECTIONS').default(d('maxConnections')),
     new Option('--messages-per-second <n>', 'signaling messages per second per connection; more get "rate_limited"').env('XPORTRAIT_MESSAGES_PER_SECOND').default(d('messagesPerSecond')),

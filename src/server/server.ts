@@ -3,7 +3,8 @@
  * signaling at `/ws`. Owns the live sessions and shuts them down cleanly.
  *
  *   GET  /healthz                 200 while the process is alive
- *   GET  /readyz                  200 when a new session would be accepted; 503 while full or shutting down
+ *   GET  /readyz                  200 when a new session would be accepted; 503 while full, loading the default
+ *                                 engine (a model pack) or shutting down
  *   GET  /api/info                engines (default, loaded), limits, sessions
  *   POST /api/portraits           upload a portrait: raw image body or multipart/form-data -> 201 {id,width,height}
  *   GET  /api/portraits/sample.png  the bundled sample portrait
@@ -108,8 +109,12 @@ export class XportraitServer {
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES * 4 });
     this.#http.on('upgrade', (req, socket, head) => {
       const { pathname } = new URL(req.url ?? '/', 'http://x');
-      if (pathname !== '/ws' || this.#closing) {
+      if (pathname !== '/ws') {
         socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+        return;
+      }
+      if (this.#closing) {
+        socket.end(upgradeRefusal(503, 'Service Unavailable', 'shutting_down', 'the server is shutting down', { 'retry-after': '5' }));
         return;
       }
       const refused = this.outputs.refuseUpgrade(req) ?? this.#refuseConnection(req);
@@ -338,6 +343,7 @@ export class XportraitServer {
     const reasons: string[] = [];
     if (this.#closing) reasons.push('shutting down');
     if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
+    if (this.engines.isLoading(this.config.engine)) reasons.push(`loading engine ${this.config.engine}`);
     if (!this.webClientBuilt) reasons.push('web client not built');
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
   }

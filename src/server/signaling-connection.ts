@@ -414,10 +414,10 @@ export class SignalingConnection {
     this.#chain = this.#chain.then(() => this.#endSession('signaling connection closed'));
   }
 
-  /** Server shutdown. */
+  /** Server shutdown: the session ends first (its client is told `ended`), then the socket closes (1001). */
   async close(): Promise<void> {
-    this.ws.close(1001, 'server shutting down');
     await this.#endSession('server shutting down');
+    this.ws.close(1001, 'server shutting down');
   }
 }
 
