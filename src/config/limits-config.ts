@@ -45,7 +45,7 @@ export const limitsConfigShape = {
   sourceMaps: z.enum(['on', 'off']).default('off'),
   cors: corsSetting,
   /** Signaling WebSockets open at once from one client address. */
-  maxConnectionsPerAddress: wholeNumber(1, 10_000).default(8),
+  maxConnectionsPerAddress: wholeNumber(1, 10_000).default(16),
   /** Signaling WebSockets open at once, all clients together. */
   maxConnections: wholeNumber(1, 100_000).default(256),
   /** Signaling messages per second per connection (token bucket refill rate). */

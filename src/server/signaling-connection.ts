@@ -158,7 +158,8 @@ export class SignalingConnection {
    * handled strictly in order.
    */
   #receive(data: RawData, isBinary: boolean): void {
-    if (this.#closed) return;
+    // closed, or closing for the rate: what still arrives before the close handshake is ignored
+    if (this.#closed || this.ws.readyState !== WebSocket.OPEN) return;
     const now = performance.now();
     if (!this.#bucket.take(now)) return this.#rateLimited(now);
     if (this.#queued >= this.#limits.maxQueuedMessages) {

@@ -273,7 +273,9 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#client?.releaseChannels();
     this.#peer.close();
     // Let a frame in flight finish, but never wait on an engine call that hangs.
-    await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => (grace = setTimeout(r, 2000)).unref())]);
+    clearTimeout(grace); // the loop finished first: the timer must not outlive the session
     await Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]);
     this.logger.info(
       {
