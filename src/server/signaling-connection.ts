@@ -69,10 +69,10 @@ export interface ConnectionLimits {
 }
 
 export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
-  messagesPerSecond: 20,
-  messageBurst: 60,
-  rateLimitCloseAfter: 100,
-  maxQueuedMessages: 64,
+  messagesPerSecond: 50,
+  messageBurst: 200,
+  rateLimitCloseAfter: 400,
+  maxQueuedMessages: 256,
   maxQueuedOffers: 0,
   maxSdpBytes: 64 * 1024,
 };
