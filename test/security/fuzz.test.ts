@@ -135,7 +135,7 @@ describe('fuzz: portrait uploads', () => {
   });
 
   const upload = async (body: Buffer) => {
-    const res = await fetch(`${server.url}/api/portraits`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body, signal: AbortSignal.timeout(20_000) });
+    const res = await fetch(`${server.url}/api/portraits`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: new Uint8Array(body), signal: AbortSignal.timeout(20_000) });
     return { status: res.status, json: (await res.json()) as any };
   };
 
