@@ -111,9 +111,13 @@ export class CorsPolicy {
   readonly #mode: 'none' | 'any' | 'list';
   readonly #origins: ReadonlySet<string>;
 
-  constructor(setting: CorsSetting, tokensRequired: boolean) {
+  /** This server's own origin behind a proxy that rewrites Host (`--public-url`): its pages are not foreign. */
+  readonly #publicOrigin: string | undefined;
+
+  constructor(setting: CorsSetting, tokensRequired: boolean, publicUrl?: string) {
     this.#mode = setting.mode === 'auto' ? (tokensRequired ? 'any' : 'none') : setting.mode;
     this.#origins = new Set(setting.mode === 'list' ? setting.origins : []);
+    this.#publicOrigin = publicUrl ? new URL(publicUrl).origin : undefined;
   }
 
   /** `auto` resolved: none, any or list. */
@@ -141,11 +145,12 @@ export class CorsPolicy {
   }
 
   /**
-   * A WebSocket upgrade's Origin: none (not a browser), this very server (Host), or an allowed origin. Browsers let
-   * any page open a socket anywhere (no CORS for WebSockets), so without this check any site the user visits could
-   * drive a loopback-trusted server from the user's browser.
+   * A request's Origin: none (not a browser), this very server (Host), or an allowed origin. Checked where CORS
+   * cannot protect: WebSocket upgrades (browsers let any page open a socket anywhere) and portrait uploads (a
+   * multipart POST is a "simple" request a foreign page may send blind). Without it any site the user visits
+   * could drive a loopback-trusted server from the user's browser.
    */
-  allowsUpgrade(req: IncomingMessage): boolean {
+  allowsRequestOrigin(req: IncomingMessage): boolean {
     const origin = req.headers.origin;
     if (origin === undefined) return true;
     let host: string;
@@ -154,7 +159,7 @@ export class CorsPolicy {
     } catch {
       return false;
     }
-    return host === req.headers.host || this.allowsOrigin(origin);
+    return host === req.headers.host || origin === this.#publicOrigin || this.allowsOrigin(origin);
   }
 }
 

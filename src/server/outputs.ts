@@ -72,7 +72,7 @@ export class Outputs implements SessionOutputs {
     this.#log = opts.logger;
     this.#webRoot = opts.webRoot;
     this.access = new RoomAccess(c.secret);
-    this.cors = new CorsPolicy(c.cors, this.access.tokensRequired);
+    this.cors = new CorsPolicy(c.cors, this.access.tokensRequired, c.publicUrl);
     this.rooms = new RoomRegistry({
       logger: opts.logger,
       viewerBitrateKbps: c.viewerBitrate,

@@ -150,7 +150,7 @@ export class XportraitServer {
    * and the connection limits per address and in total. Returns the HTTP response to write, or undefined.
    */
   #refuseConnection(req: IncomingMessage): string | undefined {
-    if (!this.outputs.cors.allowsUpgrade(req)) {
+    if (!this.outputs.cors.allowsRequestOrigin(req)) {
       this.#log.info({ event: 'ws_origin_refused', origin: String(req.headers.origin).slice(0, 200), remote: req.socket.remoteAddress }, 'signaling socket from another origin refused');
       return upgradeRefusal(403, 'Forbidden', 'forbidden_origin', `pages from ${String(req.headers.origin).slice(0, 200)} may not open this server's signaling socket (see --cors)`);
     }
@@ -425,6 +425,10 @@ export class XportraitServer {
   }
 
   async #upload(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!this.outputs.cors.allowsRequestOrigin(req)) {
+      req.resume();
+      throw new HttpError(403, 'forbidden_origin', `pages from ${String(req.headers.origin).slice(0, 200)} may not upload to this server (see --cors)`, { headers: { connection: 'close' } });
+    }
     await this.outputs.authorizeUpload(req);
     const wait = this.#uploads.hit(req.socket.remoteAddress ?? '?', Date.now());
     if (wait > 0) {

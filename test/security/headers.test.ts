@@ -172,6 +172,20 @@ describe('security headers', () => {
     expect((await open(server.url)).status).toBe(101);
     expect((await open()).status).toBe(101);
   });
+
+  it('refuses a portrait upload sent blind by a page of another origin (a multipart POST needs no preflight)', async () => {
+    const png = readFileSync(new URL('../../../shared/media/xportrait-source.png', import.meta.url));
+    const form = () => {
+      const f = new FormData();
+      f.append('portrait', new Blob([png], { type: 'image/png' }), 'face.png');
+      return f;
+    };
+    const foreign = await fetch(`${server.url}/api/portraits`, { method: 'POST', body: form(), headers: { origin: 'https://evil.example' } });
+    expect(foreign.status).toBe(403);
+    expect((await foreign.json()).error).toMatchObject({ code: 'forbidden_origin' });
+    const own = await fetch(`${server.url}/api/portraits`, { method: 'POST', body: form(), headers: { origin: server.url } });
+    expect(own.status).toBe(201);
+  });
 });
 
 describe('security settings', () => {
