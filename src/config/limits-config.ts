@@ -64,6 +64,10 @@ export const limitsConfigShape = {
   maxQueuedOffers: wholeNumber(0, 16).default(0),
   /** Portrait uploads per minute from one client address. */
   uploadsPerMinute: wholeNumber(1, 100_000).default(30),
+  /** An engine that takes longer than this on one frame makes its session `degraded` (the last frame is repeated). */
+  engineStallMs: wholeNumber(50, 600_000).default(2000),
+  /** An engine that takes longer than this on one frame has stopped answering: the session fails (engine_failed). */
+  engineFailMs: wholeNumber(100, 3_600_000).default(60_000),
   /** Largest SDP accepted (signaling offers and WHEP offers), bytes. */
   maxSdpBytes: wholeNumber(1024, 256 * 1024).default(64 * 1024),
 };
@@ -82,6 +86,8 @@ export function limitOptions(): Option[] {
     new Option('--max-queued-messages <n>', 'signaling messages waiting per connection (while one is handled)').env('XPORTRAIT_MAX_QUEUED_MESSAGES').default(d('maxQueuedMessages')),
     new Option('--max-queued-offers <n>', 'offers a connection may queue while one is being answered').env('XPORTRAIT_MAX_QUEUED_OFFERS').default(d('maxQueuedOffers')),
     new Option('--uploads-per-minute <n>', 'portrait uploads per minute from one client address; more get 429').env('XPORTRAIT_UPLOADS_PER_MINUTE').default(d('uploadsPerMinute')),
+    new Option('--engine-stall-ms <ms>', 'an engine slower than this on one frame: the session is "degraded" and repeats its last frame').env('XPORTRAIT_ENGINE_STALL_MS').default(d('engineStallMs')),
+    new Option('--engine-fail-ms <ms>', 'an engine slower than this on one frame has stopped answering: the session fails').env('XPORTRAIT_ENGINE_FAIL_MS').default(d('engineFailMs')),
     new Option('--max-sdp-bytes <n>', 'largest SDP offer (signaling and WHEP), bytes').env('XPORTRAIT_MAX_SDP_BYTES').default(d('maxSdpBytes')),
   ];
 }

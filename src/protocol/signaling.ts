@@ -4,7 +4,7 @@
  * imports its types only, so neither zod nor this file's code lands in the page bundle).
  *
  * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping
- * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong
+ * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong, degraded, recovered
  *
  * Anything malformed (not JSON, wrong types, an unknown type, over MAX_MESSAGE_BYTES) is answered with
  * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
@@ -141,6 +141,10 @@ export type ServerMessage =
   | { type: 'stats'; stats: SessionStats }
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
+  /** The engine passed its per-frame deadline (`--engine-stall-ms`): the last avatar frame is being repeated. */
+  | { type: 'degraded'; reason: string; stalledMs: number }
+  /** The engine answers again after `degraded`. */
+  | { type: 'recovered'; stalledMs: number }
   | { type: 'pong'; t?: number; serverTime: number }
   /** The room this session publishes into (after the answer, then with every stats push). */
   | { type: 'room'; room: RoomStatus }

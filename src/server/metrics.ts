@@ -16,6 +16,7 @@
  *   xportrait_limit_hits_total{limit}                 requests and messages refused by a limit (connections_total,
  *                                                     connections_per_address, message_rate, rate_limit_close,
  *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes)
+ *   xportrait_engine_stalls_total{engine}            frames on which an engine passed --engine-stall-ms (degraded)
  *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,
  *                                                     event-loop lag, GC)
@@ -76,6 +77,7 @@ export class ServerMetrics {
   readonly #failed: Counter<'engine' | 'code'>;
   readonly #stage: Histogram<'engine' | 'stage'>;
   readonly #limitHits: Counter<'limit'>;
+  readonly #stalls: Counter<'engine'>;
   readonly #cspViolations: Counter<'directive'>;
 
   constructor(opts: MetricsOptions) {
@@ -98,6 +100,7 @@ export class ServerMetrics {
       registers,
     });
     this.#limitHits = new Counter({ name: 'xportrait_limit_hits_total', help: 'Requests, connections and messages refused by a limit.', labelNames: ['limit'], registers });
+    this.#stalls = new Counter({ name: 'xportrait_engine_stalls_total', help: 'Frames on which an engine passed its deadline (--engine-stall-ms): the session was degraded.', labelNames: ['engine'], registers });
     this.#cspViolations = new Counter({ name: 'xportrait_csp_violations_total', help: 'Content-Security-Policy violations reported by the pages.', labelNames: ['directive'], registers });
     const self = this;
     new Gauge({
@@ -177,6 +180,7 @@ export class ServerMetrics {
     this.#started.inc({ engine });
     session.on('frame', (f) => this.observeFrame(engine, f));
     session.on('failed', (e) => this.#failed.inc({ engine, code: e.code }));
+    session.on('degraded', () => this.#stalls.inc({ engine }));
     session.once('closed', () => {
       const st = session.stats();
       const t = this.#closedTotals.get(engine) ?? { received: 0, processed: 0, dropped: 0, sent: 0 };

@@ -267,6 +267,7 @@ export class XportraitServer {
         maxSdpBytes: this.config.maxSdpBytes,
       },
       onLimit: (limit: string) => this.metrics.limitHit(limit),
+      watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs },
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { WebSocket, type RawData } from 'ws';
 import { FrameIdTap } from '../session/frame-id-tap.ts';
 import { serverCodecCounters } from '../rtc/rtc-counters.ts';
-import { LiveSession, SessionError } from '../session/live-session.ts';
+import { LiveSession, SessionError, type EngineWatchdog } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';
 import type { IceServer } from '../config/serve-config.ts';
@@ -51,6 +51,8 @@ export interface SignalingContext {
   outputs?: SessionOutputs;
   /** `serve --tracking` (default server: the server tracks, client landmarks are ignored). */
   tracking?: TrackingMode;
+  /** The engines' per-frame deadlines (`--engine-stall-ms`, `--engine-fail-ms`); without it, LiveSession's defaults. */
+  watchdog?: EngineWatchdog;
   /** What one connection may send (src/config/limits-config.ts); without it, the defaults there. */
   limits?: ConnectionLimits;
   /** Called with the limit's name each time this connection hits one (counted in /metrics). */
@@ -327,9 +329,12 @@ export class SignalingConnection {
         analyzerFactory,
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },
+        watchdog: this.ctx.watchdog,
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
+      session.on('degraded', (d) => this.send({ type: 'degraded', reason: d.reason, stalledMs: d.stalledMs }));
+      session.on('recovered', (r) => this.send({ type: 'recovered', stalledMs: r.stalledMs }));
       session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
       this.#session = session;
       this.ctx.onSessionStarted?.(session, engineName);
