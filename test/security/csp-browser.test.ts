@@ -2,7 +2,7 @@
  * The pages under their Content-Security-Policy in a real browser (headless Debian chromium, fake camera): the
  * main page uploads a portrait, starts a session, tracks faces in its worker (onnxruntime-web compiling WASM under
  * the worker's policy, threads included) and shows the avatar from the server; the viewer and OBS pages play that
- * room; the bench page loads. Not one CSP violation may happen: none seen by the pages (securitypolicyviolation),
+ * room; the bench page measures a session and draws its plots. Not one CSP violation may happen: none seen by the pages (securitypolicyviolation),
  * none in the console, none reported to the server's /csp-report.
  */
 import { rmSync } from 'node:fs';
@@ -90,8 +90,13 @@ describe('pages under their CSP in chromium', () => {
       violations.push(...(await pageViolations(view)).map((v) => `${path}: ${v}`));
       await view.close();
     }
-    const bench = await openPage('/bench.html');
+    // the bench page runs a measured session and draws its plots (uPlot) under the same policy
+    const bench = await openPage('/bench.html?engine=passthrough');
     await bench.waitForFunction(() => (document.getElementById('engine') as HTMLSelectElement).options.length > 0, null, { timeout: 15_000 });
+    await bench.click('#start');
+    await bench.waitForFunction(() => (window as any).xpBench.status().displays > 20, null, { timeout: 45_000 });
+    expect(await bench.locator('#latency-plot canvas').count()).toBeGreaterThan(0);
+    await bench.click('#stop');
     violations.push(...(await pageViolations(bench)).map((v) => `/bench.html: ${v}`));
     await bench.close();
 
