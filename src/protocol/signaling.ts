@@ -90,6 +90,8 @@ export type ErrorCode =
   | 'offer_in_progress'
   /** The offer's SDP is over the server's --max-sdp-bytes. */
   | 'sdp_too_large'
+  /** Camera frames over --max-frame-pixels are being dropped (the session goes on; send a smaller camera size). */
+  | 'frame_too_large'
   | 'internal';
 
 /** Face tracking on this server (src/session/client-tracking.ts), so a page knows whether to track itself. */

@@ -15,7 +15,8 @@
  *   xportrait_signaling_connections                   signaling WebSockets open now
  *   xportrait_limit_hits_total{limit}                 requests and messages refused by a limit (connections_total,
  *                                                     connections_per_address, message_rate, rate_limit_close,
- *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes)
+ *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes,
+ *                                                     frame_pixels)
  *   xportrait_engine_stalls_total{engine}            frames on which an engine passed --engine-stall-ms (degraded)
  *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,
@@ -158,8 +159,8 @@ export class ServerMetrics {
   }
 
   /** A limit refused something (`limit` names it: see the list at the top). */
-  limitHit(limit: string): void {
-    this.#limitHits.inc({ limit });
+  limitHit(limit: string, count = 1): void {
+    this.#limitHits.inc({ limit }, count);
   }
 
   /** How often `limit` was hit so far (tests, logs). */

@@ -266,8 +266,9 @@ export class XportraitServer {
         maxQueuedOffers: this.config.maxQueuedOffers,
         maxSdpBytes: this.config.maxSdpBytes,
       },
-      onLimit: (limit: string) => this.metrics.limitHit(limit),
+      onLimit: (limit: string, count?: number) => this.metrics.limitHit(limit, count),
       watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs },
+      maxFramePixels: this.config.maxFramePixels,
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;

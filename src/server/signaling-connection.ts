@@ -51,12 +51,14 @@ export interface SignalingContext {
   outputs?: SessionOutputs;
   /** `serve --tracking` (default server: the server tracks, client landmarks are ignored). */
   tracking?: TrackingMode;
+  /** Largest camera frame a session takes (`--max-frame-pixels`); without it, any. */
+  maxFramePixels?: number;
   /** The engines' per-frame deadlines (`--engine-stall-ms`, `--engine-fail-ms`); without it, LiveSession's defaults. */
   watchdog?: EngineWatchdog;
   /** What one connection may send (src/config/limits-config.ts); without it, the defaults there. */
   limits?: ConnectionLimits;
-  /** Called with the limit's name each time this connection hits one (counted in /metrics). */
-  onLimit?(limit: string): void;
+  /** Called with the limit's name each time this connection hits one (counted in /metrics), `count` times. */
+  onLimit?(limit: string, count?: number): void;
 }
 
 /** Per-connection limits (`serve` flags of the same names). */
@@ -330,11 +332,16 @@ export class SignalingConnection {
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },
         watchdog: this.ctx.watchdog,
+        maxFramePixels: this.ctx.maxFramePixels,
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
       session.on('degraded', (d) => this.send({ type: 'degraded', reason: d.reason, stalledMs: d.stalledMs }));
       session.on('recovered', (r) => this.send({ type: 'recovered', stalledMs: r.stalledMs }));
+      session.on('frameRejected', (r) => {
+        this.ctx.onLimit?.('frame_pixels', r.dropped);
+        this.#error('frame_too_large', `camera frames of ${r.width}x${r.height} are over this server's limit of ${r.maxPixels} pixels: ${r.dropped} dropped; choose a smaller camera size`);
+      });
       session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
       this.#session = session;
       this.ctx.onSessionStarted?.(session, engineName);

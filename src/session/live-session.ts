@@ -62,6 +62,8 @@ export interface LiveSessionOptions {
    * it, DEFAULT_WATCHDOG.
    */
   watchdog?: EngineWatchdog;
+  /** Largest camera frame taken, width × height (`--max-frame-pixels`); bigger ones are dropped (frameRejected). */
+  maxFramePixels?: number;
 }
 
 export interface EngineWatchdog {
@@ -114,6 +116,8 @@ export interface LiveSessionEvents {
   degraded: [{ reason: string; stalledMs: number }];
   /** The engine answered again after being degraded. */
   recovered: [{ stalledMs: number }];
+  /** Camera frames over maxFramePixels were dropped (emitted at most every 5 s, with the count since the last). */
+  frameRejected: [{ width: number; height: number; maxPixels: number; dropped: number }];
   /** Closed, for whatever reason; emitted once. */
   closed: [string];
 }
@@ -196,7 +200,22 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#client = client;
     this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
+    const maxPixels = opts.maxFramePixels ?? Infinity;
+    let rejected = 0;
+    let lastReport = -Infinity;
     this.#peer.on('frame', (f) => {
+      if (f.width * f.height > maxPixels) {
+        // a client may send any size; the engines' and the tracker's cost grows with it
+        rejected++;
+        const now = performance.now();
+        if (now - lastReport >= 5000) {
+          lastReport = now;
+          this.logger.warn({ event: 'frame_rejected', width: f.width, height: f.height, maxPixels, dropped: rejected }, 'camera frames over the size limit dropped');
+          this.emit('frameRejected', { width: f.width, height: f.height, maxPixels, dropped: rejected });
+          rejected = 0;
+        }
+        return;
+      }
       // a landmark-driven engine fed by the page's landmarks does not need the decoded picture
       if (this.#client && !this.#client.takeVideoFrame(f)) return;
       this.#tap?.onReceive(f);

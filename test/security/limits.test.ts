@@ -1,7 +1,8 @@
 /**
  * Every per-client limit of issue 17 on a real server with real WebSocket clients (`ws`): connections per address
  * and in total, the message rate (token bucket, then closing a client that keeps on), offers while one is being
- * answered, messages waiting behind a slow start, uploads per minute, SDP size (signaling and WHEP). Each limit
+ * answered, messages waiting behind a slow start, uploads per minute, SDP size (signaling and WHEP), camera frame
+ * size. Each limit
  * must answer with a clear error, leave the connection or server usable, and count in /metrics. Last, many
  * connections and sessions come and go, and the process holds no more handles than before.
  */
@@ -255,5 +256,27 @@ describe('nothing leaks', () => {
     expect(serverTimers, serverTimers.join('\n')).toEqual([]);
     for (const [type, n] of Object.entries(after)) expect(n, `${type} handles: ${before[type] ?? 0} before, ${n} after`).toBeLessThanOrEqual(before[type] ?? 0);
     expect(await fetch(`${s.url}/metrics`).then((r) => r.text())).toMatch(/^xportrait_signaling_connections 0$/m);
+  });
+});
+
+describe('frame size limit', () => {
+  it('camera frames over --max-frame-pixels are dropped with frame_too_large; the session and a smaller camera go on', { timeout: 60_000 }, async () => {
+    const s = await server({ maxFramePixels: 160 * 120 });
+    const big = await startNodeSession(s.url, { width: 640, height: 480, fps: 15 });
+    const small = await startNodeSession(s.url, { width: 160, height: 120, fps: 15 });
+    try {
+      const err = await big.ws.next('error', () => true, 20_000);
+      expect(err.code).toBe('frame_too_large');
+      expect(err.message).toMatch(/over this server's limit of 19200 pixels: \d+ dropped; choose a smaller camera size/);
+      // the small camera's avatar comes back; the big one's does not, and its session is still there
+      await waitFor(() => small.peer.received.length > 10, 20_000, 'avatar frames for the small camera');
+      expect(big.peer.received.length).toBe(0);
+      expect(s.sessions.size).toBe(2);
+      expect([...s.sessions].every((x) => !x.closed)).toBe(true);
+      expect(await s.metrics.limitHits('frame_pixels')).toBeGreaterThan(0);
+    } finally {
+      big.close();
+      small.close();
+    }
   });
 });
