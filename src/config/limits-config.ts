@@ -68,6 +68,8 @@ export const limitsConfigShape = {
   engineStallMs: wholeNumber(50, 600_000).default(2000),
   /** An engine that takes longer than this on one frame has stopped answering: the session fails (engine_failed). */
   engineFailMs: wholeNumber(100, 3_600_000).default(60_000),
+  /** WebRTC viewers in all rooms together (each room also has --max-viewers). */
+  maxViewersTotal: wholeNumber(1, 100_000).default(64),
   /** Largest camera frame a session takes, width × height; bigger frames are dropped and the client told. */
   maxFramePixels: wholeNumber(64 * 64, 8192 * 8192).default(1920 * 1080),
   /** Largest SDP accepted (signaling offers and WHEP offers), bytes. */
@@ -90,6 +92,7 @@ export function limitOptions(): Option[] {
     new Option('--uploads-per-minute <n>', 'portrait uploads per minute from one client address; more get 429').env('XPORTRAIT_UPLOADS_PER_MINUTE').default(d('uploadsPerMinute')),
     new Option('--engine-stall-ms <ms>', 'an engine slower than this on one frame: the session is "degraded" and repeats its last frame').env('XPORTRAIT_ENGINE_STALL_MS').default(d('engineStallMs')),
     new Option('--engine-fail-ms <ms>', 'an engine slower than this on one frame has stopped answering: the session fails').env('XPORTRAIT_ENGINE_FAIL_MS').default(d('engineFailMs')),
+    new Option('--max-viewers-total <n>', 'WebRTC viewers in all rooms together').env('XPORTRAIT_MAX_VIEWERS_TOTAL').default(d('maxViewersTotal')),
     new Option('--max-frame-pixels <n>', 'largest camera frame a session takes, width x height; bigger frames are dropped with a "frame_too_large" error').env('XPORTRAIT_MAX_FRAME_PIXELS').default(d('maxFramePixels')),
     new Option('--max-sdp-bytes <n>', 'largest SDP offer (signaling and WHEP), bytes').env('XPORTRAIT_MAX_SDP_BYTES').default(d('maxSdpBytes')),
   ];

@@ -88,6 +88,7 @@ export class Outputs implements SessionOutputs {
     const whep = new WhepEndpoint({ rooms: this.rooms, maxViewers: c.maxViewers, authorize: (req, room) => this.#authorize(req, room, 'view'),
       cors: this.cors,
       maxSdpBytes: c.maxSdpBytes,
+      maxViewersTotal: c.maxViewersTotal,
       onLimit: opts.onLimit,
     });
     this.routes = [

@@ -22,6 +22,8 @@ export interface WhepEndpointOptions {
   cors: CorsPolicy;
   /** Largest SDP offer accepted, bytes (`--max-sdp-bytes`). */
   maxSdpBytes: number;
+  /** Viewers in all rooms together (`--max-viewers-total`); unbounded without it. */
+  maxViewersTotal?: number;
   /** Called with the limit's name when a request hits one (counted in /metrics). */
   onLimit?(limit: string): void;
 }
@@ -32,6 +34,9 @@ export class WhepEndpoint {
   readonly #authorize: WhepEndpointOptions['authorize'];
   readonly #cors: CorsPolicy;
   readonly #maxSdpBytes: number;
+  readonly #maxViewersTotal: number;
+  /** Viewers being added (their answer not sent yet): they count against the total too. */
+  #adding = 0;
   readonly #onLimit: WhepEndpointOptions['onLimit'];
 
   constructor(o: WhepEndpointOptions) {
@@ -40,6 +45,7 @@ export class WhepEndpoint {
     this.#authorize = o.authorize;
     this.#cors = o.cors;
     this.#maxSdpBytes = o.maxSdpBytes;
+    this.#maxViewersTotal = o.maxViewersTotal ?? Infinity;
     this.#onLimit = o.onLimit;
   }
 
@@ -94,12 +100,20 @@ export class WhepEndpoint {
       if (err instanceof RoomError) throw new HttpError(err.status, err.code, err.message, { cause: err, headers: { 'retry-after': '10' } });
       throw err;
     }
+    const total = this.#rooms.rooms.reduce((n, x) => n + x.viewerCount, 0) + this.#adding;
+    if (total >= this.#maxViewersTotal) {
+      this.#rooms.releaseIfIdle(room);
+      this.#onLimit?.('viewers_total');
+      throw new HttpError(503, 'too_many_viewers', `the server already has ${total} viewers, its limit (--max-viewers-total ${this.#maxViewersTotal}): try again later`, { headers: { 'retry-after': '10' } });
+    }
     if (r.viewerCount >= this.#maxViewers) {
+      this.#onLimit?.('viewers_per_room');
       this.#rooms.releaseIfIdle(room);
       throw new HttpError(503, 'room_full', `room "${room}" already has ${this.#maxViewers} viewers (--max-viewers)`, { headers: { 'retry-after': '10' } });
     }
+    this.#adding++;
     try {
-      const { viewer, answer } = await r.relay.addViewer(offer);
+      const { viewer, answer } = await r.relay.addViewer(offer).finally(() => this.#adding--);
       const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
       res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
       res.end(answer);

@@ -19,6 +19,7 @@ import { silentLogger } from '../../src/util/log.ts';
 import { SOURCE_PORTRAIT } from '../helpers/fake-camera.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor, WsClient } from '../helpers/signaling-client.ts';
+import { NodeWhepViewer, WhepHttpError } from '../outputs/helpers/whep-viewer.ts';
 
 const servers: XportraitServer[] = [];
 afterAll(async () => {
@@ -277,6 +278,38 @@ describe('frame size limit', () => {
     } finally {
       big.close();
       small.close();
+    }
+  });
+});
+
+describe('viewer limits', () => {
+  it('viewers in all rooms together: the one over --max-viewers-total gets 503 too_many_viewers; per room, room_full', { timeout: 60_000 }, async () => {
+    const s = await server({ maxViewersTotal: 3, maxViewers: 2 });
+    const viewers: NodeWhepViewer[] = [];
+    const refusal = (room: string) =>
+      NodeWhepViewer.open(`${s.url}/whep/${room}`).then(
+        (v) => (viewers.push(v), undefined),
+        (e: unknown) => e as WhepHttpError,
+      );
+    try {
+      for (const room of ['a', 'a']) expect(await refusal(room)).toBeUndefined();
+      const perRoom = await refusal('a');
+      expect(perRoom?.status).toBe(503);
+      expect(perRoom?.body.error?.code).toBe('room_full');
+      expect(await refusal('b')).toBeUndefined();
+      const total = await refusal('c');
+      expect(total).toBeInstanceOf(WhepHttpError);
+      expect(total?.status).toBe(503);
+      expect(total?.body.error?.code).toBe('too_many_viewers');
+      expect(total?.body.error?.message).toMatch(/already has 3 viewers.*--max-viewers-total 3/);
+      expect(await s.metrics.limitHits('viewers_total')).toBe(1);
+      expect(await s.metrics.limitHits('viewers_per_room')).toBe(1);
+      // a viewer leaving frees a place
+      expect(await viewers[2].stop()).toBe(200);
+      await waitFor(() => (s.outputs.rooms.get('b')?.viewerCount ?? 0) === 0, 5000, 'the viewer of room b gone');
+      expect(await refusal('c')).toBeUndefined();
+    } finally {
+      for (const v of viewers) v.close();
     }
   });
 });
