@@ -346,6 +346,7 @@ export class XportraitServer {
     if (this.#closing) reasons.push('shutting down');
     if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
     if (this.engines.isLoading(this.config.engine)) reasons.push(`loading engine ${this.config.engine}`);
+    if (this.#connections.size >= this.config.maxConnections) reasons.push('at max connections');
     if (!this.webClientBuilt) reasons.push('web client not built');
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
   }

@@ -96,6 +96,9 @@ describe('connection limits', () => {
     expect(c.body.error).toMatchObject({ code: 'too_many_connections' });
     expect(c.body.error.message).toMatch(/--max-connections 2/);
     expect(await s.metrics.limitHits('connections_total')).toBe(1);
+    const ready = await fetch(`${s.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect((await ready.json()).reasons).toEqual(['at max connections']);
     const metrics = await fetch(`${s.url}/metrics`).then((r) => r.text());
     expect(metrics).toMatch(/^xportrait_signaling_connections 2$/m);
     expect(metrics).toMatch(/^xportrait_limit_hits_total\{limit="connections_total"\} 1$/m);
