@@ -6,11 +6,13 @@ import { addEvalCommand } from './eval.ts';
 import { addPackCommand } from './pack.ts';
 import { addServeCommand } from './serve.ts';
 import { addServeOutputOptions } from './serve-outputs.ts';
+import { addServeLimitOptions } from './serve-limits.ts';
 import { addTokenCommand } from './token.ts';
 
 export const COMMANDS: Array<(program: Command) => void> = [
   addServeCommand,
   addServeOutputOptions,
+  addServeLimitOptions,
   addPackCommand,
   addAnimateCommand,
   addEvalCommand,

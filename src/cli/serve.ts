@@ -12,6 +12,7 @@ import { createLogger } from '../util/log.ts';
 import { UsageError } from './usage-error.ts';
 import { engineOptionHelp } from '../config/engine-options.ts';
 import { errorMessage } from '../util/error-message.ts';
+import { installProcessPolicy } from './process-policy.ts';
 
 export function addServeCommand(program: Command): void {
   program
@@ -58,20 +59,10 @@ export function addServeCommand(program: Command): void {
       // Loaded here, not at the top: other commands should not pay for loading libwebrtc.
       const { XportraitServer } = await import('../server/server.ts');
       const server = await XportraitServer.start(config, { logger });
-      await new Promise<void>(() => {
-        const stop = (signal: string) => {
-          logger.info({ event: 'signal', signal }, 'shutting down');
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          // Exit explicitly: libwebrtc's (@roamhq/wrtc) finalizers can abort a natural exit's environment teardown.
-          server.close().then(
-            () => process.exit(0),
-            () => process.exit(1),
-          );
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      // Signals and uncaught errors (src/cli/process-policy.ts). Exits explicitly: libwebrtc's (@roamhq/wrtc)
+      // finalizers can abort a natural exit's environment teardown.
+      installProcessPolicy({ logger, stop: () => server.close() });
+      await new Promise<void>(() => {});
     });
 }
 

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { outputsConfigShape, refineOutputsConfig } from './outputs-config.ts';
+import { limitsConfigShape } from './limits-config.ts';
 import { errorMessage } from '../util/error-message.ts';
 import { BACKGROUND_RULE, parseBackground, parseFrameSize, type OutputFrameSpec } from '../media/output-frame.ts';
 
@@ -126,6 +127,8 @@ export const serveConfigSchema = z
     metricsToken: z.string().trim().min(16, 'must be at least 16 characters').optional(),
     /** Rooms, tokens, viewers and egress (src/config/outputs-config.ts). */
     ...outputsConfigShape,
+    /** Limits per client and in total, source maps, CORS (src/config/limits-config.ts). */
+    ...limitsConfigShape,
   })
   .superRefine((c, ctx) => {
     if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {

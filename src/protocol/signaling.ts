@@ -4,7 +4,7 @@
  * imports its types only, so neither zod nor this file's code lands in the page bundle).
  *
  * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping
- * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong
+ * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong, degraded, recovered
  *
  * Anything malformed (not JSON, wrong types, an unknown type, over MAX_MESSAGE_BYTES) is answered with
  * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
@@ -82,6 +82,16 @@ export type ErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'room_busy'
+  /** Over the connection's message rate (token bucket); a client that keeps on is closed (1008). */
+  | 'rate_limited'
+  /** Too many messages waiting on this connection (e.g. while an offer is being answered). */
+  | 'overloaded'
+  /** An offer while this connection's previous one is still being answered. */
+  | 'offer_in_progress'
+  /** The offer's SDP is over the server's --max-sdp-bytes. */
+  | 'sdp_too_large'
+  /** Camera frames over --max-frame-pixels are being dropped (the session goes on; send a smaller camera size). */
+  | 'frame_too_large'
   | 'internal';
 
 /** Face tracking on this server (src/session/client-tracking.ts), so a page knows whether to track itself. */
@@ -161,6 +171,10 @@ export type ServerMessage =
   | { type: 'stats'; stats: SessionStats }
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
+  /** The engine passed its per-frame deadline (`--engine-stall-ms`): the last avatar frame is being repeated. */
+  | { type: 'degraded'; reason: string; stalledMs: number }
+  /** The engine answers again after `degraded`. */
+  | { type: 'recovered'; stalledMs: number }
   | { type: 'pong'; t?: number; serverTime: number }
   /** The room this session publishes into (after the answer, then with every stats push). */
   | { type: 'room'; room: RoomStatus }

@@ -21,6 +21,11 @@ export class EngineHost {
     return this.#loaded.has(name);
   }
 
+  /** Whether `name` is being loaded right now (model files, ORT sessions): /readyz says not ready meanwhile. */
+  isLoading(name: string): boolean {
+    return this.#loading.has(name) && !this.#loaded.has(name);
+  }
+
   /** The engine if it has loaded (without loading it). */
   loaded(name: string): Engine | undefined {
     return this.#loaded.get(name);

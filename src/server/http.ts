@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errorMessage } from '../util/error-message.ts';
+import type { CorsSetting } from '../config/limits-config.ts';
 
 export class HttpError extends Error {
   /** Extra response headers (allow, retry-after, connection...). */
@@ -101,15 +102,65 @@ export function findRoute(routes: readonly Route[], pathname: string, method: st
   return undefined;
 }
 
-/** WHEP players and the browser extension call from other origins; tokens travel in headers, never cookies. */
-export function corsHeaders(req: IncomingMessage): Record<string, string> {
-  const h: Record<string, string> = {
-    'access-control-allow-origin': '*',
-    'access-control-expose-headers': 'Location, Link, Retry-After',
-  };
-  // Chrome's Private Network Access: a public site (a meeting) calling this server on localhost/LAN.
-  if (req.headers['access-control-request-private-network'] === 'true') h['access-control-allow-private-network'] = 'true';
-  return h;
+/**
+ * Who may call the cross-origin endpoints (WHEP, /api/rooms) and open /ws from another page (`--cors`, see
+ * src/config/limits-config.ts). Tokens travel in headers, never cookies, so an allowed origin still needs a token
+ * wherever the server requires one.
+ */
+export class CorsPolicy {
+  readonly #mode: 'none' | 'any' | 'list';
+  readonly #origins: ReadonlySet<string>;
+
+  /** This server's own origin behind a proxy that rewrites Host (`--public-url`): its pages are not foreign. */
+  readonly #publicOrigin: string | undefined;
+
+  constructor(setting: CorsSetting, tokensRequired: boolean, publicUrl?: string) {
+    this.#mode = setting.mode === 'auto' ? (tokensRequired ? 'any' : 'none') : setting.mode;
+    this.#origins = new Set(setting.mode === 'list' ? setting.origins : []);
+    this.#publicOrigin = publicUrl ? new URL(publicUrl).origin : undefined;
+  }
+
+  /** `auto` resolved: none, any or list. */
+  get mode(): 'none' | 'any' | 'list' {
+    return this.#mode;
+  }
+
+  /** May a page from `origin` read our answers (and open the signaling socket)? */
+  allowsOrigin(origin: string): boolean {
+    return this.#mode === 'any' || (this.#mode === 'list' && this.#origins.has(origin));
+  }
+
+  /** The CORS headers for this request: none at all when its origin is not allowed (the browser then refuses). */
+  headers(req: IncomingMessage): Record<string, string> {
+    const origin = req.headers.origin;
+    if (this.#mode === 'none' || (this.#mode === 'list' && (!origin || !this.#origins.has(origin)))) return this.#mode === 'list' ? { vary: 'Origin' } : {};
+    const h: Record<string, string> = {
+      'access-control-allow-origin': this.#mode === 'any' ? '*' : (origin as string),
+      'access-control-expose-headers': 'Location, Link, Retry-After',
+    };
+    if (this.#mode === 'list') h.vary = 'Origin';
+    // Chrome's Private Network Access: a public site (a meeting) calling this server on localhost/LAN.
+    if (req.headers['access-control-request-private-network'] === 'true') h['access-control-allow-private-network'] = 'true';
+    return h;
+  }
+
+  /**
+   * A request's Origin: none (not a browser), this very server (Host), or an allowed origin. Checked where CORS
+   * cannot protect: WebSocket upgrades (browsers let any page open a socket anywhere) and portrait uploads (a
+   * multipart POST is a "simple" request a foreign page may send blind). Without it any site the user visits
+   * could drive a loopback-trusted server from the user's browser.
+   */
+  allowsRequestOrigin(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    if (origin === undefined) return true;
+    let host: string;
+    try {
+      host = new URL(origin).host;
+    } catch {
+      return false;
+    }
+    return host === req.headers.host || origin === this.#publicOrigin || this.allowsOrigin(origin);
+  }
 }
 
 /** The answer to a CORS preflight (OPTIONS). */

@@ -17,6 +17,13 @@
  *   xportrait_stage_seconds{engine,stage}             per-frame stage latency histogram: queue, track, engine,
  *                                                     output, total (receive -> send), and engine:<mark> for the
  *                                                     stage marks an engine stamps on its frames
+ *   xportrait_signaling_connections                   signaling WebSockets open now
+ *   xportrait_limit_hits_total{limit}                 requests and messages refused by a limit (connections_total,
+ *                                                     connections_per_address, message_rate, rate_limit_close,
+ *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes,
+ *                                                     frame_pixels, viewers_per_room, viewers_total)
+ *   xportrait_engine_stalls_total{engine}            frames on which an engine passed --engine-stall-ms (degraded)
+ *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,
  *                                                     event-loop lag, GC)
  *
@@ -45,6 +52,11 @@ function trafficOf(s: LiveSession): { to_device: number; to_host: number } {
   return { to_device: n(extra['traffic.hostToDeviceBytes']), to_host: n(extra['traffic.deviceToHostBytes']) };
 }
 
+const CSP_DIRECTIVES = new Set([
+  'default-src', 'script-src', 'script-src-elem', 'script-src-attr', 'style-src', 'style-src-elem', 'style-src-attr', 'img-src', 'media-src',
+  'connect-src', 'worker-src', 'object-src', 'base-uri', 'form-action', 'frame-ancestors', 'frame-src', 'font-src', 'manifest-src', 'child-src',
+]);
+
 /** 1 ms .. ~16 s, doubling. */
 const STAGE_BUCKETS = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i);
 
@@ -55,6 +67,8 @@ export interface MetricsOptions {
   token?: string;
   /** Live sessions, for the counters read at scrape time. */
   sessions: () => Iterable<LiveSession>;
+  /** Signaling connections open now (read at scrape time). */
+  connections?: () => number;
 }
 
 interface FrameTotals {
@@ -77,6 +91,9 @@ export class ServerMetrics {
   readonly #started: Counter<'engine'>;
   readonly #failed: Counter<'engine' | 'code'>;
   readonly #stage: Histogram<'engine' | 'stage'>;
+  readonly #limitHits: Counter<'limit'>;
+  readonly #stalls: Counter<'engine'>;
+  readonly #cspViolations: Counter<'directive'>;
 
   constructor(opts: MetricsOptions) {
     this.#opts = opts;
@@ -97,7 +114,18 @@ export class ServerMetrics {
       buckets: STAGE_BUCKETS,
       registers,
     });
+    this.#limitHits = new Counter({ name: 'xportrait_limit_hits_total', help: 'Requests, connections and messages refused by a limit.', labelNames: ['limit'], registers });
+    this.#stalls = new Counter({ name: 'xportrait_engine_stalls_total', help: 'Frames on which an engine passed its deadline (--engine-stall-ms): the session was degraded.', labelNames: ['engine'], registers });
+    this.#cspViolations = new Counter({ name: 'xportrait_csp_violations_total', help: 'Content-Security-Policy violations reported by the pages.', labelNames: ['directive'], registers });
     const self = this;
+    new Gauge({
+      name: 'xportrait_signaling_connections',
+      help: 'Signaling WebSockets open now.',
+      registers,
+      collect() {
+        this.set(self.#opts.connections?.() ?? 0);
+      },
+    });
     new Gauge({
       name: 'xportrait_sessions',
       help: 'Live sessions now.',
@@ -168,12 +196,30 @@ export class ServerMetrics {
     return this.#opts.enabled !== false;
   }
 
+  /** A limit refused something (`limit` names it: see the list at the top). */
+  limitHit(limit: string, count = 1): void {
+    this.#limitHits.inc({ limit }, count);
+  }
+
+  /** How often `limit` was hit so far (tests, logs). */
+  async limitHits(limit: string): Promise<number> {
+    const m = await this.#limitHits.get();
+    return m.values.find((v) => v.labels.limit === limit)?.value ?? 0;
+  }
+
+  /** A page reported a CSP violation. */
+  cspViolation(directive: string): void {
+    // reports come from anyone's browser: only known directive names become labels (bounded cardinality)
+    this.#cspViolations.inc({ directive: CSP_DIRECTIVES.has(directive) ? directive : 'other' });
+  }
+
   /** Start following a session (called once, when it starts). */
   trackSession(session: LiveSession, engine: string): void {
     this.#engineOf.set(session, engine);
     this.#started.inc({ engine });
     session.on('frame', (f) => this.observeFrame(engine, f));
     session.on('failed', (e) => this.#failed.inc({ engine, code: e.code }));
+    session.on('degraded', () => this.#stalls.inc({ engine }));
     session.once('closed', () => {
       const st = session.stats();
       const t = this.#closedTotals.get(engine) ?? { received: 0, processed: 0, dropped: 0, sent: 0 };

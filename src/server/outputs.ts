@@ -22,7 +22,7 @@ import type { LiveSession } from '../session/live-session.ts';
 import { AccessError, isValidRoomName, parseTtl, RoomAccess, tokenFromRequest, type Grant } from './auth.ts';
 import type { RoomStatus } from '../protocol/signaling.ts';
 import { RoomRegistry } from './rooms.ts';
-import { corsHeaders, HttpError, preflight, sendJson, type Route, type RouteRequest } from './http.ts';
+import { CorsPolicy, HttpError, preflight, sendJson, type Route, type RouteRequest } from './http.ts';
 import { serveStatic } from './static-files.ts';
 import { decodeSegment, WhepEndpoint } from './whep-endpoint.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -51,10 +51,14 @@ export interface OutputsOptions {
   config: ServeConfig;
   logger: Logger;
   webRoot: string;
+  /** Called with the limit's name when a request hits one (counted in /metrics). */
+  onLimit?(limit: string): void;
 }
 
 export class Outputs implements SessionOutputs {
   readonly access: RoomAccess;
+  /** Which other origins may call WHEP, /api/rooms and /ws (`--cors`). */
+  readonly cors: CorsPolicy;
   readonly rooms: RoomRegistry;
   readonly #config: ServeConfig;
   /** The outputs' routes (the server's route table takes them in). */
@@ -68,6 +72,7 @@ export class Outputs implements SessionOutputs {
     this.#log = opts.logger;
     this.#webRoot = opts.webRoot;
     this.access = new RoomAccess(c.secret);
+    this.cors = new CorsPolicy(c.cors, this.access.tokensRequired, c.publicUrl);
     this.rooms = new RoomRegistry({
       logger: opts.logger,
       viewerBitrateKbps: c.viewerBitrate,
@@ -81,7 +86,12 @@ export class Outputs implements SessionOutputs {
       const room = this.rooms.open(c.room);
       for (const e of egress) room.addEgress(e);
     }
-    const whep = new WhepEndpoint({ rooms: this.rooms, maxViewers: c.maxViewers, authorize: (req, room) => this.#authorize(req, room, 'view') });
+    const whep = new WhepEndpoint({ rooms: this.rooms, maxViewers: c.maxViewers, authorize: (req, room) => this.#authorize(req, room, 'view'),
+      cors: this.cors,
+      maxSdpBytes: c.maxSdpBytes,
+      maxViewersTotal: c.maxViewersTotal,
+      onLimit: opts.onLimit,
+    });
     this.routes = [
       ...whep.routes,
       { path: /^\/api\/rooms\/([^/]+)(\/view-token)?$/, cors: true, handle: (r) => this.#roomApi(r) },
@@ -166,7 +176,7 @@ export class Outputs implements SessionOutputs {
 
   async #page({ req, res, params: [page, name] }: RouteRequest): Promise<void> {
     if (!isValidRoomName(decodeSegment(name))) throw new HttpError(404, 'no_such_room', `"${name}" is not a valid room name`);
-    if (!(await serveStatic(this.#webRoot, req, res, `/${page}.html`))) {
+    if (!(await serveStatic(this.#webRoot, req, res, `/${page}.html`, { tls: Boolean(this.#config.tlsCert), sourceMaps: false }))) {
       throw new HttpError(503, 'not_built', `the web client is not built (no ${join(this.#webRoot, `${page}.html`)}): run npm run build:web`);
     }
   }
@@ -174,7 +184,7 @@ export class Outputs implements SessionOutputs {
   async #roomApi({ req, res, method, params }: RouteRequest): Promise<void> {
     const room = decodeSegment(params[0]);
     const viewToken = Boolean(params[1]);
-    const cors = corsHeaders(req);
+    const cors = this.cors.headers(req);
     if (method === 'OPTIONS') return preflight(res, cors, 'GET, POST, OPTIONS');
     if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
     if (!viewToken) {

@@ -3,12 +3,14 @@
  * signaling at `/ws`. Owns the live sessions and shuts them down cleanly.
  *
  *   GET  /healthz                 200 while the process is alive
- *   GET  /readyz                  200 when a new session would be accepted; 503 while full or shutting down
+ *   GET  /readyz                  200 when a new session would be accepted; 503 while full, loading the default
+ *                                 engine (a model pack) or shutting down
  *   GET  /api/info                engines (default, loaded), limits, sessions
  *   POST /api/portraits           upload a portrait: raw image body or multipart/form-data -> 201 {id,width,height}
  *   GET  /api/portraits/sample.png  the bundled sample portrait
  *   GET  /ws                      WebSocket signaling (see signaling.ts)
  *   GET  /metrics                 Prometheus metrics (metrics.ts; loopback only unless --metrics-token)
+ *   POST /csp-report              Content-Security-Policy violation reports from the pages (logged, counted)
  *   /whep/…, /view/…, /obs/…, /api/rooms/…   avatar outputs and access control (outputs.ts)
  *   GET  /models/<id>.onnx, /ort/<file>   face models and onnxruntime-web for pages that track (tracking-assets.ts)
  */
@@ -28,13 +30,15 @@ import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../sessio
 import { EngineHost } from './engine-host.ts';
 import { ServerMetrics } from './metrics.ts';
 import { AccessError } from './auth.ts';
-import { corsHeaders, findRoute, HttpError, readBody, sendError, sendJson, type Route, type RouteRequest } from './http.ts';
+import { findRoute, HttpError, readBody, sendError, sendJson, type Route, type RouteRequest } from './http.ts';
 import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
 import { MAX_MESSAGE_BYTES } from '../protocol/signaling.ts';
 import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
+import { BASE_SECURITY_HEADERS, CSP_REPORT_PATH } from './security-headers.ts';
+import { WindowCounter } from '../util/rate-limit.ts';
 import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -68,6 +72,12 @@ export class XportraitServer {
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
+  /** Open signaling sockets per client address (`--max-connections-per-address`); an address leaves at 0. */
+  readonly #connectionsByAddress = new Map<string, number>();
+  /** Portrait uploads per client address in the current minute (`--uploads-per-minute`). */
+  readonly #uploads: WindowCounter;
+  /** CSP reports logged in the current minute (they come from anyone's browser: the log must not flood). */
+  readonly #cspReports = new WindowCounter(20, 60_000, 1);
   /** Every open live session; each leaves on its own 'closed' event. */
   readonly #sessions = new Set<LiveSession>();
   /** What the server answers, first match wins (the outputs' and the tracking assets' routes included). */
@@ -89,8 +99,9 @@ export class XportraitServer {
     this.engines = deps.engines ?? new EngineHost(deps.logger, (engine) => engineOptionsFor(engine, engineOptionsOf(config)));
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
-    this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot });
-    this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions });
+    this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions, connections: () => this.#connections.size });
+    this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot, onLimit: (limit) => this.metrics.limitHit(limit) });
+    this.#uploads = new WindowCounter(config.uploadsPerMinute, 60_000);
     this.#routes = this.#routeTable();
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
     this.#http = config.tlsCert && config.tlsKey
@@ -101,21 +112,64 @@ export class XportraitServer {
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES * 4 });
     this.#http.on('upgrade', (req, socket, head) => {
       const { pathname } = new URL(req.url ?? '/', 'http://x');
-      if (pathname !== '/ws' || this.#closing) {
+      if (pathname !== '/ws') {
         socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
         return;
       }
-      const refused = this.outputs.refuseUpgrade(req);
+      if (this.#closing) {
+        socket.end(upgradeRefusal(503, 'Service Unavailable', 'shutting_down', 'the server is shutting down', { 'retry-after': '5' }));
+        return;
+      }
+      const refused = this.outputs.refuseUpgrade(req) ?? this.#refuseConnection(req);
       if (refused) {
         socket.end(refused);
         return;
       }
+      const address = req.socket.remoteAddress ?? '?';
+      // counted from here, not from the socket's open: upgrades in flight count against the limits too
+      this.#connectionsByAddress.set(address, (this.#connectionsByAddress.get(address) ?? 0) + 1);
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        const left = (this.#connectionsByAddress.get(address) ?? 1) - 1;
+        if (left > 0) this.#connectionsByAddress.set(address, left);
+        else this.#connectionsByAddress.delete(address);
+      };
+      socket.once('close', release);
       this.#wss.handleUpgrade(req, socket, head, (ws) => {
-        const conn = new SignalingConnection(ws, this.#signalingContext(), req.socket.remoteAddress ?? '?');
+        const conn = new SignalingConnection(ws, this.#signalingContext(), address);
         this.#connections.add(conn);
-        ws.on('close', () => this.#connections.delete(conn));
+        ws.on('close', () => {
+          this.#connections.delete(conn);
+          release();
+        });
       });
     });
+  }
+
+  /**
+   * The signaling socket's own limits, before the upgrade: a page from another origin (unless --cors allows it),
+   * and the connection limits per address and in total. Returns the HTTP response to write, or undefined.
+   */
+  #refuseConnection(req: IncomingMessage): string | undefined {
+    if (!this.outputs.cors.allowsRequestOrigin(req)) {
+      this.#log.info({ event: 'ws_origin_refused', origin: String(req.headers.origin).slice(0, 200), remote: req.socket.remoteAddress }, 'signaling socket from another origin refused');
+      return upgradeRefusal(403, 'Forbidden', 'forbidden_origin', `pages from ${String(req.headers.origin).slice(0, 200)} may not open this server's signaling socket (see --cors)`);
+    }
+    const address = req.socket.remoteAddress ?? '?';
+    let open = 0;
+    for (const n of this.#connectionsByAddress.values()) open += n;
+    if (open >= this.config.maxConnections) {
+      this.metrics.limitHit('connections_total');
+      return upgradeRefusal(503, 'Service Unavailable', 'too_many_connections', `the server has ${open} signaling connections open, its limit (--max-connections ${this.config.maxConnections}): try again later`, { 'retry-after': '10' });
+    }
+    const mine = this.#connectionsByAddress.get(address) ?? 0;
+    if (mine >= this.config.maxConnectionsPerAddress) {
+      this.metrics.limitHit('connections_per_address');
+      return upgradeRefusal(429, 'Too Many Requests', 'too_many_connections', `${mine} signaling connections are open from your address, the limit (--max-connections-per-address ${this.config.maxConnectionsPerAddress}): close one first`, { 'retry-after': '10' });
+    }
+    return undefined;
   }
 
   static async start(config: ServeConfig, deps: ServerDeps): Promise<XportraitServer> {
@@ -211,6 +265,17 @@ export class XportraitServer {
       heartbeatMs: this.deps.heartbeatMs ?? 15_000,
       onSessionStarted: (session: LiveSession, engine: string) => this.#adopt(session, engine),
       outputs: this.outputs,
+      limits: {
+        messagesPerSecond: this.config.messagesPerSecond,
+        messageBurst: this.config.messageBurst,
+        rateLimitCloseAfter: this.config.rateLimitCloseAfter,
+        maxQueuedMessages: this.config.maxQueuedMessages,
+        maxQueuedOffers: this.config.maxQueuedOffers,
+        maxSdpBytes: this.config.maxSdpBytes,
+      },
+      onLimit: (limit: string, count?: number) => this.metrics.limitHit(limit, count),
+      watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs },
+      maxFramePixels: this.config.maxFramePixels,
       acquireSlot: () => {
         if (this.#closing || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;
@@ -231,6 +296,7 @@ export class XportraitServer {
       { path: '/healthz', handle: ({ res }) => sendJson(res, 200, { ok: true }) },
       ...(this.metrics.enabled ? [{ path: '/metrics', methods: getOrHead, handle: ({ req, res }: RouteRequest) => this.metrics.handle(req, res) }] : []),
       { path: '/readyz', handle: ({ res }) => this.#ready(res) },
+      { path: CSP_REPORT_PATH, methods: ['POST'], handle: ({ req, res }) => this.#cspReport(req, res) },
       { path: '/api/info', methods: ['GET'], handle: ({ res }) => this.#info(res) },
       { path: '/api/portraits/sample.png', methods: getOrHead, handle: ({ res, method }) => this.#samplePortrait(res, method) },
       { path: '/api/portraits', methods: ['POST'], handle: ({ req, res }) => this.#upload(req, res) },
@@ -255,6 +321,8 @@ export class XportraitServer {
     const { pathname } = new URL(req.url ?? '/', 'http://x');
     const method = req.method ?? 'GET';
     let cors = false;
+    // every response carries these; pages and worker scripts replace the CSP and Permissions-Policy with theirs
+    for (const [name, value] of Object.entries(BASE_SECURITY_HEADERS)) res.setHeader(name, value);
     try {
       this.outputs.checkClient(req, pathname);
       const hit = findRoute(this.#routes, pathname, method);
@@ -262,7 +330,7 @@ export class XportraitServer {
         cors = hit.route.cors === true;
         return await hit.route.handle({ req, res, method, pathname, params: hit.params });
       }
-      if ((method === 'GET' || method === 'HEAD') && (await serveStatic(this.webRoot, req, res, pathname))) return;
+      if ((method === 'GET' || method === 'HEAD') && (await serveStatic(this.webRoot, req, res, pathname, { tls: Boolean(this.config.tlsCert), sourceMaps: this.config.sourceMaps === 'on' }))) return;
       if (pathname === '/' || pathname === '/index.html') {
         res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8' });
         res.end('The web client is not built. Run `npm run build:web` (npm ci does it through the prepare script).\n');
@@ -276,7 +344,7 @@ export class XportraitServer {
         this.#log.error({ err, url: req.url }, 'request failed');
       }
       // refusals carry CORS headers wherever they happen: a player on another origin must be able to read why
-      sendError(res, err, cors || err instanceof AccessError ? corsHeaders(req) : {});
+      sendError(res, err, cors || err instanceof AccessError ? this.outputs.cors.headers(req) : {});
     }
   }
 
@@ -284,6 +352,8 @@ export class XportraitServer {
     const reasons: string[] = [];
     if (this.#closing) reasons.push('shutting down');
     if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
+    if (this.engines.isLoading(this.config.engine)) reasons.push(`loading engine ${this.config.engine}`);
+    if (this.#connections.size >= this.config.maxConnections) reasons.push('at max connections');
     if (!this.webClientBuilt) reasons.push('web client not built');
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
   }
@@ -306,7 +376,17 @@ export class XportraitServer {
       outputFrame: this.#outputFrameInfo(),
       iceServers: this.config.iceServers,
       rooms: this.outputs.info(),
-      limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
+      limits: {
+        maxUploadBytes: this.config.maxUploadBytes,
+        maxPortraitPixels: this.config.maxPortraitPixels,
+        maxMessageBytes: MAX_MESSAGE_BYTES,
+        maxSdpBytes: this.config.maxSdpBytes,
+        messagesPerSecond: this.config.messagesPerSecond,
+        messageBurst: this.config.messageBurst,
+        maxConnectionsPerAddress: this.config.maxConnectionsPerAddress,
+        maxConnections: this.config.maxConnections,
+        uploadsPerMinute: this.config.uploadsPerMinute,
+      },
       references: this.#referenceLimits(),
     });
   }
@@ -338,8 +418,44 @@ export class XportraitServer {
     res.end(method === 'HEAD' ? undefined : png);
   }
 
+  /** A browser's CSP violation report (application/csp-report or reports+json): logged (bounded), counted. */
+  async #cspReport(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req, 16 * 1024);
+    let report: Record<string, unknown> = {};
+    try {
+      const parsed: unknown = body ? JSON.parse(body.toString('utf8')) : {};
+      const first = Array.isArray(parsed) ? (parsed[0] as { body?: unknown })?.body : (parsed as { 'csp-report'?: unknown })['csp-report'];
+      if (first && typeof first === 'object') report = first as Record<string, unknown>;
+    } catch {
+      throw new HttpError(400, 'bad_report', 'a CSP report must be JSON (application/csp-report)');
+    }
+    const directive = String(report['effective-directive'] ?? report.effectiveDirective ?? report['violated-directive'] ?? 'unknown').split(' ')[0];
+    this.metrics.cspViolation(directive);
+    if (this.#cspReports.hit('log', Date.now()) === 0) {
+      const field = (k: string, k2: string) => String(report[k] ?? report[k2] ?? '').slice(0, 300);
+      this.#log.warn(
+        { event: 'csp_violation', directive, blocked: field('blocked-uri', 'blockedURL'), page: field('document-uri', 'documentURL'), source: field('source-file', 'sourceFile'), line: report['line-number'] ?? report.lineNumber },
+        'a page broke its Content-Security-Policy',
+      );
+    }
+    res.writeHead(204, { 'content-length': 0 });
+    res.end();
+  }
+
   async #upload(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!this.outputs.cors.allowsRequestOrigin(req)) {
+      req.resume();
+      throw new HttpError(403, 'forbidden_origin', `pages from ${String(req.headers.origin).slice(0, 200)} may not upload to this server (see --cors)`, { headers: { connection: 'close' } });
+    }
     await this.outputs.authorizeUpload(req);
+    const wait = this.#uploads.hit(req.socket.remoteAddress ?? '?', Date.now());
+    if (wait > 0) {
+      req.resume();
+      this.metrics.limitHit('uploads_per_minute');
+      throw new HttpError(429, 'rate_limited', `more than ${this.config.uploadsPerMinute} portrait uploads a minute from your address (--uploads-per-minute): try again in ${Math.ceil(wait / 1000)} s`, {
+        headers: { 'retry-after': String(Math.ceil(wait / 1000)), connection: 'close' },
+      });
+    }
     const max = this.config.maxUploadBytes;
     const declared = Number(req.headers['content-length'] ?? NaN);
     const tooLarge = () => new HttpError(413, 'too_large', `the upload is larger than the limit of ${max} bytes`, { headers: { connection: 'close' } });
@@ -383,6 +499,13 @@ export class XportraitServer {
     await this.#referenceChecker?.close();
     this.#log.info({ event: 'stopped' }, 'server stopped');
   }
+}
+
+/** The raw HTTP response that refuses a WebSocket upgrade, with the JSON error body every other route sends. */
+function upgradeRefusal(status: number, reason: string, code: string, message: string, headers: Record<string, string> = {}): string {
+  const body = JSON.stringify({ error: { code, message } });
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`;
 }
 
 /** The first file field of a multipart body, or undefined when it passes `max` bytes. */

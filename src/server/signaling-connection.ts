@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { WebSocket, type RawData } from 'ws';
 import { FrameIdTap } from '../session/frame-id-tap.ts';
 import { serverCodecCounters } from '../rtc/rtc-counters.ts';
-import { LiveSession, SessionError } from '../session/live-session.ts';
+import { LiveSession, SessionError, type EngineWatchdog } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';
 import type { IceServer } from '../config/serve-config.ts';
@@ -17,8 +17,9 @@ import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
 import type { SessionOutputs } from './outputs.ts';
 import { RoomError } from './rooms.ts';
-import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ErrorCode, type ReferencesAnswer, type ServerMessage } from '../protocol/signaling.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ParseResult, type ErrorCode, type ReferencesAnswer, type ServerMessage } from '../protocol/signaling.ts';
 import { errorMessage } from '../util/error-message.ts';
+import { TokenBucket } from '../util/rate-limit.ts';
 import type { Engine } from '../engine/engine.ts';
 import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
@@ -53,7 +54,40 @@ export interface SignalingContext {
   outputs?: SessionOutputs;
   /** `serve --tracking` (default server: the server tracks, client landmarks are ignored). */
   tracking?: TrackingMode;
+  /** Largest camera frame a session takes (`--max-frame-pixels`); without it, any. */
+  maxFramePixels?: number;
+  /** The engines' per-frame deadlines (`--engine-stall-ms`, `--engine-fail-ms`); without it, LiveSession's defaults. */
+  watchdog?: EngineWatchdog;
+  /** What one connection may send (src/config/limits-config.ts); without it, the defaults there. */
+  limits?: ConnectionLimits;
+  /** Called with the limit's name each time this connection hits one (counted in /metrics), `count` times. */
+  onLimit?(limit: string, count?: number): void;
 }
+
+/** Per-connection limits (`serve` flags of the same names). */
+export interface ConnectionLimits {
+  messagesPerSecond: number;
+  messageBurst: number;
+  /** Messages refused for the rate within RATE_WINDOW_MS after which the connection is closed. */
+  rateLimitCloseAfter: number;
+  maxQueuedMessages: number;
+  maxQueuedOffers: number;
+  maxSdpBytes: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  messagesPerSecond: 50,
+  messageBurst: 200,
+  rateLimitCloseAfter: 400,
+  maxQueuedMessages: 256,
+  maxQueuedOffers: 0,
+  maxSdpBytes: 64 * 1024,
+};
+
+/** The window over which rate refusals are counted towards closing the connection. */
+const RATE_WINDOW_MS = 10_000;
+/** A client that stops reading: once this much is waiting in our send buffer, the connection is dropped. */
+const MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export class SignalingConnection {
   readonly id = randomUUID().slice(0, 8);
@@ -70,6 +104,13 @@ export class SignalingConnection {
   #tap: FrameIdTap | undefined;
   /** The room this connection's session publishes into. */
   #room: string | undefined;
+  readonly #limits: ConnectionLimits;
+  readonly #bucket: TokenBucket;
+  /** Messages received and not yet handled (the chain's length), and the offers among them (being answered or queued). */
+  #queued = 0;
+  #offers = 0;
+  /** Rate refusals in the current window, and when the last `rate_limited` reply went out. */
+  #rateRefusals = { windowStart: 0, count: 0, lastReply: -Infinity };
 
   constructor(
     private readonly ws: WebSocket,
@@ -78,12 +119,9 @@ export class SignalingConnection {
   ) {
     this.#log = ctx.logger.child({ conn: this.id });
     this.#log.info({ event: 'ws_open', remote }, 'signaling connection opened');
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      this.#chain = this.#chain.then(() => this.#onMessage(data, isBinary)).catch((err) => {
-        this.#log.error({ err }, 'signaling handler failed');
-        this.send({ type: 'error', code: 'internal', message: `internal error: ${errorMessage(err)}` });
-      });
-    });
+    this.#limits = ctx.limits ?? DEFAULT_CONNECTION_LIMITS;
+    this.#bucket = new TokenBucket(this.#limits.messagesPerSecond, this.#limits.messageBurst, performance.now());
+    ws.on('message', (data: RawData, isBinary: boolean) => this.#receive(data, isBinary));
     ws.on('close', (code) => this.#onClose(code));
     ws.on('error', (err) => this.#log.warn({ event: 'ws_error', err: err.message }, 'signaling socket error'));
     ws.on('pong', () => {
@@ -111,21 +149,86 @@ export class SignalingConnection {
   }
 
   send(msg: ServerMessage): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ws.bufferedAmount > MAX_SEND_BUFFER_BYTES) {
+      // the client stopped reading: our replies would pile up in memory without bound
+      this.#log.warn({ event: 'ws_send_buffer_full', bytes: this.ws.bufferedAmount }, 'signaling client stopped reading; dropping the connection');
+      this.ws.terminate();
+      return;
+    }
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  /**
+   * Every message, as it arrives: the rate and queue limits are applied here, before anything is queued, so a
+   * flood costs a counter increment per message and never a growing promise chain. Accepted messages are then
+   * handled strictly in order.
+   */
+  #receive(data: RawData, isBinary: boolean): void {
+    // closed, or closing for the rate: what still arrives before the close handshake is ignored
+    if (this.#closed || this.ws.readyState !== WebSocket.OPEN) return;
+    const now = performance.now();
+    if (!this.#bucket.take(now)) return this.#rateLimited(now);
+    if (this.#queued >= this.#limits.maxQueuedMessages) {
+      this.ctx.onLimit?.('queued_messages');
+      return this.#error('overloaded', `${this.#queued} messages are already waiting on this connection (limit ${this.#limits.maxQueuedMessages}): slow down`);
+    }
+    // An offer is refused at once while another is being answered (or waits, up to --max-queued-offers): it
+    // would only queue behind a start that takes seconds and then be refused anyway.
+    // parsed here (what the handler would do anyway) so that an offer is known before it is queued
+    const parsed = isBinary ? undefined : parseClientMessage(data as Buffer);
+    const isOffer = parsed?.ok === true && parsed.message.type === 'offer';
+    if (isOffer && this.#offers > this.#limits.maxQueuedOffers) {
+      this.ctx.onLimit?.('queued_offers');
+      return this.#error('offer_in_progress', 'an offer on this connection is still being answered: wait for its answer or error');
+    }
+    this.#queued++;
+    if (isOffer) this.#offers++;
+    this.#chain = this.#chain
+      .then(() => this.#onMessage(data, parsed))
+      .catch((err) => {
+        this.#log.error({ err }, 'signaling handler failed');
+        this.send({ type: 'error', code: 'internal', message: `internal error: ${errorMessage(err)}` });
+      })
+      .finally(() => {
+        this.#queued--;
+        if (isOffer) this.#offers--;
+      });
+  }
+
+  /** A message over the rate: refused; a reply at most once a second; closed when it goes on. */
+  #rateLimited(now: number): void {
+    this.ctx.onLimit?.('message_rate');
+    const r = this.#rateRefusals;
+    if (now - r.windowStart >= RATE_WINDOW_MS) {
+      r.windowStart = now;
+      r.count = 0;
+    }
+    r.count++;
+    if (r.count >= this.#limits.rateLimitCloseAfter) {
+      this.ctx.onLimit?.('rate_limit_close');
+      this.#log.warn({ event: 'rate_limit_close', refused: r.count }, 'signaling client kept over its message rate: closing');
+      this.#error('rate_limited', `over ${this.#limits.messagesPerSecond} messages per second for too long: closing the connection`);
+      this.ws.close(1008, 'message rate exceeded');
+      return;
+    }
+    if (now - r.lastReply < 1000) return;
+    r.lastReply = now;
+    this.#error('rate_limited', `more than ${this.#limits.messagesPerSecond} messages per second (burst ${this.#limits.messageBurst}): messages are being dropped`);
   }
 
   #error(code: ErrorCode, message: string): void {
     this.send({ type: 'error', code, message });
   }
 
-  async #onMessage(data: RawData, isBinary: boolean): Promise<void> {
+  /** One message, in order; `parsed` is undefined for a binary message. */
+  async #onMessage(data: RawData, parsed: ParseResult | undefined): Promise<void> {
     if (this.#closed) return;
-    if (isBinary) {
+    if (!parsed) {
       const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
       if (size > MAX_MESSAGE_BYTES) return this.#error('too_large', `message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES} bytes`);
       return this.#error('invalid_message', 'binary messages are not accepted: send JSON text');
     }
-    const parsed = parseClientMessage(data as Buffer);
     if (!parsed.ok) {
       this.#log.warn({ event: 'bad_message', code: parsed.code }, parsed.message);
       return this.#error(parsed.code, parsed.message);
@@ -176,6 +279,11 @@ export class SignalingConnection {
 
   async #startSession(msg: Extract<ClientMessage, { type: 'offer' }>): Promise<void> {
     if (this.#session || this.#starting) return this.#error('bad_state', 'a session is already running on this connection: send stop first');
+    const sdpBytes = Buffer.byteLength(msg.sdp);
+    if (sdpBytes > this.#limits.maxSdpBytes) {
+      this.ctx.onLimit?.('sdp_bytes');
+      return this.#error('sdp_too_large', `the offer's SDP is ${sdpBytes} bytes; the limit is ${this.#limits.maxSdpBytes} bytes`);
+    }
     this.#offerRefused = true; // until the answer is sent
     let room: string | undefined;
     if (this.ctx.outputs) {
@@ -227,9 +335,17 @@ export class SignalingConnection {
         analyzerFactory,
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },
+        watchdog: this.ctx.watchdog,
+        maxFramePixels: this.ctx.maxFramePixels,
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
+      session.on('degraded', (d) => this.send({ type: 'degraded', reason: d.reason, stalledMs: d.stalledMs }));
+      session.on('recovered', (r) => this.send({ type: 'recovered', stalledMs: r.stalledMs }));
+      session.on('frameRejected', (r) => {
+        this.ctx.onLimit?.('frame_pixels', r.dropped);
+        this.#error('frame_too_large', `camera frames of ${r.width}x${r.height} are over this server's limit of ${r.maxPixels} pixels: ${r.dropped} dropped; choose a smaller camera size`);
+      });
       session.on('closed', (reason) => this.#onSessionClosed(session as LiveSession, reason));
       this.#session = session;
       this.ctx.onSessionStarted?.(session, engineName);
@@ -315,10 +431,10 @@ export class SignalingConnection {
     this.#chain = this.#chain.then(() => this.#endSession('signaling connection closed'));
   }
 
-  /** Server shutdown. */
+  /** Server shutdown: the session ends first (its client is told `ended`), then the socket closes (1001). */
   async close(): Promise<void> {
-    this.ws.close(1001, 'server shutting down');
     await this.#endSession('server shutting down');
+    this.ws.close(1001, 'server shutting down');
   }
 }
 

@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { FACE_MODELS } from '../face/models.ts';
 import { HttpError, type Route, type RouteRequest } from './http.ts';
+import { isWorkerScript, workerCsp } from './security-headers.ts';
 
 const gzip = promisify(gzipCb);
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -88,6 +89,8 @@ export class TrackingAssets {
       'x-content-type-options': 'nosniff',
       vary: 'accept-encoding',
       ...CROSS_ORIGIN_ISOLATION_HEADERS,
+      // onnxruntime-web's .mjs loader runs as the tracking worker's thread workers: a worker's CSP is its script's
+      ...(isWorkerScript(pathname) ? { 'content-security-policy': workerCsp() } : {}),
     };
     if (req.headers['if-none-match'] === asset.etag) {
       this.served.notModified++;

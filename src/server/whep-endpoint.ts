@@ -10,27 +10,43 @@
 import type { IncomingMessage } from 'node:http';
 import { RelayError } from '../rtc/relay.ts';
 import { isValidRoomName } from './auth.ts';
-import { corsHeaders, HttpError, preflight, readBody, type Route, type RouteRequest } from './http.ts';
+import { type CorsPolicy, HttpError, preflight, readBody, type Route, type RouteRequest } from './http.ts';
 import { RoomError, type Room, type RoomRegistry } from './rooms.ts';
-
-const MAX_SDP_BYTES = 64 * 1024;
 
 export interface WhepEndpointOptions {
   rooms: RoomRegistry;
   maxViewers: number;
   /** Throws AccessError unless the request may view `room`. */
   authorize(req: IncomingMessage, room: string): Promise<unknown>;
+  /** Which other origins may call (`--cors`). */
+  cors: CorsPolicy;
+  /** Largest SDP offer accepted, bytes (`--max-sdp-bytes`). */
+  maxSdpBytes: number;
+  /** Viewers in all rooms together (`--max-viewers-total`); unbounded without it. */
+  maxViewersTotal?: number;
+  /** Called with the limit's name when a request hits one (counted in /metrics). */
+  onLimit?(limit: string): void;
 }
 
 export class WhepEndpoint {
   readonly #rooms: RoomRegistry;
   readonly #maxViewers: number;
   readonly #authorize: WhepEndpointOptions['authorize'];
+  readonly #cors: CorsPolicy;
+  readonly #maxSdpBytes: number;
+  readonly #maxViewersTotal: number;
+  /** Viewers being added (their answer not sent yet): they count against the total too. */
+  #adding = 0;
+  readonly #onLimit: WhepEndpointOptions['onLimit'];
 
   constructor(o: WhepEndpointOptions) {
     this.#rooms = o.rooms;
     this.#maxViewers = o.maxViewers;
     this.#authorize = o.authorize;
+    this.#cors = o.cors;
+    this.#maxSdpBytes = o.maxSdpBytes;
+    this.#maxViewersTotal = o.maxViewersTotal ?? Infinity;
+    this.#onLimit = o.onLimit;
   }
 
   readonly routes: readonly Route[] = [
@@ -45,7 +61,7 @@ export class WhepEndpoint {
   ];
 
   async #handle({ req, res, method, params }: RouteRequest): Promise<void> {
-    const cors = corsHeaders(req);
+    const cors = this.#cors.headers(req);
     const room = decodeSegment(params[0]);
     const viewerId = params[1] ? decodeSegment(params[1]) : undefined;
     if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
@@ -72,8 +88,11 @@ export class WhepEndpoint {
       throw new HttpError(415, 'unsupported_media_type', `the offer must be sent as application/sdp, not "${type || 'no content-type'}"`);
     }
     await this.#authorize(req, room);
-    const offer = (await readBody(req, MAX_SDP_BYTES))?.toString('utf8');
-    if (offer === undefined) throw new HttpError(413, 'too_large', `the offer is larger than ${MAX_SDP_BYTES} bytes`);
+    const offer = (await readBody(req, this.#maxSdpBytes))?.toString('utf8');
+    if (offer === undefined) {
+      this.#onLimit?.('sdp_bytes');
+      throw new HttpError(413, 'sdp_too_large', `the SDP offer is larger than the limit of ${this.#maxSdpBytes} bytes (--max-sdp-bytes)`);
+    }
     let r: Room;
     try {
       r = this.#rooms.open(room);
@@ -81,12 +100,20 @@ export class WhepEndpoint {
       if (err instanceof RoomError) throw new HttpError(err.status, err.code, err.message, { cause: err, headers: { 'retry-after': '10' } });
       throw err;
     }
+    const total = this.#rooms.rooms.reduce((n, x) => n + x.viewerCount, 0) + this.#adding;
+    if (total >= this.#maxViewersTotal) {
+      this.#rooms.releaseIfIdle(room);
+      this.#onLimit?.('viewers_total');
+      throw new HttpError(503, 'too_many_viewers', `the server already has ${total} viewers, its limit (--max-viewers-total ${this.#maxViewersTotal}): try again later`, { headers: { 'retry-after': '10' } });
+    }
     if (r.viewerCount >= this.#maxViewers) {
+      this.#onLimit?.('viewers_per_room');
       this.#rooms.releaseIfIdle(room);
       throw new HttpError(503, 'room_full', `room "${room}" already has ${this.#maxViewers} viewers (--max-viewers)`, { headers: { 'retry-after': '10' } });
     }
+    this.#adding++;
     try {
-      const { viewer, answer } = await r.relay.addViewer(offer);
+      const { viewer, answer } = await r.relay.addViewer(offer).finally(() => this.#adding--);
       const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
       res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
       res.end(answer);

@@ -61,7 +61,24 @@ export interface LiveSessionOptions {
    * offered ('client': it sends landmarks beside its video; 'landmarks': landmarks only, no video).
    */
   tracking?: { mode: TrackingMode; offer?: ClientTrackingOffer };
+  /**
+   * The engine's per-frame deadline (issue 17): past `stallMs` on one frame the session is `degraded` (the client
+   * is told, and the last good avatar frame is sent again every `keepAliveMs` so the picture stays alive); past
+   * `failMs` the engine has stopped answering and the session fails with engine_failed, freeing its slot. Without
+   * it, DEFAULT_WATCHDOG.
+   */
+  watchdog?: EngineWatchdog;
+  /** Largest camera frame taken, width × height (`--max-frame-pixels`); bigger ones are dropped (frameRejected). */
+  maxFramePixels?: number;
 }
+
+export interface EngineWatchdog {
+  stallMs: number;
+  failMs: number;
+  keepAliveMs?: number;
+}
+
+export const DEFAULT_WATCHDOG: Required<EngineWatchdog> = { stallMs: 2000, failMs: 60_000, keepAliveMs: 200 };
 
 /**
  * Sees every received camera frame (before the mailbox) and every output frame just before it is sent (it may
@@ -101,6 +118,12 @@ export interface LiveSessionEvents {
   state: [PeerState];
   /** The session failed; it closes itself right after. */
   failed: [SessionError];
+  /** The engine passed its per-frame deadline: the last good frame is being repeated. */
+  degraded: [{ reason: string; stalledMs: number }];
+  /** The engine answered again after being degraded. */
+  recovered: [{ stalledMs: number }];
+  /** Camera frames over maxFramePixels were dropped (emitted at most every 5 s, with the count since the last). */
+  frameRejected: [{ width: number; height: number; maxPixels: number; dropped: number }];
   /** Closed, for whatever reason; emitted once. */
   closed: [string];
 }
@@ -121,6 +144,11 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   #closed = false;
   #loop: Promise<void> | undefined;
   #framesProcessed = 0;
+  readonly #watchdog: Required<EngineWatchdog>;
+  /** The last frame sent (I420), repeated while the engine is stalled. */
+  #lastSent: VideoFrame | undefined;
+  /** Stalls so far (stats, tests). */
+  #stalls = 0;
   #lastRates = { at: performance.now(), received: 0, sent: 0, fpsIn: 0, fpsOut: 0 };
 
   /** Open the engine session (and analyzer) first, so a bad portrait or engine fails before any SDP is exchanged. */
@@ -173,13 +201,29 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.id = opts.id;
     this.logger = opts.logger;
     this.#engineName = opts.engine.name;
+    this.#watchdog = { ...DEFAULT_WATCHDOG, ...opts.watchdog };
     this.#engineSession = engineSession;
     this.#analyzer = analyzer;
     this.#client = client;
     this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
     this.#compositor = opts.outputFrame ? new OutputFrameCompositor(opts.outputFrame) : undefined;
+    const maxPixels = opts.maxFramePixels ?? Infinity;
+    let rejected = 0;
+    let lastReport = -Infinity;
     this.#peer.on('frame', (f) => {
+      if (f.width * f.height > maxPixels) {
+        // a client may send any size; the engines' and the tracker's cost grows with it
+        rejected++;
+        const now = performance.now();
+        if (now - lastReport >= 5000) {
+          lastReport = now;
+          this.logger.warn({ event: 'frame_rejected', width: f.width, height: f.height, maxPixels, dropped: rejected }, 'camera frames over the size limit dropped');
+          this.emit('frameRejected', { width: f.width, height: f.height, maxPixels, dropped: rejected });
+          rejected = 0;
+        }
+        return;
+      }
       // a landmark-driven engine fed by the page's landmarks does not need the decoded picture
       if (this.#client && !this.#client.takeVideoFrame(f)) return;
       this.#tap?.onReceive(f);
@@ -286,8 +330,16 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#client?.releaseChannels();
     this.#peer.close();
     // Let a frame in flight finish, but never wait on an engine call that hangs.
-    await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
-    await Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]);
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([this.#loop?.catch(() => {}), new Promise((r) => (grace = setTimeout(r, 2000)).unref())]);
+    clearTimeout(grace); // the loop finished first: the timer must not outlive the session
+    // a hung engine may never finish closing either: its session's slot is freed regardless after 2 s
+    let closeGrace: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]),
+      new Promise((r) => (closeGrace = setTimeout(r, 2000)).unref()),
+    ]);
+    clearTimeout(closeGrace);
     this.logger.info(
       {
         event: 'session_closed',
@@ -321,8 +373,9 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       let outputs: VideoFrame[];
       const t0 = performance.now();
       try {
-        outputs = await this.#engineSession.process({ frame, face });
+        outputs = await this.#watched(this.#engineSession.process({ frame, face }));
       } catch (err) {
+        if (err instanceof SessionError) return this.#fail(err, err);
         return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" failed: ${errorMessage(err)}`), err);
       }
       this.#timer.record('engine', performance.now() - t0);
@@ -338,6 +391,67 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     }
   }
 
+  /**
+   * One engine call under the watchdog: past stallMs the session is degraded and repeats its last frame; past
+   * failMs it gives up (a SessionError), though the call itself cannot be cancelled (issue 17: engines on worker
+   * threads, so a hang can be cut off, are not built yet).
+   */
+  #watched<T>(work: Promise<T>): Promise<T> {
+    const { stallMs, failMs, keepAliveMs } = this.#watchdog;
+    const t0 = performance.now();
+    let degraded = false;
+    let keepAlive: NodeJS.Timeout | undefined;
+    let stall: NodeJS.Timeout | undefined;
+    let fail: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(stall);
+      clearTimeout(fail);
+      clearInterval(keepAlive);
+    };
+    return new Promise<T>((resolve, reject) => {
+      stall = setTimeout(() => {
+        if (this.#closed) return;
+        degraded = true;
+        this.#stalls++;
+        const reason = `engine "${this.#engineName}" has not answered for ${stallMs} ms: repeating the last frame`;
+        this.logger.warn({ event: 'engine_stalled', stallMs }, reason);
+        this.emit('degraded', { reason, stalledMs: Math.round(performance.now() - t0) });
+        keepAlive = setInterval(() => {
+          if (this.#closed || !this.#lastSent) return;
+          try {
+            this.#peer.sendFrame({ ...this.#lastSent, times: {} });
+          } catch {
+            // the peer is going away: the session's close handles it
+          }
+        }, keepAliveMs);
+      }, stallMs);
+      fail = setTimeout(() => {
+        done();
+        reject(new SessionError('engine_failed', `engine "${this.#engineName}" stopped answering: no frame for ${Math.round(failMs / 1000)} s`));
+      }, failMs);
+      work.then(
+        (v) => {
+          done();
+          if (degraded && !this.#closed) {
+            const stalledMs = Math.round(performance.now() - t0);
+            this.logger.info({ event: 'engine_recovered', stalledMs }, 'engine answered again');
+            this.emit('recovered', { stalledMs });
+          }
+          resolve(v);
+        },
+        (err: unknown) => {
+          done();
+          reject(err);
+        },
+      );
+    });
+  }
+
+  /** Times the engine passed its per-frame deadline. */
+  get stalls(): number {
+    return this.#stalls;
+  }
+
   #send(out: VideoFrame): void {
     let frame = toI420(out);
     if (this.#compositor) {
@@ -345,6 +459,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       frame = this.#compositor.compose(frame);
       this.#timer.record('composite', performance.now() - t0);
     }
+    this.#lastSent = frame;
     this.#tap?.beforeSend(frame);
     this.#peer.sendFrame(mark(frame, 'send'));
     const t = frame.times;

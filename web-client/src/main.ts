@@ -308,6 +308,13 @@ class App {
       case 'ended':
         if (this.wanted && this.phase !== 'error') this.connectionLost(`the server ended the session (${m.reason})`);
         return;
+      case 'degraded':
+        // the engine is stuck on a frame: the avatar shows its last good frame until it answers again
+        this.showMessage(`The avatar is paused: ${m.reason}.`, 'info');
+        return;
+      case 'recovered':
+        this.hideMessage();
+        return;
       default:
         return;
     }

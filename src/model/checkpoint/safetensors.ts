@@ -39,12 +39,12 @@ export class SafetensorsReader implements CheckpointReader {
     try {
       const { size } = await fh.stat();
       if (size < 8) throw new Error(`${path}: not a safetensors file (${size} bytes)`);
-      const n = Number(Buffer.from(await preadExact(fh, 0, 8, 'the safetensors header length')).readBigUInt64LE(0));
+      const n = Number(Buffer.from(await preadExact(fh, 0, 8, 'the safetensors header length', path)).readBigUInt64LE(0));
       if (n < 2 || n > MAX_HEADER) throw new Error(`${path}: not a safetensors file (implausible header length ${n})`);
       if (8 + n > size) throw new Error(`${path}: safetensors header of ${n} bytes runs past the end of the ${size}-byte file: the file is truncated`);
       let header: Record<string, unknown>;
       try {
-        header = JSON.parse(Buffer.from(await preadExact(fh, 8, n, 'the safetensors header')).toString('utf8'));
+        header = JSON.parse(Buffer.from(await preadExact(fh, 8, n, 'the safetensors header', path)).toString('utf8'));
       } catch (err) {
         throw new Error(`${path}: safetensors header is not valid JSON (${(err as Error).message})`);
       }
@@ -98,7 +98,7 @@ export class SafetensorsReader implements CheckpointReader {
     if (this.closed) throw new Error(`${this.path}: reader is closed`);
     const e = this.entries.get(name);
     if (!e) throw unknownTensor(this.path, name);
-    const bytes = await preadExact(this.fh, this.dataStart + e.begin, e.end - e.begin, `tensor '${name}'`);
+    const bytes = await preadExact(this.fh, this.dataStart + e.begin, e.end - e.begin, `tensor '${name}'`, this.path);
     return { info: e.info, bytes };
   }
 

@@ -30,13 +30,13 @@ const SIG_LOCAL = 0x04034b50;
 const MAX_READ = 1 << 30;
 
 /** Reads exactly `length` bytes at `position` into a new buffer, failing clearly at end of file. */
-export async function preadExact(fh: FileHandle, position: number, length: number, what: string): Promise<Uint8Array> {
+export async function preadExact(fh: FileHandle, position: number, length: number, what: string, file?: string): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   let done = 0;
   while (done < length) {
     const want = Math.min(MAX_READ, length - done);
     const { bytesRead } = await fh.read(out, done, want, position + done);
-    if (bytesRead === 0) throw new Error(`unexpected end of file while reading ${what} (${length} bytes at offset ${position}): the file is truncated`);
+    if (bytesRead === 0) throw new Error(`${file ? `${file}: ` : ''}unexpected end of file while reading ${what} (${length} bytes at offset ${position}): the file is truncated`);
     done += bytesRead;
   }
   return out;
@@ -77,7 +77,7 @@ export class ZipArchive {
   async dataOffset(entry: ZipEntry): Promise<number> {
     const cached = this.dataOffsets.get(entry.name);
     if (cached !== undefined) return cached;
-    const h = Buffer.from(await preadExact(this.fh, entry.localHeaderOffset, 30, `the local header of '${entry.name}'`));
+    const h = Buffer.from(await preadExact(this.fh, entry.localHeaderOffset, 30, `the local header of '${entry.name}'`, this.path));
     if (h.readUInt32LE(0) !== SIG_LOCAL) throw new Error(`${this.path}: corrupt zip: bad local header for '${entry.name}'`);
     const off = entry.localHeaderOffset + 30 + h.readUInt16LE(26) + h.readUInt16LE(28);
     if (off + entry.compressedSize > this.fileSize) {
@@ -95,7 +95,7 @@ export class ZipArchive {
     }
     const off = await this.dataOffset(entry);
     let data: Uint8Array;
-    if (entry.method === 0) data = await preadExact(this.fh, off + start, length, `entry '${entry.name}'`);
+    if (entry.method === 0) data = await preadExact(this.fh, off + start, length, `entry '${entry.name}'`, this.path);
     else if (entry.method === 8) data = await this.inflateRange(entry, off, start, length);
     else throw new Error(`${this.path}: entry '${entry.name}' uses zip compression method ${entry.method}; only STORED (0) and DEFLATED (8) are supported`);
     // A whole entry (the usual case: one tensor per storage) is checked against its CRC-32, so a corrupted file
@@ -133,7 +133,7 @@ export class ZipArchive {
     const CHUNK = 1 << 20;
     for (let pos = 0; pos < entry.compressedSize && filled < length; pos += CHUNK) {
       const n = Math.min(CHUNK, entry.compressedSize - pos);
-      const buf = await preadExact(this.fh, off + pos, n, `entry '${entry.name}'`);
+      const buf = await preadExact(this.fh, off + pos, n, `entry '${entry.name}'`, this.path);
       if (!inflate.write(buf)) await new Promise((r) => inflate.once('drain', r));
     }
     if (filled < length) {
@@ -158,7 +158,7 @@ async function readCentralDirectory(fh: FileHandle, size: number, path: string):
   if (size < 22) throw new Error(notZip);
   // The EOCD record is the last 22 bytes plus an optional comment of up to 65535 bytes.
   const tailLen = Math.min(size, 22 + 65535);
-  const tail = Buffer.from(await preadExact(fh, size - tailLen, tailLen, 'the zip directory'));
+  const tail = Buffer.from(await preadExact(fh, size - tailLen, tailLen, 'the zip directory', path));
   let eocd = -1;
   for (let i = tail.length - 22; i >= 0; i--) {
     if (tail.readUInt32LE(i) === SIG_EOCD && i + 22 + tail.readUInt16LE(i + 20) <= tail.length) {
@@ -175,14 +175,14 @@ async function readCentralDirectory(fh: FileHandle, size: number, path: string):
     if (loc < 0 || tail.readUInt32LE(loc) !== SIG_ZIP64_LOCATOR) throw new Error(`${path}: corrupt zip64 archive (no zip64 locator)`);
     const z64Off = Number(tail.readBigUInt64LE(loc + 8));
     if (z64Off + 56 > size) throw new Error(`${path}: corrupt zip64 archive (record beyond end of file)`);
-    const z = Buffer.from(await preadExact(fh, z64Off, 56, 'the zip64 directory record'));
+    const z = Buffer.from(await preadExact(fh, z64Off, 56, 'the zip64 directory record', path));
     if (z.readUInt32LE(0) !== SIG_ZIP64_EOCD) throw new Error(`${path}: corrupt zip64 archive (bad zip64 end record)`);
     count = Number(z.readBigUInt64LE(32));
     cdSize = Number(z.readBigUInt64LE(40));
     cdOffset = Number(z.readBigUInt64LE(48));
   }
   if (cdOffset + cdSize > size) throw new Error(`${path}: the zip directory lies beyond the end of the file: the file is truncated`);
-  const cd = Buffer.from(await preadExact(fh, cdOffset, cdSize, 'the zip central directory'));
+  const cd = Buffer.from(await preadExact(fh, cdOffset, cdSize, 'the zip central directory', path));
   const entries = new Map<string, ZipEntry>();
   const names: string[] = [];
   let p = 0;
@@ -196,6 +196,8 @@ async function readCentralDirectory(fh: FileHandle, size: number, path: string):
     const extraLen = cd.readUInt16LE(p + 30);
     const commentLen = cd.readUInt16LE(p + 32);
     let localHeaderOffset = cd.readUInt32LE(p + 42);
+    // a corrupted length must not read past the directory (it would surface as a RangeError naming no file)
+    if (p + 46 + nameLen + extraLen + commentLen > cd.length) throw new Error(`${path}: corrupt zip central directory at entry ${i} (its name and extra fields run past the directory)`);
     const name = cd.toString('utf8', p + 46, p + 46 + nameLen);
     // zip64 extended information: the 64-bit values present are those whose 32-bit fields are saturated, in order.
     let e = p + 46 + nameLen;
@@ -203,8 +205,11 @@ async function readCentralDirectory(fh: FileHandle, size: number, path: string):
     while (e + 4 <= extraEnd) {
       const id = cd.readUInt16LE(e);
       const len = cd.readUInt16LE(e + 2);
+      if (e + 4 + len > extraEnd) throw new Error(`${path}: corrupt zip central directory at entry ${i} (an extra field runs past its entry)`);
       if (id === 0x0001) {
         let q = e + 4;
+        const need = (usize === 0xffffffff ? 8 : 0) + (compressedSize === 0xffffffff ? 8 : 0) + (localHeaderOffset === 0xffffffff ? 8 : 0);
+        if (need > len) throw new Error(`${path}: corrupt zip64 extra field at entry ${i} (${len} bytes, needs ${need})`);
         if (usize === 0xffffffff) { usize = Number(cd.readBigUInt64LE(q)); q += 8; }
         if (compressedSize === 0xffffffff) { compressedSize = Number(cd.readBigUInt64LE(q)); q += 8; }
         if (localHeaderOffset === 0xffffffff) { localHeaderOffset = Number(cd.readBigUInt64LE(q)); q += 8; }
