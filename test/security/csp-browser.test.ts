@@ -95,6 +95,8 @@ describe('pages under their CSP in chromium', () => {
     await bench.waitForFunction(() => (document.getElementById('engine') as HTMLSelectElement).options.length > 0, null, { timeout: 15_000 });
     await bench.click('#start');
     await bench.waitForFunction(() => (window as any).xpBench.status().displays > 20, null, { timeout: 45_000 });
+    // the plot is drawn by the page's once-a-second tick, which may come after the 20th display
+    await bench.waitForSelector('#latency-plot canvas', { timeout: 10_000 });
     expect(await bench.locator('#latency-plot canvas').count()).toBeGreaterThan(0);
     await bench.click('#stop');
     violations.push(...(await pageViolations(bench)).map((v) => `/bench.html: ${v}`));
