@@ -34,6 +34,7 @@ import { SignalingConnection } from './signaling-connection.ts';
 import { MAX_MESSAGE_BYTES } from '../protocol/signaling.ts';
 import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
+import { IceConfig } from '../rtc/ice-config.ts';
 import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -64,6 +65,8 @@ export class XportraitServer {
   readonly outputs: Outputs;
   /** Face models and onnxruntime-web for pages that track faces themselves. */
   readonly trackingAssets = new TrackingAssets();
+  /** STUN/TURN for every publisher peer, page and server side: TURN credentials minted per peer (src/rtc/ice-config.ts). */
+  readonly ice: IceConfig;
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
@@ -86,6 +89,7 @@ export class XportraitServer {
     this.engines = deps.engines ?? new EngineHost(deps.logger, (engine) => engineOptionsFor(engine, engineOptionsOf(config)));
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
+    this.ice = new IceConfig(config.iceServers, config.iceTransportPolicy, config.turnSecret ? { urls: config.turnUrls, secret: config.turnSecret, ttlSeconds: config.turnTtl } : undefined);
     this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot });
     this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions });
     this.#routes = this.#routeTable();
@@ -197,7 +201,7 @@ export class XportraitServer {
       engines: this.engines,
       portraits: this.portraits,
       defaultEngine: this.config.engine,
-      iceServers: this.config.iceServers,
+      ice: this.ice,
       outputSize: this.config.outputSize,
       tracking: this.config.tracking,
       statsIntervalMs: this.deps.statsIntervalMs ?? 1000,
@@ -289,7 +293,7 @@ export class XportraitServer {
       sessions: this.#slots,
       maxSessions: this.config.maxSessions,
       outputSize: this.config.outputSize,
-      iceServers: this.config.iceServers,
+      ...this.ice.describe(),
       rooms: this.outputs.info(),
       limits: { maxUploadBytes: this.config.maxUploadBytes, maxPortraitPixels: this.config.maxPortraitPixels, maxMessageBytes: MAX_MESSAGE_BYTES },
       references: this.#referenceLimits(),

@@ -11,7 +11,7 @@ import { serverCodecCounters } from '../rtc/rtc-counters.ts';
 import { LiveSession, SessionError } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';
-import type { IceServer } from '../config/serve-config.ts';
+import type { IceConfig } from '../rtc/ice-config.ts';
 import type { EngineHost } from './engine-host.ts';
 import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
@@ -29,7 +29,8 @@ export interface SignalingContext {
   engines: EngineHost;
   portraits: PortraitStore;
   defaultEngine: string;
-  iceServers: IceServer[];
+  /** STUN/TURN: each page's hello and each session's server peer get a fresh configuration (minted TURN credentials). */
+  ice: IceConfig;
   outputSize: number;
   statsIntervalMs: number;
   /** WebSocket ping period; a connection that misses a pong for a whole period is dropped (half-open TCP). */
@@ -96,12 +97,14 @@ export class SignalingConnection {
       ws.ping();
     }, ctx.heartbeatMs);
     this.#heartbeat.unref();
+    const ice = ctx.ice.forPeer(`page-${this.id}`);
     this.send({
       type: 'hello',
       sessionId: this.id,
       engines: [...ctx.engines.names],
       defaultEngine: ctx.defaultEngine,
-      iceServers: ctx.iceServers,
+      iceServers: ice.iceServers as RTCIceServer[],
+      iceTransportPolicy: ice.iceTransportPolicy,
       maxMessageBytes: MAX_MESSAGE_BYTES,
       tracking: { mode: ctx.tracking ?? 'server', landmarkOnlyEngines: ctx.engines.names.filter((n) => LANDMARK_DRIVEN_ENGINES.includes(n)), models: '/models/', runtime: '/ort/' },
     });
@@ -219,7 +222,7 @@ export class SignalingConnection {
         outputWidth: this.ctx.outputSize,
         outputHeight: this.ctx.outputSize,
         logger: this.#log.child({ engine: engineName }),
-        iceServers: this.ctx.iceServers as RTCIceServer[],
+        ice: this.ctx.ice.forPeer(`server-${this.id}`),
         analyzerFactory,
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },

@@ -16,6 +16,7 @@ import type { FaceObservation } from '../face/types.ts';
 import { toI420 } from '../media/convert.ts';
 import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
 import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
+import type { PeerIceConfig } from '../rtc/ice-config.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../util/timing.ts';
@@ -43,7 +44,8 @@ export interface LiveSessionOptions {
   outputWidth: number;
   outputHeight: number;
   logger: Logger;
-  iceServers?: RTCIceServer[];
+  /** The server peer's STUN/TURN servers and transport policy. */
+  ice?: PeerIceConfig;
   /** Needed when `engine.needsFace`; the session opens one analyzer for itself. */
   analyzerFactory?: FrameAnalyzerFactory;
   /** How long a 'disconnected' peer may take to come back. */
@@ -169,7 +171,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#engineSession = engineSession;
     this.#analyzer = analyzer;
     this.#client = client;
-    this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
+    this.#peer = new RtcPeer({ ice: opts.ice, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
     this.#peer.on('frame', (f) => {
       // a landmark-driven engine fed by the page's landmarks does not need the decoded picture
