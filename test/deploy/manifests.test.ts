@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { Service } from 'kubernetes-models/v1/Service';
@@ -18,6 +19,38 @@ import { addServeCommand } from '../../src/cli/serve.ts';
 import { addServeOutputOptions } from '../../src/cli/serve-outputs.ts';
 import { parseServeConfig } from '../../src/config/serve-config.ts';
 import { which } from '../helpers/netns.ts';
+
+/**
+ * Fields the schema does not know. The Kubernetes OpenAPI schemas allow unknown properties (so does `validate()`),
+ * while the API server drops or, with strict field validation, refuses them: a typo such as `readinesProbe` would pass
+ * silently. This walks an object along the model's type declarations (the package's .d.ts files, generated from the
+ * same spec) and lists every key that is not declared there.
+ */
+function unknownFields(value: unknown, dts: string, path = ''): string[] {
+  if (Array.isArray(value)) return value.flatMap((v, i) => unknownFields(v, dts, `${path}[${i}]`));
+  if (value === null || typeof value !== 'object') return [];
+  const text = readFileSync(dts, 'utf8');
+  const imports = new Map<string, string>();
+  for (const m of text.matchAll(/^import \{ (\w+) \} from "(\.{1,2}\/[^"]+)\.js";$/gm)) imports.set(m[1], new URL(`${m[2]}.d.ts`, `file://${dts}`).pathname);
+  const body = /export interface I\w+ (?:extends [\w, ]+ )?\{\n([\s\S]*?)\n\}/.exec(text)?.[1] ?? '';
+  const declared = new Map<string, string>();
+  // one property per line; a map (`{ [key: string]: … }`) spans several and is not walked into
+  for (const m of body.matchAll(/^ {4}"([^"]+)"\??: (.*?);?$/gm)) declared.set(m[1], m[2]);
+  if (/extends TypeMeta/.test(text)) for (const k of ['apiVersion', 'kind']) declared.set(k, 'string');
+  const out: string[] = [];
+  for (const [key, v] of Object.entries(value)) {
+    const type = declared.get(key);
+    if (type === undefined) {
+      out.push(`${path}.${key}`);
+      continue;
+    }
+    const ref = /^(?:Array<)?(I\w+)>?$/.exec(type)?.[1];
+    const file = ref ? imports.get(ref) : undefined;
+    if (file) out.push(...unknownFields(v, file, `${path}.${key}`));
+  }
+  return out;
+}
+const modelDts = (specifier: string) => fileURLToPath(import.meta.resolve(specifier)).replace(/\.js$/, '.d.ts');
 
 const read = (p: string) => readFileSync(new URL(`../../deploy/${p}`, import.meta.url), 'utf8');
 
@@ -69,6 +102,8 @@ describe('deploy/kubernetes/xportrait-cam.yaml', () => {
     expect(docs.map((d) => d.kind)).toEqual(['Deployment', 'Service']);
     expect(() => new Deployment(deployment).validate()).not.toThrow();
     expect(() => new Service(service).validate()).not.toThrow();
+    expect(unknownFields(deployment, modelDts('kubernetes-models/apps/v1/Deployment'))).toEqual([]);
+    expect(unknownFields(service, modelDts('kubernetes-models/v1/Service'))).toEqual([]);
   });
 
   it('the validator does catch a broken manifest (so passing means something)', () => {
@@ -81,6 +116,17 @@ describe('deploy/kubernetes/xportrait-cam.yaml', () => {
     const badProbe = structuredClone(deployment);
     badProbe.spec.template.spec.containers[0].readinessProbe.periodSeconds = '2s';
     expect(() => new Deployment(badProbe).validate()).toThrow(/periodSeconds/);
+    // a misspelt field passes the schema but not the field check
+    const typo = structuredClone(deployment);
+    const c = typo.spec.template.spec.containers[0];
+    c.readinesProbe = c.readinessProbe;
+    delete c.readinessProbe;
+    c.livenessProbe.httpGet.paht = '/healthz';
+    expect(() => new Deployment(typo).validate()).not.toThrow();
+    expect(unknownFields(typo, modelDts('kubernetes-models/apps/v1/Deployment'))).toEqual([
+      '.spec.template.spec.containers[0].livenessProbe.httpGet.paht',
+      '.spec.template.spec.containers[0].readinesProbe',
+    ]);
   });
 
   it('runs serve with settings it accepts, probes /readyz and /healthz on its port, requests a GPU', () => {
