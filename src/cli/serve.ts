@@ -34,6 +34,11 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--turn-secret <secret>', "the TURN server's shared secret (coturn static-auth-secret): each page and session gets credentials minted from it").env('XPORTRAIT_TURN_SECRET'))
     .addOption(new Option('--turn-ttl <seconds>', 'lifetime of the minted TURN credentials').env('XPORTRAIT_TURN_TTL').default(serveDefault('turnTtl')))
     .addOption(new Option('--ice-transport-policy <policy>', 'all, or relay: the page and the server use TURN relay candidates only').env('XPORTRAIT_ICE_TRANSPORT_POLICY').default(serveDefault('iceTransportPolicy')))
+    .addOption(
+      new Option('--drain-timeout <seconds>', 'on SIGTERM, take no new sessions (/readyz 503) and let running ones play on for up to this long before closing; a second signal closes at once')
+        .env('XPORTRAIT_DRAIN_TIMEOUT')
+        .default(serveDefault('drainTimeout')),
+    )
     .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(serveDefault('maxUploadBytes')))
     .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(serveDefault('maxPortraitPixels')))
     .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default(serveDefault('outputSize')))
@@ -60,12 +65,18 @@ export function addServeCommand(program: Command): void {
       const { XportraitServer } = await import('../server/server.ts');
       const server = await XportraitServer.start(config, { logger });
       await new Promise<void>(() => {
+        let signals = 0;
         const stop = (signal: string) => {
-          logger.info({ event: 'signal', signal }, 'shutting down');
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
+          signals++;
+          // SIGTERM drains (when --drain-timeout is set); a second signal, or SIGINT, closes at once
+          const drain = signal === 'SIGTERM' && signals === 1 && config.drainTimeout > 0;
+          logger.info({ event: 'signal', signal, drain }, drain ? 'draining, then shutting down' : 'shutting down');
+          if (!drain) {
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+          }
           // Exit explicitly: libwebrtc's (@roamhq/wrtc) finalizers can abort a natural exit's environment teardown.
-          server.close().then(
+          (drain ? server.drain(config.drainTimeout * 1000) : server.close()).then(
             () => process.exit(0),
             () => process.exit(1),
           );

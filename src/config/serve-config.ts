@@ -88,6 +88,8 @@ export const serveConfigSchema = z
     turnTtl: wholeNumber(60, 7 * 24 * 3600).default(24 * 3600),
     /** `relay`: both the page and the server use only TURN relay candidates (networks that allow nothing else). */
     iceTransportPolicy: z.enum(['all', 'relay']).default('all'),
+    /** On SIGTERM: seconds the running sessions may play on (no new ones: /readyz 503) before the server closes; 0 closes at once. */
+    drainTimeout: wholeNumber(0, 24 * 3600).default(0),
     /** Largest portrait upload accepted, bytes. */
     maxUploadBytes: wholeNumber(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
     /** Largest portrait accepted, pixels (width x height), checked before decoding. */

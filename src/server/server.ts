@@ -77,6 +77,8 @@ export class XportraitServer {
   readonly #log: Logger;
   #slots = 0;
   #closing = false;
+  /** SIGTERM with --drain-timeout: no new sessions (/readyz 503), running ones play on until they end. */
+  #draining = false;
   #analyzer: Promise<FrameAnalyzerFactory | undefined> | undefined;
   /** Face + identity models for offers with several reference photos, opened on the first such offer. */
   #referenceChecker: ReferenceChecker | undefined;
@@ -209,10 +211,14 @@ export class XportraitServer {
       onSessionStarted: (session: LiveSession, engine: string) => this.#adopt(session, engine),
       outputs: this.outputs,
       acquireSlot: () => {
-        if (this.#closing || this.#slots >= this.config.maxSessions) return false;
+        if (this.#closing || this.#draining || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;
         return true;
       },
+      fullMessage: () =>
+        this.#draining || this.#closing
+          ? 'this server is shutting down and takes no new sessions: reload the page to reach another server'
+          : 'the server is at its maximum number of sessions: try again later',
       releaseSlot: () => {
         this.#slots = Math.max(0, this.#slots - 1);
       },
@@ -280,6 +286,7 @@ export class XportraitServer {
   #ready(res: ServerResponse): void {
     const reasons: string[] = [];
     if (this.#closing) reasons.push('shutting down');
+    else if (this.#draining) reasons.push('draining');
     if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
     if (!this.webClientBuilt) reasons.push('web client not built');
     sendJson(res, reasons.length ? 503 : 200, { ready: reasons.length === 0, reasons, sessions: this.#slots, maxSessions: this.config.maxSessions });
@@ -356,6 +363,28 @@ export class XportraitServer {
   }
 
   /** Close every session and connection, then the listener. */
+  /** True from drain() on: no new sessions. */
+  get draining(): boolean {
+    return this.#draining || this.#closing;
+  }
+
+  /**
+   * Graceful shutdown for a load balancer: /readyz answers 503 at once (no new sessions are routed here, and an
+   * offer that still arrives is refused with server_full and a message saying why), the running sessions play on
+   * until they end or `timeoutMs` passes, then the server closes. Resolves when it has closed.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.#closing) return this.close();
+    this.#draining = true;
+    const t0 = Date.now();
+    this.#log.info({ event: 'draining', sessions: this.#sessions.size, timeoutMs }, `draining: ${this.#sessions.size} session(s) left, closing in at most ${Math.round(timeoutMs / 1000)} s`);
+    while (this.#slots > 0 && Date.now() - t0 < timeoutMs && !this.#closing) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    this.#log.info({ event: 'drained', sessionsLeft: this.#slots, waitedMs: Date.now() - t0 }, this.#slots ? `drain timed out with ${this.#slots} session(s): closing them` : 'drained: no sessions left');
+    await this.close();
+  }
+
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;

@@ -38,6 +38,8 @@ export interface SignalingContext {
   /** Session slots: returns false when the server is full. */
   acquireSlot(): boolean;
   releaseSlot(): void;
+  /** Why acquireSlot() refused (full, or shutting down); a generic message without it. */
+  fullMessage?(): string;
   /** Loads the face-stage factory on first need (undefined when no tracker is available). */
   analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
   /**
@@ -201,7 +203,7 @@ export class SignalingConnection {
       more.push(p.image);
     }
     if (!this.ctx.acquireSlot()) {
-      return this.#error('server_full', 'the server is at its maximum number of sessions: try again later');
+      return this.#error('server_full', this.ctx.fullMessage?.() ?? 'the server is at its maximum number of sessions: try again later');
     }
     this.#starting = true;
     let session: LiveSession | undefined;

@@ -140,6 +140,8 @@ describe('deploy/kubernetes/xportrait-cam.yaml', () => {
     expect(config.engine).toBe('xportrait');
     expect(config.iceTransportPolicy).toBe('relay');
     expect(config.turnUrls.length).toBeGreaterThan(0);
+    expect(config.drainTimeout).toBeGreaterThan(0);
+    expect(config.drainTimeout).toBeLessThan(pod.terminationGracePeriodSeconds);
     const port = c.ports.find((p: { name: string }) => p.name === 'http');
     expect(port.containerPort).toBe(config.port);
     expect(c.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'http' });
@@ -188,6 +190,8 @@ describe('deploy/systemd/xportrait-cam.service', () => {
     const config = parseServeConfig(settingsOf([], env));
     expect(config.turnUrls.length).toBeGreaterThan(0);
     expect(config.port).toBe(8080);
+    expect(config.drainTimeout).toBeGreaterThan(0);
+    expect(config.drainTimeout).toBeLessThan(Number(svc.get('TimeoutStopSec')));
   });
 
   it.skipIf(!which('systemd-analyze'))('passes systemd-analyze verify', () => {
