@@ -219,3 +219,24 @@ export async function startCoturn(topo: Topology, ns: string, opts: { listen: st
   }
   return { process, secret, realm, port, log: readLog };
 }
+
+/**
+ * Random loss on UDP with nftables inside `ns` (`numgen random mod 100 < percent drop`, on the way in and out, so both
+ * directions lose `percent`%); `percent` 0 removes it. `tc netem` is missing from this kernel; nftables is not.
+ */
+export function setUdpLoss(ns: string, percent: number): void {
+  const nft = (...args: string[]) => execFileSync('ip', ['netns', 'exec', ns, 'nft', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  nft('add', 'table', 'inet', 'xploss');
+  nft('flush', 'table', 'inet', 'xploss');
+  if (percent <= 0) return;
+  for (const [chain, hook] of [['in', 'input'], ['out', 'output']]) {
+    nft('add', 'chain', 'inet', 'xploss', chain, `{ type filter hook ${hook} priority 0; policy accept; }`);
+    nft('add', 'rule', 'inet', 'xploss', chain, 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<', String(percent), 'counter', 'drop');
+  }
+}
+
+/** UDP packets the loss rule of `ns` dropped so far (both directions). */
+export function udpDropped(ns: string): number {
+  const out = execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'xploss'], { encoding: 'utf8' });
+  return [...out.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+}
