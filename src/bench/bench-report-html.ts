@@ -137,7 +137,7 @@ th{font-weight:600;color:#555}
 .plots{display:grid;grid-template-columns:1fr 1fr;gap:14px} .plot{min-height:240px}
 .verdict{display:inline-block;padding:3px 10px;border-radius:4px;color:#fff} .verdict.ok{background:#0a7a2f} .verdict.bad{background:#b00020}
 </style></head><body>
-<h1>xportrait-cam bench — ${esc(o.engine)} at ${o.size}×${o.size}, ${o.fps} fps</h1>
+<h1>xportrait-cam bench — ${esc(o.engine)} at ${o.size}×${o.size}, ${o.fps} fps${o.lossPercent !== undefined ? `, ${o.lossPercent}% UDP loss` : ''}</h1>
 <p class="meta">${esc(r.createdAt)} · ${esc(r.machine.cpuModel)} ×${r.machine.cpus}, ${r.machine.memGiB} GiB · load average ${r.machine.loadAvgStart.map((x) => x.toFixed(2)).join(' / ')} at the start, ${r.machine.loadAvgEnd.map((x) => x.toFixed(2)).join(' / ')} at the end ·
 node ${esc(r.machine.node)} · ${esc(r.machine.chromium)} · xportrait-cam ${esc(r.machine.packageVersion)}${r.machine.gitCommit ? ` (${esc(r.machine.gitCommit)})` : ''}${Object.entries(r.machine.libraries ?? {}).map(([k, v]) => ` · ${esc(k)} ${esc(v)}`).join('')}<br>
 camera: ${esc(o.video)} · portrait: ${esc(o.portrait)} · frame ids: ${esc(r.method.idMode)} (loop of ${r.method.idPeriod}) ·

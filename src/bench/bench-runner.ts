@@ -245,6 +245,7 @@ export async function runBench(opts: BenchRunOptions, log: (msg: string) => void
         video: camera.source,
         portrait: portrait ?? 'sample',
         url: opts.url,
+        lossPercent: opts.lossPercent,
       },
       machine,
     );

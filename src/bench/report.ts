@@ -34,6 +34,8 @@ export interface BenchOptionsRecord {
   portrait: string;
   /** Bench an already running server instead of starting one (its CPU is then not measured). */
   url?: string;
+  /** `--loss`: random UDP loss (percent, each way) inside the bench's own network namespace. */
+  lossPercent?: number;
 }
 
 export interface MachineRecord {
@@ -130,6 +132,8 @@ export interface BenchReport {
   createdAt: string;
   options: BenchOptionsRecord;
   machine: MachineRecord;
+  /** `--loss` only: what the namespace's nftables rule counted (UDP packets seen and dropped), added after the run. */
+  network?: { udpPackets: number; udpDropped: number; measuredPercent: number };
   method: {
     idMode: string;
     idPeriod: number;

@@ -5,10 +5,12 @@
  * `xportrait-cam bench compare A B` prints two reports side by side.
  */
 import { Command, Option } from 'commander';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
 import { ENGINE_NAMES } from '../engine/registry.ts';
 import { UsageError } from './usage-error.ts';
+import { LOSS_NAMESPACE_ENV, lossUnavailable, recordLoss, runInLossyNamespace } from '../bench/network-loss.ts';
 import { errorMessage } from '../util/error-message.ts';
 
 const seconds = z.union([z.number(), z.string().trim().regex(/^\d+(\.\d+)?$/, 'must be a number of seconds')]).transform(Number);
@@ -33,10 +35,13 @@ const benchOptionsSchema = z
     raw: z.boolean().optional(),
     tracking: z.enum(['server', 'client', 'landmarks']).optional(),
     engineOpt: z.array(z.string().regex(/^[A-Za-z][\w-]*=.*$/, 'must be key=value')).optional(),
+    /** Random UDP loss, percent, inside a network namespace of the bench's own (src/bench/network-loss.ts). */
+    loss: seconds.pipe(z.number().min(0).max(50)).optional(),
   })
   .superRefine((o, ctx) => {
     if (o.size % 2) ctx.addIssue({ code: 'custom', path: ['size'], message: 'must be even (I420 video)' });
     if (!ENGINE_NAMES.includes(o.engine)) ctx.addIssue({ code: 'custom', path: ['engine'], message: `unknown engine "${o.engine}" (available: ${ENGINE_NAMES.join(', ')})` });
+    if (o.loss !== undefined && o.url) ctx.addIssue({ code: 'custom', path: ['loss'], message: 'cannot be combined with --url: the server must run inside the lossy namespace the bench makes' });
     if (o.engine === 'xportrait' && !o.pack && !o.url) ctx.addIssue({ code: 'custom', path: ['pack'], message: 'the xportrait engine needs --pack DIR (a model pack built with `xportrait-cam pack build`)' });
   });
 
@@ -65,6 +70,7 @@ export function addBenchCommand(program: Command): void {
         'XPORTRAIT_BENCH_TRACKING',
       ),
     )
+    .addOption(new Option('--loss <percent>', 'random UDP loss (0-50%) between page and server: the bench runs in a network namespace of its own with an nftables drop rule (root, iproute2, nftables)').env('XPORTRAIT_BENCH_LOSS'))
     .addOption(new Option('--start-timeout <seconds>', 'how long the first avatar frame may take (engine load)').env('XPORTRAIT_BENCH_START_TIMEOUT').default('90'))
     .action(async (raw: Record<string, unknown>) => {
       const parsed = benchOptionsSchema.safeParse(raw);
@@ -73,6 +79,19 @@ export function addBenchCommand(program: Command): void {
       }
       const o = parsed.data;
       const out = o.out ?? `bench-results/${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}-${o.engine}`;
+      if (o.loss !== undefined && !process.env[LOSS_NAMESPACE_ENV]) {
+        // run this same command inside a namespace with the loss; the inner run writes the report, this one adds
+        // what the drop rule counted to it
+        const why = lossUnavailable();
+        if (why) throw new UsageError(why);
+        const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
+        const argv = [...process.argv.slice(1), ...(o.out ? [] : ['--out', out])];
+        const { code, counters } = await runInLossyNamespace(o.loss, argv, log);
+        const rate = counters.udpPackets ? (100 * counters.udpDropped) / counters.udpPackets : 0;
+        process.stdout.write(`network loss: ${counters.udpDropped} of ${counters.udpPackets} UDP packets dropped (${rate.toFixed(2)}%, asked ${o.loss}%)\n`);
+        await recordLoss(join(out, 'bench.json'), { ...counters, measuredPercent: Number(rate.toFixed(3)) }).catch((err) => log(`could not add the loss counters to the report: ${errorMessage(err)}`));
+        process.exit(code);
+      }
       const { runBench } = await import('../bench/bench-runner.ts');
       const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
       const { report, jsonPath, htmlPath } = await runBench(
@@ -95,6 +114,7 @@ export function addBenchCommand(program: Command): void {
           raw: o.raw,
           tracking: o.tracking,
           serveArgs: (o.engineOpt ?? []).flatMap((kv) => ['--engine-opt', kv]),
+          lossPercent: o.loss,
         },
         log,
       );

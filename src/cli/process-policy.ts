@@ -4,6 +4,9 @@
  *   SIGTERM / SIGINT      graceful stop: no new connections, every session told `ended`, peers and egress closed,
  *                         logs flushed, exit 0; a stop that takes longer than `shutdownDeadlineMs` (5 s) exits 1
  *                         with what was still open; a second signal during the stop exits 1 at once
+ *   SIGTERM with `drain`  (serve --drain-timeout, for load balancers) the drain first: no new sessions, running ones
+ *                         play on until they end or the drain's own timeout passes; then the graceful stop above.
+ *                         A second signal during the drain starts the graceful stop at once
  *   unhandledRejection    logged with its stack as an error (`event: unhandled_rejection`) and counted; the
  *                         process carries on: a promise nobody awaited failed, which says nothing about the state
  *                         of the sessions (each session's own failures are handled and reported inside it)
@@ -31,6 +34,8 @@ export interface ProcessPolicyOptions {
   logger: Logger;
   /** Stops the server gracefully (XportraitServer.close). */
   stop(): Promise<void>;
+  /** When set, the first SIGTERM drains (XportraitServer.drain, bounded by its own timeout) before the stop. */
+  drain?(): Promise<void>;
   proc?: PolicyProcess;
   shutdownDeadlineMs?: number;
 }
@@ -85,8 +90,23 @@ export function installProcessPolicy(opts: ProcessPolicyOptions): ProcessPolicy 
     );
   };
 
+  let draining = false;
   const onSignal = (signal: string) => {
-    log.info({ event: 'signal', signal }, 'shutting down');
+    if (signal === 'SIGTERM' && opts.drain && !draining && !stopping) {
+      draining = true;
+      log.info({ event: 'signal', signal, drain: true }, 'draining, then shutting down');
+      opts.drain().then(
+        () => {
+          if (!stopping) stop({ signal, drained: true }, 0);
+        },
+        (err: unknown) => {
+          log.error({ event: 'drain_failed', err: errorMessage(err) }, 'drain failed: shutting down');
+          if (!stopping) stop({ signal, drained: false }, 1);
+        },
+      );
+      return;
+    }
+    log.info({ event: 'signal', signal, drain: false }, 'shutting down');
     stop({ signal }, 0);
   };
   const onRejection = (reason: unknown) => {

@@ -31,6 +31,15 @@ export function addServeCommand(program: Command): void {
         'XPORTRAIT_ICE_SERVERS',
       ),
     )
+    .addOption(new Option('--turn-urls <list>', 'TURN servers with time-limited credentials: comma-separated turn:/turns: URLs (no user:pass), needs --turn-secret').env('XPORTRAIT_TURN_URLS'))
+    .addOption(new Option('--turn-secret <secret>', "the TURN server's shared secret (coturn static-auth-secret): each page and session gets credentials minted from it").env('XPORTRAIT_TURN_SECRET'))
+    .addOption(new Option('--turn-ttl <seconds>', 'lifetime of the minted TURN credentials').env('XPORTRAIT_TURN_TTL').default(serveDefault('turnTtl')))
+    .addOption(new Option('--ice-transport-policy <policy>', 'all, or relay: the page and the server use TURN relay candidates only').env('XPORTRAIT_ICE_TRANSPORT_POLICY').default(serveDefault('iceTransportPolicy')))
+    .addOption(
+      new Option('--drain-timeout <seconds>', 'on SIGTERM, take no new sessions (/readyz 503) and let running ones play on for up to this long before closing; a second signal closes at once')
+        .env('XPORTRAIT_DRAIN_TIMEOUT')
+        .default(serveDefault('drainTimeout')),
+    )
     .addOption(new Option('--max-upload-bytes <n>', 'largest portrait upload, bytes').env('XPORTRAIT_MAX_UPLOAD_BYTES').default(serveDefault('maxUploadBytes')))
     .addOption(new Option('--max-portrait-pixels <n>', 'largest portrait, width x height pixels').env('XPORTRAIT_MAX_PORTRAIT_PIXELS').default(serveDefault('maxPortraitPixels')))
     .addOption(new Option('--output-size <n>', 'avatar size in pixels, square (passthrough keeps the camera size)').env('XPORTRAIT_OUTPUT_SIZE').default(serveDefault('outputSize')))
@@ -59,9 +68,9 @@ export function addServeCommand(program: Command): void {
       // Loaded here, not at the top: other commands should not pay for loading libwebrtc.
       const { XportraitServer } = await import('../server/server.ts');
       const server = await XportraitServer.start(config, { logger });
-      // Signals and uncaught errors (src/cli/process-policy.ts). Exits explicitly: libwebrtc's (@roamhq/wrtc)
-      // finalizers can abort a natural exit's environment teardown.
-      installProcessPolicy({ logger, stop: () => server.close() });
+      // Signals and uncaught errors (src/cli/process-policy.ts); SIGTERM drains first with --drain-timeout. Exits
+      // explicitly: libwebrtc's (@roamhq/wrtc) finalizers can abort a natural exit's environment teardown.
+      installProcessPolicy({ logger, stop: () => server.close(), drain: config.drainTimeout > 0 ? () => server.drain(config.drainTimeout * 1000) : undefined });
       await new Promise<void>(() => {});
     });
 }

@@ -70,6 +70,28 @@ export const serveConfigSchema = z
           return z.NEVER;
         }
       }),
+    /**
+     * TURN servers whose credentials are minted per peer (TURN REST API, coturn `use-auth-secret`), comma-separated
+     * turn:/turns: URLs without user:pass; needs --turn-secret.
+     */
+    turnUrls: z
+      .union([z.string(), z.array(z.string())])
+      .optional()
+      .transform((v, ctx) => {
+        const list = (typeof v === 'string' ? v.split(',') : (v ?? [])).map((u) => u.trim()).filter((u) => u !== '');
+        for (const u of list) {
+          if (!/^turns?:[^@\s]+$/.test(u)) ctx.addIssue({ code: 'custom', message: `"${u}" must be a turn: or turns: URL without user:pass@ (the credentials are minted from --turn-secret)` });
+        }
+        return list;
+      }),
+    /** The secret shared with the TURN server (coturn `static-auth-secret`); never sent to a page. */
+    turnSecret: z.string().trim().min(16, 'must be at least 16 characters').optional(),
+    /** How long minted TURN credentials stay valid, seconds (a session's TURN allocation is refreshed with them). */
+    turnTtl: wholeNumber(60, 7 * 24 * 3600).default(24 * 3600),
+    /** `relay`: both the page and the server use only TURN relay candidates (networks that allow nothing else). */
+    iceTransportPolicy: z.enum(['all', 'relay']).default('all'),
+    /** On SIGTERM: seconds the running sessions may play on (no new ones: /readyz 503) before the server closes; 0 closes at once. */
+    drainTimeout: wholeNumber(0, 24 * 3600).default(0),
     /** Largest portrait upload accepted, bytes. */
     maxUploadBytes: wholeNumber(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
     /** Largest portrait accepted, pixels (width x height), checked before decoding. */
@@ -133,6 +155,11 @@ export const serveConfigSchema = z
   .superRefine((c, ctx) => {
     if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) {
       ctx.addIssue({ code: 'custom', path: [c.tlsCert ? 'tlsKey' : 'tlsCert'], message: '--tls-cert and --tls-key must be given together' });
+    }
+    if (c.turnSecret && c.turnUrls.length === 0) ctx.addIssue({ code: 'custom', path: ['turnUrls'], message: '--turn-secret needs --turn-urls (the TURN servers that share it)' });
+    if (c.turnUrls.length > 0 && !c.turnSecret) ctx.addIssue({ code: 'custom', path: ['turnSecret'], message: '--turn-urls needs --turn-secret (coturn static-auth-secret); static TURN passwords go in --ice-servers' });
+    if (c.iceTransportPolicy === 'relay' && c.turnUrls.length === 0 && !c.iceServers.some((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)))) {
+      ctx.addIssue({ code: 'custom', path: ['iceTransportPolicy'], message: 'relay needs a TURN server (--turn-urls with --turn-secret, or a turn: entry in --ice-servers)' });
     }
     if (c.outputSize % 2 !== 0) ctx.addIssue({ code: 'custom', path: ['outputSize'], message: 'must be even (I420 video)' });
     refineOutputsConfig(c, (path, message) => ctx.addIssue({ code: 'custom', path: [path], message }));

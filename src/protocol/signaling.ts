@@ -159,7 +159,10 @@ export type HelloMessage = {
   sessionId: string;
   engines: string[];
   defaultEngine: string;
+  /** Fresh per connection: TURN credentials in it are time-limited (TURN REST API), minted for this page. */
   iceServers: RTCIceServer[];
+  /** `relay`: the page must use TURN relay candidates only (`serve --ice-transport-policy`). */
+  iceTransportPolicy?: 'all' | 'relay';
   maxMessageBytes: number;
   tracking?: TrackingHello;
 };

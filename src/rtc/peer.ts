@@ -8,9 +8,11 @@
 import { EventEmitter } from 'node:events';
 import { mark, type VideoFrame } from '../media/frame.ts';
 import { RTCPeerConnection, RTCVideoSink, RTCVideoSource } from './wrtc.ts';
+import type { PeerIceConfig } from './ice-config.ts';
 
 export interface RtcPeerOptions {
-  iceServers?: RTCIceServer[];
+  /** STUN/TURN servers and transport policy (`relay`: TURN relay candidates only). */
+  ice?: PeerIceConfig;
   /** How long 'disconnected' may last before the peer counts as gone. */
   disconnectGraceMs?: number;
 }
@@ -61,7 +63,7 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
   constructor(opts: RtcPeerOptions = {}) {
     super();
     this.#graceMs = opts.disconnectGraceMs ?? 5000;
-    this.#pc = new RTCPeerConnection({ iceServers: opts.iceServers ?? [] });
+    this.#pc = new RTCPeerConnection({ iceServers: (opts.ice?.iceServers ?? []) as RTCIceServer[], iceTransportPolicy: opts.ice?.iceTransportPolicy ?? 'all' });
     this.#track = this.#source.createTrack();
     this.#pc.onicecandidate = (e: RTCPeerConnectionIceEvent) => {
       if (this.#closed) return;

@@ -39,6 +39,7 @@ import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
 import { BASE_SECURITY_HEADERS, CSP_REPORT_PATH } from './security-headers.ts';
 import { WindowCounter } from '../util/rate-limit.ts';
+import { IceConfig } from '../rtc/ice-config.ts';
 import { TrackingAssets } from './tracking-assets.ts';
 import { DEFAULT_WEB_ROOT } from './web-root.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -69,6 +70,8 @@ export class XportraitServer {
   readonly outputs: Outputs;
   /** Face models and onnxruntime-web for pages that track faces themselves. */
   readonly trackingAssets = new TrackingAssets();
+  /** STUN/TURN for every publisher peer, page and server side: TURN credentials minted per peer (src/rtc/ice-config.ts). */
+  readonly ice: IceConfig;
   readonly #http: Server;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<SignalingConnection>();
@@ -87,6 +90,8 @@ export class XportraitServer {
   #closing = false;
   /** `--output-frame` with its background loaded (start()), or undefined: the avatar as rendered. */
   #outputFrame: OutputFrameSpec | undefined;
+  /** SIGTERM with --drain-timeout: no new sessions (/readyz 503), running ones play on until they end. */
+  #draining = false;
   #analyzer: Promise<FrameAnalyzerFactory | undefined> | undefined;
   /** Face + identity models for offers with several reference photos, opened on the first such offer. */
   #referenceChecker: ReferenceChecker | undefined;
@@ -99,6 +104,7 @@ export class XportraitServer {
     this.engines = deps.engines ?? new EngineHost(deps.logger, (engine) => engineOptionsFor(engine, engineOptionsOf(config)));
     this.portraits = new PortraitStore({ maxBytes: config.maxUploadBytes, maxPixels: config.maxPortraitPixels });
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
+    this.ice = new IceConfig(config.iceServers, config.iceTransportPolicy, config.turnSecret ? { urls: config.turnUrls, secret: config.turnSecret, ttlSeconds: config.turnTtl } : undefined);
     this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions, connections: () => this.#connections.size });
     this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot, onLimit: (limit) => this.metrics.limitHit(limit) });
     this.#uploads = new WindowCounter(config.uploadsPerMinute, 60_000);
@@ -257,7 +263,7 @@ export class XportraitServer {
       engines: this.engines,
       portraits: this.portraits,
       defaultEngine: this.config.engine,
-      iceServers: this.config.iceServers,
+      ice: this.ice,
       outputSize: this.config.outputSize,
       outputFrame: this.#outputFrame,
       tracking: this.config.tracking,
@@ -277,10 +283,14 @@ export class XportraitServer {
       watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs },
       maxFramePixels: this.config.maxFramePixels,
       acquireSlot: () => {
-        if (this.#closing || this.#slots >= this.config.maxSessions) return false;
+        if (this.#closing || this.#draining || this.#slots >= this.config.maxSessions) return false;
         this.#slots++;
         return true;
       },
+      fullMessage: () =>
+        this.#draining || this.#closing
+          ? 'this server is shutting down and takes no new sessions: reload the page to reach another server'
+          : 'the server is at its maximum number of sessions: try again later',
       releaseSlot: () => {
         this.#slots = Math.max(0, this.#slots - 1);
       },
@@ -351,6 +361,7 @@ export class XportraitServer {
   #ready(res: ServerResponse): void {
     const reasons: string[] = [];
     if (this.#closing) reasons.push('shutting down');
+    else if (this.#draining) reasons.push('draining');
     if (this.#slots >= this.config.maxSessions) reasons.push('at max sessions');
     if (this.engines.isLoading(this.config.engine)) reasons.push(`loading engine ${this.config.engine}`);
     if (this.#connections.size >= this.config.maxConnections) reasons.push('at max connections');
@@ -374,7 +385,7 @@ export class XportraitServer {
       maxSessions: this.config.maxSessions,
       outputSize: this.config.outputSize,
       outputFrame: this.#outputFrameInfo(),
-      iceServers: this.config.iceServers,
+      ...this.ice.describe(),
       rooms: this.outputs.info(),
       limits: {
         maxUploadBytes: this.config.maxUploadBytes,
@@ -483,6 +494,28 @@ export class XportraitServer {
   }
 
   /** Close every session and connection, then the listener. */
+  /** True from drain() on: no new sessions. */
+  get draining(): boolean {
+    return this.#draining || this.#closing;
+  }
+
+  /**
+   * Graceful shutdown for a load balancer: /readyz answers 503 at once (no new sessions are routed here, and an
+   * offer that still arrives is refused with server_full and a message saying why), the running sessions play on
+   * until they end or `timeoutMs` passes, then the server closes. Resolves when it has closed.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.#closing) return this.close();
+    this.#draining = true;
+    const t0 = Date.now();
+    this.#log.info({ event: 'draining', sessions: this.#sessions.size, timeoutMs }, `draining: ${this.#sessions.size} session(s) left, closing in at most ${Math.round(timeoutMs / 1000)} s`);
+    while (this.#slots > 0 && Date.now() - t0 < timeoutMs && !this.#closing) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    this.#log.info({ event: 'drained', sessionsLeft: this.#slots, waitedMs: Date.now() - t0 }, this.#slots ? `drain timed out with ${this.#slots} session(s): closing them` : 'drained: no sessions left');
+    await this.close();
+  }
+
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;

@@ -11,7 +11,7 @@ import { serverCodecCounters } from '../rtc/rtc-counters.ts';
 import { LiveSession, SessionError, type EngineWatchdog } from '../session/live-session.ts';
 import type { FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { LANDMARK_DRIVEN_ENGINES, type TrackingMode } from '../session/client-tracking.ts';
-import type { IceServer } from '../config/serve-config.ts';
+import type { IceConfig } from '../rtc/ice-config.ts';
 import type { EngineHost } from './engine-host.ts';
 import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
@@ -31,7 +31,8 @@ export interface SignalingContext {
   engines: EngineHost;
   portraits: PortraitStore;
   defaultEngine: string;
-  iceServers: IceServer[];
+  /** STUN/TURN: each page's hello and each session's server peer get a fresh configuration (minted TURN credentials). */
+  ice: IceConfig;
   outputSize: number;
   /** `--output-frame`: every session's avatar composited into this frame (src/media/output-frame.ts). */
   outputFrame?: OutputFrameSpec;
@@ -41,6 +42,8 @@ export interface SignalingContext {
   /** Session slots: returns false when the server is full. */
   acquireSlot(): boolean;
   releaseSlot(): void;
+  /** Why acquireSlot() refused (full, or shutting down); a generic message without it. */
+  fullMessage?(): string;
   /** Loads the face-stage factory on first need (undefined when no tracker is available). */
   analyzerFactory(): Promise<FrameAnalyzerFactory | undefined>;
   /**
@@ -137,12 +140,14 @@ export class SignalingConnection {
       ws.ping();
     }, ctx.heartbeatMs);
     this.#heartbeat.unref();
+    const ice = ctx.ice.forPeer(`page-${this.id}`);
     this.send({
       type: 'hello',
       sessionId: this.id,
       engines: [...ctx.engines.names],
       defaultEngine: ctx.defaultEngine,
-      iceServers: ctx.iceServers,
+      iceServers: ice.iceServers as RTCIceServer[],
+      iceTransportPolicy: ice.iceTransportPolicy,
       maxMessageBytes: MAX_MESSAGE_BYTES,
       tracking: { mode: ctx.tracking ?? 'server', landmarkOnlyEngines: ctx.engines.names.filter((n) => LANDMARK_DRIVEN_ENGINES.includes(n)), models: '/models/', runtime: '/ort/' },
     });
@@ -309,7 +314,7 @@ export class SignalingConnection {
       more.push(p.image);
     }
     if (!this.ctx.acquireSlot()) {
-      return this.#error('server_full', 'the server is at its maximum number of sessions: try again later');
+      return this.#error('server_full', this.ctx.fullMessage?.() ?? 'the server is at its maximum number of sessions: try again later');
     }
     this.#starting = true;
     let session: LiveSession | undefined;
@@ -331,7 +336,7 @@ export class SignalingConnection {
         outputHeight: this.ctx.outputSize,
         outputFrame: this.ctx.outputFrame,
         logger: this.#log.child({ engine: engineName }),
-        iceServers: this.ctx.iceServers as RTCIceServer[],
+        ice: this.ctx.ice.forPeer(`server-${this.id}`),
         analyzerFactory,
         frameTap: (this.#tap = msg.bench ? new FrameIdTap() : undefined),
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },

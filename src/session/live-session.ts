@@ -20,6 +20,7 @@ import { toI420 } from '../media/convert.ts';
 import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
 import { OutputFrameCompositor, type OutputFrameSpec } from '../media/output-frame.ts';
 import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
+import type { PeerIceConfig } from '../rtc/ice-config.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
 import type { StageStats } from '../util/timing.ts';
@@ -49,7 +50,8 @@ export interface LiveSessionOptions {
   /** The frame every output gets (`--output-frame`): the avatar composited into it. Unset: the avatar as rendered. */
   outputFrame?: OutputFrameSpec;
   logger: Logger;
-  iceServers?: RTCIceServer[];
+  /** The server peer's STUN/TURN servers and transport policy. */
+  ice?: PeerIceConfig;
   /** Needed when `engine.needsFace`; the session opens one analyzer for itself. */
   analyzerFactory?: FrameAnalyzerFactory;
   /** How long a 'disconnected' peer may take to come back. */
@@ -205,7 +207,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#engineSession = engineSession;
     this.#analyzer = analyzer;
     this.#client = client;
-    this.#peer = new RtcPeer({ iceServers: opts.iceServers, disconnectGraceMs: opts.disconnectGraceMs });
+    this.#peer = new RtcPeer({ ice: opts.ice, disconnectGraceMs: opts.disconnectGraceMs });
     this.#tap = opts.frameTap;
     this.#compositor = opts.outputFrame ? new OutputFrameCompositor(opts.outputFrame) : undefined;
     const maxPixels = opts.maxFramePixels ?? Infinity;

@@ -166,6 +166,46 @@ describe('process policy', () => {
   });
 });
 
+describe('SIGTERM with a drain (serve --drain-timeout)', () => {
+  it('drains first, then stops and exits 0; a second signal during the drain stops at once, and the drain ending later does not force an exit', async () => {
+    {
+      const { logger, lines } = recordingLogger();
+      const proc = new FakeProcess();
+      const order: string[] = [];
+      const policy = installProcessPolicy({ logger, proc, drain: async () => void order.push('drain'), stop: async () => void order.push('stop') });
+      proc.emit('SIGTERM');
+      expect(await policy.stopped).toBe(0);
+      expect(order).toEqual(['drain', 'stop']);
+      expect(lines.find((l) => l.event === 'signal')).toMatchObject({ signal: 'SIGTERM', drain: true });
+      policy.uninstall();
+    }
+    {
+      const { logger, lines } = recordingLogger();
+      const proc = new FakeProcess();
+      let endDrain: () => void = () => {};
+      const policy = installProcessPolicy({ logger, proc, drain: () => new Promise<void>((r) => (endDrain = r)), stop: () => new Promise((r) => setTimeout(r, 30)) });
+      proc.emit('SIGTERM');
+      proc.emit('SIGINT');
+      endDrain();
+      expect(await policy.stopped).toBe(0);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(proc.exits).toEqual([0]);
+      expect(lines.find((l) => l.event === 'forced_exit')).toBeUndefined();
+      policy.uninstall();
+    }
+    {
+      // SIGINT never drains
+      const proc = new FakeProcess();
+      let drained = 0;
+      const policy = installProcessPolicy({ logger: recordingLogger().logger, proc, drain: async () => void drained++, stop: async () => {} });
+      proc.emit('SIGINT');
+      expect(await policy.stopped).toBe(0);
+      expect(drained).toBe(0);
+      policy.uninstall();
+    }
+  });
+});
+
 describe('/readyz', () => {
   it('is 503 "loading engine" while the default engine loads, then 200', async () => {
     let finishLoad: () => void = () => {};

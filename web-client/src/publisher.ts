@@ -66,7 +66,7 @@ export class Publisher {
 
   /** Make the peer connection and send the offer. */
   async publish(o: PublishOptions): Promise<void> {
-    const pc = new RTCPeerConnection({ iceServers: this.hello.iceServers });
+    const pc = new RTCPeerConnection({ iceServers: this.hello.iceServers, iceTransportPolicy: this.hello.iceTransportPolicy ?? 'all' });
     this.#pc = pc;
     this.#pending = [];
     if (o.track) pc.addTransceiver(o.track, { direction: 'sendrecv', streams: o.stream ? [o.stream] : [] });
