@@ -498,14 +498,17 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   async #process(input: EngineInput): Promise<VideoFrame[]> {
     const chosen = this.#chosen;
     if (this.#current !== chosen && !chosen.late && performance.now() >= this.#retryAt) {
-      const r = await this.#attempt(chosen, input);
-      if (r.ok) {
-        this.#restore();
-        return r.frames;
-      }
-      this.#retryDelay = Math.min(this.#retryDelay * 2, MAX_RETRY_MS);
-      this.#retryAt = performance.now() + this.#retryDelay;
-      this.logger.info({ event: 'engine_retry_failed', engine: chosen.name, reason: r.reason, nextTryMs: this.#retryDelay }, `${r.reason}: staying on the ${this.#current.name} engine`);
+      // the session's own engine gets this frame too, beside the fallback (a hang of it never freezes the
+      // avatar again); its good answer makes it the engine from the next frame on, its picture is not sent
+      this.#retryAt = Infinity;
+      const retried = (r: Attempt) => {
+        if (this.#closed || this.#current === chosen) return;
+        if (r.ok) return this.#restore();
+        this.#retryDelay = Math.min(this.#retryDelay * 2, MAX_RETRY_MS);
+        this.#retryAt = performance.now() + this.#retryDelay;
+        this.logger.info({ event: 'engine_retry_failed', engine: chosen.name, reason: r.reason, nextTryMs: this.#retryDelay }, `${r.reason}: staying on the ${this.#current.name} engine`);
+      };
+      this.#attempt(chosen, input, true).then(retried, (err: unknown) => retried({ ok: false, reason: errorMessage(err) }));
     }
     for (;;) {
       if (this.#closed) return [];
@@ -518,11 +521,11 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   }
 
   /** One call of one engine under the watchdog; a fault comes back as a reason (a SessionError only from the watchdog). */
-  async #attempt(engine: OpenEngine, input: EngineInput): Promise<Attempt> {
+  async #attempt(engine: OpenEngine, input: EngineInput, background = false): Promise<Attempt> {
     let frames: VideoFrame[];
     try {
       const work = Promise.resolve().then(() => engine.session.process(input));
-      frames = await this.#watched(work, engine, this.#hasFallbackBelow(engine) ? this.#watchdog.fallbackMs : undefined);
+      frames = await this.#watched(work, engine, this.#hasFallbackBelow(engine) ? this.#watchdog.fallbackMs : undefined, background);
     } catch (err) {
       if (err instanceof SessionError) throw err;
       this.#faults++;
@@ -545,35 +548,43 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
 
   /** Hand the session to the next usable engine below `from`; undefined when there is none. */
   async #fallBack(from: OpenEngine, reason: string): Promise<OpenEngine | undefined> {
-    for (let i = this.#ladder.indexOf(from) + 1; i < this.#ladder.length; ) {
-      let rung = this.#ladder[i];
+    const rung = await this.#nextRung(from);
+    if (!rung || this.#closed) return undefined;
+    this.#current = rung;
+    this.#fallbacks++;
+    if (from === this.#chosen) {
+      this.#fallbackSince = performance.now();
+      this.#retryDelay = this.#watchdog.retryMs;
+      this.#retryAt = this.#fallbackSince + this.#retryDelay;
+    }
+    const message = `${reason}: the avatar carries on with the ${rung.name} engine`;
+    this.logger.warn({ event: 'engine_fallback', from: from.name, to: rung.name, reason, retryMs: this.#retryDelay }, message);
+    this.emit('degraded', { reason: message, stalledMs: 0, fallback: rung.name });
+    return rung;
+  }
+
+  /**
+   * The first engine below `from` that can take the session now, opened (engines that cannot serve it are dropped
+   * from the ladder, late ones skipped); undefined when there is none.
+   */
+  async #nextRung(from: OpenEngine): Promise<OpenEngine | undefined> {
+    for (let i = this.#ladder.indexOf(from) + 1; i > 0 && i < this.#ladder.length; ) {
+      const rung = this.#ladder[i];
       if (typeof rung === 'string') {
         const opened = await this.#open(rung);
-        if (this.#closed) {
-          if (opened) this.#ladder[i] = opened; // closed with the others
-          return undefined;
-        }
-        if (!opened) {
-          this.#ladder.splice(i, 1);
+        // the ladder may have been walked meanwhile (a second caller opened it first): look again
+        const at = this.#ladder.indexOf(rung);
+        if (at < 0) {
+          await opened?.session.close().catch(() => {});
           continue;
         }
-        this.#ladder[i] = rung = opened;
-      }
-      if (rung.late) {
-        i++;
+        if (opened) this.#ladder[at] = opened;
+        else this.#ladder.splice(at, 1);
+        if (this.#closed) return undefined;
         continue;
       }
-      this.#current = rung;
-      this.#fallbacks++;
-      if (from === this.#chosen) {
-        this.#fallbackSince = performance.now();
-        this.#retryDelay = this.#watchdog.retryMs;
-        this.#retryAt = this.#fallbackSince + this.#retryDelay;
-      }
-      const message = `${reason}: the avatar carries on with the ${rung.name} engine`;
-      this.logger.warn({ event: 'engine_fallback', from: from.name, to: rung.name, reason, retryMs: this.#retryDelay }, message);
-      this.emit('degraded', { reason: message, stalledMs: 0, fallback: rung.name });
-      return rung;
+      if (!rung.late) return rung;
+      i++;
     }
     return undefined;
   }
@@ -606,10 +617,12 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   /**
    * One engine call under the watchdog: past stallMs the session is degraded and repeats its last frame. With
    * `fallbackMs` (a cheaper engine is left) the call is given up at that deadline (EngineLate) and the engine
-   * marked late until it answers; without it, past failMs the session fails (a SessionError). The call itself
+   * marked late until it answers (when no cheaper engine can take the session, the wait goes on to failMs); without
+   * it, past failMs the session fails (a SessionError). `background`: a try beside the engine in use, no stall
+   * notice and no repeated frame. The call itself
    * cannot be cancelled (issue 17: engines on worker threads, so a hang can be cut off, are not built yet).
    */
-  #watched<T>(work: Promise<T>, engine: OpenEngine, fallbackMs?: number): Promise<T> {
+  #watched<T>(work: Promise<T>, engine: OpenEngine, fallbackMs?: number, background = false): Promise<T> {
     const { stallMs, failMs, keepAliveMs } = this.#watchdog;
     const t0 = performance.now();
     let degraded = false;
@@ -625,7 +638,8 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     };
     return new Promise<T>((resolve, reject) => {
       stall = setTimeout(() => {
-        if (this.#closed) return;
+        // a background try (the session's own engine, while a fallback makes the avatar) has no stall notice
+        if (this.#closed || background) return;
         degraded = true;
         this.#stalls++;
         const reason = `engine "${engine.name}" has not answered for ${stallMs} ms: repeating the last frame`;
@@ -640,12 +654,20 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
           }
         }, keepAliveMs);
       }, stallMs);
-      fail = setTimeout(() => {
+      const giveUp = () => {
         done();
-        if (fallbackMs === undefined) {
-          reject(new SessionError('engine_failed', `engine "${engine.name}" stopped answering: no frame for ${Math.round(failMs / 1000)} s`));
+        reject(new SessionError('engine_failed', `engine "${engine.name}" stopped answering: no frame for ${Math.round(failMs / 1000)} s`));
+      };
+      fail = setTimeout(async () => {
+        if (fallbackMs === undefined) return giveUp();
+        const ready = await this.#nextRung(engine).catch(() => undefined);
+        if (settled) return; // it answered meanwhile
+        if (!ready) {
+          // no cheaper engine can take this session: wait for this one up to failMs, as without a fallback
+          fail = setTimeout(giveUp, Math.max(0, failMs - (performance.now() - t0)));
           return;
         }
+        done();
         engine.late = work;
         const answered = () => {
           engine.late = undefined;
@@ -656,7 +678,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
         };
         work.then(answered, answered);
         reject(new EngineLate(`engine "${engine.name}" has not answered for ${fallbackMs} ms`));
-      }, fallbackMs ?? failMs);
+      }, Math.min(fallbackMs ?? failMs, failMs));
       work.then(
         (v) => {
           if (settled) return;
