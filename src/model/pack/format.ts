@@ -23,14 +23,21 @@ export const BUILDER_VERSION = '1.0.0';
 export const PACK_JSON = 'pack.json';
 
 const dim = z.union([z.number().int().nonnegative(), z.string()]);
+/**
+ * A file of the pack: a plain name inside its directory. A pack.json naming `../x`, `/etc/x` or `a/b` would make the
+ * engine open files outside the pack it was given (packs travel between machines and people): refused (issue 17).
+ */
+const PACK_FILE_NAME = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,255}$/;
+const PACK_FILE_RULE = 'must be a file name inside the pack (letters, digits, . _ -; no path separators, not . or ..)';
+const packFile = z.string().regex(PACK_FILE_NAME, PACK_FILE_RULE);
 const valueSpec = z.object({ name: z.string(), type: z.string(), shape: z.array(dim) });
 export type PackValueSpec = z.infer<typeof valueSpec>;
 
 const graphEntry = z.object({
-  file: z.string(),
+  file: packFile,
   description: z.string(),
   /** Data file holding this graph's weights (null: inline). May be shared by several graphs. */
-  externalData: z.string().nullable(),
+  externalData: packFile.nullable(),
   weightBytes: z.number(),
   initializers: z.number(),
   nodes: z.number(),
@@ -56,7 +63,7 @@ export const packSchema = z.object({
     lcmLora: z.object({ file: z.string(), bytes: z.number(), sha256: z.string(), modules: z.number(), scale: z.number() }).nullable(),
   }),
   /** The config the graphs were built from: its YAML is copied beside pack.json, the parsed values are here. */
-  config: z.object({ file: z.string(), sha256: z.string(), values: z.record(z.string(), z.unknown()) }),
+  config: z.object({ file: packFile, sha256: z.string(), values: z.record(z.string(), z.unknown()) }),
   options: z.object({
     precision: z.enum(['float32', 'float16']),
     attention: z.enum(['matmul', 'mha']),
@@ -95,7 +102,9 @@ export const packSchema = z.object({
     })
     .nullable(),
   graphs: z.record(z.string(), graphEntry),
-  files: z.record(z.string(), fileEntry),
+  files: z.record(z.string(), fileEntry).superRefine((files, ctx) => {
+    for (const name of Object.keys(files)) if (!PACK_FILE_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: PACK_FILE_RULE });
+  }),
 });
 
 export type PackManifest = z.infer<typeof packSchema>;
