@@ -175,9 +175,9 @@ export type ServerMessage =
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
   /** The engine passed its per-frame deadline (`--engine-stall-ms`): the last avatar frame is being repeated. */
-  | { type: 'degraded'; reason: string; stalledMs: number; /** The cheaper engine now making the avatar (issue 17), when the session fell back. */ fallback?: string }
+  | { type: 'degraded'; reason: string; stalledMs: number }
   /** The engine answers again after `degraded`. */
-  | { type: 'recovered'; stalledMs: number; /** The session's own engine, back after a fallback. */ engine?: string }
+  | { type: 'recovered'; stalledMs: number }
   | { type: 'pong'; t?: number; serverTime: number }
   /** The room this session publishes into (after the answer, then with every stats push). */
   | { type: 'room'; room: RoomStatus }
