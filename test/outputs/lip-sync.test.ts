@@ -14,23 +14,20 @@
  * Issue 21's goal is an offset within 40 ms; the test asserts that the delay removes most of the lag (see below) and
  * logs the figure.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeI420 } from '../../src/media/frame-id.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
-import { chromiumPath, launchChromium, type LaunchedBrowser } from '../helpers/browser.ts';
+import { chromiumPath, type LaunchedBrowser } from '../helpers/browser.ts';
 import { DRIVING_VIDEO } from '../helpers/fake-camera.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor, type NodeSession } from '../helpers/signaling-client.ts';
+import { configureExtension, FIXTURE, launchWithExtension, startMeetingSite } from './helpers/meeting-site.ts';
 
-const EXTENSION = new URL('../../web-client/extension', import.meta.url).pathname;
-const FIXTURE = new URL('../fixtures/meeting/', import.meta.url).pathname;
 const W = 480;
 const H = 360;
 
@@ -41,33 +38,6 @@ let site: Server;
 let probeJs: string;
 /** Camera frame id -> when the publisher sent it (epoch ms). */
 const sent = new Map<number, number>();
-
-/** A 48 kHz mono WAV: a 30 ms 1 kHz tone burst every 2 s, for the fake microphone (chromium loops it). */
-function toneBursts(seconds = 8): string {
-  const rate = 48_000;
-  const n = rate * seconds;
-  const pcm = Buffer.alloc(n * 2);
-  for (let i = 0; i < n; i++) {
-    const t = (i % (2 * rate)) / rate;
-    pcm.writeInt16LE(Math.round((t < 0.03 ? Math.sin(2 * Math.PI * 1000 * t) * 0.8 : 0) * 32767), i * 2);
-  }
-  const h = Buffer.alloc(44);
-  h.write('RIFF', 0);
-  h.writeUInt32LE(36 + pcm.length, 4);
-  h.write('WAVEfmt ', 8);
-  h.writeUInt32LE(16, 16);
-  h.writeUInt16LE(1, 20);
-  h.writeUInt16LE(1, 22);
-  h.writeUInt32LE(rate, 24);
-  h.writeUInt32LE(rate * 2, 28);
-  h.writeUInt16LE(2, 32);
-  h.writeUInt16LE(16, 34);
-  h.write('data', 36);
-  h.writeUInt32LE(pcm.length, 40);
-  const path = join(mkdtempSync(join(tmpdir(), 'xp-mic-')), 'bursts.wav');
-  writeFileSync(path, Buffer.concat([h, pcm]));
-  return path;
-}
 
 beforeAll(async () => {
   server = await startTestServer({ engine: 'warp', outputFrame: '1280x720' });
@@ -85,27 +55,9 @@ beforeAll(async () => {
   await waitFor(() => (server.outputs.rooms.get('lips')?.frames ?? 0) > 10, 120_000, 'the warp avatar in room "lips"');
   const bundle = await build({ entryPoints: [join(FIXTURE, 'av-probe.ts')], bundle: true, format: 'iife', globalName: 'XpAv', write: false, target: 'es2022' });
   probeJs = bundle.outputFiles[0].text;
-  site = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const f = path === '/' ? 'index.html' : path === '/meeting.js' ? 'meeting.js' : undefined;
-    if (!f) return res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': f.endsWith('.html') ? 'text/html' : 'text/javascript' }).end(readFileSync(FIXTURE + f));
-  });
-  await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
-  browser = await launchChromium({
-    viewport: { width: 800, height: 500 },
-    extraArgs: [`--disable-extensions-except=${EXTENSION}`, `--load-extension=${EXTENSION}`, `--use-file-for-fake-audio-capture=${toneBursts()}`],
-  });
-  const ctx = browser.context;
-  const worker = ctx.serviceWorkers()[0] ?? (await ctx.waitForEvent('serviceworker', { timeout: 15_000 }));
-  const options = await ctx.newPage();
-  await options.goto(`chrome-extension://${new URL(worker.url()).host}/options.html`);
-  await options.fill('#server', server.url);
-  await options.fill('#room', 'lips');
-  await options.fill('#audioDelay', 'auto');
-  await options.click('#save');
-  await options.waitForFunction(() => /Saved/.test(document.getElementById('result')?.textContent ?? ''));
-  await options.close();
+  site = await startMeetingSite();
+  browser = await launchWithExtension();
+  await configureExtension(browser, { server: server.url, room: 'lips', audioDelay: 'auto' });
 }, 240_000);
 
 afterAll(async () => {

@@ -7,42 +7,25 @@
  * naming them, in getUserMedia and applyConstraints), the whole face inside the 16:9 tile, the microphone track
  * beside it, restart, and a real camera after the avatar.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { createPortraitAnalyzer } from '../../src/face/node/index.ts';
 import type { PortraitAnalyzer } from '../../src/face/portrait-analyzer.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
-import { chromiumPath, launchChromium, type LaunchedBrowser } from '../helpers/browser.ts';
+import { chromiumPath, type LaunchedBrowser } from '../helpers/browser.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { waitFor } from '../helpers/signaling-client.ts';
 import { startVideoPublisher, type VideoPublisher } from './helpers/publisher.ts';
+import { configureExtension, launchWithExtension, startMeetingSite } from './helpers/meeting-site.ts';
 
-const EXTENSION = new URL('../../web-client/extension', import.meta.url).pathname;
-const FIXTURE = new URL('../fixtures/meeting/', import.meta.url).pathname;
 
 let server: XportraitServer;
 let publisher: VideoPublisher;
 let browser: LaunchedBrowser;
 let site: Server;
 let analyzer: PortraitAnalyzer;
-
-function startMeetingSite(): Promise<Server> {
-  const files: Record<string, [string, string]> = {
-    '/': ['index.html', 'text/html'],
-    '/meeting.js': ['meeting.js', 'text/javascript'],
-  };
-  const srv = createServer((req, res) => {
-    const f = files[new URL(req.url ?? '/', 'http://x').pathname];
-    if (!f) return res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': f[1] }).end(readFileSync(FIXTURE + f[0]));
-  });
-  return new Promise((r) => srv.listen(0, '127.0.0.1', () => r(srv)));
-}
 
 beforeAll(async () => {
   // the avatar (here the publisher's camera picture: passthrough) at 0.85 of the frame's height, as a user would set it
@@ -51,11 +34,8 @@ beforeAll(async () => {
   publisher = await startVideoPublisher(server, { room: 'meet', width: 480, height: 360 });
   site = await startMeetingSite();
   analyzer = await createPortraitAnalyzer();
-  browser = await launchChromium({
-    viewport: { width: 800, height: 500 },
-    extraArgs: [`--disable-extensions-except=${EXTENSION}`, `--load-extension=${EXTENSION}`, `--use-file-for-fake-audio-capture=${toneBursts()}`],
-  });
-  await configure({ server: server.url, room: 'meet' });
+  browser = await launchWithExtension();
+  await configureExtension(browser, { server: server.url, room: 'meet' });
 }, 120_000);
 
 afterAll(async () => {
@@ -65,47 +45,6 @@ afterAll(async () => {
   await server?.close();
   await analyzer?.close();
 });
-
-/** A 48 kHz mono WAV: a 30 ms 1 kHz tone burst every 2 s, for the fake microphone (chromium loops it). */
-function toneBursts(seconds = 8): string {
-  const rate = 48_000;
-  const n = rate * seconds;
-  const pcm = Buffer.alloc(n * 2);
-  for (let i = 0; i < n; i++) {
-    const t = (i % (2 * rate)) / rate;
-    const v = t < 0.03 ? Math.sin(2 * Math.PI * 1000 * t) * 0.8 : 0;
-    pcm.writeInt16LE(Math.round(v * 32767), i * 2);
-  }
-  const h = Buffer.alloc(44);
-  h.write('RIFF', 0);
-  h.writeUInt32LE(36 + pcm.length, 4);
-  h.write('WAVEfmt ', 8);
-  h.writeUInt32LE(16, 16);
-  h.writeUInt16LE(1, 20);
-  h.writeUInt16LE(1, 22);
-  h.writeUInt32LE(rate, 24);
-  h.writeUInt32LE(rate * 2, 28);
-  h.writeUInt16LE(2, 32);
-  h.writeUInt16LE(16, 34);
-  h.write('data', 36);
-  h.writeUInt32LE(pcm.length, 40);
-  const path = join(mkdtempSync(join(tmpdir(), 'xp-mic-')), 'bursts.wav');
-  writeFileSync(path, Buffer.concat([h, pcm]));
-  return path;
-}
-
-/** Set the extension's settings on its options page, as a user would. */
-async function configure(fields: Record<string, string>): Promise<void> {
-  const ctx = browser.context;
-  const worker = ctx.serviceWorkers()[0] ?? (await ctx.waitForEvent('serviceworker', { timeout: 15_000 }));
-  const options = await ctx.newPage();
-  await options.goto(`chrome-extension://${new URL(worker.url()).host}/options.html`);
-  await options.waitForFunction(() => (document.getElementById('server') as HTMLInputElement).value !== '');
-  for (const [id, value] of Object.entries(fields)) await options.fill(`#${id}`, value);
-  await options.click('#save');
-  await options.waitForFunction(() => /Saved/.test(document.getElementById('result')?.textContent ?? ''));
-  await options.close();
-}
 
 const meetingUrl = () => `http://127.0.0.1:${(site.address() as AddressInfo).port}/`;
 
@@ -224,7 +163,7 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
   });
 
   it('lip sync: a fixed delay from the settings delays the microphone by that much', async () => {
-    await configure({ audioDelay: '250' });
+    await configureExtension(browser, { audioDelay: '250' });
     const page = await browser.context.newPage();
     try {
       await page.goto(meetingUrl());
@@ -243,7 +182,7 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
   });
 
   it('lip sync: "auto" follows the latency the server reports for the room, smoothed and in gentle steps', async () => {
-    await configure({ audioDelay: 'auto' });
+    await configureExtension(browser, { audioDelay: 'auto' });
     const page = await browser.context.newPage();
     try {
       await page.goto(meetingUrl());
