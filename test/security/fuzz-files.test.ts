@@ -56,6 +56,23 @@ async function openAndReadAll(path: string): Promise<'ok' | Error> {
   }
 }
 
+/** Each variant written as a checkpoint file in the test directory, opened and read in full, then removed. */
+async function fuzzCheckpoint(variant: fc.Arbitrary<Buffer>, ext: string): Promise<{ ok: number; refused: number }> {
+  let n = 0;
+  const outcomes = { ok: 0, refused: 0 };
+  await fc.assert(
+    fc.asyncProperty(variant, async (bytes) => {
+      const path = join(dir, `fuzz${n++}.${ext}`);
+      writeFileSync(path, bytes);
+      const r = await openAndReadAll(path);
+      outcomes[r === 'ok' ? 'ok' : 'refused']++;
+      rmSync(path);
+    }),
+    { seed: SEED, numRuns: 300 },
+  );
+  return outcomes;
+}
+
 /** Byte edits: a few bytes set, a range cut off the end, or both. */
 const edits = (size: number) =>
   fc.record({
@@ -129,18 +146,7 @@ describe('fuzz: checkpoints', () => {
         return Buffer.concat([len, json, safetensors.subarray(8 + headerLen)]);
       }),
     );
-    let n = 0;
-    const outcomes = { ok: 0, refused: 0 };
-    await fc.assert(
-      fc.asyncProperty(variant, async (bytes) => {
-        const path = join(dir, `s${n++}.safetensors`);
-        writeFileSync(path, bytes);
-        const r = await openAndReadAll(path);
-        outcomes[r === 'ok' ? 'ok' : 'refused']++;
-        rmSync(path);
-      }),
-      { seed: SEED, numRuns: 300 },
-    );
+    const outcomes = await fuzzCheckpoint(variant, 'safetensors');
     expect(outcomes.refused).toBeGreaterThan(50);
     expect(readdirSync(dir).sort()).toEqual(['ok.pt', 'ok.safetensors']);
   });
@@ -154,18 +160,7 @@ describe('fuzz: checkpoints', () => {
         .array(fc.record({ at: fc.nat({ max: tail - 1 }), value: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 6 })
         .map((sets) => apply(torchZip, { sets: sets.map((s) => ({ at: torchZip.length - tail + s.at, value: s.value })) })),
     );
-    let n = 0;
-    const outcomes = { ok: 0, refused: 0 };
-    await fc.assert(
-      fc.asyncProperty(variant, async (bytes) => {
-        const path = join(dir, `z${n++}.pt`);
-        writeFileSync(path, bytes);
-        const r = await openAndReadAll(path);
-        outcomes[r === 'ok' ? 'ok' : 'refused']++;
-        rmSync(path);
-      }),
-      { seed: SEED, numRuns: 300 },
-    );
+    const outcomes = await fuzzCheckpoint(variant, 'pt');
     expect(outcomes.refused).toBeGreaterThan(50);
     expect(readdirSync(dir).sort()).toEqual(['ok.pt', 'ok.safetensors']);
   });
