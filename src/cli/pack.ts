@@ -198,7 +198,7 @@ export function addPackCommand(program: Command): void {
       }
       {
         // Static buffer check: the largest tensor of every graph at the live batch sizes, against the pack's bound.
-        const { checkTensorBound, formatTensorBound } = await import('../model/analysis/tensor-bound.ts');
+        const { checkTensorBound, formatTensorBound } = await import('../engine/xportrait/tensor-bound-check.ts');
         try {
           const bound = await checkTensorBound(dir, manifest);
           for (const l of formatTensorBound(bound)) say(l);

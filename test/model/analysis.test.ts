@@ -9,7 +9,8 @@ import { MemorySink, GraphBuilder, attr, MS_DOMAIN, modelProto } from '../../src
 import { inferShapes } from '../../src/model/analysis/shapes.ts';
 import { graphCost } from '../../src/model/analysis/cost.ts';
 import { GPUS, graphTime } from '../../src/model/analysis/roofline.ts';
-import { configGraphs, largestTensors, predictTick } from '../../src/model/analysis/tick-predict.ts';
+import { configGraphs } from '../../src/model/analysis/graph-source.ts';
+import { largestTensors, predictTick } from '../../src/engine/xportrait/tick-predict.ts';
 import { tensorLimitsFor, WEBGPU_DESKTOP_BINDING_BYTES } from '../../src/model/analysis/tensor-bound.ts';
 import { hostTraffic, liveTickCalls } from '../../src/engine/xportrait/tick-cost.ts';
 import { TrafficCounter } from '../../src/engine/xportrait/traffic.ts';

@@ -196,7 +196,8 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
  */
 async function predictPerReference(ctx: BenchContext, cfg: import('../../model/config.ts').XPortraitConfig): Promise<Record<string, unknown>> {
   const { packLayout } = await import('../../model/pack/build.ts');
-  const { configGraphs, predictTick } = await import('../../model/analysis/tick-predict.ts');
+  const { configGraphs } = await import('../../model/analysis/graph-source.ts');
+  const { predictTick } = await import('../../engine/xportrait/tick-predict.ts');
   const layout = packLayout(cfg);
   const latent = Math.ceil(cfg.imageSize / cfg.vaeDownscale);
   const r1 = (x: number) => Math.round(x * 10) / 10;

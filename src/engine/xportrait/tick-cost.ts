@@ -13,23 +13,9 @@
  * `hostTraffic` turns the calls into bytes host→device and device→host: on today's path every feed is uploaded from
  * host memory and every fetch downloaded (the CPU provider, and CUDA/TensorRT/WebGPU as the runner feeds them now).
  */
-import { resolveLayoutDims, type DimBindings } from '../../model/pack/format.ts';
+import { dimResolver, type CallDims, type GraphIo, type IoSpec, type LayoutDims } from '../../model/analysis/graph-source.ts';
 import { lcmTimesteps } from './lcm.ts';
 import { LivePlanner, type LivePolicy, type TickPlan } from './live.ts';
-
-export interface IoSpec {
-  name: string;
-  type: string;
-  shape: Array<number | string>;
-}
-export interface GraphIo {
-  inputs: IoSpec[];
-  outputs: IoSpec[];
-}
-export interface LayoutDims {
-  vaeDownscale: number;
-  banks: Array<{ index: number; ds: number }>;
-}
 
 export interface TickCostOptions {
   policy: LivePolicy;
@@ -61,7 +47,7 @@ export interface TickCall {
   graph: string;
   batch: number;
   /** Concrete sizes of the symbolic dims this call binds (B, Bb, Lkv). */
-  dims: { batch: number; bankBatch: number; kvLength: number };
+  dims: CallDims;
   feeds: TensorUse[];
   fetches: TensorUse[];
 }
@@ -74,11 +60,6 @@ export interface TickCalls {
 }
 
 const TYPE_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1, float64: 8 };
-
-/** Concrete dims for a graph's symbolic I/O shapes: the packs' own resolver (src/model/pack/format.ts). */
-export function dimResolver(layout: LayoutDims, o: DimBindings): (d: number | string) => number {
-  return resolveLayoutDims(layout, o);
-}
 
 function uses(specs: IoSpec[], dim: (d: number | string) => number): TensorUse[] {
   return specs.map((s) => {
