@@ -12,7 +12,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import sharp from 'sharp';
+import { readStill, resizeStill } from '../media/still.ts';
 import { z } from 'zod';
 import { wholeNumber } from '../config/whole-number.ts';
 import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
@@ -76,8 +76,7 @@ export interface AnimateReport {
 export async function readPortraitFile(path: string): Promise<RgbImage> {
   if (!existsSync(path)) throw new MediaFileError('not_found', `portrait not found: ${path}`);
   try {
-    const { data, info } = await sharp(path).rotate().removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    return await readStill(path);
   } catch (err) {
     throw new MediaFileError('not_an_image', `portrait ${path} is not an image sharp can read (${errorMessage(err)})`);
   }
@@ -86,23 +85,14 @@ export async function readPortraitFile(path: string): Promise<RgbImage> {
 /** An RGB panel of `size` x `size` from an I420 frame (scaled to cover, centred). */
 async function panelFromI420(frame: VideoFrame, size: number): Promise<Uint8Array> {
   const rgb = frame.format === 'i420' ? i420ToRgb(frame.data, frame.width, frame.height, 3) : frame.data;
-  const buf = await sharp(rgb, { raw: { width: frame.width, height: frame.height, channels: frame.format === 'rgba' ? 4 : 3 } })
-    .removeAlpha()
-    .resize(size, size, { fit: 'cover' })
-    .raw()
-    .toBuffer();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  return (await resizeStill({ width: frame.width, height: frame.height, data: rgb, channels: frame.format === 'rgba' ? 4 : 3 }, size, size, { fit: 'cover' })).data;
 }
 
 /** A frame scaled to cover w x h (centred), as I420. */
 async function scaleFrame(frame: VideoFrame, w: number, h: number): Promise<VideoFrame> {
   const rgb = frame.format === 'i420' ? i420ToRgb(frame.data, frame.width, frame.height, 3) : frame.data;
-  const buf = await sharp(rgb, { raw: { width: frame.width, height: frame.height, channels: frame.format === 'rgba' ? 4 : 3 } })
-    .removeAlpha()
-    .resize(w, h, { fit: 'cover' })
-    .raw()
-    .toBuffer();
-  return toI420({ ...frame, width: w, height: h, format: 'rgb', data: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) });
+  const scaled = await resizeStill({ width: frame.width, height: frame.height, data: rgb, channels: frame.format === 'rgba' ? 4 : 3 }, w, h, { fit: 'cover' });
+  return toI420({ ...frame, ...scaled, format: 'rgb' });
 }
 
 function blit(dst: Uint8Array, dstW: number, src: Uint8Array, w: number, h: number, x0: number): void {
@@ -179,7 +169,7 @@ export async function animate(opts: AnimateOptions, onProgress?: (p: AnimateProg
     const outW = session.info.outputWidth;
     const outH = session.info.outputHeight;
     const portraitPanel = opts.compare
-      ? new Uint8Array(await sharp(portrait.data, { raw: { width: portrait.width, height: portrait.height, channels: 3 } }).resize(outW, outH, { fit: 'cover' }).raw().toBuffer())
+      ? (await resizeStill(portrait, outW, outH, { fit: 'cover' })).data
       : undefined;
     writer = VideoWriter.open(opts.output, {
       width: opts.compare ? 3 * outW : outW,

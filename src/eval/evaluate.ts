@@ -14,7 +14,7 @@
  * - frames with no face, in each video.
  * Each figure is checked against a threshold (DEFAULT_THRESHOLDS, set from measurement: README `warp` section).
  */
-import sharp from 'sharp';
+import { resizeStill, stillJpeg } from '../media/still.ts';
 import type { FaceTracker } from '../face/tracker.ts';
 import type { ImageLike } from '../media/frame.ts';
 import { readVideoFrames } from '../media/ffmpeg.ts';
@@ -159,10 +159,7 @@ export interface EvaluateOutput {
 const THUMB = 160;
 
 async function jpegThumb(img: ImageLike): Promise<Buffer> {
-  return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
-    .resize(THUMB, THUMB, { fit: 'cover' })
-    .jpeg({ quality: 80 })
-    .toBuffer();
+  return stillJpeg(await resizeStill(img, THUMB, THUMB, { fit: 'cover' }), 80);
 }
 
 /** Track every frame of a video and measure it (figures NaN where no face was found). */

@@ -13,9 +13,9 @@
  * avatar is already at its placed size (e.g. `--output-size 720` in a 1280x720 frame) it is a row copy.
  * Measured in `npm run bench -- output-frame` (docs/measurements.md).
  */
-import sharp from 'sharp';
 import { rgbToI420 } from './convert.ts';
-import { byteLength, type VideoFrame } from './frame.ts';
+import { byteLength, type RgbImage, type VideoFrame } from './frame.ts';
+import { readStillCovering } from './still.ts';
 
 export interface FrameSize {
   width: number;
@@ -357,12 +357,12 @@ export async function loadOutputFrame(spec: OutputFrameSpec | undefined): Promis
 export async function loadOutputFrame(spec: OutputFrameSpec | undefined): Promise<OutputFrameSpec | undefined> {
   if (!spec || spec.background.kind !== 'image') return spec;
   const { path } = spec.background;
-  let rgb: Buffer;
+  let rgb: RgbImage;
   try {
-    rgb = await sharp(path).removeAlpha().resize(spec.width, spec.height, { fit: 'cover' }).raw().toBuffer();
+    rgb = await readStillCovering(path, spec.width, spec.height);
   } catch (err) {
     throw new Error(`--output-background ${path}: not a picture this server can read (${err instanceof Error ? err.message : String(err)})`);
   }
-  return { ...spec, background: { kind: 'image', path, i420: rgbToI420(new Uint8Array(rgb), spec.width, spec.height) } };
+  return { ...spec, background: { kind: 'image', path, i420: rgbToI420(rgb.data, spec.width, spec.height) } };
 }
 

@@ -6,6 +6,8 @@
  * - the warp engine's field sampler (`resampleI420`: I420 through a per-pixel position field, edge-clamped);
  * - axis-aligned plane scaling (`scalePlane`: egress's fixed-size canvas);
  * - area averages (`lumaThumbnail`: picture fingerprints) and single pixels (`pixelYuv`).
+ * Stills (portraits, backgrounds, thumbnails: read and resized once, through sharp) are ./still.ts, Node only: this
+ * file is also bundled into the page.
  * Each hot loop is written for its own access pattern (see the comments at each): one general per-pixel sampler
  * would cost the tracker and the warp engine measurable time per frame (src/bench/suites/face.ts, warp.ts).
  *

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import sharp, { type Metadata } from 'sharp';
 import type { RgbImage } from '../media/frame.ts';
+import { decodeStill } from '../media/still.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { HttpError } from './http.ts';
 import { errorMessage } from '../util/error-message.ts';
@@ -52,16 +53,7 @@ export async function decodePortrait(bytes: Buffer, limits: PortraitLimits): Pro
     );
   }
   try {
-    const { data, info } = await sharp(bytes, { limitInputPixels: Number.isFinite(limits.maxPixels) ? limits.maxPixels : false })
-      .rotate()
-      .flatten({ background: '#ffffff' })
-      .resize({ width: MAX_PORTRAIT_SIDE, height: MAX_PORTRAIT_SIDE, fit: 'inside', withoutEnlargement: true })
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new Error(`expected 3 channels, got ${info.channels}`);
-    return { image: { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) }, format: meta.format ?? 'unknown' };
+    return { image: await decodeStill(bytes, { maxSide: MAX_PORTRAIT_SIDE, maxPixels: limits.maxPixels }), format: meta.format ?? 'unknown' };
   } catch (err) {
     throw new PortraitError(422, 'undecodable_image', `the image could not be decoded: ${errorMessage(err)}`);
   }

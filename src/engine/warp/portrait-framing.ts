@@ -4,11 +4,11 @@
  * converted once to I420, the format the resampler reads and the session sends. The landmarks found on the
  * original picture are carried through the same crop and scale, and the head pose is re-fitted to them.
  */
-import sharp from 'sharp';
 import { derivedFromLandmarks } from '../../face/observation.ts';
 import type { FaceBox, FaceObservation } from '../../face/types.ts';
 import { rgbToI420 } from '../../media/convert.ts';
 import type { ImageLike, RgbImage } from '../../media/frame.ts';
+import { resizeStill } from '../../media/still.ts';
 import { FACE_POINTS } from './landmark-sets.ts';
 
 export interface Crop {
@@ -52,12 +52,7 @@ export async function framePortrait(portrait: RgbImage, face: FaceObservation, o
   const crop = framingCrop(portrait.width, portrait.height, face.box, outW, outH);
   const cw = Math.min(crop.width, portrait.width - crop.x);
   const ch = Math.min(crop.height, portrait.height - crop.y);
-  const data = await sharp(portrait.data, { raw: { width: portrait.width, height: portrait.height, channels: 3 } })
-    .extract({ left: crop.x, top: crop.y, width: cw, height: ch })
-    .resize(outW, outH, { fit: 'fill', kernel: 'lanczos3' })
-    .raw()
-    .toBuffer();
-  const rgb: RgbImage = { width: outW, height: outH, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  const rgb: RgbImage = await resizeStill(portrait, outW, outH, { crop: { x: crop.x, y: crop.y, width: cw, height: ch } });
   const sx = outW / cw;
   const sy = outH / ch;
   const landmarks = new Float32Array(3 * FACE_POINTS);

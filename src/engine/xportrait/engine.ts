@@ -13,13 +13,13 @@
  */
 import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
-import sharp from 'sharp';
 import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { EngineLoadOptions } from '../engine.ts';
 import type { PortraitAnalyzer } from '../../face/portrait-analyzer.ts';
 import type { FaceObservation } from '../../face/types.ts';
 import type { ImageLike } from '../../media/frame.ts';
+import { resizeStill } from '../../media/still.ts';
 import { composeAffine, warpToRgb } from '../../media/resampling.ts';
 import {
   alignDrivingFrame,
@@ -236,11 +236,7 @@ export function tensorToRgb(chw: Float32Array, w: number, h: number): Uint8Array
 
 export async function resizeRgb(rgb: Uint8Array, w: number, h: number, tw: number, th: number): Promise<Uint8Array> {
   if (w === tw && h === th) return rgb;
-  const buf = await sharp(rgb, { raw: { width: w, height: h, channels: 3 } })
-    .resize(tw, th, { fit: 'fill', kernel: tw < w ? 'lanczos3' : 'linear' })
-    .raw()
-    .toBuffer();
-  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  return (await resizeStill({ width: w, height: h, data: rgb }, tw, th, { kernel: tw < w ? 'lanczos3' : 'linear' })).data;
 }
 
 interface Hints {
