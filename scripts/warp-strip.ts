@@ -27,7 +27,7 @@ const TILE = 200;
 
 const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
 const engine = new WarpEngine({});
-const session = await engine.createSession({ portrait: { width: info.width, height: info.height, data: new Uint8Array(data) }, outputWidth: SIZE, outputHeight: SIZE, logger: silentLogger() });
+const session = await engine.createSession({ portrait: { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) }, outputWidth: SIZE, outputHeight: SIZE, logger: silentLogger() });
 const tracker = await createFaceTracker();
 const tiles: Buffer[] = [];
 let i = 0;

@@ -11,7 +11,7 @@ export async function portraitFaceOf(portrait: RgbImage): Promise<FaceObservatio
   const { createPortraitAnalyzer } = await import('../face/node/index.ts');
   const analyzer = await createPortraitAnalyzer();
   try {
-    return (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
+    return (await analyzer.analyze(portrait)).face;
   } finally {
     await analyzer.close();
   }

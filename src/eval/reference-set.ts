@@ -75,7 +75,7 @@ export async function checkReferenceSet(images: readonly RgbImage[], o: Referenc
       continue;
     }
     try {
-      faces.push((await o.analyzer.analyze({ ...img, format: 'rgb' })).face);
+      faces.push((await o.analyzer.analyze(img)).face);
     } catch (err) {
       if (i > 0) throw new ReferenceSetError('no_face', `${ordinal(i)}: ${(err as Error).message.replace(/in the portrait/, 'in it')} (every extra photo must show the same person's face)`, i);
       faces.push(undefined);

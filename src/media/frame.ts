@@ -62,10 +62,7 @@ export function mark<F extends { times: FrameTimes }>(frame: F, stage: StageMark
   return frame;
 }
 
-/** An RGB image (portrait, decoded stills). */
-export interface RgbImage {
-  width: number;
-  height: number;
-  /** 3 bytes per pixel, row-major, no padding. */
-  data: Uint8Array;
+/** An `ImageLike` known to be packed RGB (portraits, decoded stills: media/still.ts): 3 bytes per pixel, row-major. */
+export interface RgbImage extends ImageLike {
+  format: 'rgb';
 }

@@ -26,7 +26,7 @@ export interface StillResize {
 }
 
 function rgbOf(buf: Buffer, width: number, height: number): RgbImage {
-  return { width, height, data: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) };
+  return { format: 'rgb' as const, width, height, data: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) };
 }
 
 /** `img` resized to `width` x `height` RGB. */

@@ -22,13 +22,13 @@ export function readVideoFrames(path: string, size?: { width: number; height: nu
   if (res.status !== 0) throw new Error(`ffmpeg failed on ${path}: ${res.stderr?.toString()}`);
   const frameBytes = width * height * 3;
   const frames: RgbImage[] = [];
-  for (let o = 0; o + frameBytes <= res.stdout.length; o += frameBytes) frames.push({ width, height, data: new Uint8Array(res.stdout.subarray(o, o + frameBytes)) });
+  for (let o = 0; o + frameBytes <= res.stdout.length; o += frameBytes) frames.push({ format: 'rgb' as const, width, height, data: new Uint8Array(res.stdout.subarray(o, o + frameBytes)) });
   return frames;
 }
 
 export async function readPng(path: string): Promise<RgbImage> {
   const { data, info } = await sharp(path).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, data: new Uint8Array(data) };
+  return { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
 }
 
 export async function writePng(path: string, img: RgbImage): Promise<void> {

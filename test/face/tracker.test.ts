@@ -223,7 +223,7 @@ describe('frames without a face', () => {
   const gradient = (w: number, h: number): RgbImage => {
     const data = new Uint8Array(w * h * 3);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.set([(x * 255) / w, (y * 255) / h, 128], 3 * (y * w + x));
-    return { width: w, height: h, data };
+    return { format: 'rgb' as const, width: w, height: h, data };
   };
 
   it('a gradient and a background crop are lost, without exception, and tracking recovers', async () => {
@@ -236,7 +236,7 @@ describe('frames without a face', () => {
       // a crop of the wall behind the person, scaled up
       const wall = new Uint8Array(512 * 512 * 3);
       for (let y = 0; y < 512; y++) for (let x = 0; x < 512; x++) wall.set(frames[10].data.subarray(3 * ((y >> 3) * 512 + 8 + (x >> 3)), 3 * ((y >> 3) * 512 + 8 + (x >> 3)) + 3), 3 * (y * 512 + x));
-      expect((await t.track(rgb({ width: 512, height: 512, data: wall }, 2))).lost).toBe(true);
+      expect((await t.track(rgb({ format: 'rgb' as const, width: 512, height: 512, data: wall }, 2))).lost).toBe(true);
       const back = await t.track(rgb(frames[11], 3));
       expect(back.lost).toBe(false);
       expect(back.detected).toBe(true);

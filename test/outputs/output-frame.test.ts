@@ -58,7 +58,7 @@ const spec = (over: Partial<OutputFrameSpec> = {}): OutputFrameSpec => ({ width:
 
 beforeAll(async () => {
   const { data, info } = await sharp(SOURCE_PORTRAIT).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  const portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
   analyzer = await createPortraitAnalyzer();
   const face = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
   const framed = await framePortrait(portrait, face, 512, 512);

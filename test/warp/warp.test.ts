@@ -38,7 +38,7 @@ const faces: FaceObservation[] = [];
 
 beforeAll(async () => {
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
   analyzer = await createPortraitAnalyzer();
   portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
   framed = await framePortrait(portrait, portraitFace, SIZE, SIZE);
@@ -433,7 +433,7 @@ describe('warp engine session', () => {
     const h = 240;
     const data = new Uint8Array(w * h * 3);
     for (let i = 0; i < w * h; i++) data.fill((i % w) & 255, 3 * i, 3 * i + 3);
-    const err = await engine.createSession({ portrait: { width: w, height: h, data }, outputWidth: SIZE, outputHeight: SIZE, logger: silentLogger() }).catch((e: unknown) => e);
+    const err = await engine.createSession({ portrait: { format: 'rgb' as const, width: w, height: h, data }, outputWidth: SIZE, outputHeight: SIZE, logger: silentLogger() }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PortraitFaceError);
     expect((err as Error).message).toMatch(/no face found in the portrait/);
   });
@@ -447,7 +447,7 @@ describe('portrait framing', () => {
       .removeAlpha()
       .raw()
       .toBuffer({ resolveWithObject: true });
-    const img = { width: 1600, height: 1200, data: new Uint8Array(big.data) };
+    const img = { format: 'rgb' as const, width: 1600, height: 1200, data: new Uint8Array(big.data) };
     const face = (await analyzer.analyze({ ...img, format: 'rgb' })).face;
     const f = await framePortrait(img, face, SIZE, SIZE);
     expect(f.crop.width).toBeLessThan(700);

@@ -31,7 +31,7 @@ export async function buildWebGpuTinyPack(packDir: string): Promise<void> {
 /** The real portrait and the first `frames` frames of the real driving video at 256², faces tracked. */
 export async function liveInputs(frames: number): Promise<LiveInputs> {
   const { data, info } = await sharp(join(SHARED, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  const portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
   const analyzer = await createPortraitAnalyzer();
   const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
   await analyzer.close();

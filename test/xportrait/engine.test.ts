@@ -40,7 +40,7 @@ const drive = (s: EngineSession, n: number): Promise<VideoFrame[]> => driveSessi
 beforeAll(async () => {
   pack = await buildTinyPack();
   const { data, info } = await sharp(join(SHARED, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
   const analyzer = await createPortraitAnalyzer();
   portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
   await analyzer.close();

@@ -48,7 +48,7 @@ const engines: Engine[] = [];
 
 async function rgb(s: Sharp): Promise<RgbImage> {
   const { data, info } = await s.removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, data: new Uint8Array(data) };
+  return { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
 }
 
 /** A second photo of the same person derived from the shared portrait: mirrored, cropped to 88 % and re-centred. */
@@ -191,7 +191,7 @@ describe('xportrait engine with two references (real portrait + derived photo, r
   it('refuses more references than --max-references, naming the limit', async () => {
     const e = await engine({ maxReferences: 2 });
     await expect(e.createSession({ ...opts(), moreReferences: [second, second] })).rejects.toThrow(/3 reference photos, at most 2 per session/);
-    await expect(e.createSession({ ...opts(), moreReferences: [{ width: 4, height: 4, data: new Uint8Array(3) }] })).rejects.toThrow(/reference photo 2: the portrait is not a valid RGB image/);
+    await expect(e.createSession({ ...opts(), moreReferences: [{ format: 'rgb' as const, width: 4, height: 4, data: new Uint8Array(3) }] })).rejects.toThrow(/reference photo 2: the portrait is not a valid RGB image/);
     await expect(loadEngine('xportrait', { logger: silentLogger(), options: { pack: pack.dir, maxReferences: 9 } })).rejects.toThrow(/--max-references/);
   }, 300_000);
 });

@@ -53,9 +53,9 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const passesArg = ctx.args.indexOf('--passes');
   const passes = passesArg >= 0 ? Math.max(1, Number(ctx.args[passesArg + 1]) || 2) : 2;
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  const portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
   const analyzer = await createPortraitAnalyzer();
-  const portraitFace = (await analyzer.analyze({ ...portrait, format: 'rgb' })).face;
+  const portraitFace = (await analyzer.analyze(portrait)).face;
   await analyzer.close();
   const avatarAt = async (size: number): Promise<VideoFrame> => {
     const framed = await framePortrait(portrait, portraitFace, size, size);

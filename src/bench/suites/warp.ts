@@ -39,7 +39,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const deviceArg = ctx.args.indexOf('--warp-device');
   const device = (deviceArg >= 0 ? ctx.args[deviceArg + 1] : 'cpu') as import('../../model/onnx/providers.ts').Device;
   const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  const portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
 
   const frames: VideoFrame[] = [];
   for await (const f of readVideoFrames(DRIVING, { width: SIZE, height: SIZE, format: 'i420' })) {

@@ -140,7 +140,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     const src = join(shared, 'media/xportrait-source.png');
     const load = async (s: import('sharp').Sharp) => {
       const { data, info } = await s.removeAlpha().raw().toBuffer({ resolveWithObject: true });
-      return { width: info.width, height: info.height, data: new Uint8Array(data) };
+      return { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
     };
     const portrait = await load(sharp(src));
     const w = portrait.width;

@@ -142,7 +142,7 @@ export async function runPack(ctx: BenchContext): Promise<Record<string, unknown
   }
   try {
     const { data, info } = await sharp(join(shared, 'media/xportrait-source.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    const portrait = { width: info.width, height: info.height, data: new Uint8Array(data) };
+    const portrait = { format: 'rgb' as const, width: info.width, height: info.height, data: new Uint8Array(data) };
     const portraitFace = await portraitFaceOf(portrait);
     const driving = await trackedDrivingFrames(shared, N);
     const logger = silentLogger();

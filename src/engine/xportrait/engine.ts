@@ -151,7 +151,7 @@ export class XPortraitEngine implements Engine {
     if (given && !given.lost && given.frameWidth === opts.portrait.width && given.frameHeight === opts.portrait.height) return given;
     try {
       this.#analyzer ??= import('../../face/node/index.ts').then((m) => m.createPortraitAnalyzer({ threads: this.options.threads }));
-      return (await (await this.#analyzer).analyze({ ...opts.portrait, format: 'rgb' })).face;
+      return (await (await this.#analyzer).analyze(opts.portrait)).face;
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'xportrait: no landmarks for the portrait; driving frames are not aligned to it');
       return undefined;
