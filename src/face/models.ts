@@ -140,7 +140,7 @@ export function faceModelSpec(id: string): FaceModelSpec {
 }
 
 /** Bumped when the TF.js converter's output for the same source changes (build-models then re-converts). */
-export const CONVERTER_VERSION = 1;
+export const CONVERTER_VERSION = 2;
 
 export interface ModelManifestEntry {
   id: string;

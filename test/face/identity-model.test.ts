@@ -247,7 +247,7 @@ describe('dlib ResNet on real faces', () => {
       file: 'dlib-resnet.onnx',
       source: { package: '@vladmandic/face-api', file: 'model/face_recognition_model-weights_manifest.json' },
       licence: 'public domain (dlib-models), MIT package',
-      converter: { version: 1, opset: 13 },
+      converter: { version: 2, opset: 13 },
       inputs: [{ name: 'image', shape: ['batch', 150, 150, 3] }],
       outputs: [{ name: 'descriptor' }],
     });

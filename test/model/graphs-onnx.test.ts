@@ -5,7 +5,8 @@
  *   shared by two graphs stores a tensor once, an aborted file is removed, bad initializers are refused;
  * - GroupNorm (decomposed two-pass) is accurate where a group's mean dwarfs its spread;
  * - the sinusoidal timestep embedding (cos first), attention with a batch-1 K/V broadcast, nearest x2 upsampling,
- *   and weights bound from a checkpoint (shape-checked, transposed for MatMul, float16 in an fp16 graph).
+ *   and weights bound from a checkpoint (shape-checked, transposed for MatMul, float16 in an fp16 graph);
+ * - the synchronous side the face model converters use: in-graph tensors, hinted and reserved names, an unshaped output.
  */
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +15,7 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { TensorInfo, WeightSource } from '../../src/model/checkpoint/index.ts';
 import { Nn } from '../../src/model/graphs/nn.ts';
-import { encodeModel, GraphBuilder, MemorySink } from '../../src/model/onnx/graph.ts';
+import { attr, encodeModel, GraphBuilder, MemorySink } from '../../src/model/onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile } from '../../src/model/onnx/writer.ts';
 import { SeededRandom } from '../../src/model/pack/verify.ts';
 
@@ -107,6 +108,33 @@ describe('model files', () => {
     expect(existsSync(path)).toBe(true);
     await f.abort();
     expect(existsSync(path)).toBe(false);
+  });
+
+  it('builds synchronously for the face model converters: in-graph tensors, hinted and reserved names, an unshaped output', async () => {
+    const g = new GraphBuilder('sync', new MemorySink(), 13);
+    expect(g.reserve('y')).toBe('y');
+    const x = g.input('x', 'float32', [2, 3]);
+    const w = g.tensor('conv/W', [3, 2], Float32Array.from([1, 2, 3, 4, 5, 6]));
+    const shape = g.tensor('shape', [1], BigInt64Array.of(-1n));
+    const seven = g.tensor('shape', [1], Int32Array.of(7));
+    expect(seven).not.toBe(shape); // a fresh name: tensors are never shared
+    const mm = g.op('MatMul', [x, w], {}, { hint: 'conv' });
+    expect(mm).toBe('conv');
+    expect(g.nodes.at(-1)!.name).toBe('conv/MatMul');
+    const flat = g.op('Reshape', [mm, shape], {}, { hint: 'y' });
+    expect(flat).not.toBe('y'); // the reserved name is left alone
+    const y = g.op('Add', [flat, g.op('Cast', [seven], { to: attr.i(1) })]);
+    expect(() => g.reserve('x')).toThrow(/'x' is already used/);
+    expect(() => g.tensor('bad', [4], Float32Array.of(1))).toThrow(/1 values for dims \[4\]/);
+    g.output(y, 'y', 'float32'); // takes the reserved name; no shape declared
+    expect(g.opCounts()).toEqual({ MatMul: 1, Reshape: 1, Cast: 1, Add: 1, Identity: 1 });
+    expect(g.toGraphProto().initializer!.map((t) => t.dataType)).toEqual([1, 7, 6]);
+    expect(g.toGraphProto().output![0].type!.tensorType!.shape).toBeUndefined();
+    const s = await session(g);
+    const out = await s.run({ x: new ort.Tensor('float32', Float32Array.from([1, 0, 0, 0, 1, 1]), [2, 3]) });
+    expect(out.y.dims).toEqual([4]);
+    expect(Array.from(out.y.data as Float32Array)).toEqual([8, 9, 15, 17]);
+    await s.release();
   });
 
   it('names a missing or misshapen checkpoint tensor', async () => {

@@ -24,17 +24,16 @@
  * pooled map is one pixel larger than the conv path, the conv path gets a row and a column of zeros at the
  * bottom and right, and where the shortcut has fewer channels it gets zero channels after its own.
  *
- * Pure (no I/O): the Node reader is in ./files.ts.
+ * Pure (no I/O): the Node reader is in ./files.ts. The graph is built with src/model/onnx/graph.ts, weights held in
+ * the graph.
  */
-import onnxProto from 'onnx-proto';
+import { attr, encodeModel, GraphBuilder, MemorySink, type Attr } from '../onnx/graph.ts';
 import type { ConstTensor, TfjsModelJson } from './tfjs-graph.ts';
 import { decodeWeights } from './tfjs-graph.ts';
-import { attrI, attrIs, OnnxGraphBuilder, ONNX_OPSET, valueInfo } from './tfjs-to-onnx.ts';
-
-const { onnx } = onnxProto;
+import { ONNX_OPSET } from './tfjs-to-onnx.ts';
 
 /** Bumped when the ONNX this builder writes for the same weights changes (build-models then rebuilds). */
-export const DLIB_RESNET_BUILDER_VERSION = 1;
+export const DLIB_RESNET_BUILDER_VERSION = 2;
 export const DLIB_RESNET_INPUT_SIZE = 150;
 export const DLIB_RESNET_DESCRIPTOR_DIMS = 128;
 /** Per-channel RGB mean that face-api subtracts before dividing by 255. */
@@ -121,9 +120,12 @@ function validSize(size: number, kernel: number, stride: number): number {
  */
 export function buildDlibResnetOnnx(manifest: TfjsModelJson['weightsManifest'], bytes: Uint8Array, opts: DlibResnetBuildOptions = {}): DlibResnetBuildResult {
   const table = new WeightTable(decodeWeights(manifest, bytes).weights);
-  const b = new OnnxGraphBuilder();
-  b.reserve(DLIB_RESNET_INPUT_NAME);
+  const b = new GraphBuilder(opts.name ?? 'dlib_face_recognition_resnet_model_v1', new MemorySink(), ONNX_OPSET);
+  const inputShape: Array<number | string> = ['batch', DLIB_RESNET_INPUT_SIZE, DLIB_RESNET_INPUT_SIZE, 3];
+  const image = b.input(DLIB_RESNET_INPUT_NAME, 'float32', inputShape);
   b.reserve(DLIB_RESNET_OUTPUT_NAME);
+  // Nodes and weights named after the network's layers (the names are plain: no sanitising needed).
+  const node = (opType: string, inputs: string[], hint: string, attrs: Record<string, Attr> = {}): string => b.op(opType, inputs, attrs, { hint });
   let convLayers = 0;
   let parameters = 0;
 
@@ -154,13 +156,13 @@ export function buildDlibResnetOnnx(manifest: TfjsModelJson['weightsManifest'], 
     }
     parameters += filters.data.length + 3 * co;
     convLayers++;
-    let y = b.node(
+    let y = node(
       'Conv',
-      [x.name, b.initFloat(`${prefix}/W`, [co, ci, kh, kw], wFolded), b.initFloat(`${prefix}/B`, [co], bFolded)],
+      [x.name, b.tensor(`${prefix}/W`, [co, ci, kh, kw], wFolded), b.tensor(`${prefix}/B`, [co], bFolded)],
       relu ? `${prefix}/conv` : prefix,
-      [attrIs('kernel_shape', [kh, kw]), attrIs('strides', [stride, stride]), attrIs('pads', [pad, pad, pad, pad]), attrIs('dilations', [1, 1]), attrI('group', 1)],
+      { kernel_shape: attr.ints([kh, kw]), strides: attr.ints([stride, stride]), pads: attr.ints([pad, pad, pad, pad]), dilations: attr.ints([1, 1]), group: attr.i(1) },
     );
-    if (relu) y = b.node('Relu', [y], `${prefix}/relu`);
+    if (relu) y = node('Relu', [y], `${prefix}/relu`);
     const size = validSize(x.size + 2 * pad, kh, stride);
     return { name: y, size, channels: co };
   };
@@ -168,8 +170,8 @@ export function buildDlibResnetOnnx(manifest: TfjsModelJson['weightsManifest'], 
   /** Zero-pad a map at the end of H and W by `dhw`, and at the end of the channels by `dc`. */
   const padEnd = (x: FeatureMap, dhw: number, dc: number, hint: string): FeatureMap => {
     if (dhw === 0 && dc === 0) return x;
-    const pads = b.initInt64(`${hint}/pads`, [8], [0, 0, 0, 0, 0, dc, dhw, dhw]);
-    return { name: b.node('Pad', [x.name, pads], hint), size: x.size + dhw, channels: x.channels + dc };
+    const pads = b.tensor(`${hint}/pads`, [8], BigInt64Array.from([0, 0, 0, 0, 0, dc, dhw, dhw], (v) => BigInt(v)));
+    return { name: node('Pad', [x.name, pads], hint), size: x.size + dhw, channels: x.channels + dc };
   };
 
   const residual = (x: FeatureMap, name: string, down: boolean): FeatureMap => {
@@ -178,7 +180,7 @@ export function buildDlibResnetOnnx(manifest: TfjsModelJson['weightsManifest'], 
     let shortcut = x;
     if (down) {
       const pooled: FeatureMap = {
-        name: b.node('AveragePool', [x.name], `${name}/shortcut_pool`, [attrIs('kernel_shape', [2, 2]), attrIs('strides', [2, 2]), attrIs('pads', [0, 0, 0, 0])]),
+        name: node('AveragePool', [x.name], `${name}/shortcut_pool`, { kernel_shape: attr.ints([2, 2]), strides: attr.ints([2, 2]), pads: attr.ints([0, 0, 0, 0]) }),
         size: validSize(x.size, 2, 2),
         channels: x.channels,
       };
@@ -191,54 +193,40 @@ export function buildDlibResnetOnnx(manifest: TfjsModelJson['weightsManifest'], 
     } else if (y.channels !== x.channels || y.size !== x.size) {
       throw new Error(`dlib ResNet: ${name} changes the map (${x.channels}x${x.size}² -> ${y.channels}x${y.size}²) without being a down block`);
     }
-    const sum = b.node('Add', [y.name, shortcut.name], `${name}/add`);
-    return { name: b.node('Relu', [sum], `${name}/out`), size: y.size, channels: y.channels };
+    const sum = node('Add', [y.name, shortcut.name], `${name}/add`);
+    return { name: node('Relu', [sum], `${name}/out`), size: y.size, channels: y.channels };
   };
 
   // Normalise in NHWC (the mean broadcasts over the last axis, as face-api subtracts it), then go to NCHW.
-  const centred = b.node('Sub', [DLIB_RESNET_INPUT_NAME, b.initFloat('mean_rgb', [3], Float32Array.from(DLIB_RESNET_MEAN_RGB))], 'centred');
-  const scaled = b.node('Div', [centred, b.initFloat('255', [], Float32Array.of(255))], 'normalised');
-  let x: FeatureMap = { name: b.node('Transpose', [scaled], 'nchw', [attrIs('perm', [0, 3, 1, 2])]), size: DLIB_RESNET_INPUT_SIZE, channels: 3 };
+  const centred = node('Sub', [image, b.tensor('mean_rgb', [3], Float32Array.from(DLIB_RESNET_MEAN_RGB))], 'centred');
+  const scaled = node('Div', [centred, b.tensor('255', [], Float32Array.of(255))], 'normalised');
+  let x: FeatureMap = { name: node('Transpose', [scaled], 'nchw', { perm: attr.ints([0, 3, 1, 2]) }), size: DLIB_RESNET_INPUT_SIZE, channels: 3 };
   x = convLayer(x, 'conv32_down', 2, 0, true);
   x = {
-    name: b.node('MaxPool', [x.name], 'stem_pool', [attrIs('kernel_shape', [3, 3]), attrIs('strides', [2, 2]), attrIs('pads', [0, 0, 0, 0])]),
+    name: node('MaxPool', [x.name], 'stem_pool', { kernel_shape: attr.ints([3, 3]), strides: attr.ints([2, 2]), pads: attr.ints([0, 0, 0, 0]) }),
     size: validSize(x.size, 3, 2),
     channels: x.channels,
   };
   for (const block of BLOCKS) x = residual(x, block.name, block.down);
 
-  const pooled = b.node('GlobalAveragePool', [x.name], 'global_pool');
-  const flat = b.node('Flatten', [pooled], 'features', [attrI('axis', 1)]);
+  const pooled = node('GlobalAveragePool', [x.name], 'global_pool');
+  const flat = node('Flatten', [pooled], 'features', { axis: attr.i(1) });
   const fc = table.take('fc', 2);
   if (fc.shape[0] !== x.channels || fc.shape[1] !== DLIB_RESNET_DESCRIPTOR_DIMS) {
     throw new Error(`dlib ResNet weights: fc is [${fc.shape}], expected [${x.channels},${DLIB_RESNET_DESCRIPTOR_DIMS}]`);
   }
   parameters += fc.data.length;
-  b.node('MatMul', [flat, b.initFloat('fc', fc.shape, fc.data as Float32Array)], DLIB_RESNET_OUTPUT_NAME, [], DLIB_RESNET_OUTPUT_NAME);
+  const descriptor = b.op('MatMul', [flat, b.tensor('fc', fc.shape, fc.data as Float32Array)], {}, { names: [DLIB_RESNET_OUTPUT_NAME], hint: DLIB_RESNET_OUTPUT_NAME });
+  b.output(descriptor, DLIB_RESNET_OUTPUT_NAME, 'float32', ['batch', DLIB_RESNET_DESCRIPTOR_DIMS]);
 
   const unused = table.unused();
   if (unused.length) throw new Error(`dlib ResNet weights: ${unused.length} manifest entries are not part of the network (${unused.slice(0, 5).join(', ')}…)`);
 
-  const inputShape: Array<number | string> = ['batch', DLIB_RESNET_INPUT_SIZE, DLIB_RESNET_INPUT_SIZE, 3];
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    producerName: 'xportrait-cam dlib-resnet',
-    producerVersion: String(DLIB_RESNET_BUILDER_VERSION),
-    opsetImport: [{ domain: '', version: ONNX_OPSET }],
-    metadataProps: Object.entries(opts.metadata ?? {}).map(([key, value]) => ({ key, value })),
-    graph: {
-      name: opts.name ?? 'dlib_face_recognition_resnet_model_v1',
-      node: b.nodes,
-      initializer: b.initializers,
-      input: [valueInfo(DLIB_RESNET_INPUT_NAME, 'float32', inputShape)],
-      output: [valueInfo(DLIB_RESNET_OUTPUT_NAME, 'float32', ['batch', DLIB_RESNET_DESCRIPTOR_DIMS])],
-    },
-  });
   return {
-    bytes: onnx.ModelProto.encode(model).finish(),
+    bytes: encodeModel(b, { producerName: 'xportrait-cam dlib-resnet', producerVersion: String(DLIB_RESNET_BUILDER_VERSION), metadata: opts.metadata }),
     inputs: [{ name: DLIB_RESNET_INPUT_NAME, shape: inputShape, dtype: 'float32' }],
     outputs: [{ name: DLIB_RESNET_OUTPUT_NAME }],
-    opCounts: b.opCounts,
+    opCounts: b.opCounts(),
     convLayers,
     parameters,
   };

@@ -9,16 +9,13 @@
  * the TF.js shapes, so a converted model is a drop-in for the original on the same feeds.
  *
  * Unsupported ops fail the conversion with the list of op types, never silently.
+ *
+ * The graph is built with the project's one ONNX graph builder (src/model/onnx/graph.ts), weights held in the graph.
  */
-import onnxProto from 'onnx-proto';
+import { attr, encodeModel, GraphBuilder, MemorySink, type Attr } from '../onnx/graph.ts';
 import { attrInts, attrString, attrStrings, type ConstTensor, type TfjsGraph, type TfjsNode } from './tfjs-graph.ts';
 
-const { onnx } = onnxProto;
-type INodeProto = onnxProto.onnx.INodeProto;
-type ITensorProto = onnxProto.onnx.ITensorProto;
-type IAttributeProto = onnxProto.onnx.IAttributeProto;
-type IValueInfoProto = onnxProto.onnx.IValueInfoProto;
-
+/** The opset of the face models this folder writes (recorded in models/manifest.json). */
 export const ONNX_OPSET = 13;
 
 export interface ConvertOptions {
@@ -62,63 +59,10 @@ const NCHW_TO_NHWC = [0, 2, 3, 1];
 /** Logical NHWC axis -> position in NCHW storage. */
 const AXIS_TO_NCHW = [0, 2, 3, 1];
 
-/** Accumulates ONNX nodes and initializers with unique names (shared with the other builders in this folder). */
-export class OnnxGraphBuilder {
-  readonly nodes: INodeProto[] = [];
-  readonly initializers: ITensorProto[] = [];
-  readonly #names = new Set<string>();
-  readonly opCounts: Record<string, number> = {};
-
-  unique(hint: string): string {
-    let base = hint.replace(/[^A-Za-z0-9_./:-]/g, '_');
-    if (!base) base = 't';
-    let name = base;
-    let i = 1;
-    while (this.#names.has(name)) name = `${base}__${i++}`;
-    this.#names.add(name);
-    return name;
-  }
-
-  reserve(name: string): void {
-    if (this.#names.has(name)) throw new Error(`ONNX name collision: ${name}`);
-    this.#names.add(name);
-  }
-
-  node(opType: string, inputs: string[], outputHint: string, attrs: IAttributeProto[] = [], outputName?: string): string {
-    const out = outputName ?? this.unique(outputHint);
-    this.nodes.push({ opType, input: inputs, output: [out], name: this.unique(`${outputHint}/${opType}`), attribute: attrs });
-    this.opCounts[opType] = (this.opCounts[opType] ?? 0) + 1;
-    return out;
-  }
-
-  initFloat(hint: string, dims: number[], data: Float32Array): string {
-    const name = this.unique(hint);
-    this.initializers.push({ name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: toBytes(data) });
-    return name;
-  }
-
-  initInt32(hint: string, dims: number[], data: Int32Array): string {
-    const name = this.unique(hint);
-    this.initializers.push({ name, dims, dataType: onnx.TensorProto.DataType.INT32, rawData: toBytes(data) });
-    return name;
-  }
-
-  initInt64(hint: string, dims: number[], data: number[]): string {
-    const name = this.unique(hint);
-    this.initializers.push({ name, dims, dataType: onnx.TensorProto.DataType.INT64, rawData: toBytes(BigInt64Array.from(data, (v) => BigInt(v))) });
-    return name;
-  }
+/** A TF node name as an ONNX name hint: characters outside [A-Za-z0-9_./:-] become '_'. */
+function nameHint(hint: string): string {
+  return hint.replace(/[^A-Za-z0-9_./:-]/g, '_') || 't';
 }
-
-function toBytes(a: Float32Array | Int32Array | BigInt64Array): Uint8Array {
-  // Typed arrays are little-endian on every platform Node and browsers run on.
-  return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-export const attrI = (name: string, i: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i });
-export const attrF = (name: string, f: number): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f });
-export const attrIs = (name: string, ints: number[]): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints });
-export const attrS = (name: string, s: string): IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(s) });
 
 function parseInputRef(ref: string): { node: string; index: number } | undefined {
   if (ref.startsWith('^')) return undefined; // control dependency
@@ -232,11 +176,16 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
   const unsupported = Object.keys(tfOpCounts).filter((op) => !SUPPORTED_TF_OPS.includes(op));
   if (unsupported.length) throw new Error(`TF.js -> ONNX: unsupported op(s) ${unsupported.join(', ')}`);
 
-  const b = new OnnxGraphBuilder();
+  const b = new GraphBuilder(opts.name ?? 'tfjs_graph', new MemorySink(), ONNX_OPSET);
+  // Nodes and weights (held in the graph) named after the TF nodes.
+  const node = (opType: string, inputs: string[], outputHint: string, attrs: Record<string, Attr> = {}): string =>
+    b.op(opType, inputs, attrs, { hint: nameHint(outputHint) });
+  const initFloat = (hint: string, dims: number[], data: Float32Array): string => b.tensor(nameHint(hint), dims, data);
+  const initInt64 = (hint: string, dims: number[], data: number[]): string =>
+    b.tensor(nameHint(hint), dims, BigInt64Array.from(data, (v) => BigInt(v)));
   const values = new Map<string, Value>(); // TF "node:index" -> value
   const nativeCache = new Map<Value, string>();
   const nchwCache = new Map<Value, string>();
-  const graphInputs: IValueInfoProto[] = [];
   const inputsReport: ConvertResult['inputs'] = [];
 
   const key = (node: string, index: number) => `${node}:${index}`;
@@ -253,8 +202,7 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     return v.constant;
   };
 
-  const emitConst = (c: ConstTensor, hint: string): string =>
-    c.dtype === 'float32' ? b.initFloat(hint, c.shape, c.data as Float32Array) : b.initInt32(hint, c.shape, c.data as Int32Array);
+  const emitConst = (c: ConstTensor, hint: string): string => b.tensor(nameHint(hint), c.shape, c.data);
 
   const native = (v: Value, hint: string): string => {
     if (v.constant && !v.name) {
@@ -264,7 +212,7 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     if (v.layout === 'native') return v.name;
     let name = nativeCache.get(v);
     if (!name) {
-      name = b.node('Transpose', [v.name], `${hint}/to_nhwc`, [attrIs('perm', NCHW_TO_NHWC)]);
+      name = node('Transpose', [v.name], `${hint}/to_nhwc`, { perm: attr.ints(NCHW_TO_NHWC) });
       nativeCache.set(v, name);
     }
     return name;
@@ -284,7 +232,7 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
       name = emitConst(constForNchw(v.constant), `${hint}_nchw`);
     } else {
       if (v.rank !== undefined && v.rank !== 4) throw new Error(`value ${v.name} of rank ${v.rank} used as an image tensor`);
-      name = b.node('Transpose', [v.name], `${hint}/to_nchw`, [attrIs('perm', NHWC_TO_NCHW)]);
+      name = node('Transpose', [v.name], `${hint}/to_nchw`, { perm: attr.ints(NHWC_TO_NCHW) });
     }
     nchwCache.set(v, name);
     return name;
@@ -298,33 +246,33 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
       case undefined:
         return x;
       case 'Relu':
-        return b.node('Relu', [x], n.name);
+        return node('Relu', [x], n.name);
       case 'Relu6':
-        return b.node('Clip', [x, b.initFloat(`${n.name}/min`, [], new Float32Array([0])), b.initFloat(`${n.name}/max`, [], new Float32Array([6]))], n.name);
+        return node('Clip', [x, initFloat(`${n.name}/min`, [], new Float32Array([0])), initFloat(`${n.name}/max`, [], new Float32Array([6]))], n.name);
       case 'Elu':
-        return b.node('Elu', [x], n.name);
+        return node('Elu', [x], n.name);
       case 'Sigmoid':
-        return b.node('Sigmoid', [x], n.name);
+        return node('Sigmoid', [x], n.name);
       case 'LeakyRelu':
-        return b.node('LeakyRelu', [x], n.name, [attrF('alpha', n.attr?.leakyrelu_alpha?.f ?? 0.2)]);
+        return node('LeakyRelu', [x], n.name, { alpha: attr.f(n.attr?.leakyrelu_alpha?.f ?? 0.2) });
       case 'Prelu': {
         const alpha = args[0];
         if (!alpha) throw new Error(`TF node ${n.name}: Prelu without alpha`);
         const slope = layout === 'nchw' ? nchw(alpha, `${n.name}/alpha`) : native(alpha, `${n.name}/alpha`);
-        return b.node('PRelu', [x, slope], n.name);
+        return node('PRelu', [x, slope], n.name);
       }
       default:
         throw new Error(`TF node ${n.name}: fused activation ${act} is not supported`);
     }
   };
 
-  const convPadding = (n: TfjsNode): IAttributeProto[] => {
+  const convPadding = (n: TfjsNode): Record<string, Attr> => {
     const padding = attrString(n.attr?.padding) ?? 'VALID';
-    if (padding === 'SAME') return [attrS('auto_pad', 'SAME_UPPER')];
-    if (padding === 'VALID') return [attrIs('pads', [0, 0, 0, 0])];
+    if (padding === 'SAME') return { auto_pad: attr.s('SAME_UPPER') };
+    if (padding === 'VALID') return { pads: attr.ints([0, 0, 0, 0]) };
     if (padding === 'EXPLICIT') {
       const p = attrInts(n.attr?.explicit_paddings); // NHWC pairs
-      return [attrIs('pads', [p[2], p[4], p[3], p[5]])];
+      return { pads: attr.ints([p[2], p[4], p[3], p[5]]) };
     }
     throw new Error(`TF node ${n.name}: padding ${padding} is not supported`);
   };
@@ -379,16 +327,16 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     }
     const strides = attrInts(n.attr?.strides);
     const dil = attrInts(n.attr?.dilations);
-    const attrs: IAttributeProto[] = [
-      attrIs('kernel_shape', [kh, kw]),
-      attrIs('strides', strides.length === 4 ? [strides[1], strides[2]] : [1, 1]),
-      attrIs('dilations', dil.length === 4 ? [dil[1], dil[2]] : [1, 1]),
+    const attrs: Record<string, Attr> = {
+      kernel_shape: attr.ints([kh, kw]),
+      strides: attr.ints(strides.length === 4 ? [strides[1], strides[2]] : [1, 1]),
+      dilations: attr.ints(dil.length === 4 ? [dil[1], dil[2]] : [1, 1]),
       ...convPadding(n),
-    ];
-    if (depthwise) attrs.push(attrI('group', ci));
-    const convIns = [nchw(x, `${n.name}/x`), b.initFloat(`${n.name}/W`, weight.shape, weight.data as Float32Array)];
-    if (bias) convIns.push(b.initFloat(`${n.name}/B`, [outChannels], bias));
-    let y = b.node('Conv', convIns, act ? `${n.name}/conv` : n.name, attrs);
+    };
+    if (depthwise) attrs.group = attr.i(ci);
+    const convIns = [nchw(x, `${n.name}/x`), initFloat(`${n.name}/W`, weight.shape, weight.data as Float32Array)];
+    if (bias) convIns.push(initFloat(`${n.name}/B`, [outChannels], bias));
+    let y = node('Conv', convIns, act ? `${n.name}/conv` : n.name, attrs);
     y = activation(act, y, n, extra.slice(argIndex), 'nchw');
     setOut(n, { name: y, layout: 'nchw', rank: 4 });
   };
@@ -409,10 +357,10 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     const a = native(ins[0], `${n.name}/a`);
     const bm = native(ins[1], `${n.name}/b`);
     let y: string;
-    const attrs = [attrI('transA', ta ? 1 : 0), attrI('transB', tb ? 1 : 0)];
-    if (bias) y = b.node('Gemm', [a, bm, bias], act ? `${n.name}/gemm` : n.name, attrs);
-    else if (!ta && !tb) y = b.node('MatMul', [a, bm], act ? `${n.name}/matmul` : n.name);
-    else y = b.node('Gemm', [a, bm], act ? `${n.name}/gemm` : n.name, attrs);
+    const attrs = { transA: attr.i(ta ? 1 : 0), transB: attr.i(tb ? 1 : 0) };
+    if (bias) y = node('Gemm', [a, bm, bias], act ? `${n.name}/gemm` : n.name, attrs);
+    else if (!ta && !tb) y = node('MatMul', [a, bm], act ? `${n.name}/matmul` : n.name);
+    else y = node('Gemm', [a, bm], act ? `${n.name}/gemm` : n.name, attrs);
     y = activation(act, y, n, extra.slice(argIndex), 'native');
     setOut(n, { name: y, layout: 'native', rank: 2 });
   };
@@ -422,10 +370,10 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     const anyNchw = ins.some((v) => v.layout === 'nchw' && !v.constant);
     const canNchw = anyNchw && ins.every((v) => v.layout === 'nchw' || (v.constant && v.constant.shape.length <= 4) || v.rank === 4);
     if (canNchw) {
-      const y = b.node(opType, ins.map((v, i) => nchw(v, `${n.name}/in${i}`)), n.name);
+      const y = node(opType, ins.map((v, i) => nchw(v, `${n.name}/in${i}`)), n.name);
       setOut(n, { name: y, layout: 'nchw', rank: 4 });
     } else {
-      const y = b.node(opType, ins.map((v, i) => native(v, `${n.name}/in${i}`)), n.name);
+      const y = node(opType, ins.map((v, i) => native(v, `${n.name}/in${i}`)), n.name);
       const ranks = ins.map((v) => v.rank ?? v.constant?.shape.length);
       setOut(n, { name: y, layout: 'native', rank: ranks.every((r) => r !== undefined) ? Math.max(...(ranks as number[])) : undefined });
     }
@@ -454,8 +402,9 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     outNames = graph.nodes.filter((n) => !consumed.has(n.name) && n.op !== 'Const').map((n) => n.name);
   }
   outNames = [...new Set(outNames)].sort();
-  // Output names are reserved first so internal tensors never take them.
+  // Output and input names are reserved first so internal tensors never take them.
   for (const name of outNames) b.reserve(name);
+  for (const n of graph.nodes) if (n.op === 'Placeholder') b.reserve(n.name);
 
   for (const n of topoSort(graph.nodes)) {
     const ins = () => dataInputs(n);
@@ -471,8 +420,7 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         const dims = (n.attr?.shape?.shape?.dim ?? []).map((d) => Number(d.size));
         const fixed = opts.fixedInputShapes?.[n.name];
         const shape: Array<number | string> = fixed ? fixed.slice() : dims.map((d, i) => (d < 0 ? (i === 0 ? 'batch' : `${n.name}_d${i}`) : d));
-        b.reserve(n.name);
-        graphInputs.push(valueInfo(n.name, dtype, shape));
+        b.input(n.name, dtype, shape); // reserved before the walk
         inputsReport.push({ name: n.name, shape, dtype });
         setOut(n, { name: n.name, layout: 'native', rank: shape.length || undefined });
         break;
@@ -506,15 +454,15 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         const sh = Float32Array.from(o, (of, c) => of - m[c] * k[c]);
         const C = k.length;
         const xs = nchw(x, `${n.name}/x`);
-        const mul = b.node('Mul', [xs, b.initFloat(`${n.name}/k`, [1, C, 1, 1], k)], `${n.name}/scale`);
-        const y = b.node('Add', [mul, b.initFloat(`${n.name}/shift`, [1, C, 1, 1], sh)], n.name);
+        const mul = node('Mul', [xs, initFloat(`${n.name}/k`, [1, C, 1, 1], k)], `${n.name}/scale`);
+        const y = node('Add', [mul, initFloat(`${n.name}/shift`, [1, C, 1, 1], sh)], n.name);
         setOut(n, { name: y, layout: 'nchw', rank: 4 });
         break;
       }
       case 'Prelu': {
         const [x, alpha] = ins();
-        if (x.layout === 'nchw') setOut(n, { name: b.node('PRelu', [x.name, nchw(alpha, `${n.name}/alpha`)], n.name), layout: 'nchw', rank: 4 });
-        else setOut(n, { name: b.node('PRelu', [native(x, `${n.name}/x`), native(alpha, `${n.name}/alpha`)], n.name), layout: 'native', rank: x.rank });
+        if (x.layout === 'nchw') setOut(n, { name: node('PRelu', [x.name, nchw(alpha, `${n.name}/alpha`)], n.name), layout: 'nchw', rank: 4 });
+        else setOut(n, { name: node('PRelu', [native(x, `${n.name}/x`), native(alpha, `${n.name}/alpha`)], n.name), layout: 'native', rank: x.rank });
         break;
       }
       case 'Relu6':
@@ -523,15 +471,15 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         unary(n, (x) => activation(n.op, x, n, [], 'native'));
         break;
       case 'Square':
-        unary(n, (x) => b.node('Mul', [x, x], n.name));
+        unary(n, (x) => node('Mul', [x, x], n.name));
         break;
       case 'Rsqrt':
-        unary(n, (x) => b.node('Reciprocal', [b.node('Sqrt', [x], `${n.name}/sqrt`)], n.name));
+        unary(n, (x) => node('Reciprocal', [node('Sqrt', [x], `${n.name}/sqrt`)], n.name));
         break;
       case 'SquaredDifference': {
         elementwise(n, 'Sub');
         const d = values.get(key(n.name, 0))!;
-        setOut(n, { ...d, name: b.node('Mul', [d.name, d.name], `${n.name}/sq`) });
+        setOut(n, { ...d, name: node('Mul', [d.name, d.name], `${n.name}/sq`) });
         break;
       }
       case 'Pad':
@@ -547,9 +495,9 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
           xs = x.name;
           layout = 'nchw';
         } else xs = native(x, `${n.name}/x`);
-        const padIns = [xs, b.initInt64(`${n.name}/pads`, [2 * rank], [...rows.map((r) => r[0]), ...rows.map((r) => r[1])])];
+        const padIns = [xs, initInt64(`${n.name}/pads`, [2 * rank], [...rows.map((r) => r[0]), ...rows.map((r) => r[1])])];
         if (cv) padIns.push(native(cv, `${n.name}/value`));
-        setOut(n, { name: b.node('Pad', padIns, n.name), layout, rank });
+        setOut(n, { name: node('Pad', padIns, n.name), layout, rank });
         break;
       }
       case 'MaxPool':
@@ -558,14 +506,14 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         const [x] = ins();
         const k = attrInts(n.attr?.ksize);
         const s = attrInts(n.attr?.strides);
-        const attrs = [attrIs('kernel_shape', [k[1], k[2]]), attrIs('strides', [s[1], s[2]]), ...convPadding(n)];
-        setOut(n, { name: b.node(n.op === 'MaxPool' ? 'MaxPool' : 'AveragePool', [nchw(x, `${n.name}/x`)], n.name, attrs), layout: 'nchw', rank: 4 });
+        const attrs = { kernel_shape: attr.ints([k[1], k[2]]), strides: attr.ints([s[1], s[2]]), ...convPadding(n) };
+        setOut(n, { name: node(n.op === 'MaxPool' ? 'MaxPool' : 'AveragePool', [nchw(x, `${n.name}/x`)], n.name, attrs), layout: 'nchw', rank: 4 });
         break;
       }
       case 'Reshape': {
         const [x, s] = ins();
         const shape = Array.from(constOf(s, 'shape', n).data, Number);
-        const y = b.node('Reshape', [native(x, `${n.name}/x`), b.initInt64(`${n.name}/shape`, [shape.length], shape)], n.name);
+        const y = node('Reshape', [native(x, `${n.name}/x`), initInt64(`${n.name}/shape`, [shape.length], shape)], n.name);
         setOut(n, { name: y, layout: 'native', rank: shape.length });
         break;
       }
@@ -573,14 +521,14 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         const [x] = ins();
         const dims = attrInts(n.attr?.squeeze_dims);
         if (!dims.length) throw new Error(`TF node ${n.name}: Squeeze without squeeze_dims needs static shapes`);
-        const y = b.node('Squeeze', [native(x, `${n.name}/x`), b.initInt64(`${n.name}/axes`, [dims.length], dims)], n.name);
+        const y = node('Squeeze', [native(x, `${n.name}/x`), initInt64(`${n.name}/axes`, [dims.length], dims)], n.name);
         setOut(n, { name: y, layout: 'native', rank: x.rank !== undefined ? x.rank - dims.length : undefined });
         break;
       }
       case 'ExpandDims': {
         const [x, a] = ins();
         const axis = Array.from(constOf(a, 'axis', n).data, Number);
-        const y = b.node('Unsqueeze', [native(x, `${n.name}/x`), b.initInt64(`${n.name}/axes`, [axis.length], axis)], n.name);
+        const y = node('Unsqueeze', [native(x, `${n.name}/x`), initInt64(`${n.name}/axes`, [axis.length], axis)], n.name);
         setOut(n, { name: y, layout: 'native', rank: x.rank !== undefined ? x.rank + axis.length : undefined });
         break;
       }
@@ -592,22 +540,22 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
         if (axis < 0 && rank !== undefined) axis += rank;
         const nchwOk = rank === 4 && axis >= 0 && parts.some((v) => v.layout === 'nchw') && parts.every((v) => v.layout === 'nchw' || v.constant);
         if (nchwOk) {
-          const y = b.node('Concat', parts.map((v, i) => nchw(v, `${n.name}/in${i}`)), n.name, [attrI('axis', AXIS_TO_NCHW[axis])]);
+          const y = node('Concat', parts.map((v, i) => nchw(v, `${n.name}/in${i}`)), n.name, { axis: attr.i(AXIS_TO_NCHW[axis]) });
           setOut(n, { name: y, layout: 'nchw', rank: 4 });
         } else {
-          const y = b.node('Concat', parts.map((v, i) => native(v, `${n.name}/in${i}`)), n.name, [attrI('axis', axis)]);
+          const y = node('Concat', parts.map((v, i) => native(v, `${n.name}/in${i}`)), n.name, { axis: attr.i(axis) });
           setOut(n, { name: y, layout: 'native', rank });
         }
         break;
       }
       case 'Softmax': {
         const [x] = ins();
-        setOut(n, { name: b.node('Softmax', [native(x, `${n.name}/x`)], n.name, [attrI('axis', -1)]), layout: 'native', rank: x.rank });
+        setOut(n, { name: node('Softmax', [native(x, `${n.name}/x`)], n.name, { axis: attr.i(-1) }), layout: 'native', rank: x.rank });
         break;
       }
       default: {
         if (UNARY[n.op]) {
-          unary(n, (x) => b.node(UNARY[n.op], [x], n.name));
+          unary(n, (x) => node(UNARY[n.op], [x], n.name));
         } else if (BINARY[n.op]) {
           elementwise(n, BINARY[n.op]);
         } else if (REDUCE[n.op]) {
@@ -633,11 +581,11 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
           } else xs = native(x, `${n.name}/x`);
           const outRank = rank === undefined ? undefined : keep ? rank : rank - axes.length;
           const op = REDUCE[n.op];
-          const keepAttr = attrI('keepdims', keep ? 1 : 0);
+          const keepdims = attr.i(keep ? 1 : 0);
           const y =
             op === 'ReduceSum'
-              ? b.node(op, [xs, b.initInt64(`${n.name}/axes`, [axes.length], axes)], n.name, [keepAttr])
-              : b.node(op, [xs], n.name, [attrIs('axes', axes), keepAttr]);
+              ? node(op, [xs, initInt64(`${n.name}/axes`, [axes.length], axes)], n.name, { keepdims })
+              : node(op, [xs], n.name, { axes: attr.ints(axes), keepdims });
           setOut(n, { name: y, layout, rank: outRank });
         } else {
           throw new Error(`TF.js -> ONNX: op ${n.op} (${n.name}) is not supported`);
@@ -646,50 +594,21 @@ export function convertTfjsGraphToOnnx(graph: TfjsGraph, opts: ConvertOptions = 
     }
   }
 
-  const graphOutputs: IValueInfoProto[] = [];
   const outputsReport: ConvertResult['outputs'] = [];
   for (const name of outNames) {
     const v = values.get(key(name, 0));
     if (!v) throw new Error(`output ${name} is not a node of the graph`);
-    const src = native(v, name);
-    b.node('Identity', [src], name, [], name);
-    graphOutputs.push(valueInfo(name, 'float32', undefined));
+    // An Identity names the output (its shape is not tracked: the output's type gives the element type only).
+    b.output(native(v, name), name, 'float32');
     outputsReport.push({ name, alias: aliasOf.get(name) });
   }
 
   const metadata = { ...(opts.metadata ?? {}) };
   if (aliasOf.size) metadata['tfjs.signature.outputs'] = JSON.stringify(Object.fromEntries(aliasOf));
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    producerName: 'xportrait-cam tfjs-to-onnx',
-    producerVersion: '1',
-    opsetImport: [{ domain: '', version: ONNX_OPSET }],
-    metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
-    graph: {
-      name: opts.name ?? 'tfjs_graph',
-      node: b.nodes,
-      initializer: b.initializers,
-      input: graphInputs,
-      output: graphOutputs,
-    },
-  });
-  const bytes = onnx.ModelProto.encode(model).finish();
-  return { bytes, inputs: inputsReport, outputs: outputsReport, opCounts: b.opCounts, tfOpCounts };
+  const bytes = encodeModel(b, { producerName: 'xportrait-cam tfjs-to-onnx', producerVersion: '1', metadata });
+  return { bytes, inputs: inputsReport, outputs: outputsReport, opCounts: b.opCounts(), tfOpCounts };
 }
 
 function numel(shape: number[]): number {
   return shape.reduce((a, c) => a * c, 1);
-}
-
-export function valueInfo(name: string, dtype: 'float32' | 'int32', shape: Array<number | string> | undefined): IValueInfoProto {
-  const elemType = dtype === 'float32' ? onnx.TensorProto.DataType.FLOAT : onnx.TensorProto.DataType.INT32;
-  return {
-    name,
-    type: {
-      tensorType: {
-        elemType,
-        shape: shape ? { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } : undefined,
-      },
-    },
-  };
 }

@@ -10,6 +10,10 @@
  * g.output(g.op('MatMul', [x, w]), 'y', 'float32', ['B', 2]);
  * await writer.finish(g);
  * ```
+ *
+ * The one graph builder of the project: the X-Portrait networks (src/model/graphs) and the install-time face model
+ * converters (src/model/convert), which hold their weights in memory and so build synchronously: `tensor` keeps a
+ * weight in the graph, `OpOptions.hint` names a node after its source layer, `reserve` sets interface names aside.
  */
 import onnxProto from 'onnx-proto';
 import type { onnx } from 'onnx-proto';
@@ -86,11 +90,12 @@ export class MemorySink implements InitializerSink {
   }
 }
 
-function typeProto(type: ElemType, shape: readonly Dim[]): onnx.ITypeProto {
+/** A value's type; without `shape` the type carries the element type only (rank not declared). */
+function typeProto(type: ElemType, shape: readonly Dim[] | undefined): onnx.ITypeProto {
   return {
     tensorType: {
       elemType: ELEM_TYPE_CODE[type],
-      shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      shape: shape ? { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } : undefined,
     },
   };
 }
@@ -117,16 +122,33 @@ export interface OpOptions {
   domain?: string;
   /** Explicit output names (else generated). */
   names?: string[];
+  /**
+   * Readable names from a hint (else from the op type): the output is a fresh `hint` (`hint_out<i>` for several),
+   * the node a fresh `hint/<opType>`. The hint is used as given: callers with arbitrary names sanitise them first.
+   */
+  hint?: string;
 }
+
+/** A graph output: a `ValueSpec` whose shape may be left undeclared (rank unknown to the caller). */
+export interface OutputSpec {
+  name: string;
+  type: ElemType;
+  shape?: Dim[];
+}
+
+/** Data of an in-graph tensor: its element type follows the array (float32, int32, int64). */
+export type TensorData = Float32Array | Int32Array | BigInt64Array;
 
 export class GraphBuilder {
   readonly nodes: onnx.INodeProto[] = [];
   readonly inputs: ValueSpec[] = [];
-  readonly outputs: ValueSpec[] = [];
+  readonly outputs: OutputSpec[] = [];
   /** Small constants (shapes, scalars, axes): kept in the graph proto itself. */
   private readonly constants: onnx.ITensorProto[] = [];
   private readonly constCache = new Map<string, string>();
   private readonly usedNames = new Set<string>();
+  /** Names set aside by `reserve`, not yet taken by an input, output or node output. */
+  private readonly reserved = new Set<string>();
   private readonly initializerNames = new Set<string>();
   private readonly scopes: string[] = [];
   private counter = 0;
@@ -159,8 +181,20 @@ export class GraphBuilder {
   }
 
   private claim(name: string): string {
+    if (this.reserved.delete(name)) return name;
     if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: value name '${name}' is already used`);
     this.usedNames.add(name);
+    return name;
+  }
+
+  /**
+   * Sets `name` aside: generated names avoid it from now on, and it can be taken once later (as an input, an output,
+   * or a node output in `names`). For graphs whose interface names are known before their nodes.
+   */
+  reserve(name: string): string {
+    if (this.usedNames.has(name)) throw new Error(`graph ${this.name}: value name '${name}' is already used`);
+    this.usedNames.add(name);
+    this.reserved.add(name);
     return name;
   }
 
@@ -170,8 +204,11 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` as the graph output `name` (an Identity renames it when the names differ). */
-  output(value: string, name: string, type: ElemType, shape: Dim[]): void {
+  /**
+   * Declares `value` as the graph output `name` (an Identity renames it when the names differ). Without `shape` the
+   * output's type states the element type only.
+   */
+  output(value: string, name: string, type: ElemType, shape?: Dim[]): void {
     let v = value;
     if (value !== name) {
       this.claim(name);
@@ -184,8 +221,13 @@ export class GraphBuilder {
   /** Adds one node; returns its output names. */
   opN(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: OpOptions = {}): string[] {
     const n = opts.outputs ?? 1;
-    const nodeName = this.fresh(opType);
-    const outputs = opts.names ? opts.names.map((x) => this.claim(x)) : Array.from({ length: n }, (_, i) => this.fresh(`${opType}_out${i}`));
+    const hint = opts.hint;
+    const nodeName = this.fresh(hint === undefined ? opType : `${hint}/${opType}`);
+    const outputs = opts.names
+      ? opts.names.map((x) => this.claim(x))
+      : hint === undefined
+        ? Array.from({ length: n }, (_, i) => this.fresh(`${opType}_out${i}`))
+        : Array.from({ length: n }, (_, i) => this.fresh(n === 1 ? hint : `${hint}_out${i}`));
     if (opts.domain && !this.opsets.has(opts.domain)) this.opsets.set(opts.domain, 1);
     this.nodes.push({
       opType,
@@ -224,6 +266,28 @@ export class GraphBuilder {
     const raw = float32ToBytes(f32, type);
     const key = `${type}:${dims.join(',')}:${Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64')}`;
     return this.constant(type, dims, raw, key);
+  }
+
+  /**
+   * A tensor kept in the graph under a fresh name from `hint` (never shared: no dedupe), written now. For builders
+   * that hold their weights in memory anyway (the install-time face model converters); large weights of streamed
+   * graphs go through `initializer`.
+   */
+  tensor(hint: string, dims: number[], data: TensorData): string {
+    if (numelOf(dims) !== data.length) throw new Error(`graph ${this.name}: tensor ${hint} has ${data.length} values for dims [${dims.join(',')}]`);
+    const type: ElemType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'int64';
+    // Typed arrays are little-endian on every platform Node and browsers run on, as ONNX raw data is.
+    const raw = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+    const name = this.fresh(hint);
+    this.constants.push({ name, dims, dataType: ELEM_TYPE_CODE[type], rawData: raw });
+    return name;
+  }
+
+  /** Nodes per op type (for reports and tests). */
+  opCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const n of this.nodes) counts[n.opType!] = (counts[n.opType!] ?? 0) + 1;
+    return counts;
   }
 
   /** A scalar float constant (shape []), e.g. attention scales. */

@@ -234,7 +234,10 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
         initializers: model.initializers,
         nodes: g.nodes.length,
         inputs: g.inputs,
-        outputs: g.outputs,
+        outputs: g.outputs.map(({ name, type, shape }) => {
+          if (!shape) throw new Error(`pack graph ${def.name}: output ${name} has no declared shape`);
+          return { name, type, shape };
+        }),
       };
       o.onProgress?.({ kind: 'graph', graph: def.name, file, bytes, graphsDone: ++done, graphsTotal: graphs.length });
     }
