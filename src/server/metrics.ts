@@ -21,7 +21,7 @@
  *   xportrait_limit_hits_total{limit}                 requests and messages refused by a limit (connections_total,
  *                                                     connections_per_address, message_rate, rate_limit_close,
  *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes,
- *                                                     frame_pixels, viewers_per_room, viewers_total)
+ *                                                     frame_pixels, viewers_per_room, viewers_total, pack_bytes)
  *   xportrait_engine_stalls_total{engine}            frames on which an engine passed --engine-stall-ms (degraded)
  *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,

@@ -25,6 +25,7 @@ import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
 import type { RgbImage } from '../media/frame.ts';
 import type { OutputFrameSpec } from '../media/output-frame.ts';
+import { PackTooLargeError } from '../model/pack/format.ts';
 
 export interface SignalingContext {
   logger: Logger;
@@ -323,6 +324,7 @@ export class SignalingConnection {
       try {
         engine = await this.ctx.engines.get(engineName);
       } catch (err) {
+        if (err instanceof PackTooLargeError) this.ctx.onLimit?.('pack_bytes');
         throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${errorMessage(err)}`);
       }
       const references = more.length ? await this.#checkReferences(engine, portrait.image, more) : undefined;

@@ -70,6 +70,7 @@ export async function loadXPortraitEngine(opts: EngineLoadOptions, onProgress?: 
     cpuMemArena: o.memArena,
     contextFile: o.context,
     resident: o.resident,
+    maxPackBytes: o.maxPackBytes === 'auto' ? undefined : o.maxPackBytes,
     graphs: graphsFor(o),
     onProgress: (p) => {
       log.info({ graph: p.graph, done: p.done, total: p.total, ms: Math.round(p.ms) }, 'pack: graph loaded');

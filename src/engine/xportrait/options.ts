@@ -50,6 +50,11 @@ export const xportraitOptionsSchema = z.object({
    * docs/xportrait.md "Device-resident state"): auto = on for the live sampler on webgpu; on needs both.
    */
   resident: z.enum(['auto', 'on', 'off']).default('auto'),
+  /**
+   * Largest pack (its files together, bytes) the engine opens: auto = this machine's memory. A larger pack is refused
+   * before anything loads (pack_too_large, counted in /metrics as a limit hit) instead of filling the memory.
+   */
+  maxPackBytes: z.union([z.literal('auto'), num(z.number().int().min(1))]).default('auto'),
 });
 
 /** `-O` keys of the xportrait engine, in the schema's order (the CLI's --help lists them). */

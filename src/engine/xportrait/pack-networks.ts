@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from '../../model/checkpoint/index.ts';
-import { PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
+import { checkPackFiles, PackRuntime, readPackManifest, type PackManifest } from '../../model/pack/index.ts';
 import { kvSites, kvSiteTokens } from '../../model/graphs/motion-kvcache.ts';
 import type { XPortraitConfig } from '../../model/config.ts';
 import type { KvSiteShape } from './live-network-denoiser.ts';
@@ -65,6 +65,8 @@ export interface OpenPackOptions extends ProviderOptions {
    * device-resident path only; its sessions return GPU tensors the host-state code cannot read.
    */
   resident?: boolean;
+  /** Largest pack (its files together) that may be opened; default this machine's memory (`-O maxPackBytes`). */
+  maxPackBytes?: number;
 }
 
 /**
@@ -109,6 +111,7 @@ export async function openPack(dir: string, opts: OpenPackOptions): Promise<Load
     throw new Error(`device-resident state needs --device webgpu (onnxruntime-node keeps outputs on the device only there), not ${opts.device}`);
   }
   const manifest = await readPackManifest(dir);
+  await checkPackFiles(dir, manifest, opts.maxPackBytes ?? os.totalmem());
   const contextPath = opts.contextFile ?? join(dir, CONTEXT_FILE);
   if (!existsSync(contextPath)) {
     throw new Error(

@@ -11,7 +11,7 @@
  *   hN,wN  latent size divided by N (ceil), for residuals and skips at downsampling factor N
  *   LNN number of tokens of bank NN = hD*wD for its transformer's factor D (layout.banks[NN].ds)
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { XPortraitConfig } from '../config.ts';
@@ -131,6 +131,44 @@ export async function readPackManifest(dir: string): Promise<PackManifest> {
     throw new Error(`${join(dir, PACK_JSON)}: not a valid pack manifest (${issue.path.join('.') || '(root)'}: ${issue.message})`);
   }
   return parsed.data;
+}
+
+/** A pack whose files together pass the size limit it was opened with (`-O maxPackBytes`). */
+export class PackTooLargeError extends Error {
+  readonly code = 'pack_too_large';
+  constructor(
+    message: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Checks a pack's files before anything is loaded: each file pack.json lists is there with the size it states (a
+ * truncated copy or a swapped file is refused here, with its name, instead of failing inside onnxruntime), and the
+ * files together stay within `maxBytes` (PackTooLargeError): a pack larger than the machine can hold is refused at
+ * once with a clear message, not after it has filled the memory. Returns the pack's size in bytes.
+ */
+export async function checkPackFiles(dir: string, manifest: PackManifest, maxBytes: number): Promise<number> {
+  let total = 0;
+  for (const [name, entry] of Object.entries(manifest.files)) {
+    let size: number;
+    try {
+      size = (await stat(join(dir, name))).size;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new Error(`${dir}: the pack's file ${name} ${e.code === 'ENOENT' ? 'is missing' : `cannot be read (${e.message})`}`);
+    }
+    if (size !== entry.bytes) throw new Error(`${dir}: the pack's file ${name} is ${size} bytes; ${PACK_JSON} says ${entry.bytes} (a truncated or replaced file: copy the pack again)`);
+    total += size;
+  }
+  if (total > maxBytes) {
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    throw new PackTooLargeError(`${dir}: the pack is ${total} bytes (${gib(total)}); the limit is ${maxBytes} bytes (${gib(maxBytes)}): raise it with -O maxPackBytes=N (default: this machine's memory)`, total, maxBytes);
+  }
+  return total;
 }
 
 /** Concrete sizes for a pack's symbolic dims, given a batch and a latent size. */

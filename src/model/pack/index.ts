@@ -13,7 +13,7 @@ import type { PackManifest } from './format.ts';
 import { formsFor, targetMismatch } from './targets.ts';
 
 export { buildPack, packLayout, type PackBuildOptions, type PackBuildResult, type BuildProgress } from './build.ts';
-export { readPackManifest, resolveDims, PACK_JSON, BUILDER_VERSION, type PackManifest, type PackGraph, type PackValueSpec } from './format.ts';
+export { readPackManifest, checkPackFiles, PackTooLargeError, resolveDims, PACK_JSON, BUILDER_VERSION, type PackManifest, type PackGraph, type PackValueSpec } from './format.ts';
 export { PackRuntime, MissingGraphError, type PackRuntimeOptions, type Feeds } from './runtime.ts';
 export { formsFor, targetMismatch, type PackTarget, type TargetForms } from './targets.ts';
 export { parsePlacement, readPlacement, formatPlacement, type PlacementReport, type PlacedNode } from './placement.ts';
