@@ -120,6 +120,40 @@ describe.runIf(chromiumPath())('the extension on a meeting page', () => {
     }
   });
 
+  it('paces the picture to the frame rate the page asks for, in getUserMedia and in applyConstraints', async () => {
+    const page = await browser.context.newPage();
+    try {
+      await page.goto(meetingUrl());
+      const joined = await page.evaluate(() => (window as any).meeting.join('xportrait-cam', { frameRate: { ideal: 30, max: 10 } }));
+      expect(joined.error).toBeUndefined();
+      expect(joined.settings.frameRate).toBe(10);
+      await page.waitForFunction(() => (window as any).meeting.shown > 5, null, { timeout: 30_000 });
+      const rate = () => page.evaluate(() => (window as any).meeting.rate(4));
+      const at10 = await rate();
+      // the whole picture rate of the room (the publisher sends 30 fps) once the page lifts its ceiling
+      const lifted = await page.evaluate(() => (window as any).meeting.apply({ frameRate: { max: 30 } }));
+      expect(lifted.settings.frameRate).toBe(30);
+      const at30 = await rate();
+      // an ideal as a plain number is granted as asked (a camera with every rate up to 30)
+      const ideal = await page.evaluate(() => (window as any).meeting.apply({ frameRate: 15 }));
+      expect(ideal.settings.frameRate).toBe(15);
+      const at15 = await rate();
+      console.log(`paced: asked 10 -> ${at10.fps.toFixed(1)} fps, 30 -> ${at30.fps.toFixed(1)} fps, 15 -> ${at15.fps.toFixed(1)} fps`);
+      // never above what was asked (half a frame per second for the ends of the window), and not starved: the pacer
+      // keeps one frame per interval whenever the room sends more
+      expect(at10.fps).toBeLessThanOrEqual(10.5);
+      expect(at10.fps).toBeGreaterThan(6);
+      expect(at15.fps).toBeLessThanOrEqual(15.5);
+      expect(at15.fps).toBeGreaterThan(9);
+      // the same track gives more when allowed: the ceiling is what held it back
+      expect(at30.fps).toBeGreaterThan(Math.max(at10.fps * 1.4, 12));
+    } finally {
+      await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
+      await page.close();
+    }
+    await waitFor(() => server.outputs.rooms.get('meet')?.viewerCount === 0, 10_000, 'the WHEP session to end');
+  });
+
   it('stops and restarts the camera, switches to a real camera and back, and serves two tabs at once', async () => {
     const first = await browser.context.newPage();
     const second = await browser.context.newPage();

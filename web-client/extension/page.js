@@ -95,9 +95,8 @@
   /**
    * The first required constraint (exact/min/max of width, height, aspectRatio, frameRate) the mode cannot meet, or
    * null. Ideal values and the optional `advanced` sets never fail (as the spec says: they only steer the choice).
-   * frameRate: the avatar comes as fast as the engine makes it, up to MAX_FPS (the settings say MAX_FPS); a min or
-   * exact above that fails, a max below it is accepted (the picture is not decimated: meeting pages ask for max
-   * 24-30 as a ceiling, and the avatar's own rate is usually below it).
+   * frameRate: the avatar comes as fast as the engine makes it, up to MAX_FPS; a min or exact above that fails, a
+   * max, exact or ideal below it is granted by passing fewer frames (pacedTrack).
    */
   function unmetConstraint(c, mode) {
     if (!c || typeof c !== 'object') return null;
@@ -169,6 +168,47 @@
     return ids.includes(DEVICE_ID);
   }
 
+  /**
+   * The frame rate a constraint asks for, up to MAX_FPS: its max, exact or ideal (a number is an ideal), the lowest of
+   * them; MAX_FPS when it names none. A real camera picks the mode nearest an ideal rate; this one has every rate up
+   * to MAX_FPS, so it takes the ideal as asked.
+   */
+  function frameRateOf(c) {
+    const f = c && typeof c === 'object' ? c.frameRate : undefined;
+    const asked = typeof f === 'number' ? [f] : f && typeof f === 'object' ? [f.max, f.exact, f.ideal].filter((v) => typeof v === 'number') : [];
+    return Math.max(1, Math.min(MAX_FPS, ...asked.filter((v) => v > 0)));
+  }
+
+  /**
+   * The received track, paced to `pace.fps` (changed by applyConstraints): the frames pass through a
+   * MediaStreamTrackProcessor into a MediaStreamTrackGenerator (Chromium's insertable streams), one kept each time
+   * the next due time is reached and the rest closed unshown, so a page that asks for 15 fps gets 15, not the room's
+   * rate. Due times advance by whole intervals, so the rate kept is the one asked for whenever the room sends more.
+   * Without insertable streams (another browser) the track is returned as it is and reports its own rate.
+   */
+  function pacedTrack(track, pace) {
+    if (typeof window.MediaStreamTrackProcessor !== 'function' || typeof window.MediaStreamTrackGenerator !== 'function') return track;
+    const processor = new window.MediaStreamTrackProcessor({ track });
+    const generator = new window.MediaStreamTrackGenerator({ kind: 'video' });
+    let next = -Infinity;
+    const pacer = new TransformStream({
+      transform(frame, controller) {
+        const t = frame.timestamp; // microseconds
+        if (pace.fps >= MAX_FPS) {
+          next = -Infinity;
+          return controller.enqueue(frame);
+        }
+        if (t < next) return frame.close();
+        const interval = 1e6 / pace.fps;
+        next = next === -Infinity || next + interval <= t ? t + interval : next + interval;
+        controller.enqueue(frame);
+      },
+    });
+    processor.readable.pipeThrough(pacer).pipeTo(generator.writable).catch(() => {});
+    pace.source = track;
+    return generator;
+  }
+
   async function avatarTrack(mode, constraints) {
     const pc = new PeerConnection();
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -188,8 +228,8 @@
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
     const track = await gotTrack;
-    const shared = { pc, resource: answer.resource, live: 0 };
-    return asCamera(track, shared, mode, constraints);
+    const shared = { pc, resource: answer.resource, live: 0, pace: { fps: frameRateOf(constraints) } };
+    return asCamera(pacedTrack(track, shared.pace), shared, mode, constraints);
   }
 
   /**
@@ -209,7 +249,7 @@
       width: mode.width,
       height: mode.height,
       aspectRatio: mode.aspectRatio,
-      frameRate: mode.frameRate,
+      frameRate: shared.pace.fps,
       resizeMode: 'none',
     });
     track.getCapabilities = () => capabilitiesOf(mode, DEVICE_ID);
@@ -218,6 +258,7 @@
       const bad = unmetConstraint(c, mode);
       if (bad) throw overconstrained(bad, mode);
       applied = { ...c };
+      shared.pace.fps = frameRateOf(c);
     };
     const origClone = track.clone.bind(track);
     track.clone = () => asCamera(origClone(), shared, mode, applied);
@@ -229,6 +270,7 @@
       if (stopped) return;
       stopped = true;
       if (--shared.live > 0) return;
+      shared.pace.source?.stop();
       shared.pc.close();
       if (shared.resource) ask('whep-delete', { resource: shared.resource }).catch(() => {});
     };
