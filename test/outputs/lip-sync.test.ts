@@ -11,8 +11,8 @@
  *   offset         = audio delay - video latency                             (0: voice and lips together)
  *
  * The camera's and the microphone's own capture latencies are outside both figures (taken as equal).
- * Issue 21's goal is an offset within 40 ms; the test asserts that the delay removes most of the lag (see below) and
- * logs the figure.
+ * Issue 21's goal is an offset within 40 ms: measured on a quiet machine; the test asserts on the median of three 9 s
+ * windows that the delay removes most of the lag (see below) and logs every window.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -86,32 +86,44 @@ describe.runIf(chromiumPath())('lip sync in a meeting page, warp engine', () => 
         const s = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0];
         trail.push(`${s.appliedMs}`);
       }
-      const startedAt = Date.now();
-      const before = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0];
-      const audio = await page.evaluate(() => (window as any).meeting.audioOffset(9));
-      const after = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0];
-      const shown = (await page.evaluate(() => [...(window as any).shown.entries()])) as [number, number][];
-      const video: number[] = [];
-      for (const [id, at] of shown) {
-        const s = sent.get(id);
-        if (s !== undefined && at >= startedAt - 1000) video.push(at - s);
+      // Three windows of 9 s each: a latency spike under load (p90 1.4 s once, at load average 10-12) is followed by
+      // the delay at most 40 ms a second, so one window can miss; the median window is the figure.
+      const windows: Array<{ offset: number; a: number; v: number; line: string }> = [];
+      for (let w = 0; w < 3; w++) {
+        const startedAt = Date.now();
+        const before = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0];
+        const audio = await page.evaluate(() => (window as any).meeting.audioOffset(9));
+        const after = (await page.evaluate(() => (window as any).__xportraitCam.lipSync()))[0];
+        const shown = (await page.evaluate(() => [...(window as any).shown.entries()])) as [number, number][];
+        const video: number[] = [];
+        for (const [id, at] of shown) {
+          const s = sent.get(id);
+          if (s !== undefined && at >= startedAt - 1000 && at <= Date.now()) video.push(at - s);
+        }
+        expect(audio.offsets.length).toBeGreaterThanOrEqual(3);
+        expect(video.length).toBeGreaterThan(20);
+        const v = median(video);
+        const a = audio.medianMs as number;
+        const sorted = [...video].sort((x, y) => x - y);
+        windows.push({
+          offset: a - v,
+          a,
+          v,
+          line:
+            `applied ${before.appliedMs}-${after.appliedMs} ms (server ${after.serverMs} + receive ${after.receiveMs}); audio delay ${a.toFixed(0)} ms ` +
+            `(bursts ${audio.offsets.map((x: number) => Math.round(x)).join(', ')}); video latency p50 ${v.toFixed(0)} ms (p10 ${sorted[Math.floor(sorted.length * 0.1)].toFixed(0)}, ` +
+            `p90 ${sorted[Math.floor(sorted.length * 0.9)].toFixed(0)}, ${video.length} pictures); offset ${(a - v).toFixed(0)} ms`,
+        });
       }
-      expect(audio.offsets.length).toBeGreaterThanOrEqual(3);
-      expect(video.length).toBeGreaterThan(20);
-      const v = median(video);
-      const a = audio.medianMs as number;
-      const offset = a - v;
-      console.log(
-        `lip sync (warp, 1280x720): delay trail ${trail.join(' ')} ms; applied ${before.appliedMs}-${after.appliedMs} ms (server ${after.serverMs} + receive ${after.receiveMs}); ` +
-          `audio delay ${a.toFixed(0)} ms (bursts ${audio.offsets.map((x: number) => Math.round(x)).join(', ')}); video latency p50 ${v.toFixed(0)} ms ` +
-          `(p10 ${[...video].sort((x, y) => x - y)[Math.floor(video.length * 0.1)].toFixed(0)}, p90 ${[...video].sort((x, y) => x - y)[Math.floor(video.length * 0.9)].toFixed(0)}, ${video.length} pictures); offset ${offset.toFixed(0)} ms`,
-      );
-      // Without lip sync the voice would lead the lips by the whole video latency (offset -v); the delay must remove
-      // most of it. Issue 21's goal is |offset| <= 40 ms, met in 3 of 4 runs at load average 10-12 (+3, -14, -22 ms);
-      // the other (-152 ms) had latency spikes (p90 1.4 s) that a delay moving at most 40 ms/s does not follow, so this
-      // bound is the lag the delay removes, and the figure is logged (docs/measurements.md, Lip sync).
-      expect(Math.abs(offset)).toBeLessThan(0.5 * v);
-      expect(a).toBeGreaterThan(0.5 * v);
+      console.log(`lip sync (warp, 1280x720): delay trail ${trail.join(' ')} ms\n  ${windows.map((x) => x.line).join('\n  ')}`);
+      const mid = [...windows].sort((x, y) => x.offset - y.offset)[1];
+      // Without lip sync the voice would lead the lips by the whole video latency (offset -v, 250-400 ms here); the
+      // delay must remove most of it, in the median window. Issue 21's goal, |offset| <= 40 ms, holds on a quiet
+      // machine (docs/measurements.md, Lip sync: the median windows of repeated quiet runs); under a full parallel test
+      // run the latency climbs faster than a delay moving at most 40 ms a second follows (median windows -52 ms at
+      // load 9-11, single windows down to -152 ms), so this CI bound is the lag removed, and the figure is logged.
+      expect(Math.abs(mid.offset)).toBeLessThan(0.5 * mid.v);
+      expect(mid.a).toBeGreaterThan(0.5 * mid.v);
     } finally {
       await page.evaluate(() => (window as any).meeting.leave()).catch(() => {});
       await page.close();
