@@ -45,6 +45,17 @@ export interface Placement {
 export const FRAME_SIZE_RULE = 'WIDTHxHEIGHT with even numbers from 64 to 4096, e.g. 1280x720';
 export const BACKGROUND_RULE = '"blur" (the avatar\'s edges extended and blurred), a colour #rrggbb, or an image file (PNG, JPEG, WebP)';
 
+/**
+ * A spec as clients see it (/api/info, the `output_frame` message): the background as `blur`, `#rrggbb` or `image`
+ * (a server's file path is none of a client's business); null for no frame.
+ */
+export function outputFrameInfoOf(spec: OutputFrameSpec | undefined): { width: number; height: number; avatarHeight: number; background: string } | null {
+  if (!spec) return null;
+  const b = spec.background;
+  const background = b.kind === 'color' ? `#${b.rgb.map((v) => v.toString(16).padStart(2, '0')).join('')}` : b.kind;
+  return { width: spec.width, height: spec.height, avatarHeight: spec.avatarHeight, background };
+}
+
 /** "1280x720" -> {width, height}; throws with the rule on anything else. */
 export function parseFrameSize(text: string): FrameSize {
   const m = /^\s*(\d{2,4})\s*[x×X]\s*(\d{2,4})\s*$/.exec(text);

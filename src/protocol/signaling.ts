@@ -3,8 +3,10 @@
  * Shared by the server (src/server/signaling-connection.ts parses with it) and the page (web-client/src/signaling.ts
  * imports its types only, so neither zod nor this file's code lands in the page bundle).
  *
- * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping
- * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong, degraded, recovered
+ * client -> server: offer (starts the session), candidate (trickle ICE), control (engine controls), stop, ping,
+ *   output_frame (the picture every output gets)
+ * server -> client: hello, answer, candidate, stats (once a second), error, ended, pong, degraded, recovered,
+ *   output_frame, room
  *
  * Anything malformed (not JSON, wrong types, an unknown type, over MAX_MESSAGE_BYTES) is answered with
  * `{"type":"error","code":...,"message":...}`; the connection and every other session carry on.
@@ -27,6 +29,27 @@ export const iceCandidateSchema = z.object({
   usernameFragment: z.string().max(256).nullish(),
 });
 export type IceCandidateMessage = z.infer<typeof iceCandidateSchema>;
+
+/**
+ * The picture every output of a session gets (issue 21: the page's Share panel picks it): the avatar placed in a
+ * frame of this size, `avatarHeight` of its height, over its own blurred edges or a colour; `avatar`: the avatar as
+ * rendered (no frame); null: the server's own (`--output-frame`, or none). Image backgrounds are the server's own
+ * (a file of its machine): a page cannot name one.
+ */
+export const outputFrameChoiceSchema = z.union([
+  z.null(),
+  z.literal('avatar'),
+  z.strictObject({
+    width: z.number().int().min(64).max(4096).multipleOf(2, { message: 'must be even (I420)' }),
+    height: z.number().int().min(64).max(4096).multipleOf(2, { message: 'must be even (I420)' }),
+    avatarHeight: z.number().gt(0).max(1).optional(),
+    background: z.union([z.literal('blur'), z.string().regex(/^#[0-9a-fA-F]{6}$/, 'a colour #rrggbb')]).optional(),
+  }),
+]);
+export type OutputFrameChoice = z.infer<typeof outputFrameChoiceSchema>;
+
+/** The output frame a session makes, as the server reports it (`output_frame` reply, /api/info): null = none. */
+export type OutputFrameInfo = { width: number; height: number; avatarHeight: number; background: string } | null;
 
 export const clientMessageSchema = z.discriminatedUnion('type', [
   z.object({
@@ -55,7 +78,11 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
      * (src/session/landmark-wire.ts): `client` beside its video, `landmarks` instead of any video (warp engine).
      */
     tracking: z.enum(['client', 'landmarks']).optional(),
+    /** The output frame to start with (absent: the server's own). */
+    outputFrame: outputFrameChoiceSchema.optional(),
   }),
+  /** Change the running session's output frame: every output (page, viewers, egress) gets the new picture. */
+  z.object({ type: z.literal('output_frame'), frame: outputFrameChoiceSchema }),
   /** A null candidate means end-of-candidates. */
   z.object({ type: z.literal('candidate'), candidate: iceCandidateSchema.nullable() }),
   z.object({ type: z.literal('control'), command: z.looseObject({ type: z.string().min(1).max(64) }) }),
@@ -63,7 +90,7 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('ping'), t: z.number().optional() }),
 ]);
 export type ClientMessage = z.infer<typeof clientMessageSchema>;
-export const CLIENT_MESSAGE_TYPES = ['offer', 'candidate', 'control', 'stop', 'ping'] as const;
+export const CLIENT_MESSAGE_TYPES = ['offer', 'candidate', 'control', 'stop', 'ping', 'output_frame'] as const;
 
 export type ErrorCode =
   | 'bad_json'
@@ -92,6 +119,8 @@ export type ErrorCode =
   | 'sdp_too_large'
   /** Camera frames over --max-frame-pixels are being dropped (the session goes on; send a smaller camera size). */
   | 'frame_too_large'
+  /** An output frame over --max-frame-pixels was asked for (the session keeps the picture it had). */
+  | 'output_frame_refused'
   | 'internal';
 
 /** Face tracking on this server (src/session/client-tracking.ts), so a page knows whether to track itself. */
@@ -178,6 +207,8 @@ export type ServerMessage =
   | { type: 'degraded'; reason: string; stalledMs: number }
   /** The engine answers again after `degraded`. */
   | { type: 'recovered'; stalledMs: number }
+  /** The output frame the session now makes (after an offer's or an `output_frame` request). */
+  | { type: 'output_frame'; frame: OutputFrameInfo }
   | { type: 'pong'; t?: number; serverTime: number }
   /** The room this session publishes into (after the answer, then with every stats push). */
   | { type: 'room'; room: RoomStatus }

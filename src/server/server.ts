@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { engineOptionsFor } from '../config/engine-options.ts';
 import { engineOptionsOf, outputFrameSpecOf, type ServeConfig } from '../config/serve-config.ts';
-import { loadOutputFrame, type OutputFrameSpec } from '../media/output-frame.ts';
+import { loadOutputFrame, outputFrameInfoOf, type OutputFrameSpec } from '../media/output-frame.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { defaultFrameAnalyzerLoader, type FrameAnalyzerFactory } from '../session/frame-analyzer.ts';
 import { EngineHost } from './engine-host.ts';
@@ -34,7 +34,7 @@ import { findRoute, HttpError, readBody, sendError, sendJson, type Route, type R
 import { PortraitError, PortraitStore } from './portraits.ts';
 import { samplePortraitPng } from './sample-portrait.ts';
 import { SignalingConnection } from './signaling-connection.ts';
-import { MAX_MESSAGE_BYTES } from '../protocol/signaling.ts';
+import { MAX_MESSAGE_BYTES, type OutputFrameInfo } from '../protocol/signaling.ts';
 import { Outputs } from './outputs.ts';
 import { serveStatic } from './static-files.ts';
 import { BASE_SECURITY_HEADERS, CSP_REPORT_PATH } from './security-headers.ts';
@@ -370,10 +370,8 @@ export class XportraitServer {
   }
 
   /** The output frame for /api/info (the page's Share panel and the extension read it), or null: the avatar as rendered. */
-  #outputFrameInfo(): { width: number; height: number; avatarHeight: number; background: string } | null {
-    const f = outputFrameSpecOf(this.config);
-    // an image background is named "image": the server's file paths are none of a client's business
-    return f ? { width: f.width, height: f.height, avatarHeight: f.avatarHeight, background: f.background.kind === 'image' ? 'image' : this.config.outputBackground } : null;
+  #outputFrameInfo(): OutputFrameInfo {
+    return outputFrameInfoOf(outputFrameSpecOf(this.config));
   }
 
   #info(res: ServerResponse): void {

@@ -17,14 +17,14 @@ import type { PortraitStore } from './portraits.ts';
 import { AccessError } from './auth.ts';
 import type { SessionOutputs } from './outputs.ts';
 import { RoomError } from './rooms.ts';
-import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ParseResult, type ErrorCode, type ReferencesAnswer, type ServerMessage } from '../protocol/signaling.ts';
+import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ParseResult, type ErrorCode, type OutputFrameChoice, type ReferencesAnswer, type ServerMessage } from '../protocol/signaling.ts';
 import { errorMessage } from '../util/error-message.ts';
 import { TokenBucket } from '../util/rate-limit.ts';
 import type { Engine } from '../engine/engine.ts';
 import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
 import type { RgbImage } from '../media/frame.ts';
-import type { OutputFrameSpec } from '../media/output-frame.ts';
+import { outputFrameInfoOf, parseBackground, type OutputFrameSpec } from '../media/output-frame.ts';
 import { PackTooLargeError } from '../model/pack/format.ts';
 
 export interface SignalingContext {
@@ -265,7 +265,37 @@ export class SignalingConnection {
       case 'stop':
         await this.#endSession('stopped by client');
         return;
+      case 'output_frame': {
+        if (!this.#session) return this.#error('bad_state', 'no session: send an offer first');
+        let spec: OutputFrameSpec | undefined;
+        try {
+          spec = this.#outputFrameFor(msg.frame);
+        } catch (err) {
+          if (err instanceof StartError) return this.#error(err.code, err.message);
+          throw err;
+        }
+        this.#session.setOutputFrame(spec);
+        this.send({ type: 'output_frame', frame: outputFrameInfoOf(spec) });
+        return;
+      }
     }
+  }
+
+  /**
+   * The output frame for a page's choice: null or absent, the server's own (--output-frame, or none); `avatar`, none;
+   * else the size asked for (within --max-frame-pixels, like camera frames), the avatar at the share of the height
+   * asked for (else the server's), over the background asked for (blur or a colour; else blur).
+   */
+  #outputFrameFor(choice: OutputFrameChoice | undefined): OutputFrameSpec | undefined {
+    if (choice === undefined || choice === null) return this.ctx.outputFrame;
+    if (choice === 'avatar') return undefined;
+    const { width, height } = choice;
+    const max = this.ctx.maxFramePixels ?? Infinity;
+    if (width * height > max) {
+      this.ctx.onLimit?.('frame_pixels');
+      throw new StartError('output_frame_refused', `an output frame of ${width}x${height} is ${width * height} pixels; this server's limit is ${max} pixels (--max-frame-pixels)`);
+    }
+    return { width, height, avatarHeight: choice.avatarHeight ?? this.ctx.outputFrame?.avatarHeight ?? 1, background: parseBackground(choice.background ?? 'blur') };
   }
 
   /** An offer's extra photos: within the engine's limit, a face in each, warnings for one that looks like someone else. */
@@ -327,6 +357,7 @@ export class SignalingConnection {
         if (err instanceof PackTooLargeError) this.ctx.onLimit?.('pack_bytes');
         throw new StartError('engine_unavailable', `engine "${engineName}" could not be loaded: ${errorMessage(err)}`);
       }
+      const outputFrame = this.#outputFrameFor(msg.outputFrame);
       const references = more.length ? await this.#checkReferences(engine, portrait.image, more) : undefined;
       const analyzerFactory = engine.needsFace ? await this.ctx.analyzerFactory() : undefined;
       session = await LiveSession.open({
@@ -336,7 +367,7 @@ export class SignalingConnection {
         moreReferences: more,
         outputWidth: this.ctx.outputSize,
         outputHeight: this.ctx.outputSize,
-        outputFrame: this.ctx.outputFrame,
+        outputFrame,
         logger: this.#log.child({ engine: engineName }),
         ice: this.ctx.ice.forPeer(`server-${this.id}`),
         analyzerFactory,
@@ -380,6 +411,7 @@ export class SignalingConnection {
         if (references.used < references.given) references.warnings.push(`the ${engineName} engine uses only the main portrait: ${references.given - references.used} extra photo(s) unused (the xportrait engine fuses them)`);
       }
       this.send({ type: 'answer', sdp, session: session.engineInfo, tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking }, references });
+      this.send({ type: 'output_frame', frame: outputFrameInfoOf(outputFrame) });
       this.#pushRoom();
       this.#log.info({ event: 'session_started', engine: engineName, portrait: msg.portraitId === 'sample' ? 'sample' : 'upload' }, 'session started');
       this.#statsTimer = setInterval(() => this.#pushStats(), this.ctx.statsIntervalMs);

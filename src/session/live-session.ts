@@ -139,7 +139,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   readonly #client: ClientTracking | undefined;
   readonly #peer: RtcPeer;
   readonly #tap: FrameTap | undefined;
-  readonly #compositor: OutputFrameCompositor | undefined;
+  #compositor: OutputFrameCompositor | undefined;
   readonly #mailbox = new Mailbox<VideoFrame>();
   readonly #timer = new StageTimer();
   readonly #startedAt = performance.now();
@@ -447,6 +447,20 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
         },
       );
     });
+  }
+
+  /** The output frame every output of this session gets (undefined: the avatar as rendered). */
+  get outputFrame(): OutputFrameSpec | undefined {
+    return this.#compositor?.spec;
+  }
+
+  /**
+   * Change the output frame from the next avatar frame on (the page's Share panel): every output (the page, the
+   * room's viewers, egress, which fits frames of another size into its own) gets the new picture.
+   */
+  setOutputFrame(spec: OutputFrameSpec | undefined): void {
+    this.#compositor = spec ? new OutputFrameCompositor(spec) : undefined;
+    this.logger.info({ event: 'output_frame', frame: spec ? `${spec.width}x${spec.height}` : 'avatar', avatarHeight: spec?.avatarHeight, background: spec?.background.kind }, 'output frame changed');
   }
 
   /** Times the engine passed its per-frame deadline. */

@@ -82,7 +82,7 @@ export interface NodeSession {
 /** Start a full session: offer, answer, ICE, and frames at `fps` (default 30) of size w x h. */
 export async function startNodeSession(
   url: string,
-  opts: { engine?: string; portraitId?: string; width?: number; height?: number; fps?: number; ws?: WsClient; autoSend?: boolean; room?: string; token?: string; bench?: boolean } = {},
+  opts: { engine?: string; portraitId?: string; width?: number; height?: number; fps?: number; ws?: WsClient; autoSend?: boolean; room?: string; token?: string; bench?: boolean; outputFrame?: unknown } = {},
 ): Promise<NodeSession> {
   const ws = opts.ws ?? (await WsClient.open(url));
   const peer = new NodeClientPeer();
@@ -92,7 +92,7 @@ export async function startNodeSession(
     if (m.type === 'candidate' && m.candidate) void peer.pc.addIceCandidate(m.candidate).catch(() => {});
   });
   const sdp = await peer.createOffer();
-  ws.send({ type: 'offer', sdp, engine: opts.engine, portraitId: opts.portraitId ?? 'sample', room: opts.room, token: opts.token, ...(opts.bench ? { bench: true } : {}) });
+  ws.send({ type: 'offer', sdp, engine: opts.engine, portraitId: opts.portraitId ?? 'sample', room: opts.room, token: opts.token, ...(opts.bench ? { bench: true } : {}), ...(opts.outputFrame !== undefined ? { outputFrame: opts.outputFrame } : {}) });
   const answer = await ws.next(['answer', 'error']);
   if (answer.type === 'error') {
     peer.close();

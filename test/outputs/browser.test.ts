@@ -206,6 +206,61 @@ describe.runIf(chromiumPath())('avatar in the browser', () => {
     }
   });
 
+  it('the Share panel picks the output frame: the avatar video previews it, and it changes on the running session', async () => {
+    const publishToken = await signToken(SECRET, { room: 'page', role: 'publish', ttlSeconds: 600 });
+    const page = await browser.context.newPage();
+    const avatarSize = () => page.evaluate(() => {
+      const v = document.getElementById('avatar') as HTMLVideoElement;
+      return `${v.videoWidth}x${v.videoHeight}`;
+    });
+    /** The mean RGB of the avatar video's top-left 16x16 pixels (the frame's background there). */
+    const cornerRgb = () => page.evaluate(() => {
+      const v = document.getElementById('avatar') as HTMLVideoElement;
+      const c = new OffscreenCanvas(16, 16);
+      const g = c.getContext('2d') as OffscreenCanvasRenderingContext2D;
+      g.drawImage(v, 0, 0, 16, 16, 0, 0, 16, 16);
+      const d = g.getImageData(0, 0, 16, 16).data;
+      const m = [0, 0, 0];
+      for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) m[k] += d[i + k] / 256;
+      return m;
+    });
+    try {
+      await waitFor(() => !server.outputs.rooms.get('page')?.status().publishing, 10_000, 'room "page" to be free');
+      await page.goto(`${server.url}/?token=${publishToken}`);
+      await page.waitForSelector('#share:not([hidden])');
+      // the avatar's share and the background only apply to a size the page picks
+      expect(await page.isDisabled('#share-avatar-height')).toBe(true);
+      await page.selectOption('#share-frame', '1280x720');
+      await page.selectOption('#share-background', 'color');
+      await page.fill('#share-color', '#c01010');
+      await page.fill('#share-avatar-height', '80');
+      expect(await page.textContent('#share-avatar-height-value')).toBe('80%');
+      await page.click('#start');
+      await expect.poll(avatarSize, { timeout: 30_000 }).toBe('1280x720');
+      await expect.poll(() => page.getAttribute('#share-frame', 'data-applied'), { timeout: 10_000 }).toBe('1280x720');
+      const [r, g, b] = await cornerRgb();
+      expect(r, `corner ${[r, g, b].map(Math.round)}`).toBeGreaterThan(150);
+      expect(g).toBeLessThan(60);
+      expect(b).toBeLessThan(60);
+      expect(server.outputs.rooms.get('page')?.status().frame).toMatchObject({ width: 1280, height: 720 });
+      // changed while the session runs: the page's own preview and the room follow
+      await page.selectOption('#share-frame', '720x1280');
+      await expect.poll(avatarSize, { timeout: 20_000 }).toBe('720x1280');
+      await expect.poll(() => server.outputs.rooms.get('page')?.status().frame.width, { timeout: 10_000 }).toBe(720);
+      // the avatar as rendered: this server's engine is passthrough, so the camera's own picture
+      const camera = await page.evaluate(() => {
+        const v = document.getElementById('local') as HTMLVideoElement;
+        return `${v.videoWidth}x${v.videoHeight}`;
+      });
+      await page.selectOption('#share-frame', 'avatar');
+      await expect.poll(avatarSize, { timeout: 20_000 }).toBe(camera);
+      expect(await page.isDisabled('#share-avatar-height')).toBe(true);
+      await page.click('#stop');
+    } finally {
+      await page.close();
+    }
+  });
+
   it('a second main page that names no room gets a room of its own, and its links follow it', async () => {
     const anyRoom = await signToken(SECRET, { room: '*', role: 'publish', ttlSeconds: 600 });
     const first = await browser.context.newPage();

@@ -102,6 +102,8 @@ class App {
     ui.stop.addEventListener('click', () => this.stop());
     // Engines that animate relative to a neutral pose (warp) take it again from the next confident frame.
     ui.resetNeutral.addEventListener('click', () => this.publisher?.send({ type: 'control', command: { type: 'resetNeutral' } }));
+    // the output frame applies to the running session at once (a later session starts with it: share.offerFields)
+    share.onFrameChange = (frame) => this.publisher?.send({ type: 'output_frame', frame });
     window.addEventListener('online', () => {
       if (this.wanted && this.phase === 'reconnecting') this.reconnectNow();
     });
@@ -302,6 +304,9 @@ class App {
         return;
       case 'room':
         share.update(m.room);
+        return;
+      case 'output_frame':
+        share.showFrame(m.frame);
         return;
       case 'error':
         return this.onServerError(m.code, m.message);

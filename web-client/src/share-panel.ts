@@ -6,7 +6,7 @@
  * carry a *view* token minted by the server for this publisher, never the publish token.
  */
 
-import type { RoomStatus } from './signaling.ts';
+import type { OutputFrameChoice, OutputFrameInfo, RoomStatus } from './signaling.ts';
 
 export interface RoomsInfo {
   defaultRoom: string;
@@ -38,7 +38,16 @@ export class SharePanel {
       links: q('#share-links'),
       egress: q('#share-egress'),
       note: q('#share-note'),
+      frame: q('#share-frame'),
+      avatarHeight: q('#share-avatar-height'),
+      avatarHeightValue: q('#share-avatar-height-value'),
+      background: q('#share-background'),
+      color: q('#share-color'),
     };
+    for (const id of ['frame', 'avatarHeight', 'background', 'color'] as const) {
+      this.#el[id].addEventListener(id === 'avatarHeight' ? 'input' : 'change', () => this.#frameChanged());
+    }
+    this.#syncFrameControls();
     const params = new URLSearchParams(location.search);
     const t = params.get('token');
     if (t) sessionStorage.setItem('xp-token', t);
@@ -75,8 +84,47 @@ export class SharePanel {
    * Fields the offer carries. The room only when the user chose one (?room= or the field): otherwise the server
    * assigns one (its --room while free, else a fresh one) and says which in its `room` message.
    */
-  offerFields(): { room?: string; token?: string } {
-    return { room: this.#roomChosen ? this.room : undefined, token: this.token };
+  offerFields(): { room?: string; token?: string; outputFrame?: OutputFrameChoice } {
+    const frame = this.frameChoice();
+    return { room: this.#roomChosen ? this.room : undefined, token: this.token, ...(frame !== null ? { outputFrame: frame } : {}) };
+  }
+
+  /** Called with the new choice when the user changes the output frame (the page sends it to a running session). */
+  onFrameChange: ((choice: OutputFrameChoice) => void) | undefined;
+
+  /**
+   * The output frame the user picked: null for the server's own, `avatar` for none, else the size with the avatar's
+   * share of the height and the background.
+   */
+  frameChoice(): OutputFrameChoice {
+    const v = (this.#el.frame as HTMLSelectElement).value;
+    if (v === '') return null;
+    if (v === 'avatar') return 'avatar';
+    const [width, height] = v.split('x').map(Number);
+    const background = (this.#el.background as HTMLSelectElement).value === 'color' ? (this.#el.color as HTMLInputElement).value : 'blur';
+    return { width, height, avatarHeight: Number((this.#el.avatarHeight as HTMLInputElement).value) / 100, background };
+  }
+
+  /** What the server says the session now makes (its `output_frame` message). */
+  showFrame(info: OutputFrameInfo): void {
+    this.#el.frame.dataset.applied = info ? `${info.width}x${info.height}` : 'avatar';
+    this.#el.frame.title = info
+      ? `Now: ${info.width}×${info.height}, the avatar at ${Math.round(info.avatarHeight * 100)}% of the height over ${info.background === 'blur' ? 'its blurred edges' : info.background}`
+      : 'Now: the avatar as rendered';
+  }
+
+  #frameChanged(): void {
+    this.#syncFrameControls();
+    this.onFrameChange?.(this.frameChoice());
+  }
+
+  /** The avatar's share and the background only mean something for a frame size of the page's choosing. */
+  #syncFrameControls(): void {
+    const sized = /x/.test((this.#el.frame as HTMLSelectElement).value);
+    (this.#el.avatarHeight as HTMLInputElement).disabled = !sized;
+    (this.#el.background as HTMLSelectElement).disabled = !sized;
+    (this.#el.color as HTMLInputElement).disabled = !sized || (this.#el.background as HTMLSelectElement).value !== 'color';
+    this.#el.avatarHeightValue.textContent = `${(this.#el.avatarHeight as HTMLInputElement).value}%`;
   }
 
   /** Headers for uploads (a publish step). */

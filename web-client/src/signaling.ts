@@ -4,7 +4,7 @@
  */
 import type { ClientMessage, HelloMessage, ServerMessage } from '../../src/protocol/signaling.ts';
 
-export type { RoomStatus, ServerMessage, TrackingHello } from '../../src/protocol/signaling.ts';
+export type { OutputFrameChoice, OutputFrameInfo, RoomStatus, ServerMessage, TrackingHello } from '../../src/protocol/signaling.ts';
 export type { SessionStats } from '../../src/session/live-session.ts';
 
 export class SignalingSocket {

@@ -28,6 +28,8 @@ export class NodeWhepViewer {
   readonly pc = new RTCPeerConnection({ iceServers: [] });
   readonly pictures: SeenPicture[] = [];
   framesDecoded = 0;
+  /** The size of the last decoded frame (with or without a frame id). */
+  lastSize: { width: number; height: number } | undefined;
   resource: URL | undefined;
   #sink: InstanceType<typeof RTCVideoSink> | undefined;
 
@@ -39,6 +41,7 @@ export class NodeWhepViewer {
       this.#sink = sink;
       sink.onframe = ({ frame }: { frame: { width: number; height: number; data: Uint8Array } }) => {
         this.framesDecoded++;
+        this.lastSize = { width: frame.width, height: frame.height };
         const id = decodeLuma(frame.data, frame.width, frame.height);
         if (id === null) return;
         this.pictures.push({ id, width: frame.width, height: frame.height, thumb: lumaThumbnail(frame.data, frame.width, frame.height, 32, 32), at: performance.now() });
