@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { schemaDefault } from './schema-default.ts';
 import { wholeNumber } from './whole-number.ts';
 import { MIN_SECRET_LENGTH, ROOM_NAME, ROOM_NAME_RULE } from '../server/auth.ts';
+import { INSTANCE_ID, INSTANCE_PARAM } from '../protocol/instance.ts';
 import { classifyVirtualCamera } from '../egress/ffmpeg-egress.ts';
 import { errorMessage } from '../util/error-message.ts';
 
@@ -42,6 +43,16 @@ export const outputsConfigShape = {
   /** Encoder bitrate for RTMP/SRT and WHIP, kbit/s. */
   egressBitrate: wholeNumber(100, 50_000).default(2500),
   egressFps: wholeNumber(1, 60).default(30),
+  /**
+   * This server's name behind a load balancer (issue 19): the links to its rooms (viewer, OBS, WHEP and the WHEP
+   * resource) carry `?xpcam=<name>`, which deploy/haproxy.cfg turns into its stickiness cookie, so a viewer who never
+   * loaded a page from it still lands on the server that holds the room. Must equal the server's `cookie` there.
+   */
+  instanceId: z
+    .string()
+    .trim()
+    .regex(INSTANCE_ID, 'must be 1-64 letters, digits, "_" or "-" (the cookie value of this server in haproxy.cfg)')
+    .optional(),
   /** How others reach this server (links in logs and the page), e.g. https://cam.example.org. */
   publicUrl: z
     .string()
@@ -78,5 +89,6 @@ export function outputOptions(): Option[] {
     new Option('--egress-bitrate <kbps>', 'video bitrate for --rtmp-url and --whip-url').env('XPORTRAIT_EGRESS_BITRATE').default(schemaDefault(outputsConfigShape.egressBitrate)),
     new Option('--egress-fps <n>', 'frame rate of --rtmp-url and --v4l2 output (the newest avatar frame is repeated as needed)').env('XPORTRAIT_EGRESS_FPS').default(schemaDefault(outputsConfigShape.egressFps)),
     new Option('--public-url <url>', 'how other machines reach this server, for the links it prints and shows').env('XPORTRAIT_PUBLIC_URL'),
+    new Option('--instance-id <name>', `this server's name behind a load balancer: links to its rooms carry ?${INSTANCE_PARAM}=<name> (deploy/haproxy.cfg routes on it)`).env('XPORTRAIT_INSTANCE_ID'),
   ];
 }

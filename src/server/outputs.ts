@@ -91,6 +91,7 @@ export class Outputs implements SessionOutputs {
       maxSdpBytes: c.maxSdpBytes,
       maxViewersTotal: c.maxViewersTotal,
       onLimit: opts.onLimit,
+      instanceId: c.instanceId,
     });
     this.routes = [
       ...whep.routes,
@@ -142,8 +143,8 @@ export class Outputs implements SessionOutputs {
   }
 
   /** For GET /api/info. */
-  info(): { defaultRoom: string; tokensRequired: boolean; publicUrl?: string } {
-    return { defaultRoom: this.#config.room, tokensRequired: this.access.tokensRequired, publicUrl: this.#config.publicUrl };
+  info(): { defaultRoom: string; tokensRequired: boolean; publicUrl?: string; instanceId?: string } {
+    return { defaultRoom: this.#config.room, tokensRequired: this.access.tokensRequired, publicUrl: this.#config.publicUrl, instanceId: this.#config.instanceId };
   }
 
   /** Refuse a WebSocket upgrade from a client that may not connect at all; returns the HTTP response to write. */

@@ -12,6 +12,7 @@ import { RelayError } from '../rtc/relay.ts';
 import { isValidRoomName } from './auth.ts';
 import { type CorsPolicy, HttpError, preflight, readBody, type Route, type RouteRequest } from './http.ts';
 import { RoomError, type Room, type RoomRegistry } from './rooms.ts';
+import { withInstance } from '../protocol/instance.ts';
 
 export interface WhepEndpointOptions {
   rooms: RoomRegistry;
@@ -26,6 +27,8 @@ export interface WhepEndpointOptions {
   maxViewersTotal?: number;
   /** Called with the limit's name when a request hits one (counted in /metrics). */
   onLimit?(limit: string): void;
+  /** `--instance-id`: the resource URL names this server (src/protocol/instance.ts), so PATCH/DELETE find it. */
+  instanceId?: string;
 }
 
 export class WhepEndpoint {
@@ -38,6 +41,7 @@ export class WhepEndpoint {
   /** Viewers being added (their answer not sent yet): they count against the total too. */
   #adding = 0;
   readonly #onLimit: WhepEndpointOptions['onLimit'];
+  readonly #instanceId: string | undefined;
 
   constructor(o: WhepEndpointOptions) {
     this.#rooms = o.rooms;
@@ -47,6 +51,7 @@ export class WhepEndpoint {
     this.#maxSdpBytes = o.maxSdpBytes;
     this.#maxViewersTotal = o.maxViewersTotal ?? Infinity;
     this.#onLimit = o.onLimit;
+    this.#instanceId = o.instanceId;
   }
 
   readonly routes: readonly Route[] = [
@@ -114,7 +119,7 @@ export class WhepEndpoint {
     this.#adding++;
     try {
       const { viewer, answer } = await r.relay.addViewer(offer).finally(() => this.#adding--);
-      const location = `/whep/${encodeURIComponent(room)}/${viewer.id}`;
+      const location = withInstance(`/whep/${encodeURIComponent(room)}/${viewer.id}`, this.#instanceId);
       res.writeHead(201, { ...cors, 'content-type': 'application/sdp', location, 'content-length': Buffer.byteLength(answer), 'cache-control': 'no-store' });
       res.end(answer);
     } catch (err) {

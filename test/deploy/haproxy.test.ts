@@ -16,6 +16,8 @@ import { builtWebClient, startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor, type NodeSession } from '../helpers/signaling-client.ts';
 import { which } from '../helpers/netns.ts';
 import { ServerProcess } from '../../src/bench/server-process.ts';
+import { NodeWhepViewer } from '../outputs/helpers/whep-viewer.ts';
+import { chromiumPath, launchChromium } from '../helpers/browser.ts';
 
 const CI = process.env.CI === 'true';
 const skipReason = which('haproxy') ? undefined : 'haproxy is not installed (.ci/run installs it: apt-get install haproxy)';
@@ -106,8 +108,8 @@ describe.skipIf(skipReason !== undefined && !CI)('two servers behind HAProxy (de
 
   beforeAll(async () => {
     if (skipReason) throw new Error(`CI=true, yet the HAProxy test cannot run: ${skipReason}`);
-    servers.cam1 = await startTestServer({ maxSessions: 1 });
-    servers.cam2 = await startTestServer({ maxSessions: 1 });
+    servers.cam1 = await startTestServer({ maxSessions: 1, instanceId: 'cam1' });
+    servers.cam2 = await startTestServer({ maxSessions: 1, instanceId: 'cam2' });
     dir = mkdtempSync(join(tmpdir(), 'xp-haproxy-'));
     lb = await startHaproxy(dir, { cam1: new URL(servers.cam1.url).host, cam2: new URL(servers.cam2.url).host });
     front = lb.front;
@@ -138,6 +140,57 @@ describe.skipIf(skipReason !== undefined && !CI)('two servers behind HAProxy (de
       expect(await servers[cookie!].portraits.get(id)).toBeDefined();
       expect(await servers[cookie === 'cam1' ? 'cam2' : 'cam1'].portraits.get(id)).toBeUndefined();
     }
+  });
+
+  it('links to a room name its server (?xpcam=): a viewer with no cookie reaches the room, its WHEP resource too', async () => {
+    const publisher = await startNodeSession(front, { room: 'linked' });
+    try {
+      await waitFor(() => publisher.peer.received.length >= 5, 20_000, "the publisher's avatar");
+      const [holder] = busy();
+      const other = holder === 'cam1' ? 'cam2' : 'cam1';
+      // what the page's Share panel builds its links from
+      const info = (await (await fetch(`${servers[holder].url}/api/info`)).json()) as { rooms: { instanceId?: string } };
+      expect(info.rooms.instanceId).toBe(holder);
+      // without the server's name, requests spread over both servers: the other one knows no such room
+      const plain = await Promise.all(Array.from({ length: 8 }, async () => ((await (await fetch(`${front}/api/rooms/linked`)).json()) as { publishing: boolean }).publishing));
+      expect(plain).toContain(false);
+      // with it, every one lands on the holder
+      for (let i = 0; i < 8; i++) {
+        const s = (await (await fetch(`${front}/api/rooms/linked?xpcam=${holder}`)).json()) as { publishing: boolean };
+        expect(s.publishing).toBe(true);
+      }
+      // a WHEP viewer from the link: answered by the holder, frames arrive, and its resource (Location) names the
+      // holder too, so the DELETE that ends it lands there and frees the viewer slot
+      const viewer = await NodeWhepViewer.open(`${front}/whep/linked?xpcam=${holder}`);
+      try {
+        expect(viewer.resource?.searchParams.get('xpcam')).toBe(holder);
+        await waitFor(() => viewer.framesDecoded >= 5, 20_000, 'frames at the viewer');
+        expect(servers[holder].outputs.rooms.get('linked')?.viewerCount).toBe(1);
+        expect(servers[other].outputs.rooms.get('linked')?.viewerCount ?? 0).toBe(0);
+        expect(await viewer.stop()).toBe(200);
+      } finally {
+        viewer.close();
+      }
+      await waitFor(() => servers[holder].outputs.rooms.get('linked')?.viewerCount === 0, 10_000, 'the viewer removed by its DELETE');
+      // the viewer page from the link, in a real browser: its page, its room status and its WHEP requests all name the
+      // holder (web-client/src/view-page.ts), so it plays
+      if (chromiumPath()) {
+        const browser = await launchChromium({ viewport: { width: 480, height: 360 } });
+        try {
+          const page = await browser.context.newPage();
+          await page.goto(`${front}/view/linked?xpcam=${holder}`);
+          await page.waitForFunction(() => document.body.dataset.state === 'live', undefined, { timeout: 30_000 });
+          await expect.poll(() => page.textContent('#details'), { timeout: 10_000 }).toMatch(/^1 viewer/);
+          expect(servers[holder].outputs.rooms.get('linked')?.viewerCount).toBe(1);
+        } finally {
+          await browser.close();
+        }
+      } else if (CI) throw new Error('CI=true, yet chromium is missing for the viewer page behind HAProxy');
+    } finally {
+      publisher.close();
+    }
+    for (const s of Object.values(servers)) await waitFor(() => s.activeSessions === 0, 15_000, 'sessions ended');
+    await until({ cam1: 'UP', cam2: 'UP' }, 'both servers free');
   });
 
   it('sessions land on the server with a free slot; a third finds no server, or server_full where its cookie pins it', async () => {

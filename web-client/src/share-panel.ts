@@ -6,12 +6,15 @@
  * carry a *view* token minted by the server for this publisher, never the publish token.
  */
 
+import { withInstance } from '../../src/protocol/instance.ts';
 import type { OutputFrameChoice, OutputFrameInfo, RoomStatus } from './signaling.ts';
 
 export interface RoomsInfo {
   defaultRoom: string;
   tokensRequired: boolean;
   publicUrl?: string;
+  /** `--instance-id`: links to this server's rooms name it (src/protocol/instance.ts). */
+  instanceId?: string;
 }
 
 const ROOM_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
@@ -22,6 +25,7 @@ export class SharePanel {
   token: string | undefined;
   tokensRequired = false;
   #base = location.origin;
+  #instance: string | undefined;
   #viewToken: string | null | undefined;
   #status: RoomStatus | undefined;
   #locked = false;
@@ -75,6 +79,7 @@ export class SharePanel {
     this.tokensRequired = info.tokensRequired;
     if (!new URLSearchParams(location.search).get('room')) this.room = info.defaultRoom;
     if (info.publicUrl) this.#base = info.publicUrl;
+    this.#instance = info.instanceId;
     (this.#el.room as HTMLInputElement).value = this.room;
     this.root.hidden = false;
     void this.render();
@@ -174,10 +179,12 @@ export class SharePanel {
     const room = encodeURIComponent(this.room);
     const viewToken = await this.#ensureViewToken();
     const q = viewToken ? `?token=${encodeURIComponent(viewToken)}` : '';
+    // behind a load balancer the links name the server that holds the room (src/protocol/instance.ts)
+    const here = (url: string) => withInstance(url, this.#instance);
     const links: [string, string, string][] = [
-      ['Viewer page', `${this.#base}/view/${room}${q}`, 'share-view'],
-      ['OBS Browser Source', `${this.#base}/obs/${room}${q}`, 'share-obs'],
-      ['WHEP endpoint', `${this.#base}/whep/${room}`, 'share-whep'],
+      ['Viewer page', here(`${this.#base}/view/${room}${q}`), 'share-view'],
+      ['OBS Browser Source', here(`${this.#base}/obs/${room}${q}`), 'share-obs'],
+      ['WHEP endpoint', here(`${this.#base}/whep/${room}`), 'share-whep'],
     ];
     if (viewToken) links.push(['WHEP bearer token (view)', viewToken, 'share-token']);
     this.#el.links.replaceChildren(...links.map(([label, value, id]) => linkRow(label, value, id)));

@@ -9,6 +9,7 @@
  */
 import { FrameProbe } from './frame-probe.ts';
 import { WhepError, WhepSession } from './whep.ts';
+import { INSTANCE_PARAM, withInstance } from '../../src/protocol/instance.ts';
 import type { RoomStatus } from './signaling.ts';
 
 const mode = document.body.dataset.mode === 'obs' ? 'obs' : 'view';
@@ -16,6 +17,8 @@ const room = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] 
 const params = new URLSearchParams(location.search);
 const token = params.get('token') ?? undefined;
 const quiet = params.get('quiet') === '1';
+/** The server that holds the room, behind a load balancer (`?xpcam=`, src/protocol/instance.ts): its requests name it too. */
+const instance = params.get(INSTANCE_PARAM);
 
 const video = document.getElementById('video') as HTMLVideoElement;
 const statusEl = document.getElementById('status') as HTMLElement;
@@ -51,7 +54,7 @@ class Viewer {
     this.session = undefined;
     this.set(this.retries ? 'reconnecting' : 'connecting');
     try {
-      const s = await WhepSession.start(`/whep/${encodeURIComponent(room)}`, token, (track) => {
+      const s = await WhepSession.start(withInstance(`/whep/${encodeURIComponent(room)}`, instance), token, (track) => {
         video.srcObject = new MediaStream([track]);
         void video.play().catch(() => {});
       });
@@ -89,7 +92,7 @@ class Viewer {
   async poll(): Promise<void> {
     if (this.state === 'refused') return;
     try {
-      const res = await fetch(`/api/rooms/${encodeURIComponent(room)}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const res = await fetch(withInstance(`/api/rooms/${encodeURIComponent(room)}`, instance), { headers: token ? { authorization: `Bearer ${token}` } : {} });
       if (res.ok) this.room = (await res.json()) as RoomStatus;
     } catch {
       /* the WHEP connection reports the outage */
