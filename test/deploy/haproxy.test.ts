@@ -2,7 +2,8 @@
  * Many servers, one address (issue 19): deploy/haproxy.cfg run by a real HAProxy (Debian's) in front of two real
  * xportrait-cam servers (passthrough, --max-sessions 1). Only the file's bind and server lines are replaced (test
  * addresses), plus a stats listener the test reads; its health check, balancing and stickiness rules run as shipped.
- * Sessions are real WebRTC sessions (a Node wrtc client; media goes straight to the chosen server).
+ * Sessions are real WebRTC sessions, from the main page in chromium (three pages, each on a host name of its own so
+ * each has its own cookie jar) and from a Node wrtc client; media goes straight to the chosen server.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,12 +52,13 @@ interface RunningHaproxy {
 }
 
 /** Debian's haproxy running deploy/haproxy.cfg in front of `servers` (name -> host:port), both UP when it returns. */
-async function startHaproxy(dir: string, servers: Record<string, string>): Promise<RunningHaproxy> {
+async function startHaproxy(dir: string, servers: Record<string, string>, extraBinds: string[] = []): Promise<RunningHaproxy> {
   const port = await freePort();
   const statsPort = await freePort();
   const front = `http://127.0.0.1:${port}`;
   const statsUrl = `http://127.0.0.1:${statsPort}/stats`;
-  const cfg = haproxyConfigFor(readFileSync(new URL('../../deploy/haproxy.cfg', import.meta.url), 'utf8'), `127.0.0.1:${port}`, servers, `127.0.0.1:${statsPort}`);
+  const binds = [`127.0.0.1:${port}`, ...extraBinds.map((host) => `${host}:${port}`)].join('\n    bind ');
+  const cfg = haproxyConfigFor(readFileSync(new URL('../../deploy/haproxy.cfg', import.meta.url), 'utf8'), binds, servers, `127.0.0.1:${statsPort}`);
   writeFileSync(join(dir, 'haproxy.cfg'), cfg);
   const child: ChildProcess = spawn('haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -111,7 +113,9 @@ describe.skipIf(skipReason !== undefined && !CI)('two servers behind HAProxy (de
     servers.cam1 = await startTestServer({ maxSessions: 1, instanceId: 'cam1' });
     servers.cam2 = await startTestServer({ maxSessions: 1, instanceId: 'cam2' });
     dir = mkdtempSync(join(tmpdir(), 'xp-haproxy-'));
-    lb = await startHaproxy(dir, { cam1: new URL(servers.cam1.url).host, cam2: new URL(servers.cam2.url).host });
+    // a second loopback address, so the browser test's pages can have cookie jars of their own (127.0.0.1,
+    // localhost and 127.0.0.2 are three hosts to a browser)
+    lb = await startHaproxy(dir, { cam1: new URL(servers.cam1.url).host, cam2: new URL(servers.cam2.url).host }, ['127.0.0.2']);
     front = lb.front;
   });
 
@@ -188,6 +192,47 @@ describe.skipIf(skipReason !== undefined && !CI)('two servers behind HAProxy (de
       } else if (CI) throw new Error('CI=true, yet chromium is missing for the viewer page behind HAProxy');
     } finally {
       publisher.close();
+    }
+    for (const s of Object.values(servers)) await waitFor(() => s.activeSessions === 0, 15_000, 'sessions ended');
+    await until({ cam1: 'UP', cam2: 'UP' }, 'both servers free');
+  });
+
+  it('browser pages: two land on different servers and both play; a third, pinned to a full one, shows server_full', async () => {
+    if (!chromiumPath()) {
+      if (CI) throw new Error('CI=true, yet chromium is missing for the browser sessions behind HAProxy');
+      return;
+    }
+    const port = new URL(front).port;
+    const browser = await launchChromium({ viewport: { width: 640, height: 480 } });
+    try {
+      const open = async (host: string) => {
+        const page = await browser.context.newPage();
+        await page.goto(`http://${host}:${port}/?probe=1`);
+        await page.waitForFunction(() => document.getElementById('portrait-status')?.dataset.ready !== undefined, null, { timeout: 30_000 });
+        return page;
+      };
+      const plays = (page: import('playwright-core').Page) => page.waitForFunction(() => (window as any).xp.probe.presented.avatar > 10, null, { timeout: 60_000 });
+      // the third page loads first, while both servers are free: its cookie pins it to one of them
+      const third = await open('127.0.0.2');
+      const first = await open('127.0.0.1');
+      await first.click('#start');
+      await plays(first);
+      const [firstOn] = busy();
+      await until({ [firstOn]: 'DOWN', [firstOn === 'cam1' ? 'cam2' : 'cam1']: 'UP' }, `${firstOn} full`);
+      // a page loaded now goes to the server with a free slot
+      const second = await open('localhost');
+      await second.click('#start');
+      await plays(second);
+      expect(busy()).toEqual(['cam1', 'cam2']);
+      const shown = await first.evaluate(() => (window as any).xp.probe.presented.avatar);
+      await first.waitForFunction((n) => (window as any).xp.probe.presented.avatar > n + 5, shown, { timeout: 20_000 }); // still playing
+      // both full: the third page's session is refused by the server it is pinned to, and the page says so
+      await third.click('#start');
+      await expect.poll(() => third.textContent('#message'), { timeout: 20_000 }).toMatch(/the server is full/);
+      expect(busy()).toEqual(['cam1', 'cam2']);
+      for (const page of [first, second, third]) await page.click('#stop').catch(() => {});
+    } finally {
+      await browser.close();
     }
     for (const s of Object.values(servers)) await waitFor(() => s.activeSessions === 0, 15_000, 'sessions ended');
     await until({ cam1: 'UP', cam2: 'UP' }, 'both servers free');
