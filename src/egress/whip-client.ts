@@ -19,12 +19,14 @@ import { candidateCount, pinVideoBitrate } from '../rtc/sdp.ts';
 import { iceGathered, RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressState, type EgressStatus } from './egress.ts';
 import { errorMessage } from '../util/error-message.ts';
+import type { PeerIceConfig } from '../rtc/ice-config.ts';
 
 export interface WhipClientOptions {
   url: string;
   token?: string;
   logger: Logger;
-  iceServers?: RTCIceServer[];
+  /** ICE servers and transport policy, asked on every (re)connect: TURN credentials minted fresh each time. */
+  ice?: () => PeerIceConfig;
   /** Upper bound for the encoder (kbit/s). */
   maxBitrateKbps: number;
   initialBackoffMs?: number;
@@ -58,7 +60,7 @@ interface Attempt {
 
 export class WhipClient implements Egress {
   readonly kind = 'whip' as const;
-  readonly #o: Required<Omit<WhipClientOptions, 'token' | 'iceServers'>> & Pick<WhipClientOptions, 'token' | 'iceServers'>;
+  readonly #o: Required<Omit<WhipClientOptions, 'token' | 'ice'>> & Pick<WhipClientOptions, 'token' | 'ice'>;
   readonly #log: Logger;
   #state: EgressState = 'starting';
   #attempt: Attempt | undefined;
@@ -122,7 +124,8 @@ export class WhipClient implements Egress {
 
   async #connect(): Promise<void> {
     if (this.#closed) return;
-    const pc = new RTCPeerConnection({ iceServers: this.#o.iceServers ?? [] });
+    const ice = this.#o.ice?.();
+    const pc = new RTCPeerConnection({ iceServers: (ice?.iceServers ?? []) as RTCIceServer[], iceTransportPolicy: ice?.iceTransportPolicy ?? 'all' });
     const source = new RTCVideoSource();
     const track = source.createTrack();
     const attempt: Attempt = { pc, source, track, live: false };

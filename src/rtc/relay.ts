@@ -35,13 +35,17 @@ import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, hasVideoCodec, pinVideoBitrate, withoutBandwidthFeedback, isVp8KeyframeStart } from './sdp.ts';
 import { iceGathered, RTCPeerConnection, RTCVideoSource } from './wrtc.ts';
 import { errorMessage } from '../util/error-message.ts';
+import type { PeerIceConfig } from './ice-config.ts';
 
 export interface RelayOptions {
   logger: Logger;
   /** The encoder's pinned bitrate (kbit/s). */
   bitrateKbps: number;
-  /** STUN/TURN servers offered to viewers' peers (the encoder link stays on this host). */
-  iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+  /**
+   * The ICE servers and transport policy of each viewer's peer, asked once per viewer with a label for its TURN
+   * credentials (IceConfig.forPeer: minted per peer with --turn-secret); the encoder link stays on this host.
+   */
+  ice?: (label: string) => PeerIceConfig;
   /** At most one key frame request to the encoder per this many ms (default 500). */
   keyframeIntervalMs?: number;
   /** A viewer that sends no RTCP for this long is gone (default 15000). */
@@ -206,7 +210,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
   /** Encoder counters at the previous encodeMs() call, and the figure it gave. */
   #encodeWindow: { frames: number; seconds: number; ms: number } | undefined;
   readonly #log: Logger;
-  readonly #opts: Required<Omit<RelayOptions, 'logger' | 'iceServers'>> & Pick<RelayOptions, 'iceServers'>;
+  readonly #opts: Required<Omit<RelayOptions, 'logger' | 'ice'>> & Pick<RelayOptions, 'ice'>;
   readonly #viewers = new Map<string, RelayViewer>();
   #link: Promise<EncoderLink> | undefined;
   #linkReady: EncoderLink | undefined;
@@ -223,7 +227,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
     this.#log = opts.logger;
     this.#opts = {
       bitrateKbps: opts.bitrateKbps,
-      iceServers: opts.iceServers,
+      ice: opts.ice,
       keyframeIntervalMs: opts.keyframeIntervalMs ?? 500,
       viewerTimeoutMs: opts.viewerTimeoutMs ?? 15_000,
       gatherTimeoutMs: opts.gatherTimeoutMs ?? 5000,
@@ -273,8 +277,10 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
     if (!/^v=0/m.test(offerSdp) || !/^m=/m.test(offerSdp)) throw new RelayError(400, 'the body is not an SDP offer (application/sdp with v=0 and m= lines)');
     if (!hasVideoCodec(offerSdp, 'VP8')) throw new RelayError(406, 'the offer has no video m-line with VP8: xportrait-cam sends VP8 video only');
     await this.#ensureLink();
+    const ice = this.#opts.ice?.(`whep-${randomUUID().slice(0, 8)}`);
     const pc = new WeriftPeerConnection({
-      iceServers: this.#opts.iceServers ?? [],
+      iceServers: ice?.iceServers.map((s) => ({ ...s, urls: s.urls })) ?? [],
+      iceTransportPolicy: ice?.iceTransportPolicy ?? 'all',
       // audio codecs only so an offer with an audio m-line negotiates; that m-line is answered inactive
       codecs: { video: [useVP8({ rtcpFeedback: [useNACK(), usePLI()] })], audio: [useOPUS(), usePCMU()] },
       headerExtensions: { video: [], audio: [] },

@@ -26,6 +26,7 @@ import { CorsPolicy, HttpError, preflight, sendJson, type Route, type RouteReque
 import { serveStatic } from './static-files.ts';
 import { decodeSegment, WhepEndpoint } from './whep-endpoint.ts';
 import { errorMessage } from '../util/error-message.ts';
+import { IceConfig, type IceServerEntry } from '../rtc/ice-config.ts';
 
 /** Paths every client may reach even without a secret (health probes; /metrics has its own rule). */
 const OPEN_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -53,6 +54,11 @@ export interface OutputsOptions {
   webRoot: string;
   /** Called with the limit's name when a request hits one (counted in /metrics). */
   onLimit?(limit: string): void;
+  /**
+   * ICE for the server's own outgoing peers (WHEP viewers' peers, the WHIP client): the server's IceConfig, so each
+   * gets the static servers, TURN credentials minted for it and --ice-transport-policy. Default: the static list.
+   */
+  ice?: IceConfig;
 }
 
 export class Outputs implements SessionOutputs {
@@ -65,12 +71,14 @@ export class Outputs implements SessionOutputs {
   readonly routes: readonly Route[];
   readonly #log: Logger;
   readonly #webRoot: string;
+  readonly #ice: IceConfig;
 
   constructor(opts: OutputsOptions) {
     const c = opts.config;
     this.#config = c;
     this.#log = opts.logger;
     this.#webRoot = opts.webRoot;
+    this.#ice = opts.ice ?? new IceConfig((c.iceServers ?? []) as IceServerEntry[]);
     this.access = new RoomAccess(c.secret);
     this.cors = new CorsPolicy(c.cors, this.access.tokensRequired, c.publicUrl);
     this.rooms = new RoomRegistry({
@@ -78,7 +86,7 @@ export class Outputs implements SessionOutputs {
       viewerBitrateKbps: c.viewerBitrate,
       maxViewers: c.maxViewers,
       maxRooms: c.maxRooms,
-      iceServers: c.iceServers,
+      ice: (label) => this.#ice.forPeer(label),
       frameSize: this.#frameSize(),
     });
     const egress = this.#createEgress();
@@ -92,6 +100,7 @@ export class Outputs implements SessionOutputs {
       maxViewersTotal: c.maxViewersTotal,
       onLimit: opts.onLimit,
       instanceId: c.instanceId,
+      ice: (label) => this.#ice.forPeer(label),
     });
     this.routes = [
       ...whep.routes,
@@ -119,7 +128,7 @@ export class Outputs implements SessionOutputs {
       out.push(new FfmpegEgress({ ...size, sink: virtualCameraSink(classifyVirtualCamera(c.v4l2)), logger }).start());
     }
     if (c.whipUrl) {
-      out.push(new WhipClient({ url: c.whipUrl, token: c.whipToken, logger, iceServers: c.iceServers as RTCIceServer[], maxBitrateKbps: c.egressBitrate }).start());
+      out.push(new WhipClient({ url: c.whipUrl, token: c.whipToken, logger, ice: () => this.#ice.forPeer(`whip-${c.room}`), maxBitrateKbps: c.egressBitrate }).start());
     }
     return out;
   }

@@ -18,6 +18,7 @@ import type { RoomFrame, RoomLatency, RoomStatus } from '../protocol/signaling.t
 import { HttpError } from './http.ts';
 import type { LiveSession } from '../session/live-session.ts';
 import { errorMessage } from '../util/error-message.ts';
+import type { PeerIceConfig } from '../rtc/ice-config.ts';
 
 /** A room refused a publisher or could not be opened (also sent to a publisher over signaling). */
 export class RoomError extends HttpError {
@@ -33,7 +34,8 @@ export interface RoomOptions {
   /** The relay encoder's pinned bitrate (kbit/s). */
   viewerBitrateKbps: number;
   maxViewers: number;
-  iceServers?: { urls: string | string[]; username?: string; credential?: string }[];
+  /** Each WHEP viewer peer's ICE servers and policy (IceConfig.forPeer: TURN credentials minted per peer). */
+  ice?: (label: string) => PeerIceConfig;
   /** The picture size the server is set to make (--output-frame, else --output-size square), until a frame says. */
   frameSize?: { width: number; height: number };
 }
@@ -70,7 +72,7 @@ export class Room extends EventEmitter<{ changed: [] }> {
   ) {
     super();
     this.#log = opts.logger.child({ room: name });
-    this.relay = new RtpRelay({ logger: this.#log, bitrateKbps: opts.viewerBitrateKbps, iceServers: opts.iceServers });
+    this.relay = new RtpRelay({ logger: this.#log, bitrateKbps: opts.viewerBitrateKbps, ice: opts.ice });
     this.relay.on('viewers', () => this.emit('changed'));
   }
 

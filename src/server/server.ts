@@ -106,7 +106,7 @@ export class XportraitServer {
     this.webRoot = config.webRoot ?? DEFAULT_WEB_ROOT;
     this.ice = new IceConfig(config.iceServers, config.iceTransportPolicy, config.turnSecret ? { urls: config.turnUrls, secret: config.turnSecret, ttlSeconds: config.turnTtl } : undefined);
     this.metrics = new ServerMetrics({ enabled: config.metrics !== 'off', token: config.metricsToken, sessions: () => this.#sessions, connections: () => this.#connections.size });
-    this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot, onLimit: (limit) => this.metrics.limitHit(limit) });
+    this.outputs = new Outputs({ config, logger: deps.logger, webRoot: this.webRoot, ice: this.ice, onLimit: (limit) => this.metrics.limitHit(limit) });
     this.#uploads = new WindowCounter(config.uploadsPerMinute, 60_000);
     this.#routes = this.#routeTable();
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);

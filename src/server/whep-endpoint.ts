@@ -13,6 +13,9 @@ import { isValidRoomName } from './auth.ts';
 import { type CorsPolicy, HttpError, preflight, readBody, type Route, type RouteRequest } from './http.ts';
 import { RoomError, type Room, type RoomRegistry } from './rooms.ts';
 import { withInstance } from '../protocol/instance.ts';
+import { formatIceLinks } from '../protocol/ice-links.ts';
+import { randomUUID } from 'node:crypto';
+import type { PeerIceConfig } from '../rtc/ice-config.ts';
 
 export interface WhepEndpointOptions {
   rooms: RoomRegistry;
@@ -29,6 +32,8 @@ export interface WhepEndpointOptions {
   onLimit?(limit: string): void;
   /** `--instance-id`: the resource URL names this server (src/protocol/instance.ts), so PATCH/DELETE find it. */
   instanceId?: string;
+  /** ICE servers for a player's own peer (TURN credentials minted per player), sent as Link headers (RFC 9725 4.6). */
+  ice?: (label: string) => PeerIceConfig;
 }
 
 export class WhepEndpoint {
@@ -42,6 +47,7 @@ export class WhepEndpoint {
   #adding = 0;
   readonly #onLimit: WhepEndpointOptions['onLimit'];
   readonly #instanceId: string | undefined;
+  readonly #ice: WhepEndpointOptions['ice'];
 
   constructor(o: WhepEndpointOptions) {
     this.#rooms = o.rooms;
@@ -52,6 +58,7 @@ export class WhepEndpoint {
     this.#maxViewersTotal = o.maxViewersTotal ?? Infinity;
     this.#onLimit = o.onLimit;
     this.#instanceId = o.instanceId;
+    this.#ice = o.ice;
   }
 
   readonly routes: readonly Route[] = [
@@ -65,13 +72,30 @@ export class WhepEndpoint {
     },
   ];
 
+  /**
+   * The ICE servers a player's own peer may use, as `Link: <turn:…>; rel="ice-server"; username=…; credential=…`
+   * headers on OPTIONS (RFC 9725 4.6: a player asks before it makes its offer), with TURN credentials minted for this
+   * player: only for a request allowed to view the room (a CORS preflight, which carries no token, gets none).
+   */
+  async #iceLinks(req: IncomingMessage, room: string): Promise<Record<string, string>> {
+    if (!this.#ice) return {};
+    try {
+      await this.#authorize(req, room);
+    } catch {
+      return {};
+    }
+    const link = formatIceLinks(this.#ice(`player-${randomUUID().slice(0, 8)}`).iceServers);
+    return link ? { link } : {};
+  }
+
   async #handle({ req, res, method, params }: RouteRequest): Promise<void> {
     const cors = this.#cors.headers(req);
     const room = decodeSegment(params[0]);
     const viewerId = params[1] ? decodeSegment(params[1]) : undefined;
     if (!isValidRoomName(room)) throw new HttpError(404, 'no_such_room', `"${room}" is not a valid room name`);
     if (method === 'OPTIONS') {
-      return preflight(res, { ...cors, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
+      const links = viewerId ? {} : await this.#iceLinks(req, room);
+      return preflight(res, { ...cors, ...links, ...(viewerId ? {} : { 'accept-post': 'application/sdp' }) }, viewerId ? 'DELETE, PATCH, OPTIONS' : 'POST, OPTIONS');
     }
     if (viewerId) {
       if (method === 'PATCH') {

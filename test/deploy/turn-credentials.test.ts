@@ -10,6 +10,8 @@ import { IceConfig, turnRestCredential } from '../../src/rtc/ice-config.ts';
 import type { XportraitServer } from '../../src/server/server.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { WsClient } from '../helpers/signaling-client.ts';
+import { formatIceLinks, parseIceLinks } from '../../src/protocol/ice-links.ts';
+import { signToken } from '../../src/server/auth.ts';
 
 /** base64(HMAC-SHA1(secret, text)) by openssl: a second implementation to check ours against. */
 function opensslHmacSha1Base64(secret: string, text: string): string {
@@ -130,3 +132,48 @@ describe('a page gets its own time-limited TURN credentials in hello', () => {
     }
   });
 });
+
+describe('a WHEP player gets its own TURN credentials in Link headers (RFC 9725 4.6), only when allowed to view', () => {
+  let server: XportraitServer;
+  const ACCESS = 'turn-links-access-secret-0123456789abcdef';
+  beforeAll(async () => {
+    server = await startTestServer({ secret: ACCESS, turnUrls: 'turn:127.0.0.1:3478?transport=udp,turns:127.0.0.1:5349?transport=tcp', turnSecret: SECRET, turnTtl: 300, iceServers: 'stun:127.0.0.1:3478' });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('OPTIONS with a view token: one Link per URL, minted for this player; without a token (a CORS preflight): none', async () => {
+    const token = await signToken(ACCESS, { room: 'main', role: 'view', ttlSeconds: 600 });
+    const asked = async (auth?: string) => fetch(`${server.url}/whep/main`, { method: 'OPTIONS', headers: auth ? { authorization: `Bearer ${auth}` } : {} });
+    const a = await asked(token);
+    const b = await asked(token);
+    expect(a.status).toBe(204);
+    const la = parseIceLinks(a.headers.get('link'));
+    const lb = parseIceLinks(b.headers.get('link'));
+    expect(la.map((l) => l.urls)).toEqual(['stun:127.0.0.1:3478', 'turn:127.0.0.1:3478?transport=udp', 'turns:127.0.0.1:5349?transport=tcp']);
+    expect(la[0].username).toBeUndefined();
+    const [exp, id] = String(la[1].username).split(':');
+    expect(Number(exp)).toBeGreaterThan(Date.now() / 1000 + 290);
+    expect(id).toMatch(/^player-[0-9a-f]{8}$/);
+    expect(la[1].credential).toBe(opensslHmacSha1Base64(SECRET, la[1].username!));
+    expect(la[2]).toEqual(la[1] && { ...la[1], urls: 'turns:127.0.0.1:5349?transport=tcp' });
+    expect(lb[1].username).not.toBe(la[1].username); // each player its own
+    expect(a.headers.get('link')).not.toContain(SECRET);
+    // no token, a token for another room, a publish token for another room: no credentials
+    expect((await asked()).headers.get('link')).toBeNull();
+    const other = await signToken(ACCESS, { room: 'other', role: 'view', ttlSeconds: 600 });
+    expect((await asked(other)).headers.get('link')).toBeNull();
+  });
+
+  it('formats and parses Link headers both ways, skipping other relations', () => {
+    const header = formatIceLinks([{ urls: ['turn:a:3478', 'turns:a:5349'], username: '1:x', credential: 'c=' }, { urls: 'stun:s:3478' }]);
+    expect(parseIceLinks(`<https://example.org/x>; rel="next", ${header}`)).toEqual([
+      { urls: 'turn:a:3478', username: '1:x', credential: 'c=' },
+      { urls: 'turns:a:5349', username: '1:x', credential: 'c=' },
+      { urls: 'stun:s:3478' },
+    ]);
+    expect(parseIceLinks(null)).toEqual([]);
+  });
+});
+

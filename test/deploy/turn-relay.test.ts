@@ -33,6 +33,8 @@ describe.skipIf(skipReason !== undefined && !CI)('a client behind a TURN relay o
   let edgeToClient: string;
   let serverAddr: string;
   const httpPort = 8080;
+  let accessSecret: string;
+  let origin: string;
 
   beforeAll(async () => {
     if (skipReason) throw new Error(`CI=true, yet the TURN relay test cannot run: ${skipReason}`);
@@ -50,7 +52,7 @@ describe.skipIf(skipReason !== undefined && !CI)('a client behind a TURN relay o
     turn = await startCoturn(topo, edge, { listen: edgeToClient, relayIp: edgeToClient });
 
     const webRoot = await builtWebClient();
-    const accessSecret = 'a'.repeat(8) + Math.random().toString(36).slice(2).padEnd(32, 'x');
+    accessSecret = 'a'.repeat(8) + Math.random().toString(36).slice(2).padEnd(32, 'x');
     server = topo.spawn(srv, 'server', process.execPath, [
       CLI_ENTRY, 'serve',
       '--host', serverAddr, '--port', String(httpPort),
@@ -70,7 +72,7 @@ describe.skipIf(skipReason !== undefined && !CI)('a client behind a TURN relay o
     ]);
     await forwarder.waitFor(/forwarding/, 20_000, 'the forwarder');
 
-    const origin = `http://${edgeToClient}:${httpPort}`;
+    origin = `http://${edgeToClient}:${httpPort}`;
     context = await chromium.launchPersistentContext(topo.dir + '/profile', {
       executablePath: topo.wrapper(cli, chromiumPath()!),
       headless: true,
@@ -129,6 +131,34 @@ describe.skipIf(skipReason !== undefined && !CI)('a client behind a TURN relay o
     expect(log).toMatch(/username=<?\d{10}:page-[0-9a-f]{8}>?/);
     expect(log).toMatch(/username=<?\d{10}:server-[0-9a-f]{8}>?/);
     expect(server.output).not.toContain(turn.secret);
+  });
+
+  it('a viewer page behind the relay plays the room through coturn: its credentials from the WHEP Link headers, the server\'s viewer peer relay-only', async () => {
+    const token = await signToken(accessSecret, { room: 'main', role: 'view', ttlSeconds: 600 });
+    const viewer = await context.newPage();
+    try {
+      await viewer.goto(`${origin}/view/main?token=${token}&probe=1`);
+      await viewer.waitForFunction(() => document.body.dataset.state === 'live', null, { timeout: 90_000 });
+      await viewer.waitForFunction(() => (window as any).xpView?.probe?.presented.avatar > 20, null, { timeout: 60_000 });
+      const pair = await viewer.evaluate(async () => {
+        const pc: RTCPeerConnection = (window as any).xpView.session.pc;
+        const all = [...(await pc.getStats()).values()] as any[];
+        const transport = all.find((s) => s.type === 'transport');
+        const p = all.find((s) => s.type === 'candidate-pair' && s.id === transport?.selectedCandidatePairId) ?? all.find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+        return { local: all.find((s) => s.id === p?.localCandidateId)?.candidateType, remote: all.find((s) => s.id === p?.remoteCandidateId)?.candidateType };
+      });
+      console.log(`TURN relay viewer: ${JSON.stringify(pair)}`);
+      // the server's viewer peer is relay-only (--ice-transport-policy relay, credentials minted for it); the page,
+      // whose policy is all, may pair its server-reflexive address with that relay (seen: srflx -> relay): the
+      // only path to the server is through coturn either way
+      expect(pair.remote).toBe('relay');
+      expect(['relay', 'srflx']).toContain(pair.local);
+      // coturn saw the player's credentials (Link headers) and the server's viewer peer's (minted for it)
+      expect(turn.log()).toMatch(/username=<?\d{10}:player-[0-9a-f]{8}>?/);
+      expect(turn.log()).toMatch(/username=<?\d{10}:whep-[0-9a-f]{8}>?/);
+    } finally {
+      await viewer.close();
+    }
   });
 
   it('coturn refuses credentials past their expiry and accepts fresh ones minted from the same secret', async () => {

@@ -3,6 +3,7 @@
  * (no trickle), POSTed as application/sdp with the room token, the answer applied; `stop()` DELETEs the session.
  * The same protocol any WHEP player speaks (src/server/outputs.ts is the server side).
  */
+import { parseIceLinks } from '../../src/protocol/ice-links.ts';
 
 export class WhepError extends Error {
   constructor(
@@ -30,7 +31,16 @@ export class WhepSession {
 
   /** Connect to `endpoint` (e.g. /whep/main); resolves once the answer is applied. `onTrack` gets the video track. */
   static async start(endpoint: string, token: string | undefined, onTrack: (t: MediaStreamTrack) => void, gatherTimeoutMs = 2000): Promise<WhepSession> {
-    const pc = new RTCPeerConnection();
+    // the ICE servers the endpoint offers this player (TURN credentials minted for it), asked before the offer
+    // is made (RFC 9725 4.6); a server without any answers none, and a failed ask leaves the direct path
+    let iceServers: RTCIceServer[] = [];
+    try {
+      const res = await fetch(endpoint, { method: 'OPTIONS', headers: token ? { authorization: `Bearer ${token}` } : {} });
+      iceServers = parseIceLinks(res.headers.get('link'));
+    } catch {
+      // unreachable now: the POST below says so
+    }
+    const pc = new RTCPeerConnection({ iceServers });
     const s = new WhepSession(pc, token);
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.ontrack = (e) => onTrack(e.track);
