@@ -27,11 +27,15 @@ const FRAMES = 8;
 /**
  * Bounds on |WebGPU - CPU| per output pixel value (8-bit RGB), per frame. Measured (2026-12-07, lavapipe, this file's
  * inputs, two runs: 12 then 8 frames × 2 policies): max abs 1 level (on 4-9 of the frames), mean abs ≤ 0.001 —
- * a float difference of ~1e-6 that happens to straddle a rounding boundary flips one level. Bounds: 3 levels
- * (×3: the flips may stack through the 2 steps and the decoder on other inputs) and a mean of 0.01 (×10).
+ * a float difference of ~1e-6 that happens to straddle a rounding boundary flips one level. Later, in a full parallel
+ * test run (load 9-11), the window policy's last frame had a mean of 0.099 with its max still 1 level: lavapipe's
+ * threads summed in another order, the float gap grew through the carried latents, and 10 % of the pixels rounded
+ * the other way (run alone right after: 0.000 again). Bounds: 3 levels (×3: the flips may stack through the 2 steps
+ * and the decoder on other inputs) and a mean of 0.25 (×2.5 the worst seen; the frames move by a mean of 74-76 levels
+ * from one to the next, so a real divergence stays far above it).
  */
 const LIVE_MAX_ABS = 3;
-const LIVE_MEAN_ABS = 0.01;
+const LIVE_MEAN_ABS = 0.25;
 /**
  * animate's mp4s (x264 crf 18, lossy) on both devices, decoded: PSNR of WebGPU's frames against CPU's. Measured
  * over three runs of 8 frames: identical videos in one, 28.6-33.6 dB in the others: the engine frames differ by ≤ 1
