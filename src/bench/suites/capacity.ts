@@ -7,50 +7,21 @@
  *
  * The clients run in the bench's process beside an in-process server, so their encode and decode share the
  * machine's cores with it: the figure is what one machine can do with its users on it, a lower bound for a server
- * whose users are elsewhere. The pictures carry no face: with --engine warp the engine's tracking finds none and
- * its cost is not the live one (a face-driven capacity figure needs face frames, not done yet).
+ * whose users are elsewhere. Pictures (live-clients.ts): `--pictures video` (the default for an engine other than
+ * passthrough) is the real driving video, so the server's tracker and the warp engine do their live work; `test` is
+ * the id pattern (no face).
  *
  * Args: --engine NAME (passthrough), --steps 1,2,4,6,8, --seconds N per step (6), --size WxH (320x240),
- * --fps N (20), --p95-ms N (150).
+ * --fps N (20), --p95-ms N (150), --pictures test|video.
  */
-import { decodeLuma } from '../../media/frame-id.ts';
 import { quantile } from '../../util/timing.ts';
 import { startTestServer } from '../../../test/helpers/server.ts';
-import { startNodeSession, testPicture, waitFor, type NodeSession } from '../../../test/helpers/signaling-client.ts';
+import { waitFor } from '../../../test/helpers/signaling-client.ts';
+import { drivingFrames, startLiveClient, type LiveClient } from '../live-clients.ts';
 
 function arg(args: string[], name: string, dflt: string): string {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : dflt;
-}
-
-interface Client {
-  s: NodeSession;
-  sentAt: Map<number, number>;
-  latencies: number[];
-  back: number;
-}
-
-async function startClient(url: string, engine: string, width: number, height: number, fps: number, base: number): Promise<Client> {
-  const s = await startNodeSession(url, { engine, width, height, autoSend: false });
-  const c: Client = { s, sentAt: new Map(), latencies: [], back: 0 };
-  s.peer.keep = 2;
-  s.peer.onFrame = (f) => {
-    const id = decodeLuma(f.data, f.width, f.height);
-    const t = id === null ? undefined : c.sentAt.get(id);
-    if (t !== undefined) {
-      c.latencies.push(f.at - t);
-      c.back++;
-      c.sentAt.delete(id as number);
-    }
-  };
-  // each client draws ids from its own range, so a frame is never credited to another client
-  s.peer.startSending(width, height, fps, (i) => {
-    const id = (base + (i % 4096)) % 65536;
-    c.sentAt.set(id, performance.now());
-    if (c.sentAt.size > 256) c.sentAt.delete(c.sentAt.keys().next().value as number);
-    return testPicture(width, height, id);
-  });
-  return c;
 }
 
 export async function run(ctx: { args: string[]; log: (m: string) => void }): Promise<Record<string, unknown>> {
@@ -60,15 +31,18 @@ export async function run(ctx: { args: string[]; log: (m: string) => void }): Pr
   const [width, height] = arg(ctx.args, '--size', '320x240').split('x').map(Number);
   const fps = Number(arg(ctx.args, '--fps', '20'));
   const p95Budget = Number(arg(ctx.args, '--p95-ms', '150'));
+  const pictures = arg(ctx.args, '--pictures', engine === 'passthrough' ? 'test' : 'video');
+  if (pictures !== 'test' && pictures !== 'video') throw new Error(`--pictures: test or video, not ${pictures}`);
+  const video = pictures === 'video' ? await drivingFrames(width, height) : undefined;
   const maxN = Math.max(...steps);
   const server = await startTestServer({ engine, maxSessions: maxN, maxConnectionsPerAddress: maxN + 2 }, { statsIntervalMs: 1000 });
   const results: Array<Record<string, unknown>> = [];
   let largestHeld = 0;
   try {
     for (const n of steps) {
-      const clients: Client[] = [];
+      const clients: LiveClient[] = [];
       try {
-        for (let k = 0; k < n; k++) clients.push(await startClient(server.url, engine, width, height, fps, k * 4096));
+        for (let k = 0; k < n; k++) clients.push(await startLiveClient(server.url, { engine, width, height, fps, base: k * 4096, video }));
         await waitFor(() => clients.every((c) => c.back > 0), 30_000, `first frame back on all ${n} sessions`);
         await new Promise((r) => setTimeout(r, 1000)); // encoders ramp up
         for (const c of clients) {
@@ -102,5 +76,5 @@ export async function run(ctx: { args: string[]; log: (m: string) => void }): Pr
   } finally {
     await server.close();
   }
-  return { engine, size: `${width}x${height}`, fps, budget: { minFps: 0.9 * fps, p95Ms: p95Budget }, steps: results, largestSessionsHeld: largestHeld };
+  return { engine, pictures, size: `${width}x${height}`, fps, budget: { minFps: 0.9 * fps, p95Ms: p95Budget }, steps: results, largestSessionsHeld: largestHeld };
 }
