@@ -30,9 +30,10 @@ const rest: string[] = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--out') out = argv[++i];
   else if (argv[i] === '--help' || argv[i] === '-h') {
-    process.stdout.write(`usage: npm run bench [-- SUITE... [--out FILE]]\nsuites: ${available.join(', ')}\n`);
+    process.stdout.write(`usage: npm run bench [-- SUITE... [SUITE ARGS...] [--out FILE]]\nsuites: ${available.join(', ')}\n`);
     process.exit(0);
-  } else if (available.includes(argv[i])) names.push(argv[i]);
+  } else if (available.includes(argv[i]) && rest.length === 0) names.push(argv[i]);
+  // suite names come first: after the first suite argument every word is an argument (`capacity --engine warp`)
   else rest.push(argv[i]);
 }
 const selected = names.length ? names : available;
