@@ -16,6 +16,7 @@ import type { XportraitServer } from '../../src/server/server.ts';
 import { builtWebClient, startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor, type NodeSession } from '../helpers/signaling-client.ts';
 import { which } from '../helpers/netns.ts';
+import { haproxyConfigFor } from '../helpers/haproxy.ts';
 import { ServerProcess } from '../../src/bench/server-process.ts';
 import { NodeWhepViewer } from '../outputs/helpers/whep-viewer.ts';
 import { chromiumPath, launchChromium } from '../helpers/browser.ts';
@@ -30,17 +31,6 @@ async function freePort(): Promise<number> {
   const port = (s.address() as { port: number }).port;
   await new Promise((r) => s.close(r));
   return port;
-}
-
-/** deploy/haproxy.cfg with the test's listener and servers in place of the shipped bind and server lines. */
-function haproxyConfigFor(shipped: string, bind: string, servers: Record<string, string>, statsBind: string): string {
-  let out = shipped.replace(/^(\s*)bind .*\n(?:\s*bind .*\n)*/m, `$1bind ${bind}\n`);
-  for (const [name, addr] of Object.entries(servers)) {
-    const re = new RegExp(`^(\\s*server ${name} )\\S+`, 'm');
-    if (!re.test(out)) throw new Error(`deploy/haproxy.cfg has no "server ${name}" line`);
-    out = out.replace(re, `$1${addr}`);
-  }
-  return `${out}\nlisten stats\n    bind ${statsBind}\n    stats enable\n    stats uri /stats\n`;
 }
 
 interface RunningHaproxy {
