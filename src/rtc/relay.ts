@@ -279,7 +279,7 @@ export class RtpRelay extends EventEmitter<RelayEvents> {
     await this.#ensureLink();
     const ice = this.#opts.ice?.(`whep-${randomUUID().slice(0, 8)}`);
     const pc = new WeriftPeerConnection({
-      iceServers: ice?.iceServers.map((s) => ({ ...s, urls: s.urls })) ?? [],
+      iceServers: ice?.iceServers ?? [],
       iceTransportPolicy: ice?.iceTransportPolicy ?? 'all',
       // audio codecs only so an offer with an audio m-line negotiates; that m-line is answered inactive
       codecs: { video: [useVP8({ rtcpFeedback: [useNACK(), usePLI()] })], audio: [useOPUS(), usePCMU()] },
