@@ -47,7 +47,7 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
   readonly #source = new RTCVideoSource();
   readonly #track: MediaStreamTrack;
   #sink: InstanceType<typeof RTCVideoSink> | undefined;
-  /** Data channels the browser opened: closed by close() before the connection (see there). */
+  /** Data channels the browser opened: their handlers are taken off by close(); the connection closes them. */
   readonly #channels = new Set<RTCDataChannel>();
   #nextId = 0;
   #closed = false;
@@ -130,12 +130,29 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
   }
 
   /**
-   * Tear down in the order the native binding needs, idempotently: the connection's event handlers off; the sink
-   * (no more decoded frames into JavaScript); the avatar track; the data channels, handlers off and closed while
-   * their connection still lives; then the connection. Closing a data channel after its connection is a reported
-   * native crash of node-webrtc (the channel's proxy calls into a released object; node-webrtc issues 360 and 292),
-   * and so was this server's old order (connection first, then the session's landmark channel): the connection's
-   * owner closes its channels first. `closeChannel` is the safe way for others to close one while it lives.
+   * Refuse a data channel the browser has just opened (a label this session does not take): its handlers off, then
+   * `close()`. The one call into a live channel this server makes; teardown makes none (see close()).
+   */
+  refuseChannel(ch: RTCDataChannel): void {
+    this.#channels.delete(ch);
+    detachChannel(ch);
+    ch.close();
+  }
+
+  /**
+   * Tear down, idempotently: the connection's event handlers off; the sink (no more decoded frames into JavaScript);
+   * the avatar track; the data channels' handlers off; then the connection, which closes its channels.
+   *
+   * The channels are never closed, nor their `readyState` read, from here. In @roamhq/wrtc a data channel's native
+   * handle is released on WebRTC's signaling thread when the channel reaches 'closed' (`RTCDataChannel::
+   * OnStateChange` -> `CleanupInternals`, which unregisters the observer and sets `_jingleDataChannel` to null),
+   * while `readyState`, `close()` and `send()` test and use that same handle on the JavaScript thread with no lock.
+   * Teardown is exactly when the browser closes its side too (a closed tab sends the channel's close first), so a
+   * `readyState` or `close()` from here could meet a handle being released: a use after free, a native crash with no
+   * JavaScript error. `RTCPeerConnection.close()` instead closes every channel on the signaling thread itself,
+   * while the JavaScript thread waits for it; its own check of each channel afterwards
+   * (`RTCDataChannel::OnPeerConnectionClosed`) only tests the handle for null. Handlers are plain JavaScript
+   * properties (the binding dispatches events through its JavaScript EventTarget).
    */
   close(): void {
     if (this.#closed) return;
@@ -149,7 +166,7 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     this.#sink?.stop();
     this.#sink = undefined;
     this.#track.stop();
-    for (const ch of this.#channels) closeChannel(ch);
+    for (const ch of this.#channels) detachChannel(ch);
     this.#channels.clear();
     this.#pc.close();
     this.emit('state', 'closed');
@@ -194,15 +211,14 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
 }
 
 /**
- * Close a data channel of a live connection: handlers off first (no event into a half-closed object), then close,
- * only while it is still connecting or open (closing a closed one calls into the binding for nothing).
+ * A data channel's handlers off: no event reaches a consumer once its session is closing. Pure JavaScript (the
+ * binding's channel is an EventTarget in JavaScript): no call into the native channel (see RtcPeer.close).
  */
-export function closeChannel(ch: Pick<RTCDataChannel, 'readyState' | 'close' | 'onmessage' | 'onclose' | 'onopen' | 'onerror'>): void {
+export function detachChannel(ch: Pick<RTCDataChannel, 'onmessage' | 'onclose' | 'onopen' | 'onerror'>): void {
   ch.onmessage = null;
   ch.onopen = null;
   ch.onclose = null;
   ch.onerror = null;
-  if (ch.readyState === 'connecting' || ch.readyState === 'open') ch.close();
 }
 
 function candidateJson(c: RTCIceCandidate): IceCandidateJson {

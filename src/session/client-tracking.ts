@@ -61,7 +61,7 @@ const PENDING_MS = 1000;
 export const LANDMARK_FRAME_ID_BASE = 2 ** 30;
 
 /** The parts of an RTCDataChannel we use (wrtc's and the browser's both fit). */
-export type LandmarkChannel = Pick<RTCDataChannel, 'label' | 'binaryType' | 'onmessage' | 'onclose' | 'close'> & Partial<Pick<RTCDataChannel, 'readyState'>>;
+export type LandmarkChannel = Pick<RTCDataChannel, 'label' | 'binaryType' | 'onmessage' | 'onclose'>;
 
 export interface ClientTrackingStats {
   /** --tracking of this server. */
@@ -253,18 +253,21 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
     return this.#opts.landmarkDriven && this.#opts.mode !== 'server' && (this.#opts.mode === 'client' || this.clientActive);
   }
 
-  /** Take the page's `landmarks` data channel (one per session; other labels and extra channels are closed). */
-  attach(channel: LandmarkChannel): void {
+  /**
+   * Take the page's `landmarks` data channel (one per session). Returns false for another label or an extra channel:
+   * the caller closes it through its peer, which owns every channel's lifecycle (RtcPeer.close says why).
+   */
+  attach(channel: LandmarkChannel): boolean {
     if (this.#closed || channel.label !== LANDMARK_CHANNEL_LABEL || this.#channels.size > 0) {
-      this.#log.warn({ event: 'datachannel_refused', label: channel.label }, 'unexpected data channel closed');
-      channel.close();
-      return;
+      this.#log.warn({ event: 'datachannel_refused', label: channel.label }, 'unexpected data channel refused');
+      return false;
     }
     channel.binaryType = 'arraybuffer';
     this.#channels.add(channel);
     channel.onmessage = (e: MessageEvent) => this.receive(e.data);
     channel.onclose = () => this.#channels.delete(channel);
     this.#log.info({ event: 'landmark_channel_open', mode: this.#opts.mode, offer: this.#opts.offer }, 'landmark channel open');
+    return true;
   }
 
   /** One data-channel message (public for tests that feed messages without a channel). */
@@ -385,14 +388,13 @@ export class ClientTracking extends EventEmitter<ClientTrackingEvents> implement
   }
 
   /**
-   * Detach and close the landmark channel now (synchronous, idempotent). A live session calls this before it closes
-   * its peer connection: a data channel closed after its connection can crash the WebRTC binding (RtcPeer.close).
+   * Stop reading the landmark channel (synchronous, idempotent): its handlers off. The channel itself is closed by
+   * the session's peer connection (RtcPeer.close); nothing here calls into the binding.
    */
   releaseChannels(): void {
     for (const ch of this.#channels) {
       ch.onmessage = null;
       ch.onclose = null;
-      if (ch.readyState === undefined || ch.readyState === 'connecting' || ch.readyState === 'open') ch.close();
     }
     this.#channels.clear();
   }

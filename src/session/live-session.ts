@@ -19,7 +19,7 @@ import type { FaceObservation } from '../face/types.ts';
 import { toI420 } from '../media/convert.ts';
 import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
 import { OutputFrameCompositor, type OutputFrameSpec } from '../media/output-frame.ts';
-import { closeChannel, RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
+import { RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import type { PeerIceConfig } from '../rtc/ice-config.ts';
 import { Mailbox } from '../util/mailbox.ts';
 import { StageTimer } from '../util/timing.ts';
@@ -237,10 +237,12 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       this.#mailbox.put(f);
     });
     this.#peer.on('datachannel', (ch) => {
-      if (this.#client) this.#client.attach(ch);
-      else {
+      // the peer owns its channels' lifecycle (RtcPeer.close): a channel nobody takes is refused through it
+      if (this.#client) {
+        if (!this.#client.attach(ch)) this.#peer.refuseChannel(ch);
+      } else {
         this.logger.info({ event: 'datachannel_refused', label: ch.label }, 'data channel closed: this session takes no client landmarks');
-        closeChannel(ch);
+        this.#peer.refuseChannel(ch);
       }
     });
     this.#peer.on('candidate', (c) => this.emit('candidate', c));
@@ -327,8 +329,8 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#closed = true;
     const summary = this.stats();
     this.#mailbox.close();
-    // Data channels before their connection: the landmark channel was closed after it, an order that crashes the
-    // WebRTC binding natively (see RtcPeer.close).
+    // The landmark channel's handlers off; the peer's connection closes the channel (RtcPeer.close says why the
+    // channel itself is never closed from JavaScript at teardown).
     this.#client?.releaseChannels();
     this.#peer.close();
     // Let a frame in flight finish, but never wait on an engine call that hangs.

@@ -2,6 +2,7 @@
  * A page stand-in in Node (the same @roamhq/wrtc as the server): it sends camera frames (or none: landmark-only)
  * and landmark messages on a `landmarks` data channel, as web-client/src/tracking/ does, and collects the avatar.
  */
+import { detachChannel } from '../../src/rtc/peer.ts';
 import { RTCPeerConnection, RTCVideoSink, RTCVideoSource } from '../../src/rtc/wrtc.ts';
 import { LANDMARK_CHANNEL_LABEL } from '../../src/session/landmark-wire.ts';
 import { WsClient, type Msg } from '../helpers/signaling-client.ts';
@@ -15,6 +16,7 @@ export class NodeLandmarkClient {
   #sink: InstanceType<typeof RTCVideoSink> | undefined;
   #track: MediaStreamTrack | undefined;
   #open: Promise<void>;
+  #closed = false;
 
   private constructor(
     readonly ws: WsClient,
@@ -70,14 +72,28 @@ export class NodeLandmarkClient {
   }
 
   sendLandmarks(msg: ArrayBuffer | Uint8Array | string): void {
+    if (this.#closed) return;
     this.channel.send(msg as ArrayBuffer);
   }
 
-  close(): void {
+  /**
+   * The page's connection gone, its socket alive (as when ICE fails): sink and track stopped, the channel's handlers
+   * off, then the connection, which closes the channel. This client shares the process and the binding with the
+   * server, so it tears down as the server does (src/rtc/peer.ts, RtcPeer.close): never `channel.close()` nor
+   * `channel.readyState` while the far side may be closing the channel. Idempotent.
+   */
+  dropConnection(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     this.#sink?.stop();
     this.#track?.stop();
-    this.channel.close();
+    detachChannel(this.channel);
     this.pc.close();
+  }
+
+  /** The tab closed: the connection (as dropConnection), then the socket. */
+  close(): void {
+    this.dropConnection();
     this.ws.close();
   }
 }

@@ -98,7 +98,9 @@ describe('client landmarks for a picture-reading engine (pairing by the id in th
     expect(server.seen).toEqual([]); // client mode: the server never tracks
     await ct.close();
     expect(server.closed).toBe(true);
-    expect(ch.closed).toBe(true);
+    // released, not closed: the session's peer closes its channels (RtcPeer.close)
+    expect(ch.onmessage).toBeNull();
+    expect(ch.closed).toBe(false);
   });
 
   it('auto mode: the server tracks until landmarks flow, and again when they stop', async () => {
@@ -178,16 +180,15 @@ describe('client landmarks for a landmark-driven engine (warp)', () => {
     void ct.close();
   });
 
-  it('takes one landmarks channel: another label, or a second channel, is closed', () => {
+  it('takes one landmarks channel: another label, or a second channel, is refused (its peer closes it)', () => {
     const ct = new ClientTracking({ mode: 'client', landmarkDriven: true, logger });
     const chat = fakeChannel('chat');
-    ct.attach(chat);
-    expect(chat.closed).toBe(true);
+    expect(ct.attach(chat)).toBe(false);
+    expect(chat.onmessage).toBeNull();
     const first = fakeChannel();
     const second = fakeChannel();
-    ct.attach(first);
-    ct.attach(second);
-    expect([first.closed, second.closed]).toEqual([false, true]);
+    expect([ct.attach(first), ct.attach(second)]).toEqual([true, false]);
+    expect([first.onmessage === null, second.onmessage === null]).toEqual([false, true]);
     void ct.close();
   });
 });

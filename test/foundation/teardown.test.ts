@@ -6,8 +6,11 @@
  * (server: warp engine, --tracking client, so the channel is attached to the session's ClientTracking). Ten each:
  * the tab closed (channel, connection, socket), ICE failed (the client's connection gone, its socket alive), the
  * socket dropped (connection and channel alive), the server ending the session while the channel is open, and the
- * server stopped with ten sessions live. The crash this guards against: the session closed its peer connection
- * before the data channel, and a channel closed after its connection is a native crash of the binding.
+ * server stopped with ten sessions live. The crash this guards against is the binding's data-channel race
+ * (src/rtc/peer.ts, RtcPeer.close): a channel's native handle is released on WebRTC's signaling thread when it
+ * reaches 'closed', unlocked against `readyState`, `close()` and `send()` from JavaScript. Server and clients here
+ * share one process and one binding, so both tear down the same way: channel handlers off, then the connection,
+ * which closes its channels; no call into a channel the far side may be closing.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import type { XportraitServer } from '../../src/server/server.ts';
@@ -67,7 +70,7 @@ describe('50 sessions torn down in every way', () => {
     const iceFailed = await openBatch(server);
     for (const { c, feed } of iceFailed) {
       clearInterval(feed);
-      c.pc.close();
+      c.dropConnection();
     }
     const endings = await Promise.all(iceFailed.map(({ c }) => c.ws.next(['ended', 'error'], () => true, 40_000)));
     for (const m of endings) expect(JSON.stringify(m)).toMatch(/disconnected|ICE|connection/i);
@@ -88,7 +91,6 @@ describe('50 sessions torn down in every way', () => {
     for (const { c } of stopped) c.ws.send({ type: 'stop' });
     await allGone(server, 'stopped by the server');
     for (const { c, feed } of stopped) {
-      expect(c.channel.readyState === 'open' || c.channel.readyState === 'closing' || c.channel.readyState === 'closed').toBe(true);
       clearInterval(feed);
       c.close();
     }
