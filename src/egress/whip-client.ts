@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, pinVideoBitrate } from '../rtc/sdp.ts';
-import { iceGathered, RTCPeerConnection, RTCVideoSource } from '../rtc/wrtc.ts';
+import { RTCPeerConnection, RTCVideoSource, setLocalAndGather } from '../rtc/wrtc.ts';
 import { backoffMs, maskUrl, scrub, urlSecrets, type Egress, type EgressState, type EgressStatus } from './egress.ts';
 import { errorMessage } from '../util/error-message.ts';
 import type { PeerIceConfig } from '../rtc/ice-config.ts';
@@ -132,10 +132,7 @@ export class WhipClient implements Egress {
     this.#attempt = attempt;
     try {
       pc.addTransceiver(track, { direction: 'sendonly' });
-      const offer = await pc.createOffer();
-      await pc.setLocalDescription(offer);
-      await iceGathered(pc, this.#o.gatherTimeoutMs);
-      const sdp = pc.localDescription?.sdp ?? '';
+      const sdp = await setLocalAndGather(pc, await pc.createOffer(), this.#o.gatherTimeoutMs);
       if (candidateCount(sdp) === 0) throw new WhipError('no ICE candidates were gathered for the offer (no usable network interface?)', false);
       const { answer, resource } = await this.#post(sdp);
       attempt.resource = resource;

@@ -7,7 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { mark, type VideoFrame } from '../media/frame.ts';
-import { RTCPeerConnection, RTCVideoSink, RTCVideoSource } from './wrtc.ts';
+import { LocalCandidates, RTCPeerConnection, RTCVideoSink, RTCVideoSource } from './wrtc.ts';
 import type { PeerIceConfig } from './ice-config.ts';
 
 export interface RtcPeerOptions {
@@ -102,8 +102,16 @@ export class RtcPeer extends EventEmitter<RtcPeerEvents> {
     await transceiver.sender.replaceTrack(this.#track);
     transceiver.direction = 'sendrecv';
     const answer = await this.#pc.createAnswer();
-    await this.#pc.setLocalDescription(answer);
-    return this.#pc.localDescription?.sdp ?? answer.sdp ?? '';
+    // The answer as created, with the candidates gathered while it was applied written in (the rest trickle):
+    // never `localDescription`, which the binding serializes while its signaling thread adds candidates to it
+    // (LocalCandidates in wrtc.ts: a native crash caught in a core dump).
+    const candidates = new LocalCandidates(this.#pc);
+    try {
+      await this.#pc.setLocalDescription(answer);
+      return candidates.sdp(answer.sdp ?? '');
+    } finally {
+      candidates.dispose();
+    }
   }
 
   async addRemoteCandidate(c: IceCandidateJson | null): Promise<void> {

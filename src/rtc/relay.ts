@@ -33,7 +33,7 @@ import {
 } from 'werift';
 import type { VideoFrame } from '../media/frame.ts';
 import { candidateCount, hasVideoCodec, pinVideoBitrate, withoutBandwidthFeedback, isVp8KeyframeStart } from './sdp.ts';
-import { iceGathered, RTCPeerConnection, RTCVideoSource } from './wrtc.ts';
+import { RTCPeerConnection, RTCVideoSource, setLocalAndGather } from './wrtc.ts';
 import { errorMessage } from '../util/error-message.ts';
 import type { PeerIceConfig } from './ice-config.ts';
 
@@ -168,10 +168,8 @@ class EncoderLink {
     this.ingest.connectionStateChange.subscribe((s) => {
       if (!this.closed && (s === 'failed' || s === 'closed')) onLost(`relay encoder link ${s}`);
     });
-    const offer = await this.#pc.createOffer();
-    await this.#pc.setLocalDescription(offer);
-    await iceGathered(this.#pc, gatherTimeoutMs);
-    await this.ingest.setRemoteDescription({ type: 'offer', sdp: this.#pc.localDescription?.sdp ?? '' });
+    const offer = await setLocalAndGather(this.#pc, await this.#pc.createOffer(), gatherTimeoutMs);
+    await this.ingest.setRemoteDescription({ type: 'offer', sdp: offer });
     const answer = await this.ingest.createAnswer();
     await this.ingest.setLocalDescription(answer);
     await weriftGathered(this.ingest, gatherTimeoutMs);

@@ -78,6 +78,34 @@ export function withoutBandwidthFeedback(sdp: string): string {
   return joinSdp(session, out);
 }
 
+/** One local ICE candidate as its `icecandidate` event gave it. */
+export interface SdpCandidate {
+  /** `candidate:...` (the attribute's value, without `a=`). */
+  candidate: string;
+  sdpMid?: string | null;
+  sdpMLineIndex?: number | null;
+}
+
+/**
+ * An offer or answer with local candidates written into it: each as an `a=candidate:` line at the end of its
+ * m-section (by `sdpMid`, else `sdpMLineIndex`), and `a=end-of-candidates` in every m-section once gathering is
+ * complete. What `pc.localDescription` would say, built without reading it (src/rtc/wrtc.ts, LocalCandidates).
+ */
+export function withCandidates(sdp: string, candidates: readonly SdpCandidate[], complete: boolean): string {
+  const { session, media } = sdpSections(sdp);
+  const mids = media.map((sec) => sec.find((l) => l.startsWith('a=mid:'))?.slice('a=mid:'.length));
+  const out = media.map((sec) => [...sec]);
+  for (const c of candidates) {
+    const byMid = c.sdpMid != null ? mids.indexOf(c.sdpMid) : -1;
+    const i = byMid >= 0 ? byMid : (c.sdpMLineIndex ?? -1);
+    if (i < 0 || i >= out.length) continue;
+    const line = `a=${c.candidate.replace(/^a=/, '')}`;
+    if (!out[i].includes(line)) out[i].push(line);
+  }
+  if (complete) for (const sec of out) if (!sec.includes('a=end-of-candidates')) sec.push('a=end-of-candidates');
+  return joinSdp(session, out);
+}
+
 /** Number of ICE candidates in an SDP (a trickle-less offer or answer must carry some). */
 export function candidateCount(sdp: string): number {
   return (sdp.match(/^a=candidate:/gm) ?? []).length;

@@ -52,7 +52,8 @@ export class NodeLandmarkClient {
     const c = new NodeLandmarkClient(ws, opts.sendVideo);
     const offer = await c.pc.createOffer();
     await c.pc.setLocalDescription(offer);
-    ws.send({ type: 'offer', sdp: c.pc.localDescription?.sdp, engine: opts.engine, portraitId: opts.portraitId ?? 'sample', tracking: opts.tracking });
+    // the offer as created (candidates trickle): never `localDescription` (src/rtc/wrtc.ts, LocalCandidates)
+    ws.send({ type: 'offer', sdp: offer.sdp, engine: opts.engine, portraitId: opts.portraitId ?? 'sample', tracking: opts.tracking });
     const answer = await ws.next(['answer', 'error'], () => true, 60_000);
     if (answer.type === 'error') {
       c.close();

@@ -38,9 +38,10 @@ export class NodeClientPeer {
   }
 
   async createOffer(): Promise<string> {
+    // the offer as created (candidates trickle): never `localDescription` (src/rtc/wrtc.ts, LocalCandidates)
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
-    return this.pc.localDescription?.sdp ?? '';
+    return offer.sdp ?? '';
   }
 
   async acceptAnswer(sdp: string): Promise<void> {

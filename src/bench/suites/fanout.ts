@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { encodeI420 } from '../../media/frame-id.ts';
 import { readVideoFrames } from '../../media/ffmpeg.ts';
 import { RtpRelay, type RelayViewer } from '../../rtc/relay.ts';
-import { RTCPeerConnection, RTCVideoSource } from '../../rtc/wrtc.ts';
+import { RTCPeerConnection, RTCVideoSource, setLocalAndGather } from '../../rtc/wrtc.ts';
 import { silentLogger } from '../../util/log.ts';
 
 const SIZE = 512;
@@ -117,7 +117,7 @@ async function viewersMain(): Promise<void> {
 
 /** The naive viewers (libwebrtc peers that decode), for --naive. */
 async function naiveViewersMain(): Promise<void> {
-  const { RTCPeerConnection: PC, RTCVideoSink } = await import('../../rtc/wrtc.ts');
+  const { RTCPeerConnection: PC, RTCVideoSink, setLocalAndGather } = await import('../../rtc/wrtc.ts');
   let pcs: RTCPeerConnection[] = [];
   let counts: ViewerCounts[] = [];
   process.on('message', async (m: ToChild) => {
@@ -132,9 +132,7 @@ async function naiveViewersMain(): Promise<void> {
           const sink = new RTCVideoSink(e.track);
           sink.onframe = () => c.frames++;
         };
-        await pc.setLocalDescription(await pc.createOffer());
-        await gathered(pc);
-        sdps.push(pc.localDescription?.sdp ?? '');
+        sdps.push(await setLocalAndGather(pc, await pc.createOffer(), 10_000));
         pcs.push(pc);
       }
       process.send?.({ type: 'offers', sdps } satisfies FromChild);
@@ -148,13 +146,6 @@ async function naiveViewersMain(): Promise<void> {
       pcs = [];
       process.exit(0);
     }
-  });
-}
-
-function gathered(pc: RTCPeerConnection): Promise<void> {
-  return new Promise((resolve) => {
-    if (pc.iceGatheringState === 'complete') return resolve();
-    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
   });
 }
 
@@ -328,9 +319,7 @@ async function naiveRun(pictures: Uint8Array[], count: number, opts: { seconds: 
       const t = pc.getTransceivers()[0];
       await t.sender.replaceTrack(track);
       t.direction = 'sendonly';
-      await pc.setLocalDescription(await pc.createAnswer());
-      await gathered(pc);
-      answers.push(pc.localDescription?.sdp ?? '');
+      answers.push(await setLocalAndGather(pc, await pc.createAnswer(), 10_000));
     }
     await viewers.ask({ type: 'answers', sdps: answers });
     await new Promise((r) => setTimeout(r, opts.warmup * 1000));

@@ -5,7 +5,7 @@
  */
 import { decodeLuma } from '../../../src/media/frame-id.ts';
 import { lumaThumbnail } from '../../../src/media/resampling.ts';
-import { RTCPeerConnection, RTCVideoSink } from '../../../src/rtc/wrtc.ts';
+import { RTCPeerConnection, RTCVideoSink, setLocalAndGather } from '../../../src/rtc/wrtc.ts';
 
 export interface SeenPicture {
   id: number;
@@ -54,15 +54,10 @@ export class NodeWhepViewer {
   static async open(endpoint: string, token?: string): Promise<NodeWhepViewer> {
     const v = new NodeWhepViewer(token);
     try {
-      const offer = await v.pc.createOffer();
-      await v.pc.setLocalDescription(offer);
-      await new Promise<void>((resolve) => {
-        if (v.pc.iceGatheringState === 'complete') return resolve();
-        v.pc.addEventListener('icegatheringstatechange', () => v.pc.iceGatheringState === 'complete' && resolve());
-      });
+      const offer = await setLocalAndGather(v.pc, await v.pc.createOffer(), 10_000);
       const headers: Record<string, string> = { 'content-type': 'application/sdp' };
       if (token) headers.authorization = `Bearer ${token}`;
-      const res = await fetch(endpoint, { method: 'POST', headers, body: v.pc.localDescription?.sdp });
+      const res = await fetch(endpoint, { method: 'POST', headers, body: offer });
       const text = await res.text();
       if (res.status !== 201) throw new WhepHttpError(res.status, safeJson(text));
       v.resource = new URL(res.headers.get('location') ?? '', endpoint);

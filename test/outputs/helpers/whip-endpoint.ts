@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeLuma } from '../../../src/media/frame-id.ts';
 import { lumaThumbnail } from '../../../src/media/resampling.ts';
-import { RTCPeerConnection, RTCVideoSink } from '../../../src/rtc/wrtc.ts';
+import { RTCPeerConnection, RTCVideoSink, setLocalAndGather } from '../../../src/rtc/wrtc.ts';
 
 export interface WhipRequest {
   method: string;
@@ -91,14 +91,10 @@ export class WhipEndpoint {
       };
     };
     await pc.setRemoteDescription({ type: 'offer', sdp: body });
-    await pc.setLocalDescription(await pc.createAnswer());
-    await new Promise<void>((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve();
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
-    });
+    const answer = await setLocalAndGather(pc, await pc.createAnswer(), 10_000);
     const id = randomUUID();
     this.resources.set(id, r);
-    return { status: 201, headers: { 'content-type': 'application/sdp', location: `../whip/resource/${id}` }, body: pc.localDescription?.sdp ?? '' };
+    return { status: 201, headers: { 'content-type': 'application/sdp', location: `../whip/resource/${id}` }, body: answer };
   }
 
   async close(): Promise<void> {
