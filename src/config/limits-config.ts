@@ -68,6 +68,16 @@ export const limitsConfigShape = {
   engineStallMs: wholeNumber(50, 600_000).default(2000),
   /** An engine that takes longer than this on one frame has stopped answering: the session fails (engine_failed). */
   engineFailMs: wholeNumber(100, 3_600_000).default(60_000),
+  /**
+   * A session whose engine fails (throws, returns a picture of the wrong shape, or keeps a frame past
+   * engineFallbackMs) carries on with the next cheaper engine the server has (xportrait -> warp -> passthrough) and
+   * goes back to its own when it answers again; `off`: such a session fails (engine_failed) as before.
+   */
+  engineFallback: z.enum(['on', 'off']).default('on'),
+  /** With a fallback: an engine this late on one frame hands the session to the cheaper engine. */
+  engineFallbackMs: wholeNumber(100, 3_600_000).default(5000),
+  /** With a fallback: first wait before the session's own engine is tried again; doubled after each failed try, up to 60 s. */
+  engineRetryMs: wholeNumber(100, 600_000).default(5000),
   /** WebRTC viewers in all rooms together (each room also has --max-viewers). */
   maxViewersTotal: wholeNumber(1, 100_000).default(64),
   /** Largest camera frame a session takes, width × height; bigger frames are dropped and the client told. */
@@ -92,6 +102,9 @@ export function limitOptions(): Option[] {
     new Option('--uploads-per-minute <n>', 'portrait uploads per minute from one client address; more get 429').env('XPORTRAIT_UPLOADS_PER_MINUTE').default(d('uploadsPerMinute')),
     new Option('--engine-stall-ms <ms>', 'an engine slower than this on one frame: the session is "degraded" and repeats its last frame').env('XPORTRAIT_ENGINE_STALL_MS').default(d('engineStallMs')),
     new Option('--engine-fail-ms <ms>', 'an engine slower than this on one frame has stopped answering: the session fails').env('XPORTRAIT_ENGINE_FAIL_MS').default(d('engineFailMs')),
+    new Option('--engine-fallback <on|off>', 'a session whose engine fails, returns a wrong-sized picture or passes --engine-fallback-ms on a frame carries on with the next cheaper engine (xportrait, warp, passthrough) and returns to its own when it answers again').env('XPORTRAIT_ENGINE_FALLBACK').default(d('engineFallback')),
+    new Option('--engine-fallback-ms <ms>', 'with a fallback: an engine this late on one frame hands the session to the cheaper engine').env('XPORTRAIT_ENGINE_FALLBACK_MS').default(d('engineFallbackMs')),
+    new Option('--engine-retry-ms <ms>', 'with a fallback: first wait before the session\'s own engine is tried again (doubled after each failed try, up to 60 s)').env('XPORTRAIT_ENGINE_RETRY_MS').default(d('engineRetryMs')),
     new Option('--max-viewers-total <n>', 'WebRTC viewers in all rooms together').env('XPORTRAIT_MAX_VIEWERS_TOTAL').default(d('maxViewersTotal')),
     new Option('--max-frame-pixels <n>', 'largest camera frame a session takes, width x height; bigger frames are dropped with a "frame_too_large" error').env('XPORTRAIT_MAX_FRAME_PIXELS').default(d('maxFramePixels')),
     new Option('--max-sdp-bytes <n>', 'largest SDP offer (signaling and WHEP), bytes').env('XPORTRAIT_MAX_SDP_BYTES').default(d('maxSdpBytes')),

@@ -27,6 +27,11 @@ export interface EngineSessionInfo {
   outputHeight: number;
   /** Frames of delay between an input and the output made from it (0 for per-frame engines). */
   lagFrames: number;
+  /**
+   * 'fixed' (the default): every picture is outputWidth x outputHeight. 'input': the engine passes the camera
+   * picture through at its own size (passthrough). The session checks each picture against it (issue 17).
+   */
+  outputSize?: 'fixed' | 'input';
   /** Reference photos given and used (an engine that uses only the main portrait reports used: 1). */
   references?: { given: number; used: number };
 }

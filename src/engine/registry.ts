@@ -14,6 +14,18 @@ const loaders: Record<string, EngineLoader> = {
 
 export const ENGINE_NAMES = Object.keys(loaders);
 
+/**
+ * The engines from the most to the least expensive (issue 17). A session whose engine fails falls back along this
+ * chain to the next engine the server has (src/session/live-session.ts); an engine outside it has no fallback.
+ */
+export const ENGINE_FALLBACK_CHAIN: readonly string[] = ['xportrait', 'warp', 'passthrough'];
+
+/** The engines a session on `engine` may fall back to, cheapest last, among those `available`. */
+export function fallbacksFor(engine: string, available: readonly string[]): string[] {
+  const i = ENGINE_FALLBACK_CHAIN.indexOf(engine);
+  return i < 0 ? [] : ENGINE_FALLBACK_CHAIN.slice(i + 1).filter((n) => available.includes(n));
+}
+
 export function registerEngine(name: string, loader: EngineLoader): void {
   loaders[name] = loader;
 }

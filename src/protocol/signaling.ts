@@ -204,9 +204,9 @@ export type ServerMessage =
   | { type: 'error'; code: ErrorCode; message: string }
   | { type: 'ended'; reason: string }
   /** The engine passed its per-frame deadline (`--engine-stall-ms`): the last avatar frame is being repeated. */
-  | { type: 'degraded'; reason: string; stalledMs: number }
+  | { type: 'degraded'; reason: string; stalledMs: number; /** The cheaper engine now making the avatar (issue 17), when the session fell back. */ fallback?: string }
   /** The engine answers again after `degraded`. */
-  | { type: 'recovered'; stalledMs: number }
+  | { type: 'recovered'; stalledMs: number; /** The session's own engine, back after a fallback. */ engine?: string }
   /** The output frame the session now makes (after an offer's or an `output_frame` request). */
   | { type: 'output_frame'; frame: OutputFrameInfo }
   | { type: 'pong'; t?: number; serverTime: number }

@@ -23,6 +23,7 @@
  *                                                     queued_messages, queued_offers, uploads_per_minute, sdp_bytes,
  *                                                     frame_pixels, viewers_per_room, viewers_total, pack_bytes)
  *   xportrait_engine_stalls_total{engine}            frames on which an engine passed --engine-stall-ms (degraded)
+ *   xportrait_engine_fallbacks_total{engine,to}       sessions handed to a cheaper engine (issue 17: a fault of theirs)
  *   xportrait_csp_violations_total{directive}         Content-Security-Policy violations the pages reported
  *   process_* / nodejs_*                              prom-client's default process metrics (CPU, RSS, heap,
  *                                                     event-loop lag, GC)
@@ -93,6 +94,7 @@ export class ServerMetrics {
   readonly #stage: Histogram<'engine' | 'stage'>;
   readonly #limitHits: Counter<'limit'>;
   readonly #stalls: Counter<'engine'>;
+  readonly #fallbacks: Counter<'engine' | 'to'>;
   readonly #cspViolations: Counter<'directive'>;
 
   constructor(opts: MetricsOptions) {
@@ -116,6 +118,7 @@ export class ServerMetrics {
     });
     this.#limitHits = new Counter({ name: 'xportrait_limit_hits_total', help: 'Requests, connections and messages refused by a limit.', labelNames: ['limit'], registers });
     this.#stalls = new Counter({ name: 'xportrait_engine_stalls_total', help: 'Frames on which an engine passed its deadline (--engine-stall-ms): the session was degraded.', labelNames: ['engine'], registers });
+    this.#fallbacks = new Counter({ name: 'xportrait_engine_fallbacks_total', help: 'Sessions handed to a cheaper engine after their engine failed, returned a wrong picture or passed --engine-fallback-ms.', labelNames: ['engine', 'to'], registers });
     this.#cspViolations = new Counter({ name: 'xportrait_csp_violations_total', help: 'Content-Security-Policy violations reported by the pages.', labelNames: ['directive'], registers });
     const self = this;
     new Gauge({
@@ -219,7 +222,7 @@ export class ServerMetrics {
     this.#started.inc({ engine });
     session.on('frame', (f) => this.observeFrame(engine, f));
     session.on('failed', (e) => this.#failed.inc({ engine, code: e.code }));
-    session.on('degraded', () => this.#stalls.inc({ engine }));
+    session.on('degraded', (d) => (d.fallback ? this.#fallbacks.inc({ engine, to: d.fallback }) : this.#stalls.inc({ engine })));
     session.once('closed', () => {
       const st = session.stats();
       const t = this.#closedTotals.get(engine) ?? { received: 0, processed: 0, dropped: 0, sent: 0 };

@@ -280,7 +280,8 @@ export class XportraitServer {
         maxSdpBytes: this.config.maxSdpBytes,
       },
       onLimit: (limit: string, count?: number) => this.metrics.limitHit(limit, count),
-      watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs },
+      watchdog: { stallMs: this.config.engineStallMs, failMs: this.config.engineFailMs, fallbackMs: this.config.engineFallbackMs, retryMs: this.config.engineRetryMs },
+      engineFallback: this.config.engineFallback === 'on',
       maxFramePixels: this.config.maxFramePixels,
       acquireSlot: () => {
         if (this.#closing || this.#draining || this.#slots >= this.config.maxSessions) return false;

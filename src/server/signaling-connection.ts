@@ -21,6 +21,7 @@ import { MAX_MESSAGE_BYTES, parseClientMessage, type ClientMessage, type ParseRe
 import { errorMessage } from '../util/error-message.ts';
 import { TokenBucket } from '../util/rate-limit.ts';
 import type { Engine } from '../engine/engine.ts';
+import { fallbacksFor } from '../engine/registry.ts';
 import { MAX_REFERENCES_CEILING } from '../engine/xportrait/references.ts';
 import { ReferenceSetError, type ReferenceSetReport } from '../eval/reference-set.ts';
 import type { RgbImage } from '../media/frame.ts';
@@ -62,6 +63,8 @@ export interface SignalingContext {
   maxFramePixels?: number;
   /** The engines' per-frame deadlines (`--engine-stall-ms`, `--engine-fail-ms`); without it, LiveSession's defaults. */
   watchdog?: EngineWatchdog;
+  /** `--engine-fallback on`: a session whose engine fails carries on with the next cheaper one (fallbacksFor). */
+  engineFallback?: boolean;
   /** What one connection may send (src/config/limits-config.ts); without it, the defaults there. */
   limits?: ConnectionLimits;
   /** Called with the limit's name each time this connection hits one (counted in /metrics), `count` times. */
@@ -375,11 +378,12 @@ export class SignalingConnection {
         tracking: { mode: this.ctx.tracking ?? 'server', offer: msg.tracking },
         watchdog: this.ctx.watchdog,
         maxFramePixels: this.ctx.maxFramePixels,
+        fallback: this.ctx.engineFallback ? { names: fallbacksFor(engineName, this.ctx.engines.names), load: (name) => this.ctx.engines.get(name) } : undefined,
       });
       session.on('candidate', (c) => this.send({ type: 'candidate', candidate: c }));
       session.on('failed', (e) => this.#error(e.code, e.message));
-      session.on('degraded', (d) => this.send({ type: 'degraded', reason: d.reason, stalledMs: d.stalledMs }));
-      session.on('recovered', (r) => this.send({ type: 'recovered', stalledMs: r.stalledMs }));
+      session.on('degraded', (d) => this.send({ type: 'degraded', reason: d.reason, stalledMs: d.stalledMs, ...(d.fallback ? { fallback: d.fallback } : {}) }));
+      session.on('recovered', (r) => this.send({ type: 'recovered', stalledMs: r.stalledMs, ...(r.engine ? { engine: r.engine } : {}) }));
       session.on('frameRejected', (r) => {
         this.ctx.onLimit?.('frame_pixels', r.dropped);
         this.#error('frame_too_large', `camera frames of ${r.width}x${r.height} are over this server's limit of ${r.maxPixels} pixels: ${r.dropped} dropped; choose a smaller camera size`);

@@ -11,13 +11,20 @@
  * Stale frames are replaced in the mailbox (and counted), never queued. Every frame keeps its id and stage marks
  * (receive, trackStart/End, engineStart/End, send). A failing engine or analyzer ends this session only, with a
  * 'failed' event carrying a code the client can show.
+ *
+ * Engine faults (issue 17): an engine that throws, returns a picture of the wrong shape, or keeps one frame past the
+ * watchdog's `fallbackMs` hands the session to the next cheaper engine of `fallback` (xportrait -> warp ->
+ * passthrough; opened on first need with the same portrait and size). The client is told (`degraded` with the
+ * engine now in use); every `retryMs` (doubled after each failed try, up to 60 s) the session's own engine gets a
+ * frame again, and at once when a late call of it finally answers; its first good picture brings it back
+ * (`recovered`). An engine call in flight is never made twice: a late engine gets no frame until it has answered.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Engine, EngineControl, EngineSession, EngineStats } from '../engine/engine.ts';
+import type { Engine, EngineControl, EngineInput, EngineSession, EngineSessionInfo, EngineStats } from '../engine/engine.ts';
 import type { FaceObservation } from '../face/types.ts';
 import { toI420 } from '../media/convert.ts';
-import { mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
+import { byteLength, mark, type RgbImage, type VideoFrame } from '../media/frame.ts';
 import { OutputFrameCompositor, type OutputFrameSpec } from '../media/output-frame.ts';
 import { RtcPeer, type IceCandidateJson, type PeerState } from '../rtc/peer.ts';
 import type { PeerIceConfig } from '../rtc/ice-config.ts';
@@ -72,15 +79,62 @@ export interface LiveSessionOptions {
   watchdog?: EngineWatchdog;
   /** Largest camera frame taken, width × height (`--max-frame-pixels`); bigger ones are dropped (frameRejected). */
   maxFramePixels?: number;
+  /**
+   * Cheaper engines to carry on with when `engine` fails, in order (src/engine/registry.ts fallbacksFor), each
+   * loaded and opened only when first needed. Without it (or empty) a failing engine fails the session.
+   */
+  fallback?: { names: readonly string[]; load(name: string): Promise<Engine> };
 }
 
 export interface EngineWatchdog {
   stallMs: number;
   failMs: number;
   keepAliveMs?: number;
+  /** With a fallback engine left: a frame this late hands the session to it (instead of failing at failMs). */
+  fallbackMs?: number;
+  /** With the session on a fallback: first wait before its own engine gets a frame again (doubled per failed try). */
+  retryMs?: number;
 }
 
-export const DEFAULT_WATCHDOG: Required<EngineWatchdog> = { stallMs: 2000, failMs: 60_000, keepAliveMs: 200 };
+export const DEFAULT_WATCHDOG: Required<EngineWatchdog> = { stallMs: 2000, failMs: 60_000, keepAliveMs: 200, fallbackMs: 5000, retryMs: 5000 };
+
+/** The longest wait between two tries of a session's own engine while it runs on a fallback. */
+export const MAX_RETRY_MS = 60_000;
+
+/** One opened engine session of a LiveSession: its own engine or a fallback. */
+interface OpenEngine {
+  readonly name: string;
+  readonly engine: Engine;
+  readonly session: EngineSession;
+  /** A call that passed the fallback deadline and has not answered yet: no frame goes to this engine meanwhile. */
+  late?: Promise<unknown>;
+}
+
+type Attempt = { ok: true; frames: VideoFrame[] } | { ok: false; reason: string };
+
+/** The watchdog's fallback deadline passed (internal: the frame goes to a cheaper engine). */
+class EngineLate extends Error {}
+
+/**
+ * What is wrong with an engine's output, or undefined. An engine renders `info.outputWidth` x `info.outputHeight`
+ * unless it passes the camera picture through (`info.outputSize === 'input'`); the pixels must fill the picture.
+ */
+export function wrongOutput(frames: unknown, info: EngineSessionInfo): string | undefined {
+  if (!Array.isArray(frames)) return 'no list of frames';
+  for (const f of frames as Partial<VideoFrame>[]) {
+    if (!f || typeof f !== 'object') return 'a frame that is not a picture';
+    const { width, height, format, data } = f;
+    if (format !== 'i420' && format !== 'rgb' && format !== 'rgba') return `a picture in an unknown pixel format (${String(format)})`;
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width! <= 0 || height! <= 0) return `a picture of ${String(width)}x${String(height)}`;
+    if (info.outputSize !== 'input' && (width !== info.outputWidth || height !== info.outputHeight)) {
+      return `a ${width}x${height} picture where it renders ${info.outputWidth}x${info.outputHeight}`;
+    }
+    if (!(data instanceof Uint8Array)) return 'a picture without pixels';
+    const need = byteLength(format, width!, height!);
+    if (data.length < need) return `${data.length} bytes for a ${width}x${height} ${format} picture (${need} needed)`;
+  }
+  return undefined;
+}
 
 /**
  * Sees every received camera frame (before the mailbox) and every output frame just before it is sent (it may
@@ -111,6 +165,11 @@ export interface SessionStats {
   engineStats: EngineStats;
   /** Client-side face tracking (sessions of engines that need a face, when the server accepts client landmarks). */
   tracking?: ClientTrackingStats;
+  /**
+   * After the first engine fault (issue 17): the engine making the avatar now, how long it has (and when the
+   * session's own engine is tried next) while on a fallback, faults and fallbacks so far.
+   */
+  fallback?: { active: string; sinceMs?: number; nextTryMs?: number; faults: number; fallbacks: number };
 }
 
 export interface LiveSessionEvents {
@@ -120,10 +179,13 @@ export interface LiveSessionEvents {
   state: [PeerState];
   /** The session failed; it closes itself right after. */
   failed: [SessionError];
-  /** The engine passed its per-frame deadline: the last good frame is being repeated. */
-  degraded: [{ reason: string; stalledMs: number }];
-  /** The engine answered again after being degraded. */
-  recovered: [{ stalledMs: number }];
+  /**
+   * The engine passed its per-frame deadline: the last good frame is being repeated; or, with `fallback`, the
+   * session carries on with that cheaper engine.
+   */
+  degraded: [{ reason: string; stalledMs: number; fallback?: string }];
+  /** The engine answered again after being degraded; after a fallback, `engine` (the session's own) is back. */
+  recovered: [{ stalledMs: number; engine?: string }];
   /** Camera frames over maxFramePixels were dropped (emitted at most every 5 s, with the count since the last). */
   frameRejected: [{ width: number; height: number; maxPixels: number; dropped: number }];
   /** Closed, for whatever reason; emitted once. */
@@ -135,6 +197,19 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   readonly logger: Logger;
   readonly #engineName: string;
   readonly #engineSession: EngineSession;
+  readonly #opts: LiveSessionOptions;
+  /** The session's own engine, then its fallbacks: names until opened, removed when they cannot be used. */
+  readonly #ladder: (OpenEngine | string)[];
+  readonly #chosen: OpenEngine;
+  /** The engine making the avatar now: #chosen, or a fallback. */
+  #current: OpenEngine;
+  /** While on a fallback: when the session's own engine gets its next frame, and the wait after that. */
+  #retryAt = Infinity;
+  #retryDelay = 0;
+  #fallbackSince = 0;
+  /** Engine faults so far (throws, wrong shapes, late past the fallback deadline), and fallbacks made. */
+  #faults = 0;
+  #fallbacks = 0;
   readonly #analyzer: FrameAnalyzer | undefined;
   readonly #client: ClientTracking | undefined;
   readonly #peer: RtcPeer;
@@ -205,6 +280,9 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     this.#engineName = opts.engine.name;
     this.#watchdog = { ...DEFAULT_WATCHDOG, ...opts.watchdog };
     this.#engineSession = engineSession;
+    this.#opts = opts;
+    this.#chosen = this.#current = { name: opts.engine.name, engine: opts.engine, session: engineSession };
+    this.#ladder = [this.#chosen, ...(opts.fallback?.names ?? []).filter((n) => n !== opts.engine.name)];
     this.#analyzer = analyzer;
     this.#client = client;
     this.#peer = new RtcPeer({ ice: opts.ice, disconnectGraceMs: opts.disconnectGraceMs });
@@ -281,7 +359,17 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   }
 
   control(command: EngineControl): void {
-    this.#engineSession.control?.(command);
+    for (const e of this.#opened()) e.session.control?.(command);
+  }
+
+  /** The engine sessions opened so far (own, then fallbacks). */
+  #opened(): OpenEngine[] {
+    return this.#ladder.filter((r): r is OpenEngine => typeof r !== 'string');
+  }
+
+  /** The engine making the avatar now (the session's own, or a fallback). */
+  get activeEngine(): string {
+    return this.#current.name;
   }
 
   stats(): SessionStats {
@@ -310,6 +398,16 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       stages: this.#timer.snapshot(),
       engineStats: this.#engineSession.stats(),
       ...(this.#client ? { tracking: this.#client.stats() } : {}),
+      ...(this.#faults || this.#current !== this.#chosen
+        ? {
+            fallback: {
+              active: this.#current.name,
+              ...(this.#current !== this.#chosen ? { sinceMs: Math.round(now - this.#fallbackSince), nextTryMs: Math.max(0, Math.round(this.#retryAt - now)) } : {}),
+              faults: this.#faults,
+              fallbacks: this.#fallbacks,
+            },
+          }
+        : {}),
     };
   }
 
@@ -340,7 +438,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
     // a hung engine may never finish closing either: its session's slot is freed regardless after 2 s
     let closeGrace: NodeJS.Timeout | undefined;
     await Promise.race([
-      Promise.allSettled([Promise.resolve(this.#analyzer?.close()), this.#engineSession.close()]),
+      Promise.allSettled([Promise.resolve(this.#analyzer?.close()), ...this.#opened().map((e) => e.session.close())]),
       new Promise((r) => (closeGrace = setTimeout(r, 2000)).unref()),
     ]);
     clearTimeout(closeGrace);
@@ -377,7 +475,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
       let outputs: VideoFrame[];
       const t0 = performance.now();
       try {
-        outputs = await this.#watched(this.#engineSession.process({ frame, face }));
+        outputs = await this.#process({ frame, face });
       } catch (err) {
         if (err instanceof SessionError) return this.#fail(err, err);
         return this.#fail(new SessionError('engine_failed', `engine "${this.#engineName}" failed: ${errorMessage(err)}`), err);
@@ -396,29 +494,158 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
   }
 
   /**
-   * One engine call under the watchdog: past stallMs the session is degraded and repeats its last frame; past
-   * failMs it gives up (a SessionError), though the call itself cannot be cancelled (issue 17: engines on worker
-   * threads, so a hang can be cut off, are not built yet).
+   * One frame through the engine in use, falling back and coming back as the engines fare (see the class comment).
+   * Throws a SessionError when no engine is left to make the avatar.
    */
-  #watched<T>(work: Promise<T>): Promise<T> {
+  async #process(input: EngineInput): Promise<VideoFrame[]> {
+    const chosen = this.#chosen;
+    if (this.#current !== chosen && !chosen.late && performance.now() >= this.#retryAt) {
+      // the session's own engine gets this frame too, beside the fallback (a hang of it never freezes the
+      // avatar again); its good answer makes it the engine from the next frame on, its picture is not sent
+      this.#retryAt = Infinity;
+      const retried = (r: Attempt) => {
+        if (this.#closed || this.#current === chosen) return;
+        if (r.ok) return this.#restore();
+        this.#retryDelay = Math.min(this.#retryDelay * 2, MAX_RETRY_MS);
+        this.#retryAt = performance.now() + this.#retryDelay;
+        this.logger.info({ event: 'engine_retry_failed', engine: chosen.name, reason: r.reason, nextTryMs: this.#retryDelay }, `${r.reason}: staying on the ${this.#current.name} engine`);
+      };
+      this.#attempt(chosen, input, true).then(retried, (err: unknown) => retried({ ok: false, reason: errorMessage(err) }));
+    }
+    for (;;) {
+      if (this.#closed) return [];
+      const engine = this.#current;
+      const r = await this.#attempt(engine, input);
+      if (r.ok) return r.frames;
+      if (this.#closed) return [];
+      if (!(await this.#fallBack(engine, r.reason))) throw new SessionError('engine_failed', r.reason);
+    }
+  }
+
+  /** One call of one engine under the watchdog; a fault comes back as a reason (a SessionError only from the watchdog). */
+  async #attempt(engine: OpenEngine, input: EngineInput, background = false): Promise<Attempt> {
+    let frames: VideoFrame[];
+    try {
+      const work = Promise.resolve().then(() => engine.session.process(input));
+      frames = await this.#watched(work, engine, this.#hasFallbackBelow(engine) ? this.#watchdog.fallbackMs : undefined, background);
+    } catch (err) {
+      if (err instanceof SessionError) throw err;
+      this.#faults++;
+      if (err instanceof EngineLate) return { ok: false, reason: err.message };
+      return { ok: false, reason: `engine "${engine.name}" failed: ${errorMessage(err)}` };
+    }
+    const wrong = wrongOutput(frames, engine.session.info);
+    if (wrong) {
+      this.#faults++;
+      return { ok: false, reason: `engine "${engine.name}" returned ${wrong}` };
+    }
+    return { ok: true, frames };
+  }
+
+  /** Whether a fallback below `engine` may still take the session. */
+  #hasFallbackBelow(engine: OpenEngine): boolean {
+    const i = this.#ladder.indexOf(engine);
+    return i >= 0 && this.#ladder.slice(i + 1).some((r) => typeof r === 'string' || !r.late);
+  }
+
+  /** Hand the session to the next usable engine below `from`; undefined when there is none. */
+  async #fallBack(from: OpenEngine, reason: string): Promise<OpenEngine | undefined> {
+    const rung = await this.#nextRung(from);
+    if (!rung || this.#closed) return undefined;
+    this.#current = rung;
+    this.#fallbacks++;
+    if (from === this.#chosen) {
+      this.#fallbackSince = performance.now();
+      this.#retryDelay = this.#watchdog.retryMs;
+      this.#retryAt = this.#fallbackSince + this.#retryDelay;
+    }
+    const message = `${reason}: the avatar carries on with the ${rung.name} engine`;
+    this.logger.warn({ event: 'engine_fallback', from: from.name, to: rung.name, reason, retryMs: this.#retryDelay }, message);
+    this.emit('degraded', { reason: message, stalledMs: 0, fallback: rung.name });
+    return rung;
+  }
+
+  /**
+   * The first engine below `from` that can take the session now, opened (engines that cannot serve it are dropped
+   * from the ladder, late ones skipped); undefined when there is none.
+   */
+  async #nextRung(from: OpenEngine): Promise<OpenEngine | undefined> {
+    for (let i = this.#ladder.indexOf(from) + 1; i > 0 && i < this.#ladder.length; ) {
+      const rung = this.#ladder[i];
+      if (typeof rung === 'string') {
+        const opened = await this.#open(rung);
+        // the ladder may have been walked meanwhile (a second caller opened it first): look again
+        const at = this.#ladder.indexOf(rung);
+        if (at < 0) {
+          await opened?.session.close().catch(() => {});
+          continue;
+        }
+        if (opened) this.#ladder[at] = opened;
+        else this.#ladder.splice(at, 1);
+        if (this.#closed) return undefined;
+        continue;
+      }
+      if (!rung.late) return rung;
+      i++;
+    }
+    return undefined;
+  }
+
+  /** Load and open a fallback engine for this session; undefined (logged) when it cannot serve it. */
+  async #open(name: string): Promise<OpenEngine | undefined> {
+    const o = this.#opts;
+    try {
+      const engine = await o.fallback!.load(name);
+      if (engine.needsFace && !this.#analyzer) throw new Error('it needs face tracking, which this session does not run');
+      if (o.tracking?.offer === 'landmarks' && !engine.landmarkDriven) throw new Error('it reads camera pictures, and this session sends landmarks only');
+      const session = await engine.createSession({ portrait: o.portrait, outputWidth: o.outputWidth, outputHeight: o.outputHeight, logger: o.logger.child({ fallback: name }) });
+      return { name, engine, session };
+    } catch (err) {
+      this.logger.warn({ event: 'engine_fallback_unavailable', engine: name, err: errorMessage(err) }, `the ${name} engine cannot take this session: ${errorMessage(err)}`);
+      return undefined;
+    }
+  }
+
+  /** The session's own engine answered well again: back to it. */
+  #restore(): void {
+    const from = this.#current;
+    const afterMs = Math.round(performance.now() - this.#fallbackSince);
+    this.#current = this.#chosen;
+    this.#retryAt = Infinity;
+    this.logger.info({ event: 'engine_restored', engine: this.#chosen.name, from: from.name, afterMs }, `the ${this.#chosen.name} engine answers again: back to it after ${afterMs} ms on ${from.name}`);
+    this.emit('recovered', { stalledMs: afterMs, engine: this.#chosen.name });
+  }
+
+  /**
+   * One engine call under the watchdog: past stallMs the session is degraded and repeats its last frame. With
+   * `fallbackMs` (a cheaper engine is left) the call is given up at that deadline (EngineLate) and the engine
+   * marked late until it answers (when no cheaper engine can take the session, the wait goes on to failMs); without
+   * it, past failMs the session fails (a SessionError). `background`: a try beside the engine in use, no stall
+   * notice and no repeated frame. The call itself
+   * cannot be cancelled (issue 17: engines on worker threads, so a hang can be cut off, are not built yet).
+   */
+  #watched<T>(work: Promise<T>, engine: OpenEngine, fallbackMs?: number, background = false): Promise<T> {
     const { stallMs, failMs, keepAliveMs } = this.#watchdog;
     const t0 = performance.now();
     let degraded = false;
+    let settled = false;
     let keepAlive: NodeJS.Timeout | undefined;
     let stall: NodeJS.Timeout | undefined;
     let fail: NodeJS.Timeout | undefined;
     const done = () => {
+      settled = true;
       clearTimeout(stall);
       clearTimeout(fail);
       clearInterval(keepAlive);
     };
     return new Promise<T>((resolve, reject) => {
       stall = setTimeout(() => {
-        if (this.#closed) return;
+        // a background try (the session's own engine, while a fallback makes the avatar) has no stall notice
+        if (this.#closed || background) return;
         degraded = true;
         this.#stalls++;
-        const reason = `engine "${this.#engineName}" has not answered for ${stallMs} ms: repeating the last frame`;
-        this.logger.warn({ event: 'engine_stalled', stallMs }, reason);
+        const reason = `engine "${engine.name}" has not answered for ${stallMs} ms: repeating the last frame`;
+        this.logger.warn({ event: 'engine_stalled', engine: engine.name, stallMs }, reason);
         this.emit('degraded', { reason, stalledMs: Math.round(performance.now() - t0) });
         keepAlive = setInterval(() => {
           if (this.#closed || !this.#lastSent) return;
@@ -429,12 +656,34 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
           }
         }, keepAliveMs);
       }, stallMs);
-      fail = setTimeout(() => {
+      const giveUp = () => {
         done();
-        reject(new SessionError('engine_failed', `engine "${this.#engineName}" stopped answering: no frame for ${Math.round(failMs / 1000)} s`));
-      }, failMs);
+        reject(new SessionError('engine_failed', `engine "${engine.name}" stopped answering: no frame for ${Math.round(failMs / 1000)} s`));
+      };
+      fail = setTimeout(async () => {
+        if (fallbackMs === undefined) return giveUp();
+        const ready = await this.#nextRung(engine).catch(() => undefined);
+        if (settled) return; // it answered meanwhile
+        if (!ready) {
+          // no cheaper engine can take this session: wait for this one up to failMs, as without a fallback
+          fail = setTimeout(giveUp, Math.max(0, failMs - (performance.now() - t0)));
+          return;
+        }
+        done();
+        engine.late = work;
+        const answered = () => {
+          engine.late = undefined;
+          if (this.#closed) return;
+          this.logger.info({ event: 'engine_answered_late', engine: engine.name, ms: Math.round(performance.now() - t0) }, `engine "${engine.name}" answered its late frame`);
+          // the session's own engine is free again: it gets the next frame
+          if (engine === this.#chosen && this.#current !== engine) this.#retryAt = 0;
+        };
+        work.then(answered, answered);
+        reject(new EngineLate(`engine "${engine.name}" has not answered for ${fallbackMs} ms`));
+      }, Math.min(fallbackMs ?? failMs, failMs));
       work.then(
         (v) => {
+          if (settled) return;
           done();
           if (degraded && !this.#closed) {
             const stalledMs = Math.round(performance.now() - t0);
@@ -444,6 +693,7 @@ export class LiveSession extends EventEmitter<LiveSessionEvents> {
           resolve(v);
         },
         (err: unknown) => {
+          if (settled) return;
           done();
           reject(err);
         },

@@ -25,7 +25,7 @@ registerEngine('test-invert', async (): Promise<Engine> => ({
   async createSession(opts) {
     let n = 0;
     return {
-      info: { engine: 'test-invert', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: 0 },
+      info: { engine: 'test-invert', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: 0, outputSize: 'input' },
       async process({ frame }) {
         mark(frame, 'engineStart');
         const data = new Uint8Array(frame.data);

@@ -314,8 +314,9 @@ class App {
         if (this.wanted && this.phase !== 'error') this.connectionLost(`the server ended the session (${m.reason})`);
         return;
       case 'degraded':
-        // the engine is stuck on a frame: the avatar shows its last good frame until it answers again
-        this.showMessage(`The avatar is paused: ${m.reason}.`, 'info');
+        // the engine is stuck on a frame (the avatar shows its last good frame until it answers again), or failed
+        // and a cheaper engine makes the avatar until it answers again
+        this.showMessage(m.fallback ? `The avatar runs on the ${m.fallback} engine for now: ${m.reason}.` : `The avatar is paused: ${m.reason}.`, 'info');
         return;
       case 'recovered':
         this.hideMessage();

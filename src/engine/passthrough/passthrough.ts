@@ -22,7 +22,7 @@ class PassthroughSession implements EngineSession {
   #closed = false;
 
   constructor(opts: EngineSessionOptions) {
-    this.info = { engine: 'passthrough', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: 0 };
+    this.info = { engine: 'passthrough', outputWidth: opts.outputWidth, outputHeight: opts.outputHeight, lagFrames: 0, outputSize: 'input' };
   }
 
   async process(input: EngineInput): Promise<VideoFrame[]> {
