@@ -9,7 +9,14 @@ type EngineLoader = (opts: EngineLoadOptions) => Promise<Engine>;
 const loaders: Record<string, EngineLoader> = {
   passthrough: async () => new (await import('./passthrough/passthrough.ts')).PassthroughEngine(),
   xportrait: async (o) => (await import('./xportrait/engine.ts')).loadXPortraitEngine(o),
-  warp: async (o) => (await import('./warp/warp-engine.ts')).WarpEngine.load(o),
+  warp: async (o) => {
+    // `-O thread=true`: every session on a worker thread of its own (the engine loads there, inline)
+    if ((await import('./warp/options.ts')).parseWarpOptions(o.options).thread) {
+      const { WorkerEngine } = await import('./worker/worker-engine.ts');
+      return WorkerEngine.load(new URL('./warp/warp-engine.ts', import.meta.url), o);
+    }
+    return (await import('./warp/warp-engine.ts')).WarpEngine.load(o);
+  },
 };
 
 export const ENGINE_NAMES = Object.keys(loaders);

@@ -27,6 +27,13 @@ import { framePortrait, type FramedPortrait } from './portrait-framing.ts';
 import { parseWarpOptions, type WarpEngineOptions } from './options.ts';
 import { createResampler, type Resampler } from './resample.ts';
 
+/**
+ * The warp engine as a worker thread loads it (src/engine/worker/host.ts): inline there, whatever `thread` says.
+ */
+export function loadEngine(opts: EngineLoadOptions): Promise<WarpEngine> {
+  return WarpEngine.load({ ...opts, options: { ...opts.options, thread: false } });
+}
+
 export class WarpEngine implements Engine {
   readonly name = 'warp';
   readonly needsFace = true;

@@ -1,0 +1,137 @@
+/**
+ * Engines on worker threads (src/engine/worker/): the warp engine with `-O thread=true` makes the same pictures as
+ * inline, on the real portrait and driving video; a frame that never yields blocks neither the event loop nor another
+ * session, and closing its session ends it; a worker that dies fails its calls with a clear error; a load failure
+ * surfaces at load.
+ */
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
+import type { FaceObservation } from '../../src/face/types.ts';
+import { readVideoFrames } from '../../src/media/ffmpeg.ts';
+import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
+import { loadEngine } from '../../src/engine/registry.ts';
+import { WarpEngine } from '../../src/engine/warp/warp-engine.ts';
+import { WORKER_CLOSE_GRACE_MS, WorkerEngine } from '../../src/engine/worker/worker-engine.ts';
+import { silentLogger } from '../../src/util/log.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { startNodeSession, waitFor } from '../helpers/signaling-client.ts';
+
+const SOURCE = new URL('../../../shared/media/xportrait-source.png', import.meta.url).pathname;
+const DRIVING = new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;
+const FAULTY = new URL('../fixtures/faulty-engine.ts', import.meta.url);
+const W = 320;
+const H = 240;
+
+let portrait: RgbImage;
+let portraitFace: FaceObservation;
+const frames: VideoFrame[] = [];
+const faces: FaceObservation[] = [];
+
+beforeAll(async () => {
+  const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  portrait = { format: 'rgb', width: info.width, height: info.height, data: new Uint8Array(data) };
+  const analyzer = await createPortraitAnalyzer();
+  portraitFace = (await analyzer.analyze(portrait)).face;
+  await analyzer.close();
+  const tracker = await createFaceTracker();
+  let i = 0;
+  for await (const f of readVideoFrames(DRIVING, { width: W, height: H, format: 'i420' })) {
+    if (i >= 24) break;
+    const frame: VideoFrame = { id: i, width: W, height: H, format: 'i420', data: f, times: { receive: 1000 + i } };
+    frames.push(frame);
+    faces.push(await tracker.track(frame));
+    i++;
+  }
+  await tracker.close();
+});
+
+const frame = (id: number): VideoFrame => ({ id, width: 16, height: 16, format: 'i420', data: new Uint8Array(384).fill(id), times: {} });
+
+describe('warp on a worker thread', () => {
+  const engines: Array<{ close(): Promise<void> }> = [];
+  afterAll(async () => {
+    await Promise.allSettled(engines.map((e) => e.close()));
+  });
+
+  it('makes the same pictures as inline, with their ids and times, and the same stats', async () => {
+    const inline = await loadEngine('warp', { logger: silentLogger(), options: {} });
+    const threaded = await loadEngine('warp', { logger: silentLogger(), options: { thread: 'true' } });
+    engines.push(inline, threaded);
+    expect(inline).toBeInstanceOf(WarpEngine);
+    expect(threaded).toBeInstanceOf(WorkerEngine);
+    expect([threaded.name, threaded.needsFace, threaded.landmarkDriven]).toEqual([inline.name, inline.needsFace, inline.landmarkDriven]);
+    // the portrait's face given to both: the analyzer's threaded kernels need not be bit-identical run to run
+    const opts = { portrait, portraitFace, outputWidth: 256, outputHeight: 256, logger: silentLogger() };
+    const a = await inline.createSession(opts);
+    const b = await threaded.createSession(opts);
+    expect(b.info).toEqual(a.info);
+    let same = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const [x] = await a.process({ frame: frames[i], face: faces[i] });
+      const [y] = await b.process({ frame: frames[i], face: faces[i] });
+      expect([y.id, y.width, y.height, y.format]).toEqual([x.id, x.width, x.height, x.format]);
+      expect(y.times.receive).toBe(frames[i].times.receive);
+      if (Buffer.compare(Buffer.from(x.data), Buffer.from(y.data)) === 0) same++;
+    }
+    expect(same).toBe(frames.length); // the per-frame warp is plain TypeScript: bit-identical on either thread
+    expect(b.stats().framesIn).toBe(a.stats().framesIn);
+    expect(b.stats().framesOut).toBe(a.stats().framesOut);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('a frame that never yields blocks neither the event loop nor another session; closing its session ends it', async () => {
+    const engine = await WorkerEngine.load(FAULTY, { logger: silentLogger(), options: {} });
+    engines.push(engine);
+    const opts = { portrait, outputWidth: 16, outputHeight: 16, logger: silentLogger() };
+    const stuck = await engine.createSession(opts);
+    const other = await engine.createSession(opts);
+    let settled = false;
+    const hung = stuck.process({ frame: frame(1) }).then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    // the event loop goes on: a 20 ms timer fires, and the other session answers, frame after frame
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(performance.now() - t0).toBeLessThan(1000);
+    for (let i = 3; i < 13; i++) expect((await other.process({ frame: frame(i) }))[0].data[0]).toBe(i);
+    expect(settled).toBe(false);
+    // close ends the spinning worker: the engine's close is not answered, so it is terminated after the grace
+    const c0 = performance.now();
+    await stuck.close();
+    expect(performance.now() - c0).toBeLessThan(WORKER_CLOSE_GRACE_MS + 2000);
+    await hung;
+    await expect(stuck.process({ frame: frame(0) })).rejects.toThrow(/engine worker/);
+    expect((await other.process({ frame: frame(5) }))[0].data[0]).toBe(5);
+    expect(engine.sessions).toBe(1);
+    await other.close();
+    expect(engine.sessions).toBe(0);
+  });
+
+  it('a worker that dies fails its call with the reason; a failed load fails at load', async () => {
+    const engine = await WorkerEngine.load(FAULTY, { logger: silentLogger(), options: {} });
+    engines.push(engine);
+    const s = await engine.createSession({ portrait, outputWidth: 16, outputHeight: 16, logger: silentLogger() });
+    await expect(s.process({ frame: frame(2) })).rejects.toThrow('engine worker exited (code 3)');
+    await expect(s.process({ frame: frame(0) })).rejects.toThrow(/engine worker/);
+    await s.close();
+    await expect(WorkerEngine.load(FAULTY, { logger: silentLogger(), options: { fail: true } })).rejects.toThrow('faulty: load failed as asked');
+  });
+
+  it('a live session on `--engine-opt thread=true` plays the avatar, and its thread ends with the session', async () => {
+    const server = await startTestServer({ engine: 'warp', engineOpt: ['thread=true'], outputSize: 256 });
+    try {
+      const c = await startNodeSession(server.url, { engine: 'warp', width: 320, height: 240, fps: 15 });
+      await waitFor(() => c.peer.received.length > 10, 30_000, 'avatar frames from the threaded warp engine');
+      expect(c.peer.received.at(-1)).toMatchObject({ width: 256, height: 256 });
+      const engine = server.engines.loaded('warp');
+      expect(engine).toBeInstanceOf(WorkerEngine);
+      expect((engine as WorkerEngine).sessions).toBe(1);
+      c.close();
+      await waitFor(() => (engine as WorkerEngine).sessions === 0, 15_000, 'the session and its thread ended');
+    } finally {
+      await server.close();
+    }
+  });
+});
