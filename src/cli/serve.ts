@@ -53,6 +53,7 @@ export function addServeCommand(program: Command): void {
         .default(serveDefault('tracking')),
     )
     .addOption(new Option('--face-device <device>', "the server's face tracker on cpu or webgpu (onnxruntime's WebGPU provider; docs/webgpu.md)").env('XPORTRAIT_FACE_DEVICE').default(serveDefault('faceDevice')))
+    .addOption(new Option('--face-thread <on|off>', "the server's face tracker on a worker thread per session (a hang blocks nothing else)").env('XPORTRAIT_FACE_THREAD').default(serveDefault('faceThread')))
     .addOption(new Option('--metrics <on|off>', 'Prometheus metrics at /metrics (loopback clients only unless --metrics-token is set)').env('XPORTRAIT_METRICS').default(serveDefault('metrics')))
     .addOption(new Option('--metrics-token <token>', 'bearer token required for /metrics (lets a remote Prometheus scrape an exposed server)').env('XPORTRAIT_METRICS_TOKEN'))
     .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').env('LOG_LEVEL').default(serveDefault('logLevel')))

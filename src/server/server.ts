@@ -219,7 +219,7 @@ export class XportraitServer {
 
   /** The face-tracking stage, loaded once per process (a failed load is not kept, so a later session retries). */
   #analyzerFactory(): Promise<FrameAnalyzerFactory | undefined> {
-    this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log, device: this.config.faceDevice })))().catch((err) => {
+    this.#analyzer ??= (this.deps.analyzerFactory ?? (async () => defaultFrameAnalyzerLoader()?.({ logger: this.#log, device: this.config.faceDevice, thread: this.config.faceThread === 'on' })))().catch((err) => {
       this.#analyzer = undefined;
       throw err;
     });
@@ -528,6 +528,7 @@ export class XportraitServer {
     });
     await this.outputs.close();
     await this.engines.close();
+    await (await this.#analyzer?.catch(() => undefined))?.close?.();
     await this.#referenceChecker?.close();
     this.#log.info({ event: 'stopped' }, 'server stopped');
   }

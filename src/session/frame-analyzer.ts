@@ -18,12 +18,16 @@ export interface FrameAnalyzerFactory {
   readonly name: string;
   /** One analyzer (tracker state) per live session. */
   create(opts: { logger: Logger }): Promise<FrameAnalyzer>;
+  /** Release what the factory itself holds (a warm worker thread), when the server stops. */
+  close?(): Promise<void>;
 }
 
 /** What a loader is told: the logger, and the execution provider for model-based analyzers (`serve --face-device`). */
 export interface AnalyzerLoaderOptions {
   logger: Logger;
   device?: 'cpu' | 'webgpu';
+  /** One worker thread per session (`serve --face-thread on`: src/engine/worker/worker-analyzer.ts). */
+  thread?: boolean;
 }
 
 type AnalyzerLoader = (opts: AnalyzerLoaderOptions) => Promise<FrameAnalyzerFactory>;
@@ -34,7 +38,11 @@ type AnalyzerLoader = (opts: AnalyzerLoaderOptions) => Promise<FrameAnalyzerFact
  */
 const loaders: Record<string, AnalyzerLoader> = {
   // The face tracker (src/face/): BlazeFace + Face Mesh + Iris over onnxruntime-node, one tracker per session.
-  face: async (o) => (await import('../face/node/index.ts')).createFrameAnalyzerFactory(o),
+  face: async ({ thread, ...o }) => {
+    if (!thread) return (await import('../face/node/index.ts')).createFrameAnalyzerFactory(o);
+    const { WorkerFrameAnalyzerFactory } = await import('../engine/worker/worker-analyzer.ts');
+    return WorkerFrameAnalyzerFactory.load(new URL('../face/node/index.ts', import.meta.url), o);
+  },
 };
 
 export function registerFrameAnalyzer(name: string, loader: AnalyzerLoader): void {

@@ -1,22 +1,29 @@
 /**
- * Messages between a live session's engine on the main thread (worker-engine.ts) and the worker thread that runs it
- * (host.ts). Everything in them is structured-clone data: frames, face observations, portraits, options.
+ * Messages between the main thread and a worker thread that runs an engine session (engine-host.ts) or a face
+ * tracker (analyzer-host.ts). Everything in them is structured-clone data: frames, face observations, portraits,
+ * options. A call carries an id and gets one reply (`reply` or `failed`) with that id; a worker answers its calls in
+ * the order they came.
  */
 import type { EngineControl, EngineInput, EngineSessionInfo, EngineStats } from '../engine.ts';
 import type { RgbImage, VideoFrame } from '../../media/frame.ts';
 import type { FaceObservation } from '../../face/types.ts';
 
-/** What the worker is started with (`workerData`). */
-export interface EngineWorkerData {
-  /** Module (file URL) that exports `loadEngine(opts: EngineLoadOptions): Promise<Engine>`. */
+/** What a worker is started with (`workerData`). */
+export interface ThreadData {
+  /** Which host runs in the worker. */
+  host: 'engine' | 'analyzer';
+  /**
+   * Module (file URL) that exports the loader: `loadEngine(opts: EngineLoadOptions): Promise<Engine>` for an engine,
+   * `createFrameAnalyzerFactory(opts: AnalyzerLoaderOptions): Promise<FrameAnalyzerFactory>` for a tracker.
+   */
   module: string;
-  /** The engine's options (structured-clone values only). */
+  /** The loader's options (structured-clone values only; the logger is the worker's own). */
   options: Record<string, unknown>;
   /** pino level of the main thread's logger. */
   logLevel: string;
 }
 
-/** EngineSessionOptions without the logger (the worker logs through its own, forwarded: host.ts). */
+/** EngineSessionOptions without the logger (the worker logs through its own, forwarded to the main thread). */
 export interface WorkerSessionOptions {
   portrait: RgbImage;
   moreReferences?: RgbImage[];
@@ -25,16 +32,30 @@ export interface WorkerSessionOptions {
   portraitFace?: FaceObservation;
 }
 
-export type ToWorker =
-  | { op: 'createSession'; id: number; opts: WorkerSessionOptions }
-  | { op: 'process'; id: number; input: EngineInput }
-  | { op: 'flush'; id: number }
-  | { op: 'control'; command: EngineControl }
-  | { op: 'close'; id: number };
+/** Calls to an engine worker, and what each replies. */
+export type EngineCall =
+  | { op: 'createSession'; opts: WorkerSessionOptions } // -> EngineSessionInfo
+  | { op: 'process'; input: EngineInput } // -> FramesReply
+  | { op: 'flush' } // -> FramesReply
+  | { op: 'close' }; // -> null
 
+/** Calls to a tracker worker. */
+export type AnalyzerCall =
+  | { op: 'create' } // -> null
+  | { op: 'analyze'; frame: VideoFrame } // -> FaceObservation
+  | { op: 'close' }; // -> null
+
+export interface FramesReply {
+  frames: VideoFrame[];
+  stats: EngineStats;
+}
+
+export type ToWorker = ((EngineCall | AnalyzerCall) & { id: number }) | { op: 'control'; command: EngineControl };
+
+/** What the loaded engine or tracker is (sent once it has loaded). */
 export interface EngineTraits {
   name: string;
-  needsFace: boolean;
+  needsFace?: boolean;
   landmarkDriven?: boolean;
   maxReferences?: number;
 }
@@ -42,9 +63,7 @@ export interface EngineTraits {
 export type FromWorker =
   | { op: 'ready'; traits: EngineTraits }
   | { op: 'loadFailed'; error: WorkerError }
-  | { op: 'session'; id: number; info: EngineSessionInfo }
-  | { op: 'frames'; id: number; frames: VideoFrame[]; stats: EngineStats }
-  | { op: 'closed'; id: number }
+  | { op: 'reply'; id: number; value: unknown }
   | { op: 'failed'; id: number; error: WorkerError }
   | { op: 'log'; line: string };
 
@@ -52,3 +71,5 @@ export interface WorkerError {
   name: string;
   message: string;
 }
+
+export type { EngineSessionInfo };

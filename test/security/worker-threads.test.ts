@@ -1,8 +1,8 @@
 /**
- * Engines on worker threads (src/engine/worker/): the warp engine with `-O thread=true` makes the same pictures as
- * inline, on the real portrait and driving video; a frame that never yields blocks neither the event loop nor another
- * session, and closing its session ends it; a worker that dies fails its calls with a clear error; a load failure
- * surfaces at load.
+ * Engines and the face tracker on worker threads (src/engine/worker/): the warp engine with `-O thread=true` makes
+ * the same pictures as inline, on the real portrait and driving video; a frame that never yields blocks neither the
+ * event loop nor another session, and closing its session ends it; a worker that dies fails its calls with a clear
+ * error; a load failure surfaces at load. The tracker with `--face-thread on` tracks the driving video as inline.
  */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,8 @@ import { loadEngine } from '../../src/engine/registry.ts';
 import { WarpEngine } from '../../src/engine/warp/warp-engine.ts';
 import { WORKER_CLOSE_GRACE_MS, WorkerEngine } from '../../src/engine/worker/worker-engine.ts';
 import { silentLogger } from '../../src/util/log.ts';
+import { createFrameAnalyzerFactory } from '../../src/face/node/index.ts';
+import { WorkerFrameAnalyzerFactory } from '../../src/engine/worker/worker-analyzer.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor } from '../helpers/signaling-client.ts';
 
@@ -102,7 +104,7 @@ describe('warp on a worker thread', () => {
     await stuck.close();
     expect(performance.now() - c0).toBeLessThan(WORKER_CLOSE_GRACE_MS + 2000);
     await hung;
-    await expect(stuck.process({ frame: frame(0) })).rejects.toThrow(/engine worker/);
+    await expect(stuck.process({ frame: frame(0) })).rejects.toThrow(/worker closed/);
     expect((await other.process({ frame: frame(5) }))[0].data[0]).toBe(5);
     expect(engine.sessions).toBe(1);
     await other.close();
@@ -114,7 +116,7 @@ describe('warp on a worker thread', () => {
     engines.push(engine);
     const s = await engine.createSession({ portrait, outputWidth: 16, outputHeight: 16, logger: silentLogger() });
     await expect(s.process({ frame: frame(2) })).rejects.toThrow('engine worker exited (code 3)');
-    await expect(s.process({ frame: frame(0) })).rejects.toThrow(/engine worker/);
+    await expect(s.process({ frame: frame(0) })).rejects.toThrow('engine worker exited (code 3)');
     await s.close();
     await expect(WorkerEngine.load(FAULTY, { logger: silentLogger(), options: { fail: true } })).rejects.toThrow('faulty: load failed as asked');
   });
@@ -135,3 +137,33 @@ describe('warp on a worker thread', () => {
     }
   });
 });
+
+describe('the face tracker on a worker thread', () => {
+  it('tracks the driving video as the inline tracker does; a live session with --face-thread on plays', async () => {
+    const inline = await createFrameAnalyzerFactory({ logger: silentLogger() });
+    const threaded = await WorkerFrameAnalyzerFactory.load(new URL('../../src/face/node/index.ts', import.meta.url), { logger: silentLogger() });
+    const a = await inline.create({ logger: silentLogger() });
+    const b = await threaded.create({ logger: silentLogger() });
+    let worst = 0;
+    for (const f of frames) {
+      const x = await a.analyze(f);
+      const y = await b.analyze(f);
+      expect(y.lost).toBe(x.lost);
+      for (let i = 0; i < x.landmarks.length; i++) worst = Math.max(worst, Math.abs(x.landmarks[i] - y.landmarks[i]));
+    }
+    // the same models and code on another thread: onnxruntime's threaded kernels may sum in another order only
+    expect(worst).toBeLessThan(0.01);
+    await Promise.all([a.close(), b.close(), threaded.close()]);
+
+    const server = await startTestServer({ engine: 'warp', faceThread: 'on', outputSize: 256 });
+    try {
+      const c = await startNodeSession(server.url, { engine: 'warp', width: 320, height: 240, fps: 15 });
+      await waitFor(() => c.peer.received.length > 10, 30_000, 'avatar frames with the tracker on its thread');
+      c.close();
+    } finally {
+      await server.close();
+    }
+    console.log(`tracker on a worker thread: landmarks at most ${worst.toExponential(2)} px from inline over ${frames.length} frames`);
+  });
+});
+

@@ -1,0 +1,148 @@
+/**
+ * The main-thread side of one worker thread that runs an engine session or a face tracker (engine-host.ts,
+ * analyzer-host.ts): its calls, each answered once, in order; its logs re-emitted through the caller's logger;
+ * and its end, which fails every call still waiting with the reason.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { AnalyzerCall, EngineCall, EngineTraits, FromWorker, ThreadData, ToWorker, WorkerError } from './protocol.ts';
+
+const ENTRY = new URL('./entry.mjs', import.meta.url);
+const PINO_LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+
+/** A worker thread's own failure: its load failed, it exited or it crashed. */
+export class WorkerThreadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'WorkerThreadError';
+  }
+}
+
+export class ModuleThread {
+  readonly worker: Worker;
+  /** Resolves once the engine or tracker has loaded in the worker; rejects with its load error. */
+  readonly ready: Promise<EngineTraits>;
+  #nextId = 0;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #gone: Error | undefined;
+
+  constructor(
+    data: ThreadData,
+    readonly logger: Logger,
+  ) {
+    this.worker = new Worker(ENTRY, { workerData: data, name: data.host });
+    // A thread alone never keeps the process alive (a warm one would hold a stopped server's process open).
+    this.worker.unref();
+    let loaded!: (t: EngineTraits) => void;
+    let failed!: (e: Error) => void;
+    this.ready = new Promise((resolve, reject) => {
+      loaded = resolve;
+      failed = reject;
+    });
+    this.ready.catch(() => {}); // a warm thread's failure is reported to whoever takes it
+    this.worker.on('message', (m: FromWorker) => {
+      if (m.op === 'log') return this.#log(m.line);
+      if (m.op === 'ready') return loaded(m.traits);
+      if (m.op === 'loadFailed') return failed(errorFrom(m.error));
+      const p = this.#pending.get(m.id);
+      if (!p) return;
+      this.#pending.delete(m.id);
+      if (m.op === 'failed') p.reject(errorFrom(m.error));
+      else p.resolve(m.value);
+    });
+    const gone = (err: Error): void => {
+      this.#gone ??= err;
+      failed(err);
+      for (const p of this.#pending.values()) p.reject(this.#gone);
+      this.#pending.clear();
+    };
+    this.worker.on('error', (err) => gone(new WorkerThreadError(`${data.host} worker failed: ${err.message}`)));
+    this.worker.on('exit', (code) => gone(new WorkerThreadError(`${data.host} worker exited (code ${code})`)));
+  }
+
+  /** One call; its reply's value (the type each call replies with is in protocol.ts). */
+  call<T>(m: EngineCall | AnalyzerCall): Promise<T> {
+    if (this.#gone) return Promise.reject(this.#gone);
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ ...m, id } as ToWorker);
+    });
+  }
+
+  /** A message with no reply (an engine control). */
+  send(m: Exclude<ToWorker, { id: number }>): void {
+    if (!this.#gone) this.worker.postMessage(m);
+  }
+
+  /**
+   * Ask the worker to close what it holds (`close`, at most `graceMs`), then end the thread, whether it answered or
+   * is stuck in code that never yields.
+   */
+  async close(graceMs: number): Promise<void> {
+    if (!this.#gone) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.call({ op: 'close' }).catch(() => {}), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    await this.terminate();
+  }
+
+  async terminate(): Promise<void> {
+    this.#gone ??= new WorkerThreadError('worker closed');
+    await this.worker.terminate();
+  }
+
+  #log(line: string): void {
+    try {
+      const { level, msg, time: _time, ...rest } = JSON.parse(line) as { level: number; msg?: string; time?: number };
+      this.logger[PINO_LEVELS[level] ?? 'info']({ ...rest, thread: this.worker.threadId }, msg ?? '');
+    } catch {
+      this.logger.info({ thread: this.worker.threadId }, line.trim());
+    }
+  }
+}
+
+function errorFrom(e: WorkerError): Error {
+  const err = new Error(e.message);
+  err.name = e.name;
+  return err;
+}
+
+/**
+ * One thread loaded ahead, for the next session: a session takes it (or, when none is ready, starts its own) and
+ * the next one starts loading at once, so a session rarely waits for a worker to load its models.
+ */
+export class WarmThreads {
+  #warm: ModuleThread | undefined;
+  #closed = false;
+
+  constructor(
+    readonly data: ThreadData,
+    readonly logger: Logger,
+    first?: ModuleThread,
+  ) {
+    this.#warm = first;
+  }
+
+  /** A thread whose engine or tracker has loaded; the caller owns it. */
+  async take(): Promise<ModuleThread> {
+    if (this.#closed) throw new WorkerThreadError('closed');
+    const t = this.#warm ?? new ModuleThread(this.data, this.logger);
+    this.#warm = new ModuleThread(this.data, this.logger);
+    try {
+      await t.ready;
+      return t;
+    } catch (err) {
+      await t.terminate();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const w = this.#warm;
+    this.#warm = undefined;
+    await w?.terminate();
+  }
+}
