@@ -59,12 +59,12 @@ export class LocalCandidates {
     });
   }
 
-  /** `sdp` (from createOffer/createAnswer) with the candidates gathered so far; stops listening. */
+  /** `sdp` (from createOffer/createAnswer) with the candidates gathered so far. */
   sdp(sdp: string): string {
-    this.dispose();
     return withCandidates(sdp, this.list, this.#complete);
   }
 
+  /** Stop listening (the callers do, in a `finally`). */
   dispose(): void {
     this.pc.removeEventListener('icecandidate', this.#onCandidate as EventListener);
     this.pc.removeEventListener('icegatheringstatechange', this.#onGatheringState);

@@ -9,7 +9,6 @@
  * session that takes the warm worker starts the next one (module-thread.ts, WarmThreads). Frames are
  * structured-cloned in and moved out.
  */
-import type { Logger } from 'pino';
 import type { Engine, EngineControl, EngineInput, EngineLoadOptions, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { VideoFrame } from '../../media/frame.ts';
 import { ModuleThread, WarmThreads } from './module-thread.ts';
@@ -59,9 +58,10 @@ export class WorkerEngine implements Engine {
     if (this.#closed) throw new Error(`${this.name}: the engine is closed`);
     const thread = await this.#threads.take();
     try {
-      const { logger, ...rest } = opts;
+      // the worker logs through its own logger, forwarded to the engine's (module-thread.ts)
+      const { logger: _logger, ...rest } = opts;
       const info = await thread.call<EngineSessionInfo>({ op: 'createSession', opts: rest });
-      const session = new WorkerEngineSession(thread, info, logger);
+      const session = new WorkerEngineSession(thread, info);
       this.#sessions.add(session);
       void session.closed.then(() => this.#sessions.delete(session));
       return session;
@@ -88,7 +88,6 @@ export class WorkerEngineSession implements EngineSession {
   constructor(
     readonly thread: ModuleThread,
     readonly info: EngineSessionInfo,
-    readonly logger: Logger,
   ) {
     this.closed = new Promise((r) => (this.#ended = r));
   }
