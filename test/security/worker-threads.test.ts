@@ -4,11 +4,11 @@
  * event loop nor another session, and closing its session ends it; a worker that dies fails its calls with a clear
  * error; a load failure surfaces at load. The tracker with `--face-thread on` tracks the driving video as inline.
  */
-import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFaceTracker, createPortraitAnalyzer } from '../../src/face/node/index.ts';
 import type { FaceObservation } from '../../src/face/types.ts';
 import { readVideoFrames } from '../../src/media/ffmpeg.ts';
+import { DRIVING_VIDEO, readPng, SOURCE_PORTRAIT } from '../face/media.ts';
 import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
 import { WarpEngine } from '../../src/engine/warp/warp-engine.ts';
@@ -19,8 +19,6 @@ import { WorkerFrameAnalyzerFactory } from '../../src/engine/worker/worker-analy
 import { startTestServer } from '../helpers/server.ts';
 import { startNodeSession, waitFor } from '../helpers/signaling-client.ts';
 
-const SOURCE = new URL('../../../shared/media/xportrait-source.png', import.meta.url).pathname;
-const DRIVING = new URL('../../../shared/media/xportrait-driving.mp4', import.meta.url).pathname;
 const FAULTY = new URL('../fixtures/faulty-engine.ts', import.meta.url);
 const W = 320;
 const H = 240;
@@ -31,14 +29,13 @@ const frames: VideoFrame[] = [];
 const faces: FaceObservation[] = [];
 
 beforeAll(async () => {
-  const { data, info } = await sharp(SOURCE).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  portrait = { format: 'rgb', width: info.width, height: info.height, data: new Uint8Array(data) };
+  portrait = await readPng(SOURCE_PORTRAIT);
   const analyzer = await createPortraitAnalyzer();
   portraitFace = (await analyzer.analyze(portrait)).face;
   await analyzer.close();
   const tracker = await createFaceTracker();
   let i = 0;
-  for await (const f of readVideoFrames(DRIVING, { width: W, height: H, format: 'i420' })) {
+  for await (const f of readVideoFrames(DRIVING_VIDEO, { width: W, height: H, format: 'i420' })) {
     if (i >= 24) break;
     const frame: VideoFrame = { id: i, width: W, height: H, format: 'i420', data: f, times: { receive: 1000 + i } };
     frames.push(frame);
