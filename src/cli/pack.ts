@@ -77,7 +77,7 @@ export function addPackCommand(program: Command): void {
     .addOption(new Option('--target <device>', `the execution provider the pack is for (${DEVICES.join(', ')}): picks the attention and GroupNorm forms placed on it and accurate on it (webgpu: MatMul attention, ReduceMean GroupNorm); pack info shows the choice`).env('XPORTRAIT_PACK_TARGET').default('cpu'))
     .addOption(new Option('--attention <impl>', "attention ops, overriding --target's: mha (com.microsoft.MultiHeadAttention; the cpu float32 choice) or matmul (plain MatMul/Softmax with a float32 softmax; the --fp16 and webgpu choice)").env('XPORTRAIT_PACK_ATTENTION'))
     .addOption(new Option('--group-norm <impl>', "GroupNorm ops, overriding --target's: decomposed (two-pass ReduceMean, accurate, every target's choice), instance (InstanceNormalization pattern of torch exports) or onnx (GroupNormalization-21: runs on the CPU under webgpu)").env('XPORTRAIT_PACK_GROUP_NORM'))
-    .addOption(new Option('--max-tensor-bytes <n>', 'the largest tensor any graph may hold at the live batch sizes, checked by pack verify (default: --target webgpu 2147483644, the 2 GiB − 4 B storage-buffer binding of common desktop adapters; other targets none)'))
+    .addOption(new Option('--max-tensor-bytes <n>', 'the largest tensor any graph may hold at the live batch sizes, checked by pack verify; with MatMul attention each attention site whose scores would pass it is built in query blocks (default: --target webgpu 2147483644, the 2 GiB − 4 B storage-buffer binding of common desktop adapters; other targets none)'))
     .addOption(new Option('--motion-window <w>', "motion-module window: 'batch' (one window per call, any length) or a fixed frame count").env('XPORTRAIT_MOTION_WINDOW').default('batch'))
     .addOption(new Option('--graphs <list>', 'build only these graphs (comma-separated)'))
     .addOption(new Option('--debug-outputs', 'add the conformance debug intermediates to the UNet graphs'))
@@ -86,6 +86,8 @@ export function addPackCommand(program: Command): void {
     .action(async (raw: Record<string, unknown>) => {
       const o = parse(buildSchema, raw);
       const { buildPack, formatBytes } = await import('../model/pack/index.ts');
+      const { formatAttentionPlan } = await import('../model/analysis/attention-chunks.ts');
+      const { livePackCalls } = await import('../engine/xportrait/tick-predict.ts');
       const tty = process.stderr.isTTY === true && o.progress;
       const bar = tty
         ? new cliProgress.SingleBar(
@@ -122,6 +124,7 @@ export function addPackCommand(program: Command): void {
           attention: o.attention,
           groupNorm: o.groupNorm,
           maxTensorBytes: o.maxTensorBytes,
+          liveCalls: livePackCalls,
           window: o.motionWindow,
           graphs: o.graphs,
           debugOutputs: o.debugOutputs,
@@ -151,6 +154,7 @@ export function addPackCommand(program: Command): void {
         bar?.stop();
         const total = Object.values(r.manifest.files).reduce((a, f) => a + f.bytes, 0);
         process.stdout.write(`built ${r.dir}: ${Object.keys(r.manifest.graphs).length} graphs, ${formatBytes(total)}, ${r.seconds.toFixed(1)} s\n`);
+        if (r.attention) for (const line of formatAttentionPlan(r.attention, formatBytes)) process.stdout.write(`${line}\n`);
       } catch (err) {
         bar?.stop();
         throw err;

@@ -36,6 +36,7 @@ import { syntheticTensors } from '../synthetic-checkpoint.ts';
 import { buildPack, formatPlacement, readPackManifest, resolveDims, type PackManifest } from '../../model/pack/index.ts';
 import { CountingCache, bytesOf } from '../../engine/xportrait/caches.ts';
 import { lcmTimesteps } from '../../engine/xportrait/lcm.ts';
+import { livePackCalls } from '../../engine/xportrait/tick-predict.ts';
 import { LivePipeline } from '../../engine/xportrait/live.ts';
 import { LiveNetworkDenoiser, type NetworkDenoiser } from '../../engine/xportrait/live-network-denoiser.ts';
 import { DeviceTensors } from '../../engine/xportrait/device-tensors.ts';
@@ -118,6 +119,7 @@ async function syntheticPack(kind: 'full' | 'tiny', dir: string, log: Ctx['log']
     out: packDir,
     precision: kind === 'full' ? 'float16' : 'float32',
     target,
+    liveCalls: livePackCalls,
     force: true,
     onProgress: (e) => {
       if (performance.now() - lastLog > 15_000) {

@@ -6,6 +6,7 @@
  * (src/model/analysis/structure.ts) — the latter is how the full-size figures at 512² are computed without a 6 GB pack.
  */
 import { costOfCall, type CallCost, type GraphIo, type GraphSource, type LayoutDims } from '../../model/analysis/graph-source.ts';
+import type { LiveCallLister } from '../../model/analysis/attention-chunks.ts';
 import type { LargestTensor } from '../../model/analysis/cost.ts';
 import { DEFAULT_EFFICIENCY, GPUS, graphTime, transferMs, type Efficiency, type GpuSpec } from '../../model/analysis/roofline.ts';
 import type { LivePolicy } from './live.ts';
@@ -98,7 +99,44 @@ export interface LargestPerGraph {
  * The largest tensor of every graph at the live batch sizes (both policies, the given step counts; the graphs run
  * once per session — VAE encoder, reference net — at batch 1), at the given latent size.
  */
-export async function largestTensors(src: GraphSource, o: { layout: LayoutDims; latentH: number; latentW?: number; window?: number; sinkFrames?: number; steps?: number[]; guidance?: number }): Promise<LargestPerGraph[]> {
+export interface LiveCallOptions {
+  layout: LayoutDims;
+  latentH: number;
+  latentW?: number;
+  window?: number;
+  sinkFrames?: number;
+  steps?: number[];
+  guidance?: number;
+}
+
+/**
+ * Every distinct call (graph and bound dims) a live session makes, over both policies and 1, 2 and 4 steps, plus the
+ * once-per-session calls (VAE encoder, reference net at batch 1), with the first tick that makes it. What the static
+ * buffer check and the pack builder's attention plan hold to their bound.
+ */
+export function liveCallSet(graphs: Record<string, GraphIo>, o: LiveCallOptions): Array<{ call: Pick<TickCall, 'graph' | 'dims'>; at: LargestPerGraph['at'] }> {
+  const calls = new Map<string, { call: Pick<TickCall, 'graph' | 'dims'>; at: LargestPerGraph['at'] }>();
+  for (const policy of ['window', 'kvcache'] as const) {
+    if (policy === 'kvcache' && !graphs.unet_cond_kv && graphs.unet_cond) continue;
+    for (const steps of o.steps ?? [1, 2, 4]) {
+      const tick = liveTickCalls({ policy, steps, window: o.window, sinkFrames: o.sinkFrames, guidance: o.guidance ?? 2, latentH: o.latentH, latentW: o.latentW, layout: o.layout, graphs, skipMissing: true });
+      for (const c of tick.calls) {
+        const key = `${c.graph}|${c.dims.batch}|${c.dims.bankBatch}|${c.dims.kvLength}`;
+        if (!calls.has(key)) calls.set(key, { call: { graph: c.graph, dims: c.dims }, at: { policy, steps, batch: c.batch } });
+      }
+    }
+  }
+  for (const g of ['vae_encoder', 'refnet_bank']) {
+    if (graphs[g]) calls.set(g, { call: { graph: g, dims: { batch: 1, bankBatch: 1, kvLength: 1 } }, at: { policy: 'session', steps: null, batch: 1 } });
+  }
+  return [...calls.values()];
+}
+
+/** The live calls `pack build` plans its attention blocks for (the static check's: sinks min(2, window − 1)). */
+export const livePackCalls: LiveCallLister = (graphs, o) => liveCallSet(graphs, { ...o, sinkFrames: Math.min(2, o.window - 1) }).map((c) => c.call);
+
+/** Each graph's largest tensor over the live calls (liveCallSet). */
+export async function largestTensors(src: GraphSource, o: LiveCallOptions): Promise<LargestPerGraph[]> {
   const graphs: Record<string, GraphIo> = {};
   for (const g of src.names()) graphs[g] = await src.io(g);
   const best = new Map<string, LargestPerGraph>();
@@ -108,23 +146,9 @@ export async function largestTensors(src: GraphSource, o: { layout: LayoutDims; 
     const prev = best.get(call.graph);
     if (!prev || bytes > prev.bytes) best.set(call.graph, { graph: call.graph, at, activation: c.largestActivation, weight: c.largestWeight, bytes });
   };
-  // Every distinct call first, then graph by graph (each graph decoded once when it comes from a pack's files).
-  const calls = new Map<string, { call: Pick<TickCall, 'graph' | 'dims'>; at: LargestPerGraph['at'] }>();
-  for (const policy of ['window', 'kvcache'] as const) {
-    if (policy === 'kvcache' && !graphs.unet_cond_kv && graphs.unet_cond) continue;
-    for (const steps of o.steps ?? [1, 2, 4]) {
-      const tick = liveTickCalls({ policy, steps, window: o.window, sinkFrames: o.sinkFrames, guidance: o.guidance ?? 2, latentH: o.latentH, latentW: o.latentW, layout: o.layout, graphs, skipMissing: true });
-      for (const c of tick.calls) {
-        const key = `${c.graph}|${c.dims.batch}|${c.dims.bankBatch}|${c.dims.kvLength}`;
-        if (!calls.has(key)) calls.set(key, { call: c, at: { policy, steps, batch: c.batch } });
-      }
-    }
-  }
-  for (const g of ['vae_encoder', 'refnet_bank']) {
-    if (graphs[g]) calls.set(g, { call: { graph: g, dims: { batch: 1, bankBatch: 1, kvLength: 1 } }, at: { policy: 'session', steps: null, batch: 1 } });
-  }
+  // Graph by graph (each graph decoded once when it comes from a pack's files).
   const order = src.names();
-  for (const { call, at } of [...calls.values()].sort((x, y) => order.indexOf(x.call.graph) - order.indexOf(y.call.graph))) await consider(call, at);
+  for (const { call, at } of liveCallSet(graphs, o).sort((x, y) => order.indexOf(x.call.graph) - order.indexOf(y.call.graph))) await consider(call, at);
   return src.names().flatMap((g) => (best.has(g) ? [best.get(g)!] : []));
 }
 

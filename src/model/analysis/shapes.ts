@@ -318,7 +318,9 @@ function inferNode(node: onnx.INodeProto, ins: Array<TensorShape | undefined>): 
       const t = need(ins, 0, 'input');
       const axis = normAxis(attrInt(node, 'axis', 0), t.shape.length);
       const n = node.output?.length ?? 1;
-      const sizes = ins[1] ? needValue(ins, 1, 'split') : Array.from({ length: n }, () => Math.ceil(t.shape[axis] / n));
+      // Without `split`: even parts, the last one smaller when the axis does not divide (Split-18 num_outputs).
+      const part = Math.ceil(t.shape[axis] / n);
+      const sizes = ins[1] ? needValue(ins, 1, 'split') : Array.from({ length: n }, (_, i) => Math.max(0, Math.min(part, t.shape[axis] - i * part)));
       if (sizes.reduce((a, b) => a + b, 0) !== t.shape[axis]) throw new Error(`Split sizes [${sizes}] of axis ${axis} (${t.shape[axis]})`);
       return sizes.map((s) => ({ shape: t.shape.map((d, i) => (i === axis ? s : d)), type: t.type }));
     }

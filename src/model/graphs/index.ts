@@ -43,6 +43,11 @@ export interface BuildOptions {
   window: WindowMode;
   /** Add the conformance debug intermediates (debug.emb, debug.hs.NN, debug.mid, debug.out.NN) to the UNet graphs. */
   debugOutputs?: boolean;
+  /**
+   * Query blocks per attention site, per graph (graph -> site -> n; MatMul attention only): planned by `pack build`
+   * from the pack's per-tensor bound (src/model/analysis/attention-chunks.ts). Absent: no site is chunked.
+   */
+  attentionChunks?: Readonly<Record<string, Readonly<Record<number, number>>>>;
   /** Builds the motion modules (override to add variants, e.g. KV-cache temporal attention). */
   motionModuleBuilder?: (cfg: XPortraitConfig, window: WindowMode) => MotionModuleBuilder;
 }
@@ -58,7 +63,7 @@ export interface GraphDef {
 const two = (n: number) => String(n).padStart(2, '0');
 
 function nnFor(g: GraphBuilder, source: WeightSource, opts: BuildOptions, prefix: string): Nn {
-  return new Nn(g, source, { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm }, prefix);
+  return new Nn(g, source, { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, attentionChunks: opts.attentionChunks?.[g.name] }, prefix);
 }
 
 /** Declares a compute-precision tensor as a float32 graph output. */

@@ -24,7 +24,27 @@ export interface NnOptions {
   attention: AttentionImpl;
   /** Default 'decomposed'. */
   groupNorm?: GroupNormImpl;
+  /**
+   * Query chunks per attention site of this graph (MatMul form only; sites numbered in build order by
+   * `attentionSite`): a site with n > 1 computes its scores n query blocks at a time, so that no scores tensor passes
+   * the pack's per-tensor bound (src/model/analysis/attention-chunks.ts plans n).
+   */
+  attentionChunks?: Readonly<Record<number, number>>;
 }
+
+/** The output name hint of attention site `site`'s scores (the planner finds the sites by it). */
+export const attentionScoresHint = (site: number): string => `attention_site_${site}_scores`;
+/** Reads the site number back from a scores tensor's name (scoped names and `_N` suffixes allowed). */
+export function attentionSiteOf(valueName: string): number | null {
+  const m = /(?:^|\/)attention_site_(\d+)_scores(?:_\d+)?$/.exec(valueName);
+  return m ? Number(m[1]) : null;
+}
+
+/** Inputs per Concat when joining query blocks: the spec's default 8 storage buffers per shader stage, less the output. */
+const CONCAT_FAN_IN = 7;
+
+/** Attention sites built so far per graph (every Nn of one graph shares its builder). */
+const sitesBuilt = new WeakMap<GraphBuilder, number>();
 
 function shapeStr(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
@@ -223,6 +243,8 @@ export class Nn {
   attention(q: string, k: string, v: string, heads: number, dimHead: number): string {
     const g = this.g;
     const scale = dimHead ** -0.5;
+    const site = sitesBuilt.get(g) ?? 0;
+    sitesBuilt.set(g, site + 1);
     if (this.opts.attention === 'mha') {
       // MultiHeadAttention needs K/V with the query's batch: broadcast first (a no-op when they already match).
       const target = g.op('Concat', [g.op('Slice', [g.op('Shape', [q]), g.constI64([0]), g.constI64([1])]), g.constI64([1, 1])], { axis: attr.i(0) });
@@ -234,9 +256,47 @@ export class Nn {
     const qh = g.op('Transpose', [g.op('Reshape', [q, split])], { perm: attr.ints([0, 2, 1, 3]) }); // B,h,Lq,dh
     const kt = g.op('Transpose', [g.op('Reshape', [k, split])], { perm: attr.ints([0, 2, 3, 1]) }); // Bk,h,dh,Lk
     const vh = g.op('Transpose', [g.op('Reshape', [v, split])], { perm: attr.ints([0, 2, 1, 3]) }); // Bk,h,Lk,dh
-    const scores = this.mul(g.op('MatMul', [qh, kt]), this.scalarC(scale));
-    const out = g.op('MatMul', [this.softmax(scores), vh]); // B,h,Lq,dh
+    const block = (qb: string): string => {
+      const scores = this.mul(g.op('MatMul', [qb, kt], {}, { hint: attentionScoresHint(site) }), this.scalarC(scale));
+      return g.op('MatMul', [this.softmax(scores), vh]); // B,h,Lq',dh
+    };
+    const n = this.opts.attentionChunks?.[site] ?? 1;
+    const out = n > 1 ? this.queryBlocks(qh, n, block) : block(qh);
     return g.op('Reshape', [g.op('Transpose', [out], { perm: attr.ints([0, 2, 1, 3]) }), g.constI64([0, 0, heads * dimHead])]);
+  }
+
+  /**
+   * `fn` over n query blocks of qh [B, h, Lq, dh], joined again: each query row's softmax runs over all keys, so
+   * splitting the queries is exact (no online softmax needed) and bounds the scores at [B, h, ceil(Lq/n), Lk]. Lq is
+   * only known at run time (a temporal site's Lq is the frame count, 1 on a warm-up tick): the queries are padded with
+   * zero rows to n·ceil(Lq/n) so that each of the n blocks has at least one row, and the padding is sliced off after.
+   *
+   * One Slice per block and Concats of at most CONCAT_FAN_IN inputs, not one n-way Split and Concat: onnxruntime's
+   * WebGPU kernels bind every input and output of a node as a storage buffer, and a shader stage may bind only
+   * `maxStorageBuffersPerShaderStage` (8 by the spec's default; lavapipe: 16). A 32-way Split failed there.
+   */
+  private queryBlocks(qh: string, n: number, fn: (qBlock: string) => string): string {
+    const g = this.g;
+    const lq = g.op('Slice', [g.op('Shape', [qh]), g.constI64([2]), g.constI64([3])]);
+    const rows = g.op('Div', [g.op('Add', [lq, g.constI64([n - 1])]), g.constI64([n])]); // ceil(Lq / n)
+    const pad = g.op('Sub', [g.op('Mul', [rows, g.constI64([n])]), lq]);
+    const pads = g.op('Concat', [g.constI64([0, 0, 0, 0, 0, 0]), pad, g.constI64([0])], { axis: attr.i(0) });
+    const padded = g.op('Pad', [qh, pads]);
+    const axis = g.constI64([2]);
+    let parts = Array.from({ length: n }, (_, i) => {
+      const start = i === 0 ? g.constI64([0]) : g.op('Mul', [rows, g.constI64([i])]);
+      const end = g.op('Mul', [rows, g.constI64([i + 1])]);
+      return fn(g.op('Slice', [padded, start, end, axis]));
+    });
+    while (parts.length > 1) {
+      const next: string[] = [];
+      for (let i = 0; i < parts.length; i += CONCAT_FAN_IN) {
+        const group = parts.slice(i, i + CONCAT_FAN_IN);
+        next.push(group.length === 1 ? group[0] : g.op('Concat', group, { axis: attr.i(2) }));
+      }
+      parts = next;
+    }
+    return g.op('Slice', [parts[0], g.constI64([0]), lq, axis]);
   }
 
   /**

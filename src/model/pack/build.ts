@@ -25,6 +25,8 @@ import type { AttentionImpl, GroupNormImpl, Precision } from '../graphs/nn.ts';
 import { assertKeysMatch } from '../keys.ts';
 import { formsFor, type PackTarget } from './targets.ts';
 import { tensorLimitsFor } from '../analysis/tensor-bound.ts';
+import { chunkMap, planAttentionChunks, type AttentionChunkPlan, type LiveCallLister } from '../analysis/attention-chunks.ts';
+import { configGraphs, type GraphIo } from '../analysis/graph-source.ts';
 import { mergeLoraLazily } from '../lora.ts';
 import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
@@ -67,6 +69,12 @@ export interface PackBuildOptions {
   signal?: AbortSignal;
   /** Bound on any tensor of the pack's graphs at the live batch sizes (default: the target's; webgpu 2 GiB − 4 B). */
   maxTensorBytes?: number | null;
+  /**
+   * The live calls the graphs get (the engine's: src/engine/xportrait/tick-predict.ts `livePackCalls`). With a bound
+   * and MatMul attention, each attention site whose scores would pass the bound at those calls is built in query
+   * blocks (src/model/analysis/attention-chunks.ts). Absent: no site is chunked.
+   */
+  liveCalls?: LiveCallLister;
 }
 
 export type BuildProgress =
@@ -79,6 +87,8 @@ export interface PackBuildResult {
   dir: string;
   manifest: PackManifest;
   seconds: number;
+  /** The attention sites built in query blocks (null: no bound, fused attention, or no live calls given). */
+  attention: AttentionChunkPlan | null;
 }
 
 async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
@@ -156,6 +166,9 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
   if (opts.window.kind === 'fixed' && cfg.unet.motionModule && opts.window.frames > cfg.unet.motionModule.temporalPositionEncodingMaxLen) {
     throw new Error(`motion window ${opts.window.frames} exceeds temporal_position_encoding_max_len ${cfg.unet.motionModule.temporalPositionEncodingMaxLen} of ${configPath}`);
   }
+  const limits = tensorLimitsFor(target, o.maxTensorBytes);
+  const attention = limits.maxTensorBytes !== null && opts.attention === 'matmul' && o.liveCalls ? await planAttention(cfg, opts, graphs, limits.maxTensorBytes, o.liveCalls) : null;
+  if (attention) opts.attentionChunks = chunkMap(attention);
   const existing = await stat(out).catch(() => null);
   if (existing && !o.force) throw new Error(`${out} already exists (pass --force to replace it)`);
 
@@ -284,7 +297,7 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
       },
       config: { file: 'config.yaml', sha256: files['config.yaml'].sha256, values: configValues(cfg) },
       options: { precision: opts.precision, attention: opts.attention, groupNorm: opts.groupNorm, target, opset: DEFAULT_OPSET, debugOutputs: !!opts.debugOutputs },
-      limits: tensorLimitsFor(target, o.maxTensorBytes),
+      limits: opts.attentionChunks && Object.keys(opts.attentionChunks).length ? { ...limits, attentionChunks: opts.attentionChunks } : limits,
       layout: packLayout(cfg),
       motion: cfg.unet.motionModule
         ? {
@@ -305,13 +318,29 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
     } else {
       await rename(tmp, out);
     }
-    return { dir: out, manifest, seconds: (performance.now() - t0) / 1000 };
+    return { dir: out, manifest, seconds: (performance.now() - t0) / 1000, attention };
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
     throw err;
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);
   }
+}
+
+/**
+ * The query blocks each attention site needs at the pack's latent size and live batch sizes (structure-only builds
+ * without chunks, shapes inferred per call). The live window: a fixed window's frames, else 16 (the live default)
+ * within the motion modules' position table.
+ */
+async function planAttention(cfg: XPortraitConfig, opts: BuildOptions, graphs: GraphDef[], bound: number, liveCalls: LiveCallLister): Promise<AttentionChunkPlan> {
+  const all = configGraphs(cfg, opts);
+  const src = { ...all, names: () => graphs.map((d) => d.name) };
+  const ios: Record<string, GraphIo> = {};
+  for (const d of graphs) ios[d.name] = await src.io(d.name);
+  const layout = packLayout(cfg);
+  const mm = cfg.unet.motionModule;
+  const window = opts.window.kind === 'fixed' ? opts.window.frames : Math.min(16, mm?.temporalPositionEncoding ? mm.temporalPositionEncodingMaxLen : 16);
+  return planAttentionChunks(src, liveCalls(ios, { layout, latentH: cfg.latentSize, window }), { layout, latentH: cfg.latentSize, bound });
 }
 
 /** Temporary directories of earlier builds of `out` whose process is gone (killed hard) are removed. */

@@ -77,7 +77,17 @@ export const packSchema = z.object({
    * The largest tensor any graph may hold at the live batch sizes (`pack verify` checks it statically: one WebGPU
    * binding per tensor; src/model/analysis/tensor-bound.ts). Absent in older packs; null: no bound.
    */
-  limits: z.object({ maxTensorBytes: z.number().nullable(), basis: z.string() }).optional(),
+  limits: z
+    .object({
+      maxTensorBytes: z.number().nullable(),
+      basis: z.string(),
+      /**
+       * The query blocks `pack build` gave the attention sites whose scores would pass the bound (graph -> site ->
+       * blocks; src/model/analysis/attention-chunks.ts). Absent: none chunked.
+       */
+      attentionChunks: z.record(z.string(), z.record(z.string(), z.number().int().positive())).optional(),
+    })
+    .optional(),
   /** Sizes the engine needs (all derived from the config). */
   layout: z.object({
     latentChannels: z.number(),

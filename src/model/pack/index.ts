@@ -50,6 +50,10 @@ export function formatPackInfo(dir: string, m: PackManifest, o: { io?: boolean }
     const cost = targetMismatch(m.options, device);
     L.push(`  on ${device}: ${cost ?? 'same forms as a pack built for it'}`);
   }
+  if (m.limits) {
+    const chunks = Object.entries(m.limits.attentionChunks ?? {});
+    L.push(`  tensor bound ${m.limits.maxTensorBytes === null ? 'none' : formatBytes(m.limits.maxTensorBytes)} (${m.limits.basis})${chunks.length ? `; attention in query blocks: ${chunks.map(([g, sites]) => `${g} ${Object.keys(sites).length} site${Object.keys(sites).length === 1 ? '' : 's'} (up to ${Math.max(...Object.values(sites))} blocks)`).join(', ')}` : ''}`);
+  }
   const l = m.layout;
   L.push(`  latent ${l.latentChannels} ch, default ${l.latentSize}x${l.latentSize} (image x${l.vaeDownscale}; sides multiple of ${l.latentMultiple}), scale factor ${l.scaleFactor}, context [${l.contextTokens}, ${l.contextDim}]`);
   L.push(`  ${l.banks.length} bank tensors (C/ds: ${l.banks.map((b) => `${b.channels}/${b.ds}`).join(' ')}), ${l.residuals.length} control residuals`);
