@@ -8,11 +8,13 @@
  *
  *   npm run bench -- xportrait-predict [--xpp-config FILE] [--xpp-size 512] [--xpp-steps 1,2,4]
  *     [--xpp-policy window,kvcache] [--xpp-window 16] [--xpp-kv-window 16] [--xpp-sinks 2] [--xpp-guidance 1]
- *     [--xpp-forms fp16-matmul,fp16-mha,fp32-mha] [--xpp-compute-eff 0.4] [--xpp-memory-eff 0.7] [--xpp-launch-us 5]
+ *     [--xpp-forms fp16-matmul,fp16-matmul-blocks,fp16-mha,fp32-mha] [--xpp-compute-eff 0.4] [--xpp-memory-eff 0.7] [--xpp-launch-us 5]
  *     [--xpp-measured DEVICE_BENCH.json [--xpp-gpu h100-sxm|rtx4090|l4|m3-max]]
  *
- * Forms: the attention the pack holds. fp16-matmul is the default fp16 pack of every target (MatMul/Softmax with a
- * float32 softmax: the score matrix is materialised); fp16-mha is `--fp16 --attention mha` (fused attention, what a
+ * Forms: the attention the pack holds. fp16-matmul is the default fp16 pack of cuda/tensorrt/cpu (MatMul/Softmax with
+ * a float32 softmax: the score matrix is materialised); fp16-matmul-blocks the `--target webgpu --fp16` default, the
+ * same with its attention sites in the query blocks `pack build` plans for the 2 GiB − 4 B bound (same FLOPs, more
+ * nodes, smaller tensors); fp16-mha is `--fp16 --attention mha` (fused attention, what a
  * CUDA pack can run); fp32-mha the float32 cpu/cuda default.
  *
  * With `--xpp-measured` (a report of `npm run bench -- xportrait-device`, the suite's JSON or the whole report) the
@@ -23,8 +25,9 @@ import { readFileSync } from 'node:fs';
 import type { BenchContext } from '../run-suites.ts';
 import { defaultConfigPath, loadXPortraitConfig } from '../../model/config.ts';
 import { packLayout } from '../../model/pack/build.ts';
-import { configGraphs, costOfCall, type GraphSource } from '../../model/analysis/graph-source.ts';
-import { largestTensors, predictFirstFrame, predictTick, type TickPrediction } from '../../engine/xportrait/tick-predict.ts';
+import { configGraphs, costOfCall, type GraphIo, type GraphSource } from '../../model/analysis/graph-source.ts';
+import { chunkMap, planAttentionChunks } from '../../model/analysis/attention-chunks.ts';
+import { largestTensors, livePackCalls, predictFirstFrame, predictTick, type TickPrediction } from '../../engine/xportrait/tick-predict.ts';
 import { DEFAULT_EFFICIENCY, GPUS, PCIE, graphTime, type Efficiency } from '../../model/analysis/roofline.ts';
 import { WEBGPU_DEFAULT_BINDING_BYTES, WEBGPU_DESKTOP_BINDING_BYTES } from '../../model/analysis/tensor-bound.ts';
 import type { LivePolicy } from '../../engine/xportrait/live.ts';
@@ -35,7 +38,8 @@ function arg(args: string[], name: string): string | undefined {
 }
 
 const FORMS = {
-  'fp16-matmul': { precision: 'float16', attention: 'matmul', label: 'fp16, MatMul attention (default fp16 pack, every target)' },
+  'fp16-matmul': { precision: 'float16', attention: 'matmul', label: 'fp16, MatMul attention, no query blocks (cuda/tensorrt fp16 default)' },
+  'fp16-matmul-blocks': { precision: 'float16', attention: 'matmul', blocks: WEBGPU_DESKTOP_BINDING_BYTES, label: 'fp16, MatMul attention in query blocks for the 2 GiB − 4 B bound (--target webgpu --fp16 default)' },
   'fp16-mha': { precision: 'float16', attention: 'mha', label: 'fp16, fused MultiHeadAttention (--fp16 --attention mha)' },
   'fp32-mha': { precision: 'float32', attention: 'mha', label: 'float32, fused MultiHeadAttention (cpu/cuda float32 default)' },
   'fp32-matmul': { precision: 'float32', attention: 'matmul', label: 'float32, MatMul attention (webgpu float32 default)' },
@@ -59,7 +63,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const kvWindow = Number(arg(a, '--xpp-kv-window') ?? window);
   const sinkFrames = Number(arg(a, '--xpp-sinks') ?? 2);
   const guidance = Number(arg(a, '--xpp-guidance') ?? 1);
-  const forms = (arg(a, '--xpp-forms') ?? 'fp16-matmul,fp16-mha,fp32-mha').split(',') as Form[];
+  const forms = (arg(a, '--xpp-forms') ?? 'fp16-matmul,fp16-matmul-blocks,fp16-mha,fp32-mha').split(',') as Form[];
   for (const f of forms) if (!(f in FORMS)) throw new Error(`--xpp-forms: one of ${Object.keys(FORMS).join(', ')}, got ${f}`);
   const eff: Efficiency = {
     compute: Number(arg(a, '--xpp-compute-eff') ?? DEFAULT_EFFICIENCY.compute),
@@ -89,7 +93,15 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   const formResults: Record<string, unknown> = {};
   for (const form of forms) {
     const f = FORMS[form];
-    const src = configGraphs(cfg, { precision: f.precision, attention: f.attention, groupNorm: 'decomposed', window: { kind: 'batch' } });
+    const buildOpts = { precision: f.precision, attention: f.attention, groupNorm: 'decomposed', window: { kind: 'batch' } } as const;
+    let src = configGraphs(cfg, buildOpts);
+    if ('blocks' in f) {
+      // What `pack build` does for this bound: plan the query blocks at this size and the live batch sizes.
+      const ios: Record<string, GraphIo> = {};
+      for (const g of src.names()) ios[g] = await src.io(g);
+      const plan = await planAttentionChunks(src, livePackCalls(ios, { layout, latentH: latent, window }), { layout, latentH: latent, bound: f.blocks });
+      src = configGraphs(cfg, { ...buildOpts, attentionChunks: chunkMap(plan) });
+    }
     sources.set(form, src);
     const largest = await largestTensors(src, { layout, latentH: latent, window, sinkFrames, steps, guidance });
     const ticks: TickPrediction[] = [];
