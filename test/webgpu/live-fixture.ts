@@ -22,8 +22,8 @@ export interface LiveInputs {
 }
 
 /** Builds the tiny webgpu-target pack (with context.safetensors) into `packDir`. */
-export async function buildWebGpuTinyPack(packDir: string): Promise<void> {
-  await buildPack({ checkpoint: join(XP_TINY, 'checkpoint.th'), config: join(XP_TINY, 'config.yaml'), out: packDir, target: 'webgpu' });
+export async function buildWebGpuTinyPack(packDir: string, precision: 'float32' | 'float16' = 'float32'): Promise<void> {
+  await buildPack({ checkpoint: join(XP_TINY, 'checkpoint.th'), config: join(XP_TINY, 'config.yaml'), out: packDir, target: 'webgpu', precision });
   const ctx = tinyContext();
   await writeSafetensors(join(packDir, CONTEXT_FILE), [{ name: 'context', dtype: 'float32', shape: ctx.dims, data: float32ToBytes(ctx.data, 'float32') }]);
 }

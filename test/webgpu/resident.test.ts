@@ -7,7 +7,9 @@
  * - the host traffic the engine counted in its last (steady) tick equals the formulas of tick-cost.ts for the tiny
  *   shapes: `residentTraffic` for the resident session, `hostTraffic` for the host one — and the resident one is the
  *   smaller;
- * - closing the session releases every GPU buffer it made (its ledger counts none live).
+ * - closing the session releases every GPU buffer it made (its ledger counts none live);
+ * - an fp16 pack (window policy): eps comes down as float16 (the pack computes it in float16, so nothing is lost):
+ *   the frames as on the host-state path on that pack, the traffic `residentTraffic(…, { epsHalf: true })`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -57,8 +59,8 @@ interface Run {
   closed: Extra;
 }
 
-async function live(resident: 'on' | 'off', options: Record<string, unknown>): Promise<Run> {
-  const e = await loadEngine('xportrait', { logger: silentLogger(), options: { pack: packDir, threads: 2, device: 'webgpu', resident, ...options } });
+async function live(resident: 'on' | 'off', options: Record<string, unknown>, pack = packDir): Promise<Run> {
+  const e = await loadEngine('xportrait', { logger: silentLogger(), options: { pack, threads: 2, device: 'webgpu', resident, ...options } });
   engines.push(e);
   const s = await e.createSession({ portrait: inputs.portrait, portraitFace: inputs.portraitFace, outputWidth: 64, outputHeight: 64, logger: silentLogger() });
   let steady: Extra = {};
@@ -124,6 +126,31 @@ describeWebGpu('device-resident live tick on WebGPU (tiny pack, real media)', ()
       expect(dev.closed['gpu.liveBuffers']).toBe(0);
     }, 600_000);
   }
+
+  it('an fp16 pack: eps rows come down as float16, the frames as on the host-state path, the formula with epsHalf', async () => {
+    const fp16Dir = join(tmp, 'pack-fp16');
+    await buildWebGpuTinyPack(fp16Dir, 'float16');
+    const options = { policy: 'window', steps: STEPS, window: WINDOW };
+    const host = await live('off', options, fp16Dir);
+    const dev = await live('on', options, fp16Dir);
+    expect(dev.frames.length).toBe(FRAMES);
+    const d = dev.frames.map((f, i) => byteDiff(f.data, host.frames[i].data));
+    process.stdout.write(`\nfp16 window: resident vs host frames, max ${d.map((x) => x.max).join(' ')}; mean ${d.map((x) => x.mean.toFixed(4)).join(' ')}; steady device->host ${dev.steady['traffic.deviceToHostBytesLastTick']} B\n`);
+    for (const x of d) {
+      expect(x.max).toBeLessThanOrEqual(RESIDENT_MAX_ABS);
+      expect(x.mean).toBeLessThanOrEqual(RESIDENT_MEAN_ABS);
+    }
+    const m = await readPackManifest(fp16Dir);
+    const graphs = Object.fromEntries(Object.entries(m.graphs).map(([g, e]) => [g, { inputs: e.inputs, outputs: e.outputs }]));
+    const calls = liveTickCalls({ policy: 'window', steps: STEPS, window: WINDOW, sinkFrames: 1, latentH: 8, layout: m.layout, graphs });
+    const half = residentTraffic(calls, { epsHalf: true });
+    const full = residentTraffic(calls);
+    expect(dev.steady['traffic.deviceToHostBytesLastTick']).toBe(half.deviceToHost);
+    expect(dev.steady['traffic.hostToDeviceBytesLastTick']).toBe(half.hostToDevice);
+    // The eps rows at half the bytes: 2 items (2 steps) x 4 x 8 x 8 values x 2 bytes less than float32.
+    expect(full.deviceToHost - half.deviceToHost).toBe(STEPS * 4 * 8 * 8 * 2);
+    expect(dev.closed['gpu.liveBuffers']).toBe(0);
+  }, 600_000);
 
   it('the device bench runs the resident path on webgpu as the engine does: traffic per steady tick = formula, no buffer left', async () => {
     const dir = mkdtempSync(join(os.tmpdir(), 'xpd-resident-'));

@@ -202,7 +202,7 @@ async function liveRun(pack: LoadedPack, o: { steps: number; frames: number; pol
   // A resident pack (webgpu): the state stays in GPU buffers (resident-denoiser.ts), as the engine runs it there.
   const device = pack.deviceOps ? new DeviceTensors(pack.deviceOps, net.traffic) : undefined;
   const denoiser: NetworkDenoiser = device
-    ? new ResidentLiveDenoiser({ net, device, policy: o.policy, refs: [{ key: 'bench', z: zRef }], latentDims: pack.latentDims, kvSites: pack.kvSites })
+    ? new ResidentLiveDenoiser({ net, device, policy: o.policy, refs: [{ key: 'bench', z: zRef }], latentDims: pack.latentDims, kvSites: pack.kvSites, epsHalf: pack.manifest.options.precision === 'float16' })
     : new LiveNetworkDenoiser({ net, caches, policy: o.policy, portraitKey: 'bench', zRef, latentDims: pack.latentDims, kvSites: pack.kvSites });
   const decodeFrame = async (latent: Float32Array) => {
     if (!device) return void (await net.decode({ data: latent, dims: [1, ...pack.latentDims] }));

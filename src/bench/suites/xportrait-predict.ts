@@ -108,7 +108,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     for (const policy of policies) {
       for (const k of steps) {
         const w = policy === 'kvcache' ? kvWindow : window;
-        ticks.push(await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, efficiency: eff }));
+        ticks.push(await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, efficiency: eff, epsHalf: f.precision === 'float16' }));
       }
     }
     formResults[form] = {
@@ -150,12 +150,13 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
   // Host traffic per tick, today's path: the same on every provider (the runner feeds every input from host memory).
   {
     const src = sources.get(forms[0])!;
+    const epsHalf = FORMS[forms[0]].precision === 'float16';
     md.push(`#### Host traffic per tick at ${size}², today's path (every provider: cpu, cuda/tensorrt, webgpu)`, '', '| policy | steps | host→device MB/tick | device→host MB/tick | per output frame (1 per tick) | transfers up/down | PCIe 4.0 x16 ms | PCIe 5.0 x16 ms |', '|---|---|---|---|---|---|---|---|');
     const traffic: unknown[] = [];
     for (const policy of policies) {
       for (const k of steps) {
         const w = policy === 'kvcache' ? kvWindow : window;
-        const t = await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, gpus: [] });
+        const t = await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, gpus: [], epsHalf });
         const both = t.traffic.hostToDevice + t.traffic.deviceToHost;
         const g4 = (both / (PCIE.gen4.effectiveGBs * 1e9)) * 1e3;
         const g5 = (both / (PCIE.gen5.effectiveGBs * 1e9)) * 1e3;
@@ -171,7 +172,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     for (const policy of policies) {
       for (const k of steps) {
         const w = policy === 'kvcache' ? kvWindow : window;
-        const t = await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, gpus: [] });
+        const t = await predictTick(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, gpus: [], epsHalf });
         const r = t.residentTraffic;
         const g4 = ((r.hostToDevice + r.deviceToHost) / (PCIE.gen4.effectiveGBs * 1e9)) * 1e3;
         const top = Object.entries(r.perGraph)
@@ -191,7 +192,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     for (const policy of policies) {
       for (const k of steps) {
         const w = policy === 'kvcache' ? kvWindow : window;
-        const f = await predictFirstFrame(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, efficiency: eff });
+        const f = await predictFirstFrame(src, { policy, steps: k, window: w, sinkFrames, guidance, latentH: latent, layout, efficiency: eff, epsHalf });
         firstFrame.push({ policy, steps: k, window: w, ticks: f.ticks, gpus: f.gpus.map((g) => ({ gpu: g.gpu, setupMs: r1(g.setupMs), ticksMs: r1(g.ticksMs), hostMs: r1(g.hostMs), residentHostMs: r1(g.residentHostMs, 2), firstFrameMs: r1(g.firstFrameMs), firstFrameResidentMs: r1(g.firstFrameResidentMs) })) });
         md.push(`| ${policy} (W ${w}) | ${k} | ${f.ticks} | ${f.gpus.map((g) => `${r1(g.firstFrameMs, 0)} / ${r1(g.firstFrameResidentMs, 0)}`).join(' | ')} |`);
       }

@@ -10,10 +10,11 @@
  *   traffic counter.
  *
  * Never `getData()` a gpu-buffer tensor: in onnxruntime-node 1.30 it ends the process natively. Data comes back to
- * the host only as outputs of sessions placed on the CPU (`rgb8`, the UNet's `eps`).
+ * the host only as outputs of sessions placed on the CPU (`rgb8`, `take`: the UNet's eps rows).
  */
 import * as ort from 'onnxruntime-node';
-import { addGraph, hints8Graph, rgb8Graph, rowsGraph, stackGraph, stackKey, uploadGraph, type StackSite } from '../../model/graphs/device-ops.ts';
+import { bytesToFloat32 } from '../../model/checkpoint/index.ts';
+import { addGraph, hints8Graph, rgb8Graph, rowsGraph, stackGraph, stackKey, takeGraph, uploadGraph, type StackSite } from '../../model/graphs/device-ops.ts';
 import type { TrafficCounter } from './traffic.ts';
 
 const ELEM_BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1 };
@@ -188,6 +189,18 @@ export class DeviceTensors {
     const t = (d: Uint8Array) => new ort.Tensor('uint8', d, [1, size, size, 3]);
     const out = await this.#run('ops.hints8', 'hints8', hints8Graph, { pose: t(pose), local: t(local) });
     return { pose: out.pose_f, local: out.local_f };
+  }
+
+  /**
+   * Rows [start, end) of a device batch, downloaded (as float16 on the wire when `half`; returned as float32). The
+   * input is not released.
+   */
+  async take(t: ort.Tensor, start: number, end: number, half: boolean): Promise<Float32Array> {
+    const i64 = (v: number) => new ort.Tensor('int64', BigInt64Array.of(BigInt(v)), [1]);
+    const out = (await this.#run('ops.take', `take:${t.dims.length}:${half ? 'f16' : 'f32'}`, () => takeGraph(t.dims.length, half), { in: t, start: i64(start), end: i64(end) }, 'cpu')).out;
+    if (!half) return out.data as Float32Array;
+    const bits = out.data as Uint16Array;
+    return bytesToFloat32(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength), 'float16');
   }
 
   /** The decoder's image [1, 3, H, W] on the device -> uint8 RGB (H·W·3 bytes), the only download of a frame. */

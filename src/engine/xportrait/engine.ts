@@ -411,6 +411,7 @@ class LiveSamplerSession extends BaseSession {
         refs: [{ key: portrait.key, z: portrait.z }, ...portrait.extras],
         latentDims: p.latentDims,
         kvSites: p.kvSites,
+        epsHalf: p.manifest.options.precision === 'float16',
       });
     } else {
       this.#denoiser = new LiveNetworkDenoiser({

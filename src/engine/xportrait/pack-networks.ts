@@ -70,13 +70,13 @@ export interface OpenPackOptions extends ProviderOptions {
 }
 
 /**
- * Where each graph of a device-resident pack puts its outputs: everything the live tick keeps (reference banks, hint
- * features, ControlNet residuals, the kvcache's new keys/values, the decoded image) stays in GPU buffers; the UNet's
- * eps comes to the host, where the LCM step runs; the VAE encoder's latent (once per portrait) too.
+ * Where each graph of a device-resident pack puts its outputs: everything the live tick keeps or passes on (reference
+ * banks, hint features, ControlNet residuals, the kvcache's new keys/values, the UNet's eps, the decoded image) stays
+ * in GPU buffers; only the rows of eps the LCM step needs come to the host (device-ops `take`), and the VAE encoder's
+ * latent (once per portrait).
  */
-export function residentPlacement(graph: string, outputs: readonly string[]): 'gpu-buffer' | 'cpu' | Record<string, 'gpu-buffer' | 'cpu'> {
+export function residentPlacement(graph: string, _outputs: readonly string[]): 'gpu-buffer' | 'cpu' | Record<string, 'gpu-buffer' | 'cpu'> {
   if (graph === 'vae_encoder') return 'cpu';
-  if (graph.startsWith('unet_')) return Object.fromEntries(outputs.map((o) => [o, o === 'eps' ? 'cpu' : 'gpu-buffer']));
   return 'gpu-buffer';
 }
 

@@ -12,10 +12,13 @@
  * - `kvcache`: each frame's keys/values per level and branch, split into rows and stacked into the next ticks'
  *   past keys/values on the device.
  *
- * Per tick the host uploads only what is new: the batch latents x and timesteps, the new frame's two hint images (as
- * 8-bit RGB, made float on the device),
- * the kvcache positions and mask, and the small int64 shapes of the rearranging graphs; it downloads the UNet's eps
- * (the LCM step runs on the host) and, per output frame, the decoded image as 8-bit RGB. Every GPU buffer is owned by
+ * - `window`: a clean context frame's latent, kept per frame (uploaded once, the tick it joins the context).
+ *
+ * Per tick the host uploads only what is new: the latents of the frames being denoised (the LCM step runs on the
+ * host and changes them) and the timesteps, the new frame's two hint images (as 8-bit RGB, made float on the device),
+ * the kvcache positions and mask, and the small int64 shapes of the rearranging graphs; it downloads only the rows of
+ * the UNet's eps that the LCM step uses (not the context frames': device-ops `take`; as float16 from an fp16 pack,
+ * which computes eps in float16) and, per output frame, the decoded image as 8-bit RGB. Every GPU buffer is owned by
  * the session's `GpuLedger` and released when its frame retires or the session closes.
  */
 import * as ort from 'onnxruntime-node';
@@ -35,6 +38,8 @@ export interface ResidentDenoiserOptions {
   refs: readonly ReferenceLatent[];
   latentDims: [number, number, number];
   kvSites?: KvSiteShape[];
+  /** Download eps as float16 (an fp16 pack: its eps is float16 before the graph's edge casts it; nothing is lost). */
+  epsHalf?: boolean;
 }
 
 type Branch = 'cond' | 'uncond';
@@ -54,6 +59,8 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
   readonly bankBatches: CountingCache<ort.Tensor[]>;
   /** Summed ControlNet residuals of clean context frames, [1, ...] per site, per frame. */
   readonly contextControl: CountingCache<ort.Tensor[]>;
+  /** The latent of each clean context frame, [1, c, h, w] (`window`): uploaded once, when the frame joins the context. */
+  readonly contextLatents: CountingCache<ort.Tensor[]>;
   /** kvcache: `${branch}|${seq}|${level}` -> [1, tokens, dim] per site (keys, values). */
   readonly #kv = new Map<string, { k: ort.Tensor[]; v: ort.Tensor[] }>();
   /** kvcache: one zero row per site, the padding when no item of a batch has cached keys yet. */
@@ -69,6 +76,7 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     this.banks = new CountingCache<ort.Tensor[]>('bank', { sizeOf: gpuBytes, onEvict: release });
     this.bankBatches = new CountingCache<ort.Tensor[]>('bankBatch', { sizeOf: gpuBytes, maxEntries: 2, onEvict: release });
     this.contextControl = new CountingCache<ort.Tensor[]>('contextControl', { sizeOf: gpuBytes, onEvict: release });
+    this.contextLatents = new CountingCache<ort.Tensor[]>('contextLatent', { sizeOf: gpuBytes, onEvict: release });
   }
 
   #contextTensor(): Promise<ort.Tensor> {
@@ -104,6 +112,7 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
       if (h) this.#dev.ledger.release([h.pose, h.local]);
       this.#hints.delete(seq);
       this.contextControl.delete(String(seq));
+      this.contextLatents.delete(String(seq));
       for (const [key, e] of [...this.#kv]) {
         if (key.split('|')[1] !== String(seq)) continue;
         this.#dev.ledger.release([...e.k, ...e.v]);
@@ -116,37 +125,84 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     const items = req.plan.items;
     const B = items.length;
     const { latentDims } = this.#o;
-    const x = new ort.Tensor('float32', req.x, [B, ...latentDims]);
+    const fs = latentDims[0] * latentDims[1] * latentDims[2];
     const t = new ort.Tensor('int64', BigInt64Array.from(items, (it) => BigInt(it.t)), [B]);
     const context = await this.#contextTensor();
-    const banks = await this.#banks(items);
-    const control = await this.#controlFor(items, req.x);
-    const temporaries: ort.Tensor[] = [...control];
+    const temporaries: ort.Tensor[] = [];
     try {
-      const feeds: Record<string, ort.Tensor> = { x_t: x, t, context };
+      const banks = await this.#banks(items);
+      const xs = await this.#latents(items, req.x, temporaries);
+      const control = await this.#controlFor(items, req.x, xs.rows);
+      temporaries.push(...control);
+      const feeds: Record<string, ort.Tensor> = { x_t: xs.batch, t, context };
       banks.forEach((b, i) => (feeds[`bank.${two(i)}`] = b));
       control.forEach((c, i) => (feeds[`control.${two(i)}`] = c));
+      // The items the LCM step updates: the denoised ones, after the context frames in a window batch.
+      const first = items.findIndex((it) => it.kind === 'denoise');
+      const from = first < 0 ? B : first;
+      const epsRows = async (eps: ort.Tensor): Promise<Float32Array> => {
+        temporaries.push(eps);
+        const out = new Float32Array(B * fs);
+        if (from < B) out.set(await this.#dev.take(eps, from, B, !!this.#o.epsHalf), from * fs);
+        return out;
+      };
       if (this.#o.policy === 'window') {
-        const cond = (await this.#run('unet_cond', feeds, ['eps'], ['eps'])).eps.data as Float32Array;
-        const uncond = req.wantUncond ? ((await this.#run('unet_uncond', { x_t: x, t, context }, ['eps'], ['eps'])).eps.data as Float32Array) : undefined;
+        const cond = await epsRows((await this.#run('unet_cond', feeds, ['eps'])).eps);
+        const uncond = req.wantUncond ? await epsRows((await this.#run('unet_uncond', { x_t: xs.batch, t, context }, ['eps'])).eps) : undefined;
         return { cond, uncond };
       }
       const kvc = await this.#kvFeeds(items, 'cond');
       temporaries.push(...kvc.temporaries);
-      const rc = await this.#run('unet_cond_kv', { ...feeds, ...kvc.feeds }, ['eps', ...kvc.outputs], ['eps']);
+      const rc = await this.#run('unet_cond_kv', { ...feeds, ...kvc.feeds }, ['eps', ...kvc.outputs]);
       await this.#storeKv(items, 'cond', rc);
+      const cond = await epsRows(rc.eps);
       let uncond: Float32Array | undefined;
       if (req.wantUncond) {
         const kvu = await this.#kvFeeds(items, 'uncond');
         temporaries.push(...kvu.temporaries);
-        const ru = await this.#run('unet_uncond_kv', { x_t: x, t, context, ...kvu.feeds }, ['eps', ...kvu.outputs], ['eps']);
+        const ru = await this.#run('unet_uncond_kv', { x_t: xs.batch, t, context, ...kvu.feeds }, ['eps', ...kvu.outputs]);
         await this.#storeKv(items, 'uncond', ru);
-        uncond = ru.eps.data as Float32Array;
+        uncond = await epsRows(ru.eps);
       }
-      return { cond: rc.eps.data as Float32Array, uncond };
+      return { cond, uncond };
     } finally {
       this.#dev.ledger.release(temporaries);
     }
+  }
+
+  /**
+   * The batch latents [B, c, h, w], uploaded once per tick and handed to the ControlNets and the UNets from the device
+   * (`rows`: the uploaded item indices and their [n, ...] tensor). Without context frames every row is new each tick:
+   * the batch goes up as it is. With context frames (`window`) only the rows not yet on the device go up: the frames
+   * joining the context (then kept per frame) and the frames being denoised; the batch is stacked on the device.
+   */
+  async #latents(items: readonly BatchItem[], x: Float32Array, temporaries: ort.Tensor[]): Promise<{ batch: ort.Tensor; rows?: { idx: number[]; t: ort.Tensor } }> {
+    const { latentDims } = this.#o;
+    const B = items.length;
+    const ctx = items.flatMap((it, i) => (it.kind === 'context' ? [i] : []));
+    if (ctx.length === 0) {
+      const all = await this.#dev.upload(new ort.Tensor('float32', x, [B, ...latentDims]));
+      temporaries.push(all);
+      return { batch: all, rows: { idx: items.map((_, i) => i), t: all } };
+    }
+    const newCtx = ctx.filter((i) => !this.contextLatents.has(String(items[i].seq)));
+    const idx = [...newCtx, ...items.flatMap((it, i) => (it.kind === 'denoise' ? [i] : []))];
+    const perItem: ort.Tensor[] = new Array(B);
+    let up: ort.Tensor | undefined;
+    if (idx.length) {
+      up = await this.#dev.upload(hostRows(x, idx, latentDims));
+      temporaries.push(up);
+      const [rows] = await this.#dev.rows([up], idx.length);
+      idx.forEach((i, j) => {
+        perItem[i] = rows[j];
+        if (items[i].kind === 'context') this.contextLatents.set(String(items[i].seq), [rows[j]]);
+        else temporaries.push(rows[j]);
+      });
+    }
+    for (const i of ctx) perItem[i] ??= (this.contextLatents.get(String(items[i].seq)) as ort.Tensor[])[0];
+    const [batch] = await this.#dev.stack([perItem], [[B, ...latentDims]]);
+    temporaries.push(batch);
+    return { batch, rows: up && { idx, t: up } };
   }
 
   /** The joined bank at timestep t (computed once per session and t). */
@@ -197,13 +253,13 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     return out;
   }
 
-  /** Pose + local residuals of items `idx`, [n, ...] per site (new tensors: the caller releases them). */
-  async #residuals(items: readonly BatchItem[], idx: readonly number[], x: Float32Array): Promise<ort.Tensor[]> {
-    const { latentDims } = this.#o;
-    const fs = latentDims[0] * latentDims[1] * latentDims[2];
-    const xs = new Float32Array(idx.length * fs);
-    idx.forEach((i, j) => xs.set(x.subarray(i * fs, (i + 1) * fs), j * fs));
-    const xt = new ort.Tensor('float32', xs, [idx.length, ...latentDims]);
+  /**
+   * Pose + local residuals of items `idx`, [n, ...] per site (new tensors: the caller releases them). Their latents
+   * come from `onDevice` when it holds exactly these rows, else from the host batch.
+   */
+  async #residuals(items: readonly BatchItem[], idx: readonly number[], x: Float32Array, onDevice?: { idx: number[]; t: ort.Tensor }): Promise<ort.Tensor[]> {
+    const same = onDevice && onDevice.idx.length === idx.length && onDevice.idx.every((v, j) => v === idx[j]);
+    const xt = same ? onDevice.t : hostRows(x, idx, this.#o.latentDims);
     const t = new ort.Tensor('int64', BigInt64Array.from(idx, (i) => BigInt(items[i].t)), [idx.length]);
     const seqs = idx.map((i) => items[i].seq);
     const context = await this.#contextTensor();
@@ -226,15 +282,15 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
   }
 
   /** Summed residuals for every item, [B, ...] per site, in item order (new tensors: released after the tick). */
-  async #controlFor(items: readonly BatchItem[], x: Float32Array): Promise<ort.Tensor[]> {
+  async #controlFor(items: readonly BatchItem[], x: Float32Array, onDevice?: { idx: number[]; t: ort.Tensor }): Promise<ort.Tensor[]> {
     const denoise = items.flatMap((it, i) => (it.kind === 'denoise' ? [i] : []));
     const context = items.flatMap((it, i) => (it.kind === 'context' ? [i] : []));
-    if (context.length === 0) return this.#residuals(items, denoise, x);
+    if (context.length === 0) return this.#residuals(items, denoise, x, onDevice);
     const newCtx = context.filter((i) => !this.contextControl.has(String(items[i].seq)));
     const both = [...newCtx, ...denoise];
     let rows: ort.Tensor[][] = [];
     if (both.length) {
-      const r = await this.#residuals(items, both, x);
+      const r = await this.#residuals(items, both, x, onDevice);
       try {
         rows = await this.#dev.rows(r, both.length);
       } finally {
@@ -336,7 +392,7 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
   }
 
   cacheStats(): CacheStats[] {
-    return [this.contextControl.stats(), this.bankBatches.stats(), this.banks.stats()];
+    return [this.contextControl.stats(), this.contextLatents.stats(), this.bankBatches.stats(), this.banks.stats()];
   }
 
   /** Releases every GPU buffer this session holds (the ledger then counts none live). */
@@ -345,6 +401,7 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     this.bankBatches.clear();
     this.banks.clear();
     this.contextControl.clear();
+    this.contextLatents.clear();
     if (this.#zeros) this.#dev.ledger.release(this.#zeros);
     this.#zeros = undefined;
     const ctx = await this.#context?.catch(() => undefined);
@@ -352,4 +409,12 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     this.#context = undefined;
     this.#dev.ledger.releaseAll();
   }
+}
+
+/** Rows `idx` of a host batch [B, ...dims] as one host tensor [n, ...dims]. */
+function hostRows(x: Float32Array, idx: readonly number[], dims: readonly number[]): ort.Tensor {
+  const fs = dims.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(idx.length * fs);
+  idx.forEach((i, j) => out.set(x.subarray(i * fs, (i + 1) * fs), j * fs));
+  return new ort.Tensor('float32', out, [idx.length, ...dims]);
 }

@@ -213,11 +213,15 @@ const shapeFeedBytes = (rank: number) => 8 * rank;
 
 /**
  * The device-resident path (resident-denoiser.ts), steady state: uploads are the graph feeds in `RESIDENT_HOST_FEEDS`,
- * the hint encoders' images as 8-bit RGB (one byte per value, made float by the `hints8` graph on the device), plus the result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch
- * when context frames join it; the kvcache's past keys/values); downloads are the UNet's eps and the decoded frame as
- * 8-bit RGB (H x W x 3 bytes, made by the `rgb8` graph on the device).
+ * the hint encoders' images as 8-bit RGB (one byte per value, made float by the `hints8` graph on the device), plus the
+ * result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch when context
+ * frames join it; the kvcache's past keys/values). The batch latents go up once per tick (`upload`) and every graph
+ * takes them from the device; with context frames (`window`) only the rows not yet there (the frames being denoised
+ * and the one joining the context: the ControlNet bodies' batch), and the batch is stacked on the device (one shape). Downloads are the rows of each UNet call's eps that the LCM step uses (the denoised items; `take`,
+ * with its two int64 bounds up; float16 when `epsHalf`) and the decoded frame as 8-bit RGB (H x W x 3 bytes, made by
+ * the `rgb8` graph on the device).
  */
-export function residentTraffic(t: TickCalls): HostTraffic {
+export function residentTraffic(t: TickCalls, o: { epsHalf?: boolean } = {}): HostTraffic {
   const perGraph: HostTraffic['perGraph'] = {};
   let up = 0;
   let down = 0;
@@ -233,10 +237,17 @@ export function residentTraffic(t: TickCalls): HostTraffic {
     downloads += nd;
   };
   const hasContext = t.plan.items.some((it) => it.kind === 'context');
+  const denoised = t.plan.items.filter((it) => it.kind === 'denoise').length;
+  // The latents go up once per tick (`upload`) and every graph takes them from the device: no x_t feed from the host.
+  const fromHost = (name: string) => RESIDENT_HOST_FEEDS.has(name) && name !== 'x_t';
+  const xOf = (prefix: string) => t.calls.find((c) => c.graph.startsWith(prefix))?.feeds.find((f) => f.name === 'x_t');
+  // With context frames, the rows that go up are the ControlNet bodies' batch, and the batch is stacked on the device.
+  const x = hasContext ? xOf('cn_body_') : xOf('unet_');
+  if (x) add('ops.upload', x.bytes, 0, 1, 0);
+  if (x && hasContext) add('ops.stack', shapeFeedBytes(x.shape.length), 0, 1, 0);
   for (const c of t.calls) {
-    const host = c.feeds.filter((f) => RESIDENT_HOST_FEEDS.has(f.name));
-    const eps = c.fetches.filter((f) => f.name === 'eps');
-    add(c.graph, host.reduce((s, f) => s + f.bytes, 0), eps.reduce((s, f) => s + f.bytes, 0), host.length, eps.length);
+    const host = c.feeds.filter((f) => fromHost(f.name));
+    add(c.graph, host.reduce((s, f) => s + f.bytes, 0), 0, host.length, 0);
     if (c.graph.startsWith('cn_hint_')) {
       const hint = c.feeds.find((f) => f.name === 'hint');
       if (hint) add('ops.hints8', hint.shape.reduce((a, b) => a * b, 1), 0, 1, 0);
@@ -252,6 +263,11 @@ export function residentTraffic(t: TickCalls): HostTraffic {
     if (c.graph.endsWith('_kv')) {
       const past = c.feeds.filter((f) => f.name.startsWith('kv_past_'));
       add('ops.stack', past.reduce((s, f) => s + shapeFeedBytes(f.shape.length), 0), 0, past.length, 0);
+    }
+    const eps = c.fetches.find((f) => f.name === 'eps');
+    if (eps && denoised > 0) {
+      const rowValues = eps.shape.slice(1).reduce((a, b) => a * b, 1);
+      add('ops.take', 16, denoised * rowValues * (o.epsHalf ? 2 : 4), 2, 1);
     }
     if (c.graph === 'vae_decoder') {
       const image = c.fetches.find((f) => f.name === 'image');

@@ -54,6 +54,8 @@ export interface PredictOptions {
   efficiency?: Efficiency;
   /** Extra reference photos: their banks join the main one's along the token axis (longer bank inputs). */
   extraRefs?: number;
+  /** The device-resident path downloads eps as float16 (an fp16 pack; residentTraffic). */
+  epsHalf?: boolean;
 }
 
 export async function predictTick(src: GraphSource, o: PredictOptions): Promise<TickPrediction> {
@@ -61,7 +63,7 @@ export async function predictTick(src: GraphSource, o: PredictOptions): Promise<
   for (const g of src.names()) graphs[g] = await src.io(g);
   const tick = liveTickCalls({ ...o, graphs });
   const traffic = hostTraffic(tick);
-  const resident = residentTraffic(tick);
+  const resident = residentTraffic(tick, { epsHalf: o.epsHalf });
   const calls: CallCost[] = [];
   for (const c of tick.calls) calls.push(await costOfCall(src, c, o.layout, o.latentH, o.latentW, o.extraRefs ?? 0));
   const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
@@ -193,7 +195,7 @@ export async function predictFirstFrame(src: GraphSource, o: PredictOptions): Pr
   const setupHost = hostTraffic({ plan: ff.ticks[0].plan, calls: ff.setup, framesOut: 0 });
   const setupResidentBytes = ff.setup.reduce((s, c) => s + c.feeds.filter((f) => f.name !== 'context').reduce((a, f) => a + f.bytes, 0) + (c.graph === 'vae_encoder' ? c.fetches.reduce((a, f) => a + f.bytes, 0) : 0), 0);
   const host = ff.ticks.map(hostTraffic);
-  const resident = ff.ticks.map(residentTraffic);
+  const resident = ff.ticks.map((t) => residentTraffic(t, { epsHalf: o.epsHalf }));
   const sumBytes = (ts: HostTraffic[]) => ts.reduce((s, t) => s + t.hostToDevice + t.deviceToHost, 0);
   const eff = o.efficiency ?? DEFAULT_EFFICIENCY;
   return {

@@ -8,6 +8,7 @@
  *   rows     one tensor per site, split into its n batch rows ([1, ...] each)
  *   add      a + b per site (the pose and local ControlNet residuals)
  *   upload   identity: a host tensor made device-resident once (the text context)
+ *   take     rows [start, end) of a batch, optionally as float16: the UNet's eps rows the LCM step needs (a download)
  *   rgb8     the decoder's image [1, 3, H, W] (any range) -> uint8 RGB [1, H, W, 3]: the one download of a frame
  *   hints8   the two hint images as uploaded, uint8 RGB [1, S, S, 3] -> float [1, 3, S, S] in [-1, 1]
  *
@@ -73,6 +74,19 @@ export function uploadGraph(rank: number): Uint8Array {
   const g = new GraphBuilder(`upload_${rank}`, new MemorySink());
   const x = g.input('in', 'float32', dims('d', rank));
   g.output(g.op('Identity', [x]), 'out', 'float32', dims('d', rank));
+  return encodeModel(g);
+}
+
+/**
+ * `out = in[start:end]` along axis 0 (`start`, `end`: int64 [1]), cast to float16 when `half`: placed on the CPU, it is
+ * a download of just those rows. An fp16 pack's UNet computes eps in float16 and casts it to float32 at the graph's
+ * edge, so the float16 download loses nothing and halves the bytes.
+ */
+export function takeGraph(rank: number, half: boolean): Uint8Array {
+  const g = new GraphBuilder(`take_${rank}${half ? '_f16' : ''}`, new MemorySink());
+  const x = g.input('in', 'float32', dims('d', rank));
+  const rows = g.op('Slice', [x, g.input('start', 'int64', [1]), g.input('end', 'int64', [1]), g.constI64([0])]);
+  g.output(half ? g.op('Cast', [rows], { to: attr.i(10) }) : rows, 'out', half ? 'float16' : 'float32', ['n', ...dims('d', rank).slice(1)]);
   return encodeModel(g);
 }
 
