@@ -54,8 +54,8 @@ describe('warp on a worker thread', () => {
   });
 
   it('makes the same pictures as inline, with their ids and times, and the same stats', async () => {
-    const inline = await loadEngine('warp', { logger: silentLogger(), options: { thread: 'false' } });
-    const threaded = await loadEngine('warp', { logger: silentLogger(), options: {} });
+    const inline = await loadEngine('warp', { logger: silentLogger(), options: {} });
+    const threaded = await loadEngine('warp', { logger: silentLogger(), options: { thread: 'true' } });
     engines.push(inline, threaded);
     expect(inline).toBeInstanceOf(WarpEngine);
     expect(threaded).toBeInstanceOf(WorkerEngine);
