@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { livePackCalls } from '../../src/engine/xportrait/tick-predict.ts';
 import { XPORTRAIT_CASE_RUNNERS } from '../../src/engine/xportrait/conformance.ts';
 import { chunkMap, planAttentionChunks, queryBlocks } from '../../src/model/analysis/attention-chunks.ts';
-import { configGraphs, packGraphs, type GraphIo } from '../../src/model/analysis/graph-source.ts';
+import { configGraphs, packGraphs } from '../../src/model/analysis/graph-source.ts';
 import { WEBGPU_DEFAULT_BINDING_BYTES, WEBGPU_DESKTOP_BINDING_BYTES } from '../../src/model/analysis/tensor-bound.ts';
 import { defaultConfigPath, loadXPortraitConfig } from '../../src/model/config.ts';
 import { runConformance, relL2, type CaseResult } from '../../src/model/conformance/runner.ts';
@@ -33,10 +33,7 @@ describe('attention plan at 512² (full-size default config, structure only)', (
   const layout = packLayout(cfg);
   const opts = { precision: 'float16', attention: 'matmul', groupNorm: 'decomposed', window: { kind: 'batch' } } as const;
   const plan = async (bound: number) => {
-    const src = configGraphs(cfg, opts);
-    const ios: Record<string, GraphIo> = {};
-    for (const g of src.names()) ios[g] = await src.io(g);
-    return planAttentionChunks(src, livePackCalls(ios, { layout, latentH: cfg.latentSize, window: 16 }), { layout, latentH: cfg.latentSize, bound });
+    return planAttentionChunks(configGraphs(cfg, opts), livePackCalls, { layout, latentH: cfg.latentSize, window: 16, bound });
   };
 
   it('fits every graph of an fp16 MatMul pack in the desktop WebGPU binding (2 GiB − 4 B)', async () => {
@@ -105,10 +102,7 @@ describe('the tiny pack in query blocks', () => {
 
   it('planned again from its own graphs, no scores block passes the bound', async () => {
     const m = chunked.manifest;
-    const src = packGraphs(chunked.dir, m.graphs);
-    const ios: Record<string, GraphIo> = {};
-    for (const g of src.names()) ios[g] = await src.io(g);
-    const again = await planAttentionChunks(src, livePackCalls(ios, { layout: m.layout, latentH: m.layout.latentSize, window: 16 }), { layout: m.layout, latentH: m.layout.latentSize, bound: BOUND });
+    const again = await planAttentionChunks(packGraphs(chunked.dir, m.graphs), livePackCalls, { layout: m.layout, latentH: m.layout.latentSize, window: 16, bound: BOUND });
     expect(Object.values(again.graphs).flat()).toEqual([]);
   }, 120_000);
 

@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import type { BenchContext } from '../run-suites.ts';
 import { defaultConfigPath, loadXPortraitConfig } from '../../model/config.ts';
 import { packLayout } from '../../model/pack/build.ts';
-import { configGraphs, costOfCall, type GraphIo, type GraphSource } from '../../model/analysis/graph-source.ts';
+import { configGraphs, costOfCall, type GraphSource } from '../../model/analysis/graph-source.ts';
 import { chunkMap, planAttentionChunks } from '../../model/analysis/attention-chunks.ts';
 import { largestTensors, livePackCalls, predictFirstFrame, predictTick, type TickPrediction } from '../../engine/xportrait/tick-predict.ts';
 import { DEFAULT_EFFICIENCY, GPUS, PCIE, graphTime, type Efficiency } from '../../model/analysis/roofline.ts';
@@ -97,9 +97,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
     let src = configGraphs(cfg, buildOpts);
     if ('blocks' in f) {
       // What `pack build` does for this bound: plan the query blocks at this size and the live batch sizes.
-      const ios: Record<string, GraphIo> = {};
-      for (const g of src.names()) ios[g] = await src.io(g);
-      const plan = await planAttentionChunks(src, livePackCalls(ios, { layout, latentH: latent, window }), { layout, latentH: latent, bound: f.blocks });
+      const plan = await planAttentionChunks(src, livePackCalls, { layout, latentH: latent, window, bound: f.blocks });
       src = configGraphs(cfg, { ...buildOpts, attentionChunks: chunkMap(plan) });
     }
     sources.set(form, src);

@@ -196,8 +196,7 @@ export class DeviceTensors {
    * input is not released.
    */
   async take(t: ort.Tensor, start: number, end: number, half: boolean): Promise<Float32Array> {
-    const i64 = (v: number) => new ort.Tensor('int64', BigInt64Array.of(BigInt(v)), [1]);
-    const out = (await this.#run('ops.take', `take:${t.dims.length}:${half ? 'f16' : 'f32'}`, () => takeGraph(t.dims.length, half), { in: t, start: i64(start), end: i64(end) }, 'cpu')).out;
+    const out = (await this.#run('ops.take', `take:${t.dims.length}:${half ? 'f16' : 'f32'}`, () => takeGraph(t.dims.length, half), { in: t, start: shapeTensor([start]), end: shapeTensor([end]) }, 'cpu')).out;
     if (!half) return out.data as Float32Array;
     const bits = out.data as Uint16Array;
     return bytesToFloat32(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength), 'float16');

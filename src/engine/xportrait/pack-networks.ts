@@ -75,7 +75,7 @@ export interface OpenPackOptions extends ProviderOptions {
  * in GPU buffers; only the rows of eps the LCM step needs come to the host (device-ops `take`), and the VAE encoder's
  * latent (once per portrait).
  */
-export function residentPlacement(graph: string, _outputs: readonly string[]): 'gpu-buffer' | 'cpu' | Record<string, 'gpu-buffer' | 'cpu'> {
+export function residentPlacement(graph: string): 'gpu-buffer' | 'cpu' {
   if (graph === 'vae_encoder') return 'cpu';
   return 'gpu-buffer';
 }

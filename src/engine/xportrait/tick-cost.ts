@@ -217,9 +217,10 @@ const shapeFeedBytes = (rank: number) => 8 * rank;
  * result shapes of the `stack` runs (hint features of the batch, per ControlNet body; the residual batch when context
  * frames join it; the kvcache's past keys/values). The batch latents go up once per tick (`upload`) and every graph
  * takes them from the device; with context frames (`window`) only the rows not yet there (the frames being denoised
- * and the one joining the context: the ControlNet bodies' batch), and the batch is stacked on the device (one shape). Downloads are the rows of each UNet call's eps that the LCM step uses (the denoised items; `take`,
- * with its two int64 bounds up; float16 when `epsHalf`) and the decoded frame as 8-bit RGB (H x W x 3 bytes, made by
- * the `rgb8` graph on the device).
+ * and the one joining the context: the ControlNet bodies' batch), and the batch is stacked on the device (one
+ * shape). Downloads are the rows of each UNet call's eps that the LCM step uses (the denoised items; `take`, with its
+ * two int64 bounds up; float16 when `epsHalf`) and the decoded frame as 8-bit RGB (H x W x 3 bytes, made by the
+ * `rgb8` graph on the device).
  */
 export function residentTraffic(t: TickCalls, o: { epsHalf?: boolean } = {}): HostTraffic {
   const perGraph: HostTraffic['perGraph'] = {};

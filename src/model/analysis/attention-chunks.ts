@@ -56,8 +56,12 @@ export function queryBlocks(lq: number, rowBytes: number, bound: number): { chun
   return { chunks: Math.ceil(lq / rows), fits: true };
 }
 
-export async function planAttentionChunks(src: GraphSource, calls: Array<{ graph: string; dims: CallDims }>, o: { layout: LayoutDims; latentH: number; latentW?: number; bound: number }): Promise<AttentionChunkPlan> {
+/** The plan for `src`'s graphs at the calls `liveCalls` lists for them (their I/O, this latent size and window). */
+export async function planAttentionChunks(src: GraphSource, liveCalls: LiveCallLister, o: { layout: LayoutDims; latentH: number; latentW?: number; window: number; bound: number }): Promise<AttentionChunkPlan> {
   const latentW = o.latentW ?? o.latentH;
+  const ios: Record<string, GraphIo> = {};
+  for (const g of src.names()) ios[g] = await src.io(g);
+  const calls = liveCalls(ios, { layout: o.layout, latentH: o.latentH, window: o.window });
   // Per graph and site: the largest row (B·heads·Lk) seen over the calls, and Lq.
   const worst = new Map<string, Map<number, { shape: number[]; rowBytes: number }>>();
   const order = src.names();

@@ -26,7 +26,7 @@ import { assertKeysMatch } from '../keys.ts';
 import { formsFor, type PackTarget } from './targets.ts';
 import { tensorLimitsFor } from '../analysis/tensor-bound.ts';
 import { chunkMap, planAttentionChunks, type AttentionChunkPlan, type LiveCallLister } from '../analysis/attention-chunks.ts';
-import { configGraphs, type GraphIo } from '../analysis/graph-source.ts';
+import { configGraphs } from '../analysis/graph-source.ts';
 import { mergeLoraLazily } from '../lora.ts';
 import { CountingSink, DEFAULT_OPSET, GraphBuilder } from '../onnx/graph.ts';
 import { ExternalDataFile, OnnxModelFile, PROTOBUF_LIMIT } from '../onnx/writer.ts';
@@ -335,12 +335,9 @@ export async function buildPack(o: PackBuildOptions): Promise<PackBuildResult> {
 async function planAttention(cfg: XPortraitConfig, opts: BuildOptions, graphs: GraphDef[], bound: number, liveCalls: LiveCallLister): Promise<AttentionChunkPlan> {
   const all = configGraphs(cfg, opts);
   const src = { ...all, names: () => graphs.map((d) => d.name) };
-  const ios: Record<string, GraphIo> = {};
-  for (const d of graphs) ios[d.name] = await src.io(d.name);
-  const layout = packLayout(cfg);
   const mm = cfg.unet.motionModule;
   const window = opts.window.kind === 'fixed' ? opts.window.frames : Math.min(16, mm?.temporalPositionEncoding ? mm.temporalPositionEncodingMaxLen : 16);
-  return planAttentionChunks(src, liveCalls(ios, { layout, latentH: cfg.latentSize, window }), { layout, latentH: cfg.latentSize, bound });
+  return planAttentionChunks(src, liveCalls, { layout: packLayout(cfg), latentH: cfg.latentSize, window, bound });
 }
 
 /** Temporary directories of earlier builds of `out` whose process is gone (killed hard) are removed. */
