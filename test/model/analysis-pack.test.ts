@@ -7,6 +7,7 @@
  * - the largest tensor per graph equals the largest one onnxruntime's profiler saw; the static buffer check flags a
  *   pack built with a bound too small, and passes it with the default.
  */
+import { integerInputBound } from '../../src/model/graphs/index.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -61,7 +62,7 @@ describe('static shapes vs onnxruntime (tiny pack)', () => {
       for (const i of ioOf(model).inputs) {
         const shape = i.shape.map(dim);
         const n = shape.reduce((a, b) => a * b, 1);
-        feeds[i.name] = i.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * 999))), shape) : new ort.Tensor('float32', Float32Array.from({ length: n }, () => rnd.normal()), shape);
+        feeds[i.name] = i.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * Math.min(999, integerInputBound(i.name, dim))))), shape) : new ort.Tensor('float32', Float32Array.from({ length: n }, () => rnd.normal()), shape);
       }
       if (feeds.kv_pos) feeds.kv_pos = new ort.Tensor('int64', BigInt64Array.from([0n, 1n, 2n]), [3]);
       const res = await session.run(feeds);

@@ -25,6 +25,7 @@ import { sessionOptions } from '../../src/model/onnx/providers.ts';
 import { buildPack, packLayout, PackRuntime, resolveDims, SeededRandom, type PackBuildResult } from '../../src/model/pack/index.ts';
 import { largestTensors } from '../../src/engine/xportrait/tick-predict.ts';
 import { TINY_CHECKPOINT, TINY_CONFIG, TINY_SET } from './pack-fixtures.ts';
+import { integerInputBound } from '../../src/model/graphs/index.ts';
 
 const MiB = 2 ** 20;
 
@@ -120,7 +121,7 @@ describe('the tiny pack in query blocks', () => {
           for (const i of g.inputs) {
             const shape = i.shape.map(dims);
             const n = shape.reduce((x, y) => x * y, 1);
-            feeds[i.name] = i.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * 1000))), shape) : new ort.Tensor('float32', Float32Array.from({ length: n }, () => rnd.normal()), shape);
+            feeds[i.name] = i.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * integerInputBound(i.name, dims)))), shape) : new ort.Tensor('float32', Float32Array.from({ length: n }, () => rnd.normal()), shape);
           }
           const want = await a.run(name, feeds);
           const got = await b.run(name, feeds);

@@ -7,14 +7,14 @@
  * - --fp16: float16 weights/activations, float32 I/O; its error against the float32 pack is measured and bounded.
  * Case names, tensor names and shapes come from the set's manifest.json, not from this file.
  */
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatConformance, relL2, runConformance, type CaseResult } from '../../src/model/conformance/runner.ts';
 import { CaseTensors, readConformanceManifest } from '../../src/model/conformance/manifest.ts';
-import { buildPack, formatPackInfo, PackRuntime, verifyHashes, verifyRandomRuns, type PackBuildResult } from '../../src/model/pack/index.ts';
+import { buildPack, formatPackInfo, PackRuntime, readPackManifest, verifyHashes, verifyRandomRuns, type PackBuildResult } from '../../src/model/pack/index.ts';
 import { TINY_CHECKPOINT, TINY_CONFIG, TINY_SET } from './pack-fixtures.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'xp-pack-tiny-'));
@@ -47,9 +47,19 @@ describe('tiny pack (float32) against the official outputs', () => {
     const unet = m.graphs.unet_cond;
     expect(unet.inputs.filter((i) => i.name.startsWith('bank.')).map((i) => i.shape)).toEqual(m.layout.banks.map((b) => ['Bb', `L${String(b.index).padStart(2, '0')}`, b.channels]));
     expect(unet.inputs.filter((i) => i.name.startsWith('control.'))).toHaveLength(m.layout.residuals.length);
+    // One bank row per distinct timestep, and the row each item reads.
+    expect(unet.inputs.find((i) => i.name === 'bank_index')).toEqual({ name: 'bank_index', type: 'int64', shape: ['B'] });
     expect(formatPackInfo(built.dir, m)).toContain('unet_cond');
     // nothing but the pack was left in the output's parent
     expect(readdirSync(tmp).filter((f) => f.includes('partial'))).toEqual([]);
+  });
+
+  it('refuses a pack of an older format (graphs without bank_index) with a rebuild hint', async () => {
+    const old = join(tmp, 'format1');
+    mkdirSync(old);
+    const doc = JSON.parse(readFileSync(join(built.dir, 'pack.json'), 'utf8'));
+    writeFileSync(join(old, 'pack.json'), JSON.stringify({ ...doc, formatVersion: 1 }));
+    await expect(readPackManifest(old)).rejects.toThrow(/pack format 1, this build reads format 2 .*rebuild the pack with 'xportrait-cam pack build'/);
   });
 
   it('reproduces every network case of the set within its suggested_max_rel_l2', async () => {

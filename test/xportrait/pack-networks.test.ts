@@ -13,7 +13,7 @@ import { XPORTRAIT_CASE_RUNNERS } from '../../src/engine/xportrait/conformance.t
 import { lcmTimesteps } from '../../src/engine/xportrait/lcm.ts';
 import { LivePipeline } from '../../src/engine/xportrait/live.ts';
 import { LiveNetworkDenoiser } from '../../src/engine/xportrait/live-network-denoiser.ts';
-import type { F32 } from '../../src/engine/xportrait/networks.ts';
+import { sharedBank, type F32 } from '../../src/engine/xportrait/networks.ts';
 import { decodeInChunks, runOfficialSampler, stackedHints, type XPortraitCaches } from '../../src/engine/xportrait/offline.ts';
 import { openPack, type LoadedPack } from '../../src/engine/xportrait/pack-networks.ts';
 import { SeededGaussian } from '../../src/engine/xportrait/rng.ts';
@@ -105,20 +105,48 @@ describe('tiny pack: official sampler', () => {
 });
 
 describe('tiny pack: live streaming', () => {
+  it('unet_cond reads one bank row per distinct timestep through bank_index: the same eps as one row per item', async () => {
+    const net = loaded.networks.fork();
+    const ts = [999, 999, 499, 1, 499];
+    const B = ts.length;
+    const x = { data: f32(c, 'x_T').slice(0, B * FS), dims: [B, 4, 8, 8] };
+    const t = BigInt64Array.from(ts, BigInt);
+    const zRef = { data: f32(c, 'z_ref').slice(0, FS), dims: [1, 4, 8, 8] };
+    const bankAt = new Map<number, F32[]>();
+    for (const v of new Set(ts)) bankAt.set(v, await net.referenceBank(zRef, v));
+    const stack = (list: number[]) => bankAt.get(ts[0])!.map((b0, k) => {
+      const n = b0.data.length;
+      const data = new Float32Array(list.length * n);
+      list.forEach((v, j) => data.set(bankAt.get(v)![k].data, j * n));
+      return { data, dims: [list.length, ...b0.dims.slice(1)] };
+    });
+    const control = await net.control('pose', x, t, await net.hintFeatures('pose', { data: f32(c, 'hint_pose').slice(0, B * IMG), dims: [B, 3, 64, 64] }));
+    const perItem = (await net.unetCond(x, t, { rows: stack(ts), index: BigInt64Array.from(ts, (_, i) => BigInt(i)) }, control)).eps.data.slice() as Float32Array;
+    const distinct = (await net.unetCond(x, t, { rows: stack([999, 499, 1]), index: BigInt64Array.of(0n, 0n, 1n, 2n, 1n) }, control)).eps.data.slice() as Float32Array;
+    // The gathered rows are the per-item rows: only the projection's batch size differs (3 rows against 5).
+    expect(relL2(distinct, perItem)).toBeLessThan(1e-6);
+    // And the index is read: pointing item 3 (t=1) at the t=999 row changes the eps (that item's most; the temporal
+    // attention carries some of it to the others).
+    const wrong = (await net.unetCond(x, t, { rows: stack([999, 499, 1]), index: BigInt64Array.of(0n, 0n, 1n, 0n, 1n) }, control)).eps.data as Float32Array;
+    const item = (a: Float32Array, i: number) => a.subarray(i * FS, (i + 1) * FS);
+    expect(relL2(item(wrong, 3), item(perItem, 3))).toBeGreaterThan(1e-3);
+    expect(relL2(item(wrong, 3), item(perItem, 3))).toBeGreaterThan(relL2(item(wrong, 0), item(perItem, 0)));
+  });
+
   it('the streaming UNet equals the official UNet for one frame with an empty (masked) cache', async () => {
     const net = loaded.networks.fork();
     const x = { data: f32(c, 'x_T').slice(0, FS), dims: [1, 4, 8, 8] };
     const t = BigInt64Array.of(501n);
     const bank = await net.referenceBank({ data: f32(c, 'z_ref').slice(0, FS), dims: [1, 4, 8, 8] }, 501);
     const control = await net.control('pose', x, t, await net.hintFeatures('pose', { data: f32(c, 'hint_pose').slice(0, IMG), dims: [1, 3, 64, 64] }));
-    const ref = (await net.unetCond(x, t, bank, control)).eps.data.slice() as Float32Array;
+    const ref = (await net.unetCond(x, t, sharedBank(bank, 1), control)).eps.data.slice() as Float32Array;
     const feeds: Record<string, ort.Tensor> = { kv_pos: new ort.Tensor('int64', BigInt64Array.of(0n), [1]), kv_mask: new ort.Tensor('float32', Float32Array.of(-1e9), [1, 1]) };
     for (const s of loaded.kvSites) {
       feeds[`kv_past_k.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.tokens * s.dim).fill(7), [1, 1, s.tokens, s.dim]);
       feeds[`kv_past_v.${s.name}`] = new ort.Tensor('float32', new Float32Array(s.tokens * s.dim).fill(-7), [1, 1, s.tokens, s.dim]);
     }
     const outs = loaded.kvSites.flatMap((s) => [`kv_new_k.${s.name}`, `kv_new_v.${s.name}`]);
-    const r = await net.unetCond(x, t, bank, control, feeds, outs);
+    const r = await net.unetCond(x, t, sharedBank(bank, 1), control, feeds, outs);
     expect(relL2(r.eps.data as Float32Array, ref)).toBeLessThan(1e-5);
     expect(loaded.kvSites).toHaveLength(40); // 20 motion modules x 2 temporal attentions
     for (const s of loaded.kvSites) expect(r[`kv_new_k.${s.name}`].dims).toEqual([1, s.tokens, s.dim]);

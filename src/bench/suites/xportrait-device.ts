@@ -47,6 +47,7 @@ import { DEVICES, type Device, type MemArenaChoice } from '../../model/onnx/prov
 import { probeWebGpuAdapter } from '../../model/onnx/webgpu-adapter.ts';
 import { FastGaussian, SeededGaussian } from '../../engine/xportrait/rng.ts';
 import { quantile } from '../../util/timing.ts';
+import { integerInputBound } from '../../model/graphs/index.ts';
 
 interface Ctx {
   args: string[];
@@ -160,7 +161,7 @@ async function graphTimings(pack: LoadedPack, opened: string[], window: number, 
           const n = shape.reduce((a, b) => a * b, 1);
           feeds[i.name] =
             i.type === 'int64'
-              ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % 1000)), shape)
+              ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, k) => BigInt((k * 37) % integerInputBound(i.name, dims))), shape)
               : new ort.Tensor('float32', rnd.fill(new Float32Array(n)), shape);
         }
         // A resident pack keeps some outputs on the device: free them after each run (never read them).

@@ -92,6 +92,7 @@ export async function run(ctx: BenchContext): Promise<Record<string, unknown>> {
       const base: Record<string, import('onnxruntime-node').Tensor> = {
         x_t: new ort.Tensor('float32', rnd(B * m.layout.latentChannels * h * h), [B, m.layout.latentChannels, h, h]),
         t: new ort.Tensor('int64', new BigInt64Array(B).fill(500n), [B]),
+        bank_index: new ort.Tensor('int64', new BigInt64Array(B), [B]), // every item reads the one bank row
         context: new ort.Tensor('float32', rnd(m.layout.contextTokens * m.layout.contextDim), [1, m.layout.contextTokens, m.layout.contextDim]),
       };
       for (const r of m.layout.residuals) {

@@ -3,8 +3,9 @@
  * tick over the items the planner chose, with everything that does not change cached —
  *
  * - hint features once per driving frame (computed when the frame enters);
- * - the reference bank once per (portrait, t); the per-item bank batch [B, L, C] once per timestep signature (in
- *   steady state every tick has the same signature, so no copy happens per tick);
+ * - the reference bank once per (portrait, t); the bank rows of a batch [T, L, C] (one per distinct timestep, in
+ *   order of first appearance) once per set of timesteps (in steady state every tick has the same set, so no copy
+ *   happens per tick); each item's row goes in `bank_index`;
  * - `window` policy: the ControlNet residuals of a clean context frame once per frame (its latent, t and hint never
  *   change again); in-flight frames run both ControlNets each tick;
  * - `kvcache` policy: the temporal-attention keys/values each frame writes at each level, for both CFG branches.
@@ -12,9 +13,9 @@
 import * as ort from 'onnxruntime-node';
 import { CountingCache, bytesOf, type CacheStats } from './caches.ts';
 import type { BatchItem, LiveBatchPrediction, LiveBatchRequest, LiveDenoiser, LivePolicy } from './live.ts';
-import { numel, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
+import { numel, sumResiduals, type BankBatch, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
 import type { XPortraitCaches } from './offline.ts';
-import { referenceSetBank, referenceSetKey, type ReferenceLatent } from './references.ts';
+import { bankRowsOf, referenceSetBank, referenceSetKey, type ReferenceLatent } from './references.ts';
 
 export interface KvSiteShape {
   name: string;
@@ -64,9 +65,9 @@ export class LiveNetworkDenoiser implements NetworkDenoiser {
   /** Summed ControlNet residuals of clean context frames, per frame. */
   readonly contextControl = new CountingCache<F32[]>('contextControl', { sizeOf: bytesOf });
   /**
-   * Bank batches per timestep signature. In steady state every tick has the same signature; the warm-up's (one per
-   * tick while the window fills) never recur, and at 512² a 16-frame batch is 740 MB of float32, so holding them all
-   * would park ~6 GB. Two entries keep the steady one (used every tick) and the one being replaced.
+   * Bank rows per set of distinct timesteps. In steady state every tick has the same set; the warm-up's (one per
+   * tick while the window fills) never recur, and at 512² five timesteps' rows are 231 MB of float32. Two entries keep
+   * the steady one (used every tick) and the one being replaced.
    */
   readonly bankBatches = new CountingCache<F32[]>('bankBatch', { sizeOf: bytesOf, maxEntries: 2 });
   /** kvcache: `${branch}|${seq}|${level}` -> one Float32Array [tokens·dim] per site (keys then values). */
@@ -128,22 +129,23 @@ export class LiveNetworkDenoiser implements NetworkDenoiser {
     return { cond: rc.eps.data as Float32Array, uncond };
   }
 
-  /** Bank inputs for the batch: [1, L, C] when every item shares t, else [B, L, C] stacked per item. */
-  async #banks(items: readonly BatchItem[]): Promise<F32[]> {
+  /** Bank inputs for the batch: one row per distinct timestep ([T, L, C], stacked once per set) and each item's row. */
+  async #banks(items: readonly BatchItem[]): Promise<BankBatch> {
     const { caches, net, portraitKey, zRef } = this.#o;
-    const ts = items.map((it) => it.t);
+    const { distinct, index } = bankRowsOf(items.map((it) => it.t));
     const refs = [{ key: portraitKey, z: zRef }, ...(this.#o.extraRefs ?? [])];
     const bankAt = (t: number) => referenceSetBank(net, caches.bank, refs, t);
-    if (ts.every((t) => t === ts[0])) return bankAt(ts[0]);
-    return this.bankBatches.getOrCompute(`${referenceSetKey(refs)}|${ts.join(',')}`, async () => {
-      const per = await Promise.all(ts.map(bankAt));
+    if (distinct.length === 1) return { rows: await bankAt(distinct[0]), index };
+    const rows = await this.bankBatches.getOrCompute(`${referenceSetKey(refs)}|${distinct.join(',')}`, async () => {
+      const per = await Promise.all(distinct.map(bankAt));
       return per[0].map((b0, i) => {
         const n = b0.data.length;
-        const data = new Float32Array(items.length * n);
+        const data = new Float32Array(distinct.length * n);
         per.forEach((p, j) => data.set(p[i].data, j * n));
-        return { data, dims: [items.length, ...b0.dims.slice(1)] };
+        return { data, dims: [distinct.length, ...b0.dims.slice(1)] };
       });
     });
+    return { rows, index };
   }
 
   async #feats(seqs: readonly number[], kind: HintKind): Promise<F32> {

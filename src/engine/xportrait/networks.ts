@@ -36,6 +36,21 @@ export interface GraphSession {
   release(): Promise<void>;
 }
 
+/**
+ * The bank inputs of one unet_cond call: `rows`, one row per distinct timestep of the batch ([T, L_k, C_k] per bank
+ * tensor), and `index`, the row each item reads ([B]). The graph gathers the rows on the device, so a window batch
+ * of 16 items at 5 timesteps moves 5 copies of the bank, not 16.
+ */
+export interface BankBatch {
+  rows: readonly F32[];
+  index: BigInt64Array;
+}
+
+/** Every item of a batch of `batch` reads the one bank row given. */
+export function sharedBank(rows: readonly F32[], batch: number): BankBatch {
+  return { rows, index: new BigInt64Array(batch) };
+}
+
 export const GRAPH_NAMES = ['vae_encoder', 'vae_decoder', 'refnet_bank', 'cn_hint_pose', 'cn_hint_local', 'cn_body_pose', 'cn_body_local', 'unet_cond', 'unet_uncond'] as const;
 export type GraphName = (typeof GRAPH_NAMES)[number] | (string & {});
 
@@ -172,15 +187,16 @@ export class OnnxNetworks {
     return names.map((n) => toF32(r[n]));
   }
 
-  /** Conditional eps: reference attention over `banks` ([1 or B, L, C] each) + the summed control residuals. */
-  async unetCond(x: F32, t: BigInt64Array, banks: readonly F32[], control: readonly F32[], extra: Record<string, ort.Tensor> = {}, extraOutputs: readonly string[] = []): Promise<Record<string, ort.Tensor>> {
+  /** Conditional eps: reference attention over the bank rows each item reads + the summed control residuals. */
+  async unetCond(x: F32, t: BigInt64Array, banks: BankBatch, control: readonly F32[], extra: Record<string, ort.Tensor> = {}, extraOutputs: readonly string[] = []): Promise<Record<string, ort.Tensor>> {
     const feeds: Record<string, ort.Tensor> = {
       x_t: new ort.Tensor('float32', x.data, x.dims),
       t: new ort.Tensor('int64', t, [t.length]),
       context: this.#context,
+      bank_index: new ort.Tensor('int64', banks.index, [banks.index.length]),
       ...extra,
     };
-    banks.forEach((b, i) => (feeds[`bank.${two(i)}`] = new ort.Tensor('float32', b.data, b.dims)));
+    banks.rows.forEach((b, i) => (feeds[`bank.${two(i)}`] = new ort.Tensor('float32', b.data, b.dims)));
     control.forEach((c, i) => (feeds[`control.${two(i)}`] = new ort.Tensor('float32', c.data, c.dims)));
     return this.run(extra.kv_pos ? 'unet_cond_kv' : 'unet_cond', feeds, ['eps', ...extraOutputs], ['eps']);
   }

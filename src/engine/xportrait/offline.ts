@@ -9,7 +9,7 @@
  * frame, the context a constant. `runOfficialSampler` wires it to the sampler loop and decodes in 16-frame chunks.
  */
 import type { CountingCache } from './caches.ts';
-import { numel, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
+import { numel, sharedBank, sumResiduals, type F32, type HintKind, type OnnxNetworks } from './networks.ts';
 import { referenceSetBank, type ReferenceLatent } from './references.ts';
 import { decodeChunks, initialLatents, sampleOffline, type OfflineSamplerOptions, type SamplerObserver, type WindowDenoiser, type WindowRequest } from './sampler.ts';
 import type { GaussianSource } from './rng.ts';
@@ -116,7 +116,7 @@ export class OfficialWindowDenoiser implements WindowDenoiser {
     const pose = await net.control('pose', x, t, featPose);
     const local = await net.control('local', x, t, featLocal);
     this.#control = sumResiduals(pose, local, this.#control);
-    const cond = (await net.unetCond(x, t, bank, this.#control)).eps.data as Float32Array;
+    const cond = (await net.unetCond(x, t, sharedBank(bank, W), this.#control)).eps.data as Float32Array;
     const uncond = req.wantUncond ? ((await net.unetUncond(x, t)).eps.data as Float32Array) : undefined;
     return { cond, uncond };
   }

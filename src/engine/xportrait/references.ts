@@ -91,3 +91,9 @@ export function extraReferenceCost(bankShapes: readonly [number, number][]): { b
 export function bankBytes(bank: readonly F32[]): number {
   return bank.reduce((s, b) => s + 4 * b.dims.reduce((a, d) => a * d, 1), 0);
 }
+
+/** The distinct timesteps of a batch in order of first appearance (the bank rows) and each item's row. */
+export function bankRowsOf(ts: readonly number[]): { distinct: number[]; index: BigInt64Array } {
+  const distinct = [...new Set(ts)];
+  return { distinct, index: BigInt64Array.from(ts, (t) => BigInt(distinct.indexOf(t))) };
+}

@@ -27,7 +27,7 @@ import { DeviceTensors, tensorBytes } from './device-tensors.ts';
 import type { HintImages8, KvSiteShape, NetworkDenoiser } from './live-network-denoiser.ts';
 import type { BatchItem, LiveBatchPrediction, LiveBatchRequest, LivePolicy } from './live.ts';
 import type { F32, HintKind, OnnxNetworks } from './networks.ts';
-import type { ReferenceLatent } from './references.ts';
+import { bankRowsOf, type ReferenceLatent } from './references.ts';
 import type { CacheStats } from './caches.ts';
 
 export interface ResidentDenoiserOptions {
@@ -55,7 +55,7 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
   readonly #hints = new Map<number, Record<HintKind, ort.Tensor>>();
   /** The joined reference bank per timestep, [1, L, C] per layer. */
   readonly banks: CountingCache<ort.Tensor[]>;
-  /** Per-item bank batches per timestep signature (see LiveNetworkDenoiser.bankBatches). */
+  /** Bank rows per set of distinct timesteps, on the device (see LiveNetworkDenoiser.bankBatches). */
   readonly bankBatches: CountingCache<ort.Tensor[]>;
   /** Summed ControlNet residuals of clean context frames, [1, ...] per site, per frame. */
   readonly contextControl: CountingCache<ort.Tensor[]>;
@@ -135,7 +135,8 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
       const control = await this.#controlFor(items, req.x, xs.rows);
       temporaries.push(...control);
       const feeds: Record<string, ort.Tensor> = { x_t: xs.batch, t, context };
-      banks.forEach((b, i) => (feeds[`bank.${two(i)}`] = b));
+      banks.rows.forEach((b, i) => (feeds[`bank.${two(i)}`] = b));
+      feeds.bank_index = banks.index;
       control.forEach((c, i) => (feeds[`control.${two(i)}`] = c));
       // The items the LCM step updates: the denoised ones, after the context frames in a window batch.
       const first = items.findIndex((it) => it.kind === 'denoise');
@@ -227,19 +228,23 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
     });
   }
 
-  /** Bank inputs for the batch: [1, L, C] when every item shares t, else [B, L, C] stacked per item. */
-  async #banks(items: readonly BatchItem[]): Promise<ort.Tensor[]> {
-    const ts = items.map((it) => it.t);
-    if (ts.every((t) => t === ts[0])) return this.#bankAt(ts[0]);
-    const distinct = [...new Set(ts)];
+  /**
+   * Bank inputs for the batch: one row per distinct timestep ([T, L, C], stacked on the device once per set) and
+   * each item's row (`bank_index`, [B] int64: the only bank bytes that go up per tick).
+   */
+  async #banks(items: readonly BatchItem[]): Promise<{ rows: ort.Tensor[]; index: ort.Tensor }> {
+    const { distinct, index: idx } = bankRowsOf(items.map((it) => it.t));
+    const index = new ort.Tensor('int64', idx, [idx.length]);
+    if (distinct.length === 1) return { rows: await this.#bankAt(distinct[0]), index };
     for (const t of distinct) await this.#bankAt(t);
-    return this.bankBatches.getOrCompute(ts.join(','), async () => {
-      const per = await Promise.all(ts.map((t) => this.#bankAt(t)));
+    const rows = await this.bankBatches.getOrCompute(distinct.join(','), async () => {
+      const per = await Promise.all(distinct.map((t) => this.#bankAt(t)));
       return this.#dev.stack(
         per[0].map((_, k) => per.map((p) => p[k])),
-        per[0].map((b0) => [items.length, ...b0.dims.slice(1)]),
+        per[0].map((b0) => [distinct.length, ...b0.dims.slice(1)]),
       );
     });
+    return { rows, index };
   }
 
   /** Hint features of these frames, stacked [n, mc, h, w] (a new tensor: the caller releases it). */

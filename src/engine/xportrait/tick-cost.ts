@@ -4,8 +4,8 @@
  *
  * - every tick: both hint encoders on the entering frame (batch 1);
  * - `window`: both ControlNet bodies on the in-flight frames plus the context frame that became clean last tick
- *   (its residuals are cached from then on), `unet_cond` on the whole window with a per-item bank batch
- *   [B, L, C] when the items' timesteps differ (else [1, L, C]), `unet_uncond` too when guidance ≠ 1;
+ *   (its residuals are cached from then on), `unet_cond` on the whole window with the bank as one row per distinct
+ *   timestep [T, L, C] and each item's row in `bank_index` [B], `unet_uncond` too when guidance ≠ 1;
  * - `kvcache`: both ControlNet bodies and `unet_cond_kv` (and `unet_uncond_kv` when guidance ≠ 1) on the in-flight
  *   frames, fed the cached keys/values [B, Lkv, tokens, C] of every temporal-attention site, fetching the new ones;
  * - the VAE decoder on the frame that comes out (batch 1).
@@ -79,8 +79,8 @@ function tickCallsOf(o: TickCostOptions, plan: TickPlan, newCtx: number): TickCa
   const items = plan.items;
   const B = items.length;
   const denoise = items.filter((it) => it.kind === 'denoise').length;
-  const sameT = items.every((it) => it.t === items[0].t);
-  const bankBatch = sameT ? 1 : B;
+  // The bank goes in one row per distinct timestep; `bank_index` [B] says which row each item reads.
+  const bankBatch = new Set(items.map((it) => it.t)).size || 1;
   const kvLength = Math.max(1, ...items.map((it) => it.attend?.length ?? 0));
   const calls: TickCall[] = [];
   const call = (graph: string, batch: number, extra: { bankBatch?: number; kvLength?: number } = {}) => {
@@ -207,7 +207,7 @@ export function hostTraffic(t: TickCalls): HostTraffic {
 }
 
 /** Feeds a device-resident tick uploads from the host (resident-denoiser.ts); every other feed is already on the GPU. */
-export const RESIDENT_HOST_FEEDS: ReadonlySet<string> = new Set(['x_t', 't', 'z', 'kv_pos', 'kv_mask']);
+export const RESIDENT_HOST_FEEDS: ReadonlySet<string> = new Set(['x_t', 't', 'z', 'kv_pos', 'kv_mask', 'bank_index']);
 /** Bytes of one int64 shape feed of the device rearranging graphs (device-ops.ts `stack`) for a rank-r result. */
 const shapeFeedBytes = (rank: number) => 8 * rank;
 

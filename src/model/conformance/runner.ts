@@ -12,6 +12,7 @@
  * X-Portrait engine adds runners for them by passing `runners` (see `CaseRunner`).
  */
 import * as ort from 'onnxruntime-node';
+import { officialBankIndex } from '../graphs/index.ts';
 import { MissingGraphError, type Feeds, type PackRuntime } from '../pack/runtime.ts';
 import { boundFor, CaseTensors, readConformanceManifest, type ConformanceCase, type ConformanceManifest } from './manifest.ts';
 
@@ -161,13 +162,30 @@ export const condBranch: CaseRunner = async (ctx) => {
   const control: Feeds = {};
   for (const name of Object.keys(residuals[0])) control[name.replace(/^res\./, 'control.')] = addTensors(residuals[0][name], residuals[1][name]);
   ctx.used('unet_cond');
-  const out = await pack.run('unet_cond', { ...pool, ...bank, ...control });
+  const out = await pack.run('unet_cond', withBankIndex({ ...pool, ...bank, ...control }));
   if (banks.length > 1) for (const [name, b] of Object.entries(bank)) out[`debug.${name}`] = b;
   return out;
 };
 
+/**
+ * unet_cond feeds with `bank_index` added: the official code feeds the bank broadcast (batch 1) or per item
+ * (batch B); the pack's graph takes one row per distinct timestep and each item's row (graphs/unet.ts).
+ */
+export function withBankIndex(feeds: Feeds): Feeds {
+  if (feeds.bank_index || !feeds['bank.00']) return feeds;
+  const B = feeds.x_t.dims[0];
+  return { ...feeds, bank_index: new ort.Tensor('int64', officialBankIndex(feeds['bank.00'].dims[0], B), [B]) };
+}
+
+/** unet_cond on the case's inputs (the bank as the official code feeds it). */
+const unetCondCase: CaseRunner = async (ctx) => {
+  ctx.used('unet_cond');
+  return ctx.pack.run('unet_cond', withBankIndex(await ctx.inputs()));
+};
+
 /** Runners of the network cases that are not a single graph bound by name. */
 export const NETWORK_CASE_RUNNERS: Record<string, CaseRunner> = {
+  unet_cond: unetCondCase,
   pose_controlnet: chain('cn_hint_pose', 'cn_body_pose'),
   local_controlnet: chain('cn_hint_local', 'cn_body_local'),
   cond_branch: condBranch,

@@ -11,7 +11,7 @@
  * | refnet_bank | z_ref [B,4,h,w], t int64 [B], context [1 or B,77,C] | bank.00..bank.NN [B, L_k, C_k] |
  * | cn_hint_pose, cn_hint_local | hint [B,3,H,W] | hint_feat [B,mc,h,w] |
  * | cn_body_pose, cn_body_local | x_t, hint_feat, t, context | res.00..res.NN (13 for SD sizes) |
- * | unet_cond | x_t [B,4,h,w], t [B], context, bank.* [1 or B, L_k, C_k], control.* (summed residuals) | eps |
+ * | unet_cond | x_t [B,4,h,w], t [B], context, bank.* [Bb, L_k, C_k] (one row per distinct timestep), bank_index int64 [B] (each item's row), control.* (summed residuals) | eps |
  * | unet_uncond | x_t, t, context | eps |
  */
 import type { WeightSource } from '../checkpoint/index.ts';
@@ -25,8 +25,17 @@ import { walkUNet } from './unet.ts';
 import { vaeDecoder, vaeEncoder } from './vae.ts';
 
 export { unetLayout, bankShapes, type UNetLayout } from './layout.ts';
+export { officialBankIndex } from './unet.ts';
 export { MotionModuleBuilder, type WindowMode, type TemporalAttentionSite } from './motion.ts';
 export { Nn, WeightError, type Precision, type AttentionImpl, type GroupNormImpl } from './nn.ts';
+
+/**
+ * The exclusive upper bound of a graph's integer input, for code that feeds a graph made-up values (pack verify's
+ * random runs, the device bench, tests): `bank_index` picks a bank row (< Bb), every other one is a timestep (< 1000).
+ */
+export function integerInputBound(name: string, dim: (d: number | string) => number): number {
+  return name === 'bank_index' ? dim('Bb') : 1000;
+}
 
 export const PREFIX = {
   unet: 'model.diffusion_model.',
@@ -162,9 +171,11 @@ function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
       const io = latentInputs(g, cfg, 'x_t', p.contextDim);
       const layout = unetLayout(p, !!p.motionModule);
       let banks: string[] | undefined;
+      let bankIndex: string | undefined;
       let control: string[] | undefined;
       if (cond) {
         banks = layout.transformers.map((t) => nn.toCompute(g.input(`bank.${two(t.bankIndex)}`, 'float32', ['Bb', `L${two(t.bankIndex)}`, t.channels])));
+        bankIndex = g.input('bank_index', 'int64', ['B']);
         control = layout.residuals.map((_, i) => nn.toCompute(g.input(`control.${two(i)}`, 'float32', residualShape(layout, i))));
       }
       const motion = p.motionModule ? (opts.motionModuleBuilder ?? ((c, w) => new MotionModuleBuilder(c.unet.motionModule!, w)))(cfg, opts.window) : null;
@@ -174,7 +185,7 @@ function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
         x: nn.toCompute(io.x),
         t: io.t,
         context: nn.toCompute(io.context),
-        mode: cond ? { kind: 'read', banks: banks! } : { kind: 'plain' },
+        mode: cond ? { kind: 'read', banks: banks!, index: bankIndex! } : { kind: 'plain' },
         motion,
         control,
         debug,

@@ -18,8 +18,21 @@ export type AttentionMode =
   | { kind: 'plain' }
   /** Reference net: record LN1 outputs; stop building after bank `last`. */
   | { kind: 'write'; banks: string[]; last: number }
-  /** Main UNet cond branch: K/V over cat([LN1(x), bank_k]) for transformer k. */
-  | { kind: 'read'; banks: string[] };
+  /**
+   * Main UNet cond branch: K/V over cat([LN1(x), bank_k]) for transformer k. `index` [B] int64: the bank row each
+   * batch item reads (the banks hold one row per distinct timestep of the batch, not one per item).
+   */
+  | { kind: 'read'; banks: string[]; index: string };
+
+/**
+ * `bank_index` of a unet_cond call whose bank inputs are laid out as the official code feeds them: one row shared by
+ * the whole batch (bankBatch 1) or one row per item (bankBatch = batch).
+ */
+export function officialBankIndex(bankBatch: number, batch: number): BigInt64Array {
+  if (bankBatch === 1) return new BigInt64Array(batch);
+  if (bankBatch === batch) return BigInt64Array.from({ length: batch }, (_, i) => BigInt(i));
+  throw new Error(`unet_cond: a bank batch of ${bankBatch} rows for ${batch} items needs an explicit bank_index`);
+}
 
 /** Thrown (and caught by the walker) when the reference net has emitted its last bank tensor. */
 class BanksComplete extends Error {}
@@ -74,12 +87,12 @@ async function basicTransformerBlock(c: Ctx, tokens: string, key: string, t: Tra
   let k = await nn.linear(n1, 'attn1.to_k', dim, dim, false);
   let v = await nn.linear(n1, 'attn1.to_v', dim, dim, false);
   if (c.mode.kind === 'read') {
-    // K/V of the reference tokens with the UNet's own projections, at the bank's batch (1 or B), then broadcast
-    // to the batch and appended to the token axis: the same as projecting cat([n1, bank], dim=1).
+    // K/V of the reference tokens with the UNet's own projections, once per bank row (per distinct timestep), then
+    // gathered to the batch by `index` and appended to the token axis: the same as projecting cat([n1, bank], dim=1).
+    // The rows are gathered on the device so that a batch of 16 items at 5 timesteps moves 5 bank copies, not 16.
     const bank = c.mode.banks[t.bankIndex];
-    const batch = g.op('Concat', [g.op('Slice', [g.op('Shape', [n1]), g.constI64([0]), g.constI64([1])]), g.constI64([1, 1])], { axis: attr.i(0) });
-    const kb = g.op('Expand', [await nn.linear(bank, 'attn1.to_k', dim, dim, false), batch]);
-    const vb = g.op('Expand', [await nn.linear(bank, 'attn1.to_v', dim, dim, false), batch]);
+    const kb = g.op('Gather', [await nn.linear(bank, 'attn1.to_k', dim, dim, false), c.mode.index], { axis: attr.i(0) });
+    const vb = g.op('Gather', [await nn.linear(bank, 'attn1.to_v', dim, dim, false), c.mode.index], { axis: attr.i(0) });
     k = g.op('Concat', [k, kb], { axis: attr.i(1) });
     v = g.op('Concat', [v, vb], { axis: attr.i(1) });
   }

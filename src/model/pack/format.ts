@@ -17,9 +17,14 @@ import { z } from 'zod';
 import type { XPortraitConfig } from '../config.ts';
 
 export const PACK_FORMAT = 'xportrait-pack';
-export const PACK_FORMAT_VERSION = 1;
+/**
+ * Bumped when the graphs' inputs or outputs change, so that an older pack is refused with a clear error instead of
+ * failing at its first run. 2: unet_cond / unet_cond_kv take the bank as one row per distinct timestep and a
+ * `bank_index` input (graphs/unet.ts).
+ */
+export const PACK_FORMAT_VERSION = 2;
 /** Bumped whenever the graphs the builder emits change meaning or numerics. */
-export const BUILDER_VERSION = '1.0.0';
+export const BUILDER_VERSION = '1.1.0';
 export const PACK_JSON = 'pack.json';
 
 const dim = z.union([z.number().int().nonnegative(), z.string()]);
@@ -134,6 +139,13 @@ export async function readPackManifest(dir: string): Promise<PackManifest> {
     doc = JSON.parse(text);
   } catch (err) {
     throw new Error(`${join(dir, PACK_JSON)}: not valid JSON (${(err as Error).message})`);
+  }
+  const version = (doc as { formatVersion?: unknown } | null)?.formatVersion;
+  if ((doc as { format?: unknown } | null)?.format === PACK_FORMAT && typeof version === 'number' && version !== PACK_FORMAT_VERSION) {
+    throw new Error(
+      `${join(dir, PACK_JSON)}: pack format ${version}, this build reads format ${PACK_FORMAT_VERSION}` +
+        (version < PACK_FORMAT_VERSION ? " (its graphs' inputs changed since: rebuild the pack with 'xportrait-cam pack build')" : ' (a newer build made it)'),
+    );
   }
   const parsed = packSchema.safeParse(doc);
   if (!parsed.success) {

@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { resolveDims, type PackManifest } from './format.ts';
+import { integerInputBound } from '../graphs/index.ts';
 import type { PlacementReport } from './placement.ts';
 import type { Feeds, PackRuntime } from './runtime.ts';
 
@@ -105,7 +106,8 @@ export async function verifyRandomRuns(
     for (const i of g.inputs) {
       const shape = i.shape.map(dims);
       const n = shape.reduce((a, b) => a * b, 1);
-      if (i.type === 'int64') feeds[i.name] = new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * 1000))), shape);
+      const bound = integerInputBound(i.name, dims);
+      if (i.type === 'int64') feeds[i.name] = new ort.Tensor('int64', BigInt64Array.from({ length: n }, () => BigInt(Math.floor(rnd.uniform() * bound))), shape);
       else feeds[i.name] = new ort.Tensor('float32', Float32Array.from({ length: n }, () => rnd.normal()), shape);
     }
     try {
