@@ -139,7 +139,7 @@ export class DeviceTensors {
   /**
    * Per site, the parts joined along `axis` and reshaped to `shapes[site]`: `parts[site][j]`. Inputs are not released.
    */
-  async stack(parts: readonly (readonly ort.Tensor[])[], shapes: readonly (readonly number[])[], axis = 0): Promise<ort.Tensor[]> {
+  async stack(parts: readonly (readonly ort.Tensor[])[], shapes: readonly (readonly number[])[], axis = 0, half = false): Promise<ort.Tensor[]> {
     const n = parts[0]?.length ?? 0;
     if (!n || parts.some((p) => p.length !== n)) throw new Error('device stack: every site needs the same, non-zero number of parts');
     const sites: StackSite[] = parts.map((p, k) => ({ inRank: p[0].dims.length, outRank: shapes[k].length, axis }));
@@ -148,8 +148,8 @@ export class DeviceTensors {
       p.forEach((t, j) => (feeds[`in.${k}.${j}`] = t));
       feeds[`shape.${k}`] = shapeTensor(shapes[k]);
     });
-    const key = stackKey(sites, n);
-    const out = await this.#run('ops.stack', key, () => stackGraph(sites, n), feeds);
+    const key = stackKey(sites, n, half);
+    const out = await this.#run('ops.stack', key, () => stackGraph(sites, n, half), feeds);
     return parts.map((_, k) => out[`out.${k}`]);
   }
 

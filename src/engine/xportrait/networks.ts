@@ -10,6 +10,7 @@
  * values are only valid until the next call of the same graph — callers that keep them copy them.
  */
 import * as ort from 'onnxruntime-node';
+import { feedsAsDeclared, halfInputNames } from '../../model/onnx/half-feeds.ts';
 import { TrafficCounter } from './traffic.ts';
 
 export interface F32 {
@@ -32,6 +33,8 @@ export function f32(data: Float32Array, dims: number[]): F32 {
 export interface GraphSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  /** The inputs' declared types (an fp16 pack's bank inputs are float16: converted from the host's float32 here). */
+  readonly inputMetadata?: readonly ort.InferenceSession.ValueMetadata[];
   run(feeds: Record<string, ort.Tensor>, fetches?: Record<string, ort.Tensor | null> | readonly string[]): Promise<Record<string, ort.Tensor>>;
   release(): Promise<void>;
 }
@@ -71,6 +74,7 @@ export class OnnxNetworks {
   readonly #sessions: Map<string, GraphSession>;
   readonly #context: ort.Tensor;
   readonly #outBuffers = new Map<string, ort.Tensor>();
+  readonly #halfInputs = new Map<string, Set<string>>();
   #forked = false;
 
   /**
@@ -111,12 +115,23 @@ export class OnnxNetworks {
     return s;
   }
 
+  /** The graph's float16 inputs (an fp16 pack's bank inputs): fed float16, converted from float32 host tensors. */
+  halfInputs(graph: string): ReadonlySet<string> {
+    let half = this.#halfInputs.get(graph);
+    if (!half) {
+      const meta = this.session(graph).inputMetadata ?? [];
+      this.#halfInputs.set(graph, (half = halfInputNames(meta.flatMap((m) => (m.isTensor ? [{ name: m.name, type: m.type }] : [])))));
+    }
+    return half;
+  }
+
   /**
    * Run a graph. Outputs named in `reuse` are written into buffers preallocated per (graph, input shapes, output)
    * and reused by later calls: their values are valid until the next call of this graph with the same shapes.
    */
-  async run(graph: string, feeds: Record<string, ort.Tensor>, outputs: readonly string[], reuse: readonly string[] = []): Promise<Record<string, ort.Tensor>> {
+  async run(graph: string, given: Record<string, ort.Tensor>, outputs: readonly string[], reuse: readonly string[] = []): Promise<Record<string, ort.Tensor>> {
     const s = this.session(graph);
+    const feeds = feedsAsDeclared(given, this.halfInputs(graph));
     let fetches: Record<string, ort.Tensor | null> | readonly string[] = outputs;
     let key = '';
     if (reuse.length) {

@@ -235,13 +235,17 @@ export class ResidentLiveDenoiser implements NetworkDenoiser {
   async #banks(items: readonly BatchItem[]): Promise<{ rows: ort.Tensor[]; index: ort.Tensor }> {
     const { distinct, index: idx } = bankRowsOf(items.map((it) => it.t));
     const index = new ort.Tensor('int64', idx, [idx.length]);
-    if (distinct.length === 1) return { rows: await this.#bankAt(distinct[0]), index };
+    // An fp16 pack takes its banks in float16: the stack casts them on the device (once per set of timesteps).
+    const half = this.#net.halfInputs(this.#o.policy === 'kvcache' ? 'unet_cond_kv' : 'unet_cond').has('bank.00');
+    if (distinct.length === 1 && !half) return { rows: await this.#bankAt(distinct[0]), index };
     for (const t of distinct) await this.#bankAt(t);
     const rows = await this.bankBatches.getOrCompute(distinct.join(','), async () => {
       const per = await Promise.all(distinct.map((t) => this.#bankAt(t)));
       return this.#dev.stack(
         per[0].map((_, k) => per.map((p) => p[k])),
         per[0].map((b0) => [distinct.length, ...b0.dims.slice(1)]),
+        0,
+        half,
       );
     });
     return { rows, index };

@@ -26,20 +26,22 @@ export interface StackSite {
   axis: number;
 }
 
-export const stackKey = (sites: readonly StackSite[], parts: number) => `stack:${sites.map((s) => `${s.inRank}${s.outRank}${s.axis}`).join('.')}:${parts}`;
+export const stackKey = (sites: readonly StackSite[], parts: number, half = false) => `stack:${sites.map((s) => `${s.inRank}${s.outRank}${s.axis}`).join('.')}:${parts}${half ? ':f16' : ''}`;
 
 /**
  * Input names of `stack`: `in.{site}.{j}`, and `shape.{site}` (int64 [outRank], the result's shape); outputs
- * `out.{site}` = Reshape(Concat(in.{site}.*, axis), shape.{site}).
+ * `out.{site}` = Reshape(Concat(in.{site}.*, axis), shape.{site}), cast to float16 when `half` (an fp16 pack's bank
+ * inputs are float16).
  */
-export function stackGraph(sites: readonly StackSite[], parts: number): Uint8Array {
+export function stackGraph(sites: readonly StackSite[], parts: number, half = false): Uint8Array {
   if (parts < 1) throw new Error('stackGraph: needs at least one part');
-  const g = new GraphBuilder(stackKey(sites, parts), new MemorySink());
+  const g = new GraphBuilder(stackKey(sites, parts, half), new MemorySink());
   sites.forEach((s, k) => {
     const ins = Array.from({ length: parts }, (_, j) => g.input(`in.${k}.${j}`, 'float32', dims(`d${k}_${j}`, s.inRank)));
     const shape = g.input(`shape.${k}`, 'int64', [s.outRank]);
     const cat = parts === 1 ? g.op('Identity', [ins[0]]) : g.op('Concat', ins, { axis: attr.i(s.axis) });
-    g.output(g.op('Reshape', [cat, shape]), `out.${k}`, 'float32', dims(`o${k}`, s.outRank));
+    const out = g.op('Reshape', [cat, shape]);
+    g.output(half ? g.op('Cast', [out], { to: attr.i(10) }) : out, `out.${k}`, half ? 'float16' : 'float32', dims(`o${k}`, s.outRank));
   });
   return encodeModel(g);
 }

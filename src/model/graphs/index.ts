@@ -174,7 +174,13 @@ function unetGraph(name: 'unet_cond' | 'unet_uncond'): GraphDef {
       let bankIndex: string | undefined;
       let control: string[] | undefined;
       if (cond) {
-        banks = layout.transformers.map((t) => nn.toCompute(g.input(`bank.${two(t.bankIndex)}`, 'float32', ['Bb', `L${two(t.bankIndex)}`, t.channels])));
+        // An fp16 pack takes its bank inputs in float16 (they are cast to float16 first thing anyway): half the bytes
+        // a host-state tick uploads for them.
+        const bankType = opts.precision === 'float16' ? 'float16' : 'float32';
+        banks = layout.transformers.map((t) => {
+          const b = g.input(`bank.${two(t.bankIndex)}`, bankType, ['Bb', `L${two(t.bankIndex)}`, t.channels]);
+          return bankType === 'float16' ? b : nn.toCompute(b);
+        });
         bankIndex = g.input('bank_index', 'int64', ['B']);
         control = layout.residuals.map((_, i) => nn.toCompute(g.input(`control.${two(i)}`, 'float32', residualShape(layout, i))));
       }

@@ -20,7 +20,7 @@ export const PACK_FORMAT = 'xportrait-pack';
 /**
  * Bumped when the graphs' inputs or outputs change, so that an older pack is refused with a clear error instead of
  * failing at its first run. 2: unet_cond / unet_cond_kv take the bank as one row per distinct timestep and a
- * `bank_index` input (graphs/unet.ts).
+ * `bank_index` input (graphs/unet.ts), in float16 in an fp16 pack.
  */
 export const PACK_FORMAT_VERSION = 2;
 /** Bumped whenever the graphs the builder emits change meaning or numerics. */

@@ -6,6 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { feedsAsDeclared, halfInputNames } from '../onnx/half-feeds.ts';
 import { readPackManifest, type PackManifest } from './format.ts';
 import { readPlacement, type PlacementReport } from './placement.ts';
 
@@ -90,7 +91,7 @@ export class PackRuntime {
     const own: Feeds = {};
     for (const i of spec.inputs) own[i.name] = feeds[i.name];
     const s = await this.session(name);
-    return s.run(own);
+    return s.run(feedsAsDeclared(own, halfInputNames(spec.inputs)));
   }
 
   /**
