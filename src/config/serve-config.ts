@@ -143,7 +143,7 @@ export const serveConfigSchema = z
     /** Execution provider of the server's face tracker (BlazeFace, Face Mesh, Iris): cpu, or webgpu (docs/webgpu.md). */
     faceDevice: z.enum(['cpu', 'webgpu']).default('cpu'),
     /** The server's face tracker on a worker thread per session (src/engine/worker/worker-analyzer.ts): on or off. */
-    faceThread: z.enum(['on', 'off']).default('off'),
+    faceThread: z.enum(['on', 'off']).default('on'),
     tracking: z.enum(['client', 'server', 'auto']).default('auto'),
     /** Prometheus metrics at GET /metrics (src/server/metrics.ts): on (loopback only unless a token is set) or off. */
     metrics: z.enum(['on', 'off']).default('on'),

@@ -69,12 +69,19 @@ function serveOptions(): { flags: Map<string, string | undefined>; envs: Map<str
   return { flags, envs };
 }
 
+/** Variables the manifests set for the process's C runtime, not for serve (glibc reads them at start). */
+const PROCESS_ENV: Record<string, RegExp> = { MALLOC_ARENA_MAX: /^[1-9]\d*$/ };
+
 /** The settings a list of `--flag=value` args and NAME=value environment variables amount to, as `serve` would parse them. */
 function settingsOf(args: string[], env: Record<string, string>): Record<string, unknown> {
   const { flags, envs } = serveOptions();
   const camel = (flag: string) => flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
   const out: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(env)) {
+    if (PROCESS_ENV[name]) {
+      if (!PROCESS_ENV[name].test(value)) throw new Error(`${name}=${value}: not a value glibc takes`);
+      continue;
+    }
     const flag = envs.get(name);
     if (!flag) throw new Error(`environment variable ${name} is not one serve reads`);
     out[camel(flag)] = value;

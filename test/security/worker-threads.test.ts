@@ -13,6 +13,7 @@ import type { RgbImage, VideoFrame } from '../../src/media/frame.ts';
 import { loadEngine } from '../../src/engine/registry.ts';
 import { WarpEngine } from '../../src/engine/warp/warp-engine.ts';
 import { WORKER_CLOSE_GRACE_MS, WorkerEngine } from '../../src/engine/worker/worker-engine.ts';
+import { WORKER_IDLE_THREADS } from '../../src/engine/worker/module-thread.ts';
 import { silentLogger } from '../../src/util/log.ts';
 import { createFrameAnalyzerFactory } from '../../src/face/node/index.ts';
 import { WorkerFrameAnalyzerFactory } from '../../src/engine/worker/worker-analyzer.ts';
@@ -54,8 +55,8 @@ describe('warp on a worker thread', () => {
   });
 
   it('makes the same pictures as inline, with their ids and times, and the same stats', async () => {
-    const inline = await loadEngine('warp', { logger: silentLogger(), options: {} });
-    const threaded = await loadEngine('warp', { logger: silentLogger(), options: { thread: 'true' } });
+    const inline = await loadEngine('warp', { logger: silentLogger(), options: { thread: 'false' } });
+    const threaded = await loadEngine('warp', { logger: silentLogger(), options: {} }); // the default
     engines.push(inline, threaded);
     expect(inline).toBeInstanceOf(WarpEngine);
     expect(threaded).toBeInstanceOf(WorkerEngine);
@@ -108,6 +109,36 @@ describe('warp on a worker thread', () => {
     expect(engine.sessions).toBe(0);
   });
 
+  it('a closed session gives its thread back for the next session (no new thread, no model load); a stuck one is ended, not reused', async () => {
+    // A thread per session, ended at close, made the RSS climb without bound under churn (glibc keeps what each
+    // ended thread's arena freed: docs/reliability.md); reused threads keep it flat.
+    const engine = await WorkerEngine.load(FAULTY, { logger: silentLogger(), options: {} });
+    engines.push(engine);
+    const opts = { portrait, outputWidth: 16, outputHeight: 16, logger: silentLogger() };
+    const a = await engine.createSession(opts);
+    const threadOfA = a.info.engine;
+    expect((await a.process({ frame: frame(4) }))[0].data[0]).toBe(4);
+    await a.close();
+    expect(engine.idleThreads).toBe(1);
+    const b = await engine.createSession(opts);
+    expect(b.info.engine).toBe(threadOfA); // the same worker thread, its engine still loaded
+    expect(engine.idleThreads).toBe(0);
+    expect((await b.process({ frame: frame(6) }))[0].data[0]).toBe(6);
+    // a stuck session's thread never answers the release: it is terminated after the grace, not pooled
+    const hung = b.process({ frame: frame(1) }).catch(() => undefined);
+    await b.close();
+    await hung;
+    expect(engine.idleThreads).toBe(0);
+    const c = await engine.createSession(opts);
+    expect(c.info.engine).not.toBe(threadOfA);
+    expect((await c.process({ frame: frame(7) }))[0].data[0]).toBe(7);
+    // at most WORKER_IDLE_THREADS wait: six sessions closed leave four threads loaded, the rest end
+    const many = await Promise.all(Array.from({ length: 5 }, () => engine.createSession(opts)));
+    await Promise.all([c, ...many].map((s) => s.close()));
+    expect(engine.idleThreads).toBe(WORKER_IDLE_THREADS);
+    expect(engine.sessions).toBe(0);
+  });
+
   it('a worker that dies fails its call with the reason; a failed load fails at load', async () => {
     const engine = await WorkerEngine.load(FAULTY, { logger: silentLogger(), options: {} });
     engines.push(engine);
@@ -118,7 +149,7 @@ describe('warp on a worker thread', () => {
     await expect(WorkerEngine.load(FAULTY, { logger: silentLogger(), options: { fail: true } })).rejects.toThrow('faulty: load failed as asked');
   });
 
-  it('a live session on `--engine-opt thread=true` plays the avatar, and its thread ends with the session', async () => {
+  it('a live session on `--engine-opt thread=true` plays the avatar, and its session ends with the call', async () => {
     const server = await startTestServer({ engine: 'warp', engineOpt: ['thread=true'], outputSize: 256 });
     try {
       const c = await startNodeSession(server.url, { engine: 'warp', width: 320, height: 240, fps: 15 });

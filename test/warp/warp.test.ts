@@ -263,7 +263,7 @@ describe('mesh, field and resamplers', () => {
     expect(() => parseWarpOptions({ resampler: 'sharp' })).toThrow(/unknown resampler "sharp" \(available: ts, ort\)/);
     expect(() => parseWarpOptions({ device: 'cuda', resampler: 'ts' })).toThrow(/needs the ort resampler/);
     expect(() => parseWarpOptions({ threads: '0' })).toThrow(/threads must be a positive integer/);
-    expect([parseWarpOptions({}).thread, parseWarpOptions({ thread: 'true' }).thread, parseWarpOptions({ thread: false }).thread]).toEqual([false, true, false]);
+    expect([parseWarpOptions({}).thread, parseWarpOptions({ thread: 'true' }).thread, parseWarpOptions({ thread: false }).thread]).toEqual([true, true, false]);
     expect(() => parseWarpOptions({ thread: 'yes' })).toThrow(/thread must be true or false/);
     // This machine has no CUDA provider libraries (the install skips them): a clear error with the fix.
     await expect(createResampler('ort', framed.i420, { device: 'cuda' })).rejects.toThrow(/cuda provider is not installed.*ONNXRUNTIME_NODE_INSTALL=cuda12/);

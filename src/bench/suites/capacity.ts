@@ -12,7 +12,7 @@
  * the id pattern (no face).
  *
  * Args: --engine NAME (passthrough), --steps 1,2,4,6,8, --seconds N per step (6), --size WxH (320x240),
- * --fps N (20), --p95-ms N (150), --pictures test|video, --engine-opt k=v[,k=v] (e.g. thread=true), --face-thread on|off.
+ * --fps N (20), --p95-ms N (150), --pictures test|video, --engine-opt k=v[,k=v] (e.g. thread=false: inline), --face-thread on|off (default on, as the server's).
  */
 import { quantile } from '../../util/timing.ts';
 import { startTestServer } from '../../../test/helpers/server.ts';
@@ -35,7 +35,7 @@ export async function run(ctx: { args: string[]; log: (m: string) => void }): Pr
   if (pictures !== 'test' && pictures !== 'video') throw new Error(`--pictures: test or video, not ${pictures}`);
   const video = pictures === 'video' ? await drivingFrames(width, height) : undefined;
   const engineOpt = arg(ctx.args, '--engine-opt', '').split(',').filter(Boolean);
-  const faceThread = arg(ctx.args, '--face-thread', 'off') === 'on' ? 'on' : 'off';
+  const faceThread = arg(ctx.args, '--face-thread', 'on') === 'off' ? 'off' : 'on';
   const maxN = Math.max(...steps);
   const server = await startTestServer({ engine, maxSessions: maxN, maxConnectionsPerAddress: maxN + 2, engineOpt, faceThread }, { statsIntervalMs: 1000 });
   const results: Array<Record<string, unknown>> = [];

@@ -15,7 +15,7 @@ export const WARP_OPTION_HELP = {
   device: `execution provider of the ort resampler: ${DEVICES.join(' | ')} (default cpu)`,
   threads: 'threads of the portrait analyzer and the ort resampler',
   modelsDir: 'where the face models are (default models/)',
-  thread: 'true: each session runs on a worker thread of its own, so a frame that hangs blocks neither the server nor another session (default false)',
+  thread: 'true (default): each session runs on a worker thread of its own, so a frame that hangs blocks neither the server nor another session (~90 MB per session); false: inline on the main thread',
 } as const;
 
 const warpOptionsSchema = z
@@ -38,7 +38,7 @@ const warpOptionsSchema = z
     if (device !== 'cpu' && resampler !== 'ort') return fail(`warp: device ${device} needs the ort resampler (the ts one runs on the CPU)`);
     const threads = o.threads === undefined ? undefined : Number(o.threads);
     if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) return fail(`warp: threads must be a positive integer, got ${String(o.threads)}`);
-    const thread = o.thread === undefined ? false : ({ true: true, false: false, '1': true, '0': false } as Record<string, boolean>)[String(o.thread)];
+    const thread = o.thread === undefined ? true : ({ true: true, false: false, '1': true, '0': false } as Record<string, boolean>)[String(o.thread)];
     if (thread === undefined) return fail(`warp: thread must be true or false, got ${String(o.thread)}`);
     return { resampler: resampler as ResamplerKind, device, threads, modelsDir: typeof o.modelsDir === 'string' ? o.modelsDir : undefined, thread };
   });

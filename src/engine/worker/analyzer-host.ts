@@ -1,6 +1,7 @@
 /**
  * The worker-thread side of a worker-run face tracker (worker-analyzer.ts): loads the tracker's factory from its
- * module, opens one analyzer (one session's tracking state), and answers `analyze` calls in order.
+ * module, opens one analyzer at a time (one session's tracking state), and answers `analyze` calls in order. `release`
+ * and `close` both close the analyzer (the factory holds no models; a released thread hosts the next session's).
  */
 import type { AnalyzerLoaderOptions, FrameAnalyzer, FrameAnalyzerFactory } from '../../session/frame-analyzer.ts';
 import type { AnalyzerCall } from './protocol.ts';
@@ -26,8 +27,10 @@ await serveCalls(
       if (!analyzer) throw new Error('tracker worker: no analyzer');
       return { value: await analyzer.analyze(m.frame) };
     }
-    await analyzer?.close();
+    // release or close: the session's analyzer closes; the thread may host the next one (WarmThreads)
+    const a = analyzer;
     analyzer = undefined;
+    await a?.close();
     return { value: null };
   },
 );

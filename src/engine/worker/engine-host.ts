@@ -1,6 +1,7 @@
 /**
  * The worker-thread side of a worker-run engine (worker-engine.ts): loads the engine from its module, opens one
- * session, and answers the main thread's calls in order.
+ * session at a time, and answers the main thread's calls in order. `release` closes the session and keeps the engine
+ * for the thread's next session (module-thread.ts, WarmThreads); `close` closes both.
  */
 import type { Engine, EngineLoadOptions, EngineSession } from '../engine.ts';
 import type { EngineCall, FramesReply } from './protocol.ts';
@@ -30,6 +31,12 @@ await serveCalls(
       const frames = out.map((f) => ({ ...f, data: new Uint8Array(f.data) }));
       const value: FramesReply = { frames, stats: session.stats() };
       return { value, transfer: frames.map((f) => f.data.buffer as ArrayBuffer) };
+    }
+    if (m.op === 'release') {
+      const s = session;
+      session = undefined;
+      await s?.close();
+      return { value: null };
     }
     await session?.close();
     await engine?.close();

@@ -2,6 +2,11 @@
  * The main-thread side of one worker thread that runs an engine session or a face tracker (engine-host.ts,
  * analyzer-host.ts): its calls, each answered once, in order; its logs re-emitted through the caller's logger;
  * and its end, which fails every call still waiting with the reason.
+ *
+ * Threads are reused (WarmThreads): a closed session's thread that releases its session in time goes back to a
+ * small idle pool and hosts a later session, its engine or tracker still loaded. Creating and ending a thread per
+ * session made the process's RSS climb without bound under churn (docs/reliability.md): every new thread gets a
+ * glibc malloc arena, and the memory an ended thread freed stays mapped in it.
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -25,6 +30,13 @@ export class ModuleThread {
   #nextId = 0;
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   #gone: Error | undefined;
+  /** Set by WarmThreads.take: offers the thread back for a later session; false when it is not wanted. */
+  recycle: ((t: ModuleThread) => boolean) | undefined;
+
+  /** The thread has not ended (nor been told to). */
+  get alive(): boolean {
+    return !this.#gone;
+  }
 
   constructor(
     data: ThreadData,
@@ -76,10 +88,26 @@ export class ModuleThread {
   }
 
   /**
-   * Ask the worker to close what it holds (`close`, at most `graceMs`), then end the thread, whether it answered or
-   * is stuck in code that never yields.
+   * End the session the thread hosts. A thread from a pool releases its session (`release`, at most `graceMs`) and
+   * goes back to the pool; otherwise (no pool, pool full, no answer in time, the release failed) the worker is asked
+   * to close what it holds (`close`, at most `graceMs`) and the thread ends, whether it answered or is stuck in code
+   * that never yields.
    */
   async close(graceMs: number): Promise<void> {
+    if (!this.#gone && this.recycle) {
+      let timer: NodeJS.Timeout | undefined;
+      const released = await Promise.race([
+        this.call({ op: 'release' }).then(
+          () => 'ok' as const,
+          () => 'failed' as const,
+        ),
+        new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (released === 'ok' && !this.#gone && this.recycle(this)) return;
+      // no answer within the grace: the thread is stuck, asking it to close as well would only wait longer
+      if (released === 'late') return this.terminate();
+    }
     if (!this.#gone) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.call({ op: 'close' }).catch(() => {}), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
@@ -109,40 +137,65 @@ function errorFrom(e: WorkerError): Error {
   return err;
 }
 
+/** How many threads whose sessions closed each pool keeps loaded for later sessions (more are ended). */
+export const WORKER_IDLE_THREADS = 4;
+
 /**
- * One thread loaded ahead, for the next session: a session takes it (or, when none is ready, starts its own) and
- * the next one starts loading at once, so a session rarely waits for a worker to load its models.
+ * The threads of one engine or tracker. A session takes an idle thread (one a closed session gave back), else the one
+ * loaded ahead (or, when none is ready, starts its own), and then the next one starts loading at once, so a session
+ * rarely waits for a worker to load its models. A session's thread goes back to the idle pool when the session closes
+ * (ModuleThread.close), up to `maxIdle` of them; one that is stuck or over the limit ends.
  */
 export class WarmThreads {
   #warm: ModuleThread | undefined;
+  readonly #idle: ModuleThread[] = [];
   #closed = false;
 
   constructor(
     readonly data: ThreadData,
     readonly logger: Logger,
     first?: ModuleThread,
+    readonly maxIdle: number = WORKER_IDLE_THREADS,
   ) {
     this.#warm = first;
   }
 
-  /** A thread whose engine or tracker has loaded; the caller owns it. */
+  /** Threads waiting for a session (given back by closed sessions). */
+  get idle(): number {
+    return this.#idle.length;
+  }
+
+  /** A thread whose engine or tracker has loaded; the caller owns it (its close gives it back). */
   async take(): Promise<ModuleThread> {
     if (this.#closed) throw new WorkerThreadError('closed');
+    for (let t = this.#idle.pop(); t; t = this.#idle.pop()) if (t.alive) return this.#owned(t);
     const t = this.#warm ?? new ModuleThread(this.data, this.logger);
     this.#warm = new ModuleThread(this.data, this.logger);
     try {
       await t.ready;
-      return t;
+      return this.#owned(t);
     } catch (err) {
       await t.terminate();
       throw err;
     }
   }
 
+  #owned(t: ModuleThread): ModuleThread {
+    t.recycle = this.maxIdle > 0 ? (x) => this.#giveBack(x) : undefined;
+    return t;
+  }
+
+  #giveBack(t: ModuleThread): boolean {
+    if (this.#closed || this.#idle.length >= this.maxIdle) return false;
+    t.recycle = undefined;
+    this.#idle.push(t);
+    return true;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
-    const w = this.#warm;
+    const threads = [this.#warm, ...this.#idle.splice(0)];
     this.#warm = undefined;
-    await w?.terminate();
+    await Promise.all(threads.map((t) => t?.terminate()));
   }
 }

@@ -37,12 +37,14 @@ export type EngineCall =
   | { op: 'createSession'; opts: WorkerSessionOptions } // -> EngineSessionInfo
   | { op: 'process'; input: EngineInput } // -> FramesReply
   | { op: 'flush' } // -> FramesReply
-  | { op: 'close' }; // -> null
+  | { op: 'release' } // -> null: the session closed, the engine kept loaded for the thread's next session
+  | { op: 'close' }; // -> null: the session and the engine closed (the thread ends)
 
 /** Calls to a tracker worker. */
 export type AnalyzerCall =
   | { op: 'create' } // -> null
   | { op: 'analyze'; frame: VideoFrame } // -> FaceObservation
+  | { op: 'release' } // -> null: the analyzer closed, the tracker's models kept for the thread's next one
   | { op: 'close' }; // -> null
 
 export interface FramesReply {

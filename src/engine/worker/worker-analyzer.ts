@@ -1,6 +1,7 @@
 /**
  * The server's face tracker on worker threads (`serve --face-thread`): one worker per live session, so a tracker
- * call that hangs blocks neither the event loop nor another session, and closing the session ends it. The tracker's
+ * call that hangs blocks neither the event loop nor another session, and closing the session ends it (or, when it
+ * answers in time, gives its worker back to an idle pool for a later session: module-thread.ts). The tracker's
  * own code runs unchanged in the worker (analyzer-host.ts), loaded from its module's `createFrameAnalyzerFactory`.
  */
 import type { Logger } from 'pino';
@@ -22,13 +23,14 @@ export class WorkerFrameAnalyzerFactory implements FrameAnalyzerFactory {
   }
 
   /** Load the tracker of `module` in a worker (its models open there); rejects with the tracker's load error. */
-  static async load(module: URL, opts: AnalyzerLoaderOptions): Promise<WorkerFrameAnalyzerFactory> {
+  /** `pool.maxIdle`: threads kept for later trackers (default WORKER_IDLE_THREADS; 0: each ends with its tracker). */
+  static async load(module: URL, opts: AnalyzerLoaderOptions, pool: { maxIdle?: number } = {}): Promise<WorkerFrameAnalyzerFactory> {
     const { logger, ...options } = opts;
     const data: ThreadData = { host: 'analyzer', module: module.href, options, logLevel: logger.level };
     const first = new ModuleThread(data, logger);
     try {
       const traits = await first.ready;
-      return new WorkerFrameAnalyzerFactory(traits.name, new WarmThreads(data, logger, first));
+      return new WorkerFrameAnalyzerFactory(traits.name, new WarmThreads(data, logger, first, pool.maxIdle));
     } catch (err) {
       await first.terminate();
       throw err;

@@ -6,8 +6,9 @@
  *
  * Loading: `WorkerEngine.load` starts a worker and waits for its engine to load (model files, ORT sessions), so a
  * broken engine fails at load as an inline one does; that worker is kept warm for the first session, and each
- * session that takes the warm worker starts the next one (module-thread.ts, WarmThreads). Frames are
- * structured-cloned in and moved out.
+ * session that takes the warm worker starts the next one (module-thread.ts, WarmThreads). A closed session's worker
+ * that answers in time keeps its engine and goes back to an idle pool for a later session (up to
+ * WORKER_IDLE_THREADS); a stuck one is terminated. Frames are structured-cloned in and moved out.
  */
 import type { Engine, EngineControl, EngineInput, EngineLoadOptions, EngineSession, EngineSessionInfo, EngineSessionOptions, EngineStats } from '../engine.ts';
 import type { VideoFrame } from '../../media/frame.ts';
@@ -38,11 +39,11 @@ export class WorkerEngine implements Engine {
    * Load the engine of `module` (a file URL exporting `loadEngine`) in a worker; resolves once it has loaded there,
    * rejects with the engine's own load error. `opts.options` must be structured-clone data.
    */
-  static async load(module: URL, opts: EngineLoadOptions): Promise<WorkerEngine> {
+  static async load(module: URL, opts: EngineLoadOptions, pool: { maxIdle?: number } = {}): Promise<WorkerEngine> {
     const data: ThreadData = { host: 'engine', module: module.href, options: opts.options, logLevel: opts.logger.level };
     const first = new ModuleThread(data, opts.logger);
     try {
-      return new WorkerEngine(await first.ready, new WarmThreads(data, opts.logger, first));
+      return new WorkerEngine(await first.ready, new WarmThreads(data, opts.logger, first, pool.maxIdle));
     } catch (err) {
       await first.terminate();
       throw err;
@@ -52,6 +53,11 @@ export class WorkerEngine implements Engine {
   /** Sessions open (each with its worker). */
   get sessions(): number {
     return this.#sessions.size;
+  }
+
+  /** Workers whose sessions closed, loaded and waiting for the next session (at most WORKER_IDLE_THREADS). */
+  get idleThreads(): number {
+    return this.#threads.idle;
   }
 
   async createSession(opts: EngineSessionOptions): Promise<EngineSession> {
