@@ -5,7 +5,7 @@
  *
  * Symbolic dims used in graph I/O shapes:
  *   B   batch (frames; a window of W frames in the UNet graphs, see `motion`)
- *   Bb  batch of a bank input (1 = one reference broadcast to the batch, or B)
+ *   Bb  rows of a bank input: one per distinct timestep of the batch (unet_cond reads them through bank_index)
  *   Bc  batch of the context input (1 or B)
  *   h,w latent height/width; H,W image height/width (= latent * vaeDownscale)
  *   hN,wN  latent size divided by N (ceil), for residuals and skips at downsampling factor N
