@@ -13,11 +13,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FaceObservation } from '../../face/types.ts';
 import type { VideoFrame } from '../../media/frame.ts';
-import { readVideoFrames } from '../../media/ffmpeg.ts';
+import { readStill } from '../../media/still.ts';
 import { WORKER_IDLE_THREADS } from '../../engine/worker/module-thread.ts';
 import { WorkerEngine } from '../../engine/worker/worker-engine.ts';
 import { WorkerFrameAnalyzerFactory } from '../../engine/worker/worker-analyzer.ts';
 import { silentLogger } from '../../util/log.ts';
+import { drivingFrames } from '../live-clients.ts';
 import { sharedFolder } from '../shared-folder.ts';
 import { slope } from './soak.ts';
 
@@ -76,13 +77,8 @@ export async function run(ctx: { args: string[]; log: (m: string) => void }): Pr
   const fps = Number(arg(ctx.args, '--fps', '10'));
   const sampleS = Number(arg(ctx.args, '--sample-seconds', '10'));
   const idleThreads = Number(arg(ctx.args, '--idle-threads', String(WORKER_IDLE_THREADS)));
-  const { readPng } = await import('../../../test/face/media.ts');
-  const portrait = await readPng(join(sharedFolder(), 'media', 'xportrait-source.png'));
-  const frames: Uint8Array[] = [];
-  for await (const f of readVideoFrames(join(sharedFolder(), 'media', 'xportrait-driving.mp4'), { width: 320, height: 240, format: 'i420' })) {
-    if (frames.length >= 16) break;
-    frames.push(f);
-  }
+  const portrait = await readStill(join(sharedFolder(), 'media', 'xportrait-source.png'));
+  const frames = await drivingFrames(320, 240, 1);
   const logger = silentLogger();
   const tracker = await WorkerFrameAnalyzerFactory.load(new URL('../../face/node/index.ts', import.meta.url), { logger }, { maxIdle: idleThreads });
   const warp = await WorkerEngine.load(new URL('../../engine/warp/warp-engine.ts', import.meta.url), { logger, options: {} }, { maxIdle: idleThreads });

@@ -16,6 +16,7 @@
 import { dimResolver, type CallDims, type GraphIo, type IoSpec, type LayoutDims } from '../../model/analysis/graph-source.ts';
 import { lcmTimesteps } from './lcm.ts';
 import { LivePlanner, type LivePolicy, type TickPlan } from './live.ts';
+import { bankRowsOf } from './references.ts';
 
 export interface TickCostOptions {
   policy: LivePolicy;
@@ -79,8 +80,8 @@ function tickCallsOf(o: TickCostOptions, plan: TickPlan, newCtx: number): TickCa
   const items = plan.items;
   const B = items.length;
   const denoise = items.filter((it) => it.kind === 'denoise').length;
-  // The bank goes in one row per distinct timestep; `bank_index` [B] says which row each item reads.
-  const bankBatch = new Set(items.map((it) => it.t)).size || 1;
+  // The bank goes in one row per distinct timestep, as the runners stack it; `bank_index` [B] says which row each reads.
+  const bankBatch = bankRowsOf(items.map((it) => it.t)).distinct.length || 1;
   const kvLength = Math.max(1, ...items.map((it) => it.attend?.length ?? 0));
   const calls: TickCall[] = [];
   const call = (graph: string, batch: number, extra: { bankBatch?: number; kvLength?: number } = {}) => {
