@@ -123,8 +123,11 @@ describe('tiny pack: live streaming', () => {
     const control = await net.control('pose', x, t, await net.hintFeatures('pose', { data: f32(c, 'hint_pose').slice(0, B * IMG), dims: [B, 3, 64, 64] }));
     const perItem = (await net.unetCond(x, t, { rows: stack(ts), index: BigInt64Array.from(ts, (_, i) => BigInt(i)) }, control)).eps.data.slice() as Float32Array;
     const distinct = (await net.unetCond(x, t, { rows: stack([999, 499, 1]), index: BigInt64Array.of(0n, 0n, 1n, 2n, 1n) }, control)).eps.data.slice() as Float32Array;
-    // The gathered rows are the per-item rows: only the projection's batch size differs (3 rows against 5).
-    expect(relL2(distinct, perItem)).toBeLessThan(1e-6);
+    // The gathered rows are the per-item rows: only the projection's batch size differs (3 rows against 5). Measured
+    // 0 (2 runs here: each row is the same GEMM); 1e-5 leaves room for another CPU's kernels, while a wrong row moves
+    // the eps by more than 1e-3 (below).
+    console.log(`bank_index: distinct rows vs per-item rows, rel L2 ${relL2(distinct, perItem).toExponential(2)}`);
+    expect(relL2(distinct, perItem)).toBeLessThan(1e-5);
     // And the index is read: pointing item 3 (t=1) at the t=999 row changes the eps (that item's most; the temporal
     // attention carries some of it to the others).
     const wrong = (await net.unetCond(x, t, { rows: stack([999, 499, 1]), index: BigInt64Array.of(0n, 0n, 1n, 0n, 1n) }, control)).eps.data as Float32Array;
