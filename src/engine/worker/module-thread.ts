@@ -192,10 +192,20 @@ export class WarmThreads {
     return true;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Ends the idle threads and the one loading ahead. The latter may be inside onnxruntime, creating its sessions:
+   * terminating a worker there aborts the whole process (the binding throws into a dying environment; seen once in a
+   * fresh-clone run, core in `InferenceSessionWrap` beside `Worker::Exit`), so it is given `graceMs` to finish
+   * loading first.
+   */
+  async close(graceMs = 2000): Promise<void> {
     this.#closed = true;
-    const threads = [this.#warm, ...this.#idle.splice(0)];
+    const warm = this.#warm;
+    const idle = this.#idle.splice(0);
     this.#warm = undefined;
-    await Promise.all(threads.map((t) => t?.terminate()));
+    let timer: NodeJS.Timeout | undefined;
+    if (warm) await Promise.race([warm.ready.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    await Promise.all([warm, ...idle].map((t) => t?.terminate()));
   }
 }
